@@ -1,1 +1,203 @@
-fn main(){}
+//! `zonemesh`: run a zone server or mint session tokens.
+//!
+//! - `zonemesh dev` hosts the demo world on one node with a self-signed certificate and
+//!   a token secret kept under `--data` (created on first run).
+//! - `zonemesh token --player NAME` prints a session token signed with that secret.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mimalloc::MiMalloc;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zonemesh_server::demo::{DemoConfig, demo_game};
+use zonemesh_server::zone::{WorldLayout, ZoneConfig};
+use zonemesh_server::{NetLimits, NodeConfig, Server, ServerConfig, dev};
+use zonemesh_shared::quant::Vec2;
+use zonemesh_shared::token::{self, Claims};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "zonemesh", version, about = "ZoneMesh game server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node hosting the demo world (development setup, nothing to install).
+    Dev(DevArgs),
+    /// Print a session token for a player, signed with the data directory's secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    /// Directory for the dev certificate, key and token secret.
+    #[arg(long, default_value = "./zonemesh-data")]
+    data: PathBuf,
+    /// Simulation rate in ticks per second.
+    #[arg(long, default_value_t = 20)]
+    tick_hz: u16,
+    /// Zones along each side of the square world.
+    #[arg(long, default_value_t = 4)]
+    zones: u16,
+    /// Side length of one zone, world units.
+    #[arg(long, default_value_t = 256.0)]
+    zone_size: f32,
+    /// Wandering NPCs in the whole world.
+    #[arg(long, default_value_t = 4000)]
+    npcs: usize,
+    /// Area-of-interest radius, world units.
+    #[arg(long, default_value_t = 64.0)]
+    aoi_radius: f32,
+    /// Snapshot bytes per client per tick.
+    #[arg(long, default_value_t = 4000)]
+    budget_bytes: usize,
+    /// Authenticated sessions at once; more are told busy.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Zone worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// Player name (1-32 characters: letters, digits, '-', '_', '.').
+    #[arg(long)]
+    player: String,
+    /// Data directory holding the token secret.
+    #[arg(long, default_value = "./zonemesh-data")]
+    data: PathBuf,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl_secs: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev(args) => run_dev(args),
+        Command::Token(args) => print_token(&args),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    let identity = dev::load_or_create(&args.data)?;
+    let layout = WorldLayout {
+        zones_x: args.zones,
+        zones_y: args.zones,
+        zone_size: args.zone_size,
+    };
+    layout.validate().map_err(anyhow::Error::msg)?;
+    let world = layout.world_bounds().max;
+    let game = demo_game(DemoConfig {
+        npcs: args.npcs,
+        zones: layout.n_zones(),
+        world_size: Vec2::new(world.x, world.y),
+    });
+    let mut zone = ZoneConfig {
+        tick_hz: args.tick_hz,
+        ..ZoneConfig::default()
+    };
+    zone.view.aoi_radius = args.aoi_radius;
+    zone.view.budget_bytes_per_tick = args.budget_bytes;
+    zone.ghost_margin = args.aoi_radius;
+    let config = ServerConfig {
+        listen: args.listen,
+        tls: identity.tls,
+        secret: identity.secret,
+        node: NodeConfig {
+            layout,
+            zone,
+            workers: args.workers,
+        },
+        limits: NetLimits {
+            max_connections: args.max_connections,
+            ..NetLimits::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("zonemesh-net")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config, &game).await?;
+        print_welcome(&server, &args, &identity.cert_path, identity.created)?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn print_welcome(server: &Server, args: &DevArgs, cert: &Path, created: bool) -> anyhow::Result<()> {
+    let addr = server.local_addr()?;
+    let data = args.data.display();
+    let verb = if created { "created" } else { "reusing" };
+    println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
+    println!("  world: {0}x{0} zones of {1} units, {2} NPCs, {3} Hz", args.zones, args.zone_size, args.npcs, args.tick_hz);
+    println!("  {verb} dev certificate: {} (clients pin it)", cert.display());
+    println!("  {verb} token secret:    {data}/dev-secret.hex (keep private)");
+    println!("  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}");
+    println!("  mint a token:      zonemesh token --player NAME --data {data}");
+    println!("  stop with Ctrl-C");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
+    zonemesh_shared::ids::validate_player_name(&args.player)
+        .map_err(|e| anyhow::anyhow!("invalid player name {:?}: {e}", args.player))?;
+    let secret_path = args.data.join(zonemesh_shared::dev_files::SECRET);
+    let secret = dev::read_secret(&secret_path).with_context(|| {
+        format!("run `zonemesh dev --data {}` once to create the secret", args.data.display())
+    })?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let claims = Claims {
+        player: args.player.clone(),
+        expires_unix_s: now.as_secs().saturating_add(args.ttl_secs),
+        nonce: rand::random(),
+    };
+    println!("{}", token::sign(&secret, &claims)?);
+    Ok(())
+}

@@ -26,3 +26,14 @@ pub mod token;
 pub const ALPN: &[u8] = b"zonemesh/1";
 /// Protocol version carried in `Hello`; bumped on any incompatible wire change.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// File names `zonemesh dev` writes under its data directory, read by the SDK's
+/// `from_dev_data` helpers and the tools so they agree without configuration.
+pub mod dev_files {
+    /// The self-signed development certificate (PEM) clients pin.
+    pub const CERT: &str = "dev-cert.pem";
+    /// The certificate's private key (PEM); only the server reads it.
+    pub const KEY: &str = "dev-key.pem";
+    /// The token-signing secret, hex encoded; whoever holds it can mint sessions.
+    pub const SECRET: &str = "dev-secret.hex";
+}

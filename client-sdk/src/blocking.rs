@@ -1,0 +1,147 @@
+//! [`BlockingClient`]: the SDK for game loops that are not async. It owns a small tokio
+//! runtime whose single worker thread runs QUIC (timers, keep-alives, sending and
+//! receiving UDP) while the game thread polls without blocking.
+
+use crate::client::{Client, ClientStats};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::events::{DisconnectReason, Event};
+use crate::replica::Replica;
+use std::fmt;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use zonemesh_shared::ids::{NetId, ZoneId};
+use zonemesh_shared::quant::Vec2;
+
+/// How long [`BlockingClient::send_game_event`] may wait for flow control.
+const GAME_EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`Client`] with its own runtime, for non-async game loops.
+///
+/// Call [`BlockingClient::poll`] (or [`BlockingClient::poll_events`]) once per frame:
+/// it processes what arrived, sends due acknowledgements and returns the events,
+/// without blocking. Do not create, use or drop one from inside an async runtime.
+pub struct BlockingClient {
+    // Declared before `runtime` so it is dropped (closing the connection) first.
+    client: Client,
+    runtime: Runtime,
+}
+
+impl BlockingClient {
+    /// Starts a one-worker runtime and connects (blocking until welcomed or failed).
+    pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            // A multi-thread runtime even with one worker: QUIC must keep running
+            // while the game thread is busy between polls.
+            .worker_threads(1)
+            .thread_name("zonemesh-client")
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::io("cannot start the client runtime", e))?;
+        let client = runtime.block_on(Client::connect(config))?;
+        Ok(Self { client, runtime })
+    }
+
+    /// Every event ready now (non-blocking).
+    pub fn poll(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.poll_events(&mut out);
+        out
+    }
+
+    /// Appends every event ready now to `out` (non-blocking); returns how many. Reuse
+    /// `out` across frames to avoid allocating.
+    pub fn poll_events(&mut self, out: &mut Vec<Event>) -> usize {
+        let _guard = self.runtime.enter();
+        self.client.drain_events(out)
+    }
+
+    /// Waits up to `timeout` for the next event; `None` on timeout or after
+    /// `Disconnected` was returned.
+    pub fn wait_event(&mut self, timeout: Duration) -> Option<Event> {
+        let client = &mut self.client;
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, client.next_event()).await })
+            .ok()
+            .flatten()
+    }
+
+    /// Sends an input; see [`Client::send_input`]. Never blocks.
+    pub fn send_input(&mut self, velocity: Vec2, buttons: u8) -> Result<u32, ClientError> {
+        let _guard = self.runtime.enter();
+        self.client.send_input(velocity, buttons)
+    }
+
+    /// Sends a reliable game event, blocking only while the server's flow control is
+    /// full (at most 5 s, then [`ClientError::Timeout`]).
+    pub fn send_game_event(&mut self, kind: u16, payload: Vec<u8>) -> Result<(), ClientError> {
+        let client = &mut self.client;
+        self.runtime.block_on(async {
+            tokio::time::timeout(
+                GAME_EVENT_SEND_TIMEOUT,
+                client.send_game_event(kind, payload),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout(GAME_EVENT_SEND_TIMEOUT))?
+        })
+    }
+
+    /// The replicated world as of the last poll.
+    pub fn replica(&self) -> &Replica {
+        self.client.replica()
+    }
+
+    /// See [`Client::render_tick`].
+    pub fn render_tick(&self) -> Option<f64> {
+        self.client.render_tick()
+    }
+
+    /// quinn's round-trip time estimate.
+    pub fn rtt(&self) -> Duration {
+        self.client.rtt()
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.client.stats()
+    }
+
+    /// The player's own entity.
+    pub fn player(&self) -> NetId {
+        self.client.player()
+    }
+
+    /// The zone the player is in now.
+    pub fn zone(&self) -> ZoneId {
+        self.client.zone()
+    }
+
+    /// The server's simulation rate.
+    pub fn tick_hz(&self) -> u16 {
+        self.client.tick_hz()
+    }
+
+    /// Why the session ended, once it has.
+    pub fn disconnect_reason(&self) -> Option<&DisconnectReason> {
+        self.client.disconnect_reason()
+    }
+
+    /// The async client inside, for calls this facade does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Ends the session politely (blocks for at most about a second).
+    pub fn close(self) {
+        let Self { client, runtime } = self;
+        runtime.block_on(client.close());
+    }
+}
+
+impl fmt::Debug for BlockingClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingClient")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}

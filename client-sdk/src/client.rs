@@ -1,0 +1,519 @@
+//! [`Client`]: the async session handle. It owns the QUIC connection and the sans-IO
+//! [`ClientCore`], and moves bytes between them.
+//!
+//! There is no background task. quinn's own buffers are the bounded queues between the
+//! network and the game: received datagrams wait in quinn's datagram buffer
+//! ([`ClientConfig::datagram_receive_buffer_bytes`], oldest dropped when full) and
+//! control frames in the stream's flow-control window (the server is slowed down, then
+//! disconnects a client that never reads). Every call that reads (`next_event`,
+//! `try_next_event`, `drain_events`, `update`, `wait_snapshot`) first processes
+//! whatever has arrived, so the replica, the events and the acknowledgements always
+//! describe exactly what the game has processed, and `replica()` is a plain borrow.
+
+use crate::config::ClientConfig;
+use crate::connect::{self, Established, READ_CHUNK};
+use crate::error::ClientError;
+use crate::events::{DisconnectReason, Event};
+use crate::replica::Replica;
+use crate::session::ClientCore;
+use bytes::Bytes;
+use quinn::{Connection, ReadError, RecvStream, SendDatagramError, SendStream, VarInt};
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use zonemesh_shared::codec::DecodeError;
+use zonemesh_shared::control::{
+    ClientControl, ErrorCode, FrameDecoder, GAME_EVENT_MAX, ServerControl,
+};
+use zonemesh_shared::ids::{NetId, ZoneId};
+use zonemesh_shared::quant::Vec2;
+
+/// Most datagrams processed per call, so one call never runs unbounded while a flood
+/// arrives; the rest wait for the next call.
+const DATAGRAMS_PER_PUMP_MAX: usize = 1024;
+/// Most control-stream reads per call (each up to [`READ_CHUNK`] bytes).
+const CONTROL_READS_PER_PUMP_MAX: usize = 64;
+/// How long `close` waits for the server to take the `Goodbye`, and then for the
+/// endpoint to send the close.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Snapshot datagrams applied (fully or partly).
+    pub snapshots: u64,
+    /// Snapshot datagrams dropped whole as too old.
+    pub stale_snapshots: u64,
+    /// Datagrams received and processed.
+    pub datagrams_received: u64,
+    /// Datagrams sent (inputs and ack-only).
+    pub datagrams_sent: u64,
+    /// Inputs sent (each counted once, however many datagrams repeated it).
+    pub inputs_sent: u64,
+    /// The newest input sequence number the server reported applied.
+    pub last_input_ack: u32,
+    /// Undecodable datagrams, skipped records and out-of-place messages.
+    pub decode_errors: u64,
+    /// Events dropped by the queue's overflow policy.
+    pub events_dropped: u64,
+    /// UDP payload bytes received on this connection (QUIC overhead included).
+    pub bytes_down: u64,
+    /// UDP payload bytes sent on this connection (QUIC overhead included).
+    pub bytes_up: u64,
+}
+
+/// The receiving half of the control stream.
+struct ControlReader {
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    buf: Box<[u8]>,
+    /// False once the stream ended or failed.
+    open: bool,
+}
+
+/// What woke a waiting client.
+enum Wake {
+    Datagram(Result<Bytes, quinn::ConnectionError>),
+    Control(Result<Option<usize>, ReadError>),
+    AckDue,
+}
+
+/// A connected session with a ZoneMesh server.
+///
+/// Call [`Client::next_event`] (async) or [`Client::drain_events`] /
+/// [`Client::try_next_event`] (each frame) to process what arrived; they also send the
+/// snapshot acknowledgements the server needs. Dropping a client closes the
+/// connection; [`Client::close`] does so politely.
+pub struct Client {
+    conn: Connection,
+    send: SendStream,
+    control: ControlReader,
+    core: ClientCore,
+    /// The endpoint this client created, drained on `close`; `None` when shared.
+    owned_endpoint: Option<quinn::Endpoint>,
+}
+
+impl Client {
+    /// Connects on a new endpoint of its own (bound to an ephemeral port), retrying and
+    /// following redirects as [`ClientConfig`] allows. Must run inside a tokio runtime.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let endpoint = Self::bind_endpoint(config.server)?;
+        let established = connect::establish(&endpoint, &config).await;
+        let established = match established {
+            Ok(e) => e,
+            Err(e) => {
+                endpoint.close(VarInt::from_u32(ErrorCode::Normal as u32), b"gave up");
+                return Err(e);
+            }
+        };
+        Ok(Self::from_established(established, &config, Some(endpoint)))
+    }
+
+    /// Connects over a shared endpoint, so many clients (a bot swarm) can use a few UDP
+    /// sockets. The endpoint needs no default client configuration.
+    pub async fn connect_with(
+        endpoint: &quinn::Endpoint,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let established = connect::establish(endpoint, &config).await?;
+        Ok(Self::from_established(established, &config, None))
+    }
+
+    /// A client endpoint on an ephemeral port of the same address family as `server`.
+    pub fn bind_endpoint(server: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+        let bind: SocketAddr = if server.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::io(format!("cannot bind UDP socket {bind}"), e))
+    }
+
+    fn from_established(
+        e: Established,
+        config: &ClientConfig,
+        owned_endpoint: Option<quinn::Endpoint>,
+    ) -> Self {
+        let core = ClientCore::new(e.welcome, config.core_config(), Instant::now());
+        tracing::debug!(player = %e.welcome.player, zone = %e.welcome.zone, "welcomed");
+        let mut client = Self {
+            conn: e.conn,
+            send: e.send,
+            control: ControlReader {
+                recv: e.recv,
+                decoder: e.decoder,
+                buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                open: true,
+            },
+            core,
+            owned_endpoint,
+        };
+        // Frames that arrived in the same read as `Welcome`.
+        client.dispatch_frames();
+        client
+    }
+
+    /// The player's own entity.
+    pub fn player(&self) -> NetId {
+        self.core.welcome().player
+    }
+
+    /// The zone the player is in now.
+    pub fn zone(&self) -> ZoneId {
+        self.core.welcome().zone
+    }
+
+    /// The server's simulation rate, in ticks per second.
+    pub fn tick_hz(&self) -> u16 {
+        self.core.welcome().tick_hz
+    }
+
+    /// The replicated world, as of the last call that processed incoming data.
+    pub fn replica(&self) -> &Replica {
+        self.core.replica()
+    }
+
+    /// The tick to render now, advancing smoothly between snapshots (see
+    /// [`Replica::render_tick_after`]).
+    pub fn render_tick(&self) -> Option<f64> {
+        let since = self
+            .core
+            .newest_snapshot_at()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        self.replica().render_tick_after(since, self.tick_hz())
+    }
+
+    /// quinn's current round-trip time estimate.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
+    /// The server address this session is connected to (after redirects).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Why the session ended, once it has.
+    pub fn disconnect_reason(&self) -> Option<&DisconnectReason> {
+        self.core.disconnect_reason()
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> ClientStats {
+        let c = self.core.counters();
+        let quic = self.conn.stats();
+        ClientStats {
+            snapshots: c.snapshots,
+            stale_snapshots: c.stale_snapshots,
+            datagrams_received: c.datagrams_received,
+            datagrams_sent: c.datagrams_sent,
+            inputs_sent: c.inputs_sent,
+            last_input_ack: c.last_input_ack,
+            decode_errors: c.decode_errors,
+            events_dropped: self.core.events_dropped(),
+            bytes_down: quic.udp_rx.bytes,
+            bytes_up: quic.udp_tx.bytes,
+        }
+    }
+
+    /// The next event, waiting for one; `None` after `Disconnected` was returned.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            self.update();
+            if let Some(event) = self.core.pop_event() {
+                return Some(event);
+            }
+            if self.core.disconnect_reason().is_some() {
+                return None;
+            }
+            self.wait_for_input().await;
+        }
+    }
+
+    /// The next event if one is ready, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.update();
+        self.core.pop_event()
+    }
+
+    /// Appends every ready event to `out` without waiting; returns how many.
+    pub fn drain_events(&mut self, out: &mut Vec<Event>) -> usize {
+        self.update();
+        let before = out.len();
+        out.extend(std::iter::from_fn(|| self.core.pop_event()));
+        out.len() - before
+    }
+
+    /// Processes everything received so far (replica updated, events queued) and sends
+    /// a due acknowledgement. Never waits.
+    pub fn update(&mut self) {
+        let now = Instant::now();
+        self.read_ready_datagrams(now);
+        self.read_ready_control();
+        self.flush_ack(now);
+    }
+
+    /// Waits until at least one more snapshot has been applied; events stay queued.
+    /// Cancel-safe.
+    pub async fn wait_snapshot(&mut self) -> Result<(), ClientError> {
+        let before = self.core.counters().snapshots;
+        loop {
+            self.update();
+            if self.core.counters().snapshots > before {
+                return Ok(());
+            }
+            self.core.ensure_open()?;
+            self.wait_for_input().await;
+        }
+    }
+
+    /// Sends a new input (desired velocity in world units per second, game-defined
+    /// buttons) with the unacknowledged inputs before it and the current snapshot
+    /// acknowledgement. Returns the input's sequence number. Never waits.
+    pub fn send_input(&mut self, velocity: Vec2, buttons: u8) -> Result<u32, ClientError> {
+        let (seq, datagram) = self
+            .core
+            .input_datagram(Instant::now(), velocity, buttons)?;
+        self.send_datagram(datagram)?;
+        Ok(seq)
+    }
+
+    /// Sends a reliable game event. Waits only if the server's flow control is full.
+    /// Not cancel-safe: cancelling mid-write leaves a partial frame, which the server
+    /// treats as a protocol violation.
+    pub async fn send_game_event(
+        &mut self,
+        kind: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.core.ensure_open()?;
+        if payload.len() > GAME_EVENT_MAX {
+            return Err(ClientError::InvalidInput(format!(
+                "game event payload is {} bytes; at most {GAME_EVENT_MAX}",
+                payload.len()
+            )));
+        }
+        let frame = ClientControl::GameEvent { kind, payload }.to_frame();
+        match self.send.write_all(&frame).await {
+            Ok(()) => Ok(()),
+            Err(quinn::WriteError::ConnectionLost(e)) => Err(self.connection_lost(&e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the session politely: `Goodbye`, a short wait for the server to take it,
+    /// then a `Normal` close; an owned endpoint is given a moment to send the close.
+    pub async fn close(mut self) {
+        if self.core.disconnect_reason().is_none() {
+            let goodbye = ClientControl::Goodbye.to_frame();
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                self.send.write_all(&goodbye).await.ok()?;
+                self.send.finish().ok()?;
+                // The server answers Goodbye by closing; waiting lets the frame arrive.
+                self.conn.closed().await;
+                Some(())
+            })
+            .await;
+        }
+        self.conn.close(normal_code(), b"goodbye");
+        if let Some(endpoint) = &self.owned_endpoint {
+            let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+        }
+    }
+
+    /// Waits until a datagram or control bytes arrive, or an acknowledgement is due,
+    /// and processes what woke it.
+    async fn wait_for_input(&mut self) {
+        let ack_due = self.core.ack_deadline().map(tokio::time::Instant::from_std);
+        let control_open = self.control.open;
+        let Self { conn, control, .. } = self;
+        let wake = tokio::select! {
+            d = conn.read_datagram() => Wake::Datagram(d),
+            r = control.recv.read(&mut control.buf), if control_open => Wake::Control(r),
+            () = sleep_until(ack_due) => Wake::AckDue,
+        };
+        match wake {
+            Wake::Datagram(Ok(bytes)) => self.core.handle_datagram(Instant::now(), &bytes),
+            Wake::Datagram(Err(e)) => {
+                self.connection_lost(&e);
+            }
+            Wake::Control(result) => self.on_control_read(result),
+            // `update` at the top of the caller's loop sends it.
+            Wake::AckDue => {}
+        }
+    }
+
+    fn read_ready_datagrams(&mut self, now: Instant) {
+        for _ in 0..DATAGRAMS_PER_PUMP_MAX {
+            if self.core.disconnect_reason().is_some() {
+                return;
+            }
+            match poll_once(self.conn.read_datagram()) {
+                None => return,
+                Some(Ok(bytes)) => self.core.handle_datagram(now, &bytes),
+                Some(Err(e)) => {
+                    self.connection_lost(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_ready_control(&mut self) {
+        for _ in 0..CONTROL_READS_PER_PUMP_MAX {
+            if !self.control.open || self.core.disconnect_reason().is_some() {
+                return;
+            }
+            let control = &mut self.control;
+            match poll_once(control.recv.read(&mut control.buf)) {
+                None => return,
+                Some(result) => self.on_control_read(result),
+            }
+        }
+    }
+
+    fn on_control_read(&mut self, result: Result<Option<usize>, ReadError>) {
+        match result {
+            Ok(Some(n)) => {
+                let chunk = &self.control.buf[..n.min(self.control.buf.len())];
+                self.control.decoder.push(chunk);
+                self.dispatch_frames();
+            }
+            Ok(None) => {
+                self.control.open = false;
+                self.fail(
+                    ErrorCode::ProtocolViolation,
+                    "server finished the control stream",
+                );
+            }
+            Err(ReadError::ConnectionLost(e)) => {
+                self.control.open = false;
+                self.connection_lost(&e);
+            }
+            Err(e) => {
+                self.control.open = false;
+                self.fail(
+                    ErrorCode::ProtocolViolation,
+                    &format!("control stream: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Hands every complete control frame to the core. Bounded: each frame consumes
+    /// buffered bytes.
+    fn dispatch_frames(&mut self) {
+        loop {
+            if self.core.disconnect_reason().is_some() {
+                return;
+            }
+            let body = match self.control.decoder.next_frame() {
+                Ok(Some(body)) => body,
+                Ok(None) => return,
+                Err(e) => return self.fail(frame_error_code(&e), &e.to_string()),
+            };
+            match ServerControl::decode(&body) {
+                Ok(msg) => self.core.handle_control(msg),
+                Err(e) => return self.fail(ErrorCode::ProtocolViolation, &e.to_string()),
+            }
+        }
+    }
+
+    /// Ends the session because the server broke the protocol.
+    fn fail(&mut self, code: ErrorCode, message: &str) {
+        tracing::warn!(
+            ?code,
+            message,
+            "closing connection: server broke the protocol"
+        );
+        self.conn
+            .close(VarInt::from_u32(code as u32), message.as_bytes());
+        self.core.protocol_violation(code, message.to_owned());
+    }
+
+    /// Records the end of the connection; returns the error for the caller.
+    fn connection_lost(&mut self, error: &quinn::ConnectionError) -> ClientError {
+        self.control.open = false;
+        self.core
+            .handle_disconnect(DisconnectReason::from_connection_error(error));
+        self.closed_error()
+    }
+
+    fn closed_error(&self) -> ClientError {
+        match self.core.ensure_open() {
+            Err(e) => e,
+            Ok(()) => ClientError::UnexpectedMessage("connection lost".into()),
+        }
+    }
+
+    fn flush_ack(&mut self, now: Instant) {
+        if let Some(datagram) = self.core.poll_ack(now)
+            && let Err(e) = self.send_datagram(datagram)
+        {
+            tracing::debug!(error = %e, "acknowledgement not sent");
+        }
+    }
+
+    fn send_datagram(&mut self, datagram: Vec<u8>) -> Result<(), ClientError> {
+        match self.conn.send_datagram(Bytes::from(datagram)) {
+            Ok(()) => Ok(()),
+            Err(SendDatagramError::ConnectionLost(e)) => Err(self.connection_lost(&e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Tell the server at once instead of leaving it to the idle timeout.
+        self.conn.close(normal_code(), b"client dropped");
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.conn.remote_address())
+            .field("player", &self.player())
+            .field("zone", &self.zone())
+            .field("entities", &self.replica().len())
+            .field("disconnect", &self.core.disconnect_reason())
+            .field("owns_endpoint", &self.owned_endpoint.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn normal_code() -> VarInt {
+    VarInt::from_u32(ErrorCode::Normal as u32)
+}
+
+fn frame_error_code(e: &DecodeError) -> ErrorCode {
+    match e {
+        DecodeError::TooLong { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::ProtocolViolation,
+    }
+}
+
+/// Polls a cancel-safe future once, without a real waker: `Some` if it was ready.
+/// quinn's reads only take data when they complete, so dropping a pending one loses
+/// nothing.
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,376 @@
+//! Getting a session: QUIC transport settings, one attempt (handshake, `Hello`, the
+//! server's answer), and the retry loop with backoff, redirects and the deadline.
+//!
+//! Retry policy: `Busy`/`Loading` answers and transient transport failures (timeouts,
+//! resets, a server closing with `Busy`/`Internal`/`ServerShutdown`/`HandshakeTimeout`)
+//! are retried after a [`Backoff`] delay (at least the server's `retry_after`);
+//! `Redirect` is followed at once; an `Error` answer, a refusing close code and TLS
+//! failures end the attempt loop immediately.
+
+use crate::backoff::Backoff;
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::events::close_code;
+use crate::session::Welcome;
+use crate::tls;
+use quinn::{Connecting, Connection, IdleTimeout, RecvStream, SendStream, TransportConfig, VarInt};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zonemesh_shared::PROTOCOL_VERSION;
+use zonemesh_shared::control::{
+    CONTROL_FRAME_MAX, ClientControl, ErrorCode, FrameDecoder, ServerControl,
+};
+
+/// Bytes read from the control stream at a time.
+pub(crate) const READ_CHUNK: usize = 4096;
+/// Receive window for the control stream (and the whole connection's streams): room
+/// for a burst of reliable messages while the game is between polls.
+const STREAM_RECEIVE_WINDOW: u32 = 16 * CONTROL_FRAME_MAX as u32;
+/// Datagrams queued for sending before quinn drops the oldest (inputs are redundant).
+const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
+
+/// A welcomed connection, ready for [`crate::Client`].
+#[derive(Debug)]
+pub(crate) struct Established {
+    pub(crate) conn: Connection,
+    pub(crate) send: SendStream,
+    pub(crate) recv: RecvStream,
+    /// May already hold frames the server sent right after `Welcome`.
+    pub(crate) decoder: FrameDecoder,
+    pub(crate) welcome: Welcome,
+}
+
+/// The quinn client configuration: TLS for the configured trust, ALPN, and transport
+/// limits chosen for a game client.
+pub(crate) fn quic_client_config(
+    config: &ClientConfig,
+) -> Result<quinn::ClientConfig, ClientError> {
+    let crypto = tls::rustls_config(&config.trust)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| ClientError::Tls(format!("TLS configuration unusable for QUIC: {e}")))?;
+    let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+    quic.transport_config(Arc::new(transport(config)?));
+    Ok(quic)
+}
+
+fn transport(config: &ClientConfig) -> Result<TransportConfig, ClientError> {
+    let idle = IdleTimeout::try_from(config.idle_timeout)
+        .map_err(|_| ClientError::Config("idle timeout too large".into()))?;
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(config.keep_alive_interval))
+        .max_idle_timeout(Some(idle))
+        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
+        // The server never opens streams; the client opens its one control stream.
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW));
+    Ok(t)
+}
+
+/// Where the next attempt goes.
+#[derive(Debug, Clone)]
+struct Target {
+    addr: SocketAddr,
+    server_name: String,
+    token: String,
+}
+
+/// Why an attempt did not end in `Welcome`.
+#[derive(Debug)]
+enum Failure {
+    /// Worth retrying after a delay of at least `hint`.
+    Retry(ClientError, Option<Duration>),
+    /// Retrying cannot help.
+    Fatal(ClientError),
+    /// The zone lives elsewhere: go there now.
+    Redirect { addr: String, token: String },
+}
+
+/// Attempts until welcomed, refused, or out of time.
+pub(crate) async fn establish(
+    endpoint: &quinn::Endpoint,
+    config: &ClientConfig,
+) -> Result<Established, ClientError> {
+    config.validate()?;
+    let quic = quic_client_config(config)?;
+    let deadline = Instant::now() + config.connect_deadline;
+    let rng = StdRng::from_os_rng();
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max, rng);
+    let mut target = Target {
+        addr: config.server,
+        server_name: config.server_name.clone(),
+        token: config.token.clone(),
+    };
+    let mut redirects = 0;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout = config.attempt_timeout.min(remaining);
+        let (error, hint) = match attempt(endpoint, &quic, &target, timeout).await {
+            Ok(established) => return Ok(established),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(e, hint)) => (e, hint),
+            Err(Failure::Redirect { addr, token }) => {
+                redirects += 1;
+                if redirects > config.max_redirects {
+                    let limit = config.max_redirects;
+                    return Err(ClientError::TooManyRedirects { limit });
+                }
+                tracing::debug!(%addr, "redirected");
+                target = redirect_target(endpoint, &addr, token, &target).await?;
+                continue;
+            }
+        };
+        tracing::debug!(attempt = attempts, %error, "connect attempt failed");
+        match backoff.next_delay_before(Instant::now(), deadline, hint) {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                let last = Box::new(error);
+                return Err(ClientError::DeadlineExceeded { attempts, last });
+            }
+        }
+    }
+}
+
+/// One attempt, bounded by `timeout`.
+async fn attempt(
+    endpoint: &quinn::Endpoint,
+    quic: &quinn::ClientConfig,
+    target: &Target,
+    timeout: Duration,
+) -> Result<Established, Failure> {
+    if timeout.is_zero() {
+        return Err(Failure::Retry(ClientError::Timeout(timeout), None));
+    }
+    let connecting = endpoint
+        .connect_with(quic.clone(), target.addr, &target.server_name)
+        .map_err(|e| Failure::Fatal(e.into()))?;
+    match tokio::time::timeout(timeout, handshake(connecting, &target.token)).await {
+        Ok(result) => result,
+        // Dropping the unfinished handshake drops the connection, which quinn closes.
+        Err(_) => Err(Failure::Retry(ClientError::Timeout(timeout), None)),
+    }
+}
+
+/// QUIC handshake, `Hello`, and the server's answer.
+async fn handshake(connecting: Connecting, token: &str) -> Result<Established, Failure> {
+    let conn = connecting.await.map_err(classify_connection_error)?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(classify_connection_error)?;
+    let hello = ClientControl::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+    };
+    send.write_all(&hello.to_frame())
+        .await
+        .map_err(classify_write_error)?;
+    let mut decoder = FrameDecoder::default();
+    let answer = read_answer(&mut recv, &mut decoder).await?;
+    let welcome = match answer {
+        ServerControl::Welcome {
+            player,
+            zone,
+            tick_hz,
+        } => Welcome {
+            player,
+            zone,
+            tick_hz,
+        },
+        other => return Err(refusal(&conn, other)),
+    };
+    Ok(Established {
+        conn,
+        send,
+        recv,
+        decoder,
+        welcome,
+    })
+}
+
+/// Turns a non-`Welcome` answer into a failure, closing the connection: the server
+/// waits for the client to close after reading the answer.
+fn refusal(conn: &Connection, answer: ServerControl) -> Failure {
+    let close = |reason: &[u8]| conn.close(VarInt::from_u32(ErrorCode::Normal as u32), reason);
+    match answer {
+        ServerControl::Redirect { addr, token } => {
+            close(b"redirected");
+            Failure::Redirect { addr, token }
+        }
+        ServerControl::Busy { retry_after_ms } => {
+            close(b"busy");
+            let hint = Duration::from_millis(retry_after_ms.into());
+            let error = ClientError::Unavailable(format!("busy, retry after {hint:?}"));
+            Failure::Retry(error, Some(hint))
+        }
+        ServerControl::Loading { retry_after_ms } => {
+            close(b"loading");
+            let hint = Duration::from_millis(retry_after_ms.into());
+            let error = ClientError::Unavailable(format!("zone loading, retry after {hint:?}"));
+            Failure::Retry(error, Some(hint))
+        }
+        ServerControl::Error { code, message } => {
+            close(b"rejected");
+            Failure::Fatal(ClientError::Rejected { code, message })
+        }
+        other => {
+            let code = VarInt::from_u32(ErrorCode::ProtocolViolation as u32);
+            conn.close(code, b"expected a handshake answer");
+            Failure::Fatal(ClientError::UnexpectedMessage(format!(
+                "{other:?} instead of a handshake answer"
+            )))
+        }
+    }
+}
+
+/// Reads the first control frame. Later bytes stay in `decoder`.
+async fn read_answer(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<ServerControl, Failure> {
+    let mut buf = [0u8; READ_CHUNK];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(body)) => {
+                return ServerControl::decode(&body).map_err(|e| Failure::Fatal(e.into()));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Fatal(e.into())),
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) => {
+                let error = ClientError::UnexpectedMessage("stream ended before an answer".into());
+                return Err(Failure::Retry(error, None));
+            }
+            Err(quinn::ReadError::ConnectionLost(e)) => return Err(classify_connection_error(e)),
+            Err(e) => return Err(Failure::Retry(e.into(), None)),
+        }
+    }
+}
+
+fn classify_write_error(error: quinn::WriteError) -> Failure {
+    match error {
+        quinn::WriteError::ConnectionLost(e) => classify_connection_error(e),
+        other => Failure::Retry(other.into(), None),
+    }
+}
+
+/// Whether a connection failure during an attempt is worth retrying.
+fn classify_connection_error(error: quinn::ConnectionError) -> Failure {
+    use quinn::ConnectionError as E;
+    match &error {
+        E::ApplicationClosed(close) => {
+            let code = close_code(close.error_code);
+            if matches!(
+                code,
+                ErrorCode::Busy
+                    | ErrorCode::Internal
+                    | ErrorCode::ServerShutdown
+                    | ErrorCode::HandshakeTimeout
+            ) {
+                Failure::Retry(error.into(), None)
+            } else {
+                let message = String::from_utf8_lossy(&close.reason).into_owned();
+                Failure::Fatal(ClientError::Rejected { code, message })
+            }
+        }
+        E::TransportError(t) if is_crypto(t.code.into()) => {
+            Failure::Fatal(ClientError::Tls(error.to_string()))
+        }
+        E::ConnectionClosed(c) if is_crypto(c.error_code.into()) => {
+            Failure::Fatal(ClientError::Tls(error.to_string()))
+        }
+        E::VersionMismatch | E::LocallyClosed => Failure::Fatal(error.into()),
+        E::TimedOut
+        | E::Reset
+        | E::ConnectionClosed(_)
+        | E::TransportError(_)
+        | E::CidsExhausted => Failure::Retry(error.into(), None),
+    }
+}
+
+/// QUIC carries TLS alerts as transport error codes 0x100..=0x1ff.
+fn is_crypto(code: u64) -> bool {
+    code & !0xff == 0x100
+}
+
+/// The target a `Redirect` names: `ip:port` keeps the TLS name; `host:port` is
+/// resolved and the host becomes the TLS name.
+async fn redirect_target(
+    endpoint: &quinn::Endpoint,
+    addr: &str,
+    token: String,
+    current: &Target,
+) -> Result<Target, ClientError> {
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        let server_name = current.server_name.clone();
+        return Ok(Target {
+            addr,
+            server_name,
+            token,
+        });
+    }
+    let bad = || ClientError::UnexpectedMessage(format!("redirect to unusable address {addr:?}"));
+    let (host, _) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let want_v6 = endpoint.local_addr().is_ok_and(|a| a.is_ipv6());
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| ClientError::io(format!("cannot resolve redirect address {addr}"), e))?
+        .collect();
+    let chosen = resolved
+        .iter()
+        .find(|a| a.is_ipv6() == want_v6)
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(bad)?;
+    Ok(Target {
+        addr: chosen,
+        server_name: host.trim_matches(['[', ']']).to_owned(),
+        token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn app_close(code: ErrorCode) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: VarInt::from_u32(code as u32),
+            reason: Bytes::from_static(b"why"),
+        })
+    }
+
+    #[test]
+    fn busy_and_transient_closes_are_retried_refusals_are_not() {
+        assert!(matches!(
+            classify_connection_error(app_close(ErrorCode::Busy)),
+            Failure::Retry(..)
+        ));
+        assert!(matches!(
+            classify_connection_error(quinn::ConnectionError::TimedOut),
+            Failure::Retry(..)
+        ));
+        assert!(matches!(
+            classify_connection_error(app_close(ErrorCode::AuthFailed)),
+            Failure::Fatal(ClientError::Rejected {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn tls_alert_codes_are_recognised() {
+        assert!(is_crypto(0x100 | 42));
+        assert!(is_crypto(0x178));
+        assert!(!is_crypto(0x2));
+        assert!(!is_crypto(0x200));
+    }
+}

@@ -1,0 +1,241 @@
+//! rustls client configuration for each [`Trust`] mode, including the certificate
+//! pinning verifier. TLS 1.3 only, ring provider, ALPN [`zonemesh_shared::ALPN`].
+
+use crate::config::{Trust, read_pem_certs};
+use crate::error::ClientError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use zonemesh_shared::ALPN;
+
+/// Builds the rustls configuration for `trust`.
+pub(crate) fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut config = match trust {
+        Trust::PinnedCert(certs) => {
+            let verifier = PinnedCertVerifier::new(certs.clone(), provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+        Trust::CaFile(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_pem_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", path.display())))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::InsecureDev => {
+            tracing::warn!(
+                "TLS certificate verification is DISABLED (Trust::InsecureDev): anyone on the \
+                 network path can impersonate the server"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider }))
+                .with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// Accepts exactly the pinned end-entity certificates. Names, dates and issuers are not
+/// consulted (a self-signed dev certificate has no issuer to check); the handshake
+/// signature is verified with the certificate's key, so a peer that merely replays
+/// the certificate without its private key is refused.
+#[derive(Debug)]
+pub(crate) struct PinnedCertVerifier {
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedCertVerifier {
+    /// A verifier for `pinned` (at least one certificate).
+    pub(crate) fn new(
+        pinned: Vec<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, ClientError> {
+        if pinned.is_empty() {
+            return Err(ClientError::Config(
+                "Trust::PinnedCert needs at least one certificate".into(),
+            ));
+        }
+        Ok(Self { pinned, provider })
+    }
+}
+
+impl ServerCertVerifier for PinnedCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Accepts any certificate ([`Trust::InsecureDev`]); signatures are still checked so
+/// the handshake is at least internally consistent.
+#[derive(Debug)]
+struct AcceptAnyCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> CertificateDer<'static> {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("generate");
+        certified.cert.der().clone()
+    }
+
+    fn verify(verifier: &PinnedCertVerifier, cert: &CertificateDer<'_>) -> bool {
+        let name = ServerName::try_from("localhost").expect("name");
+        verifier
+            .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn pinned_verifier_accepts_only_the_pinned_certificate() {
+        let (pinned, other) = (cert(), cert());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PinnedCertVerifier::new(vec![pinned.clone()], provider).expect("verifier");
+        assert!(verify(&verifier, &pinned));
+        assert!(!verify(&verifier, &other));
+        assert!(!verifier.supported_verify_schemes().is_empty());
+    }
+
+    #[test]
+    fn empty_pin_list_is_a_config_error() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        assert!(matches!(
+            PinnedCertVerifier::new(vec![], provider),
+            Err(ClientError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn every_trust_mode_builds_a_quic_capable_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).expect("ca");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.cert.pem()).expect("write");
+        for trust in [
+            Trust::PinnedCert(vec![cert()]),
+            Trust::CaFile(ca_path.clone()),
+            Trust::InsecureDev,
+        ] {
+            let config = rustls_config(&trust).expect("config");
+            assert_eq!(config.alpn_protocols, vec![ALPN.to_vec()]);
+            quinn::crypto::rustls::QuicClientConfig::try_from(config).expect("QUIC usable");
+        }
+        let missing = Trust::CaFile(dir.path().join("missing.pem"));
+        assert!(rustls_config(&missing).is_err());
+    }
+}

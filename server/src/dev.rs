@@ -1,0 +1,177 @@
+//! The development identity `zonemesh dev` keeps under its data directory: a
+//! self-signed certificate (for `localhost` and `127.0.0.1`), its key, and the secret
+//! that signs session tokens. Created on first run, reused afterwards, so clients that
+//! pinned the certificate keep working across restarts.
+
+use anyhow::{Context, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zonemesh_shared::dev_files;
+use zonemesh_shared::token::SECRET_MIN;
+
+/// Bytes of a freshly generated token secret.
+const SECRET_LEN: usize = 32;
+
+/// A TLS certificate chain and its private key.
+#[derive(Debug)]
+pub struct TlsIdentity {
+    /// Leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl TlsIdentity {
+    /// Loads a PEM certificate chain and PEM private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let certs = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("cannot read certificate {}", cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("certificate {} is not valid PEM", cert.display()))?;
+        if certs.is_empty() {
+            bail!("certificate file {} holds no certificate", cert.display());
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("cannot read private key {}", key.display()))?;
+        Ok(Self { certs, key })
+    }
+}
+
+/// Where the dev identity lives and what it holds.
+#[derive(Debug)]
+pub struct DevIdentity {
+    /// The certificate clients pin.
+    pub cert_path: PathBuf,
+    /// The token-signing secret's file.
+    pub secret_path: PathBuf,
+    /// Certificate and key.
+    pub tls: TlsIdentity,
+    /// The token-signing secret.
+    pub secret: Vec<u8>,
+    /// True when this call created the files.
+    pub created: bool,
+}
+
+/// Loads the dev identity from `dir`, creating what is missing.
+pub fn load_or_create(dir: &Path) -> anyhow::Result<DevIdentity> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let cert_path = dir.join(dev_files::CERT);
+    let key_path = dir.join(dev_files::KEY);
+    let secret_path = dir.join(dev_files::SECRET);
+    let mut created = false;
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {}
+        (false, false) => {
+            create_certificate(&cert_path, &key_path)?;
+            created = true;
+        }
+        _ => bail!(
+            "{} and {} must both exist or both be absent; delete the other to regenerate",
+            cert_path.display(),
+            key_path.display()
+        ),
+    }
+    if !secret_path.exists() {
+        let secret: [u8; SECRET_LEN] = rand::random();
+        write_private(&secret_path, hex::encode(secret).as_bytes())?;
+        created = true;
+    }
+    let secret = read_secret(&secret_path)?;
+    let tls = TlsIdentity::from_pem_files(&cert_path, &key_path)?;
+    Ok(DevIdentity {
+        cert_path,
+        secret_path,
+        tls,
+        secret,
+        created,
+    })
+}
+
+/// Reads a hex-encoded token secret.
+pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read token secret {}", path.display()))?;
+    let secret = hex::decode(text.trim())
+        .with_context(|| format!("token secret {} is not hex", path.display()))?;
+    if secret.len() < SECRET_MIN {
+        bail!(
+            "token secret {} is {} bytes; at least {SECRET_MIN} are required",
+            path.display(),
+            secret.len()
+        );
+    }
+    Ok(secret)
+}
+
+fn create_certificate(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let certified =
+        rcgen::generate_simple_self_signed(names).context("cannot generate dev certificate")?;
+    write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
+    write_file(cert_path, certified.cert.pem().as_bytes(), false)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Writes via a temporary file and a rename, so a crash never leaves half a key.
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_reuses_the_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = load_or_create(dir.path()).expect("create");
+        assert!(first.created);
+        assert_eq!(first.secret.len(), SECRET_LEN);
+        let second = load_or_create(dir.path()).expect("reuse");
+        assert!(!second.created);
+        assert_eq!(first.secret, second.secret);
+        assert_eq!(first.tls.certs, second.tls.certs);
+    }
+
+    #[test]
+    fn half_present_certificate_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        load_or_create(dir.path()).expect("create");
+        fs::remove_file(dir.path().join(dev_files::KEY)).expect("rm");
+        let err = load_or_create(dir.path()).expect_err("must fail");
+        assert!(err.to_string().contains("must both exist"), "{err}");
+    }
+
+    #[test]
+    fn short_or_garbled_secret_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("s.hex");
+        fs::write(&p, "abcd").expect("write");
+        assert!(read_secret(&p).unwrap_err().to_string().contains("at least"));
+        fs::write(&p, "not hex at all").expect("write");
+        assert!(read_secret(&p).unwrap_err().to_string().contains("not hex"));
+    }
+}

@@ -1,0 +1,162 @@
+//! The network shell: a QUIC endpoint (quinn) whose connection tasks authenticate
+//! players, route their inputs and events into zone inboxes, and carry snapshots and
+//! reliable messages back out. Zones never wait on anything here.
+
+mod registry;
+mod session;
+mod transport;
+
+pub mod limits;
+
+pub use transport::NetLimits;
+
+use crate::dev::TlsIdentity;
+use crate::game::Game;
+use crate::node::{Node, NodeConfig};
+use crate::zone::{ZoneContext, ZoneStatus};
+use anyhow::Context;
+use registry::Sessions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zonemesh_shared::control::ErrorCode;
+
+/// Everything needed to run a server.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Certificate and key presented to clients.
+    pub tls: TlsIdentity,
+    /// Secret that session tokens are signed with.
+    pub secret: Vec<u8>,
+    /// Zones and their tuning.
+    pub node: NodeConfig,
+    /// Connection limits.
+    pub limits: NetLimits,
+}
+
+/// What connection tasks share.
+#[derive(Debug)]
+struct Shared {
+    zones: Arc<ZoneContext>,
+    secret: Vec<u8>,
+    limits: NetLimits,
+    sessions: Sessions,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running server: zones ticking, endpoint accepting.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    node: Node,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+}
+
+/// Figures of a running server.
+#[derive(Debug, Clone)]
+pub struct ServerStatus {
+    /// Each zone's status.
+    pub zones: Vec<ZoneStatus>,
+    /// Authenticated sessions.
+    pub sessions: usize,
+    /// Connections answered `Busy` because the server was full.
+    pub busy_answers: u64,
+    /// Inputs dropped because a zone inbox was full.
+    pub inbox_input_drops: u64,
+}
+
+impl Server {
+    /// Starts the zones and the endpoint. Must run inside a tokio runtime.
+    pub async fn start(config: ServerConfig, game: &Game) -> anyhow::Result<Self> {
+        config.limits.validate().map_err(anyhow::Error::msg)?;
+        let server_config = transport::server_config(config.tls, &config.limits)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let node = Node::start(config.node, game)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            zones: Arc::clone(node.context()),
+            secret: config.secret,
+            limits: config.limits,
+            sessions: Sessions::default(),
+            shutdown: shutdown_rx,
+        });
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
+        Ok(Self {
+            endpoint,
+            node,
+            shared,
+            shutdown: shutdown_tx,
+            accept,
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Current figures.
+    pub fn status(&self) -> ServerStatus {
+        let drops = self.shared.zones.router.drops();
+        ServerStatus {
+            zones: self.node.status(),
+            sessions: self.shared.sessions.admitted(),
+            busy_answers: self.shared.sessions.busy_answers(),
+            inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Ends every session with `ServerShutdown`, waits briefly for clients to hear it,
+    /// then stops the zones.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.accept.abort();
+        let drained = tokio::time::timeout(Duration::from_secs(3), async {
+            while self.shared.sessions.connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("sessions still open after 3 s; closing the endpoint anyway");
+        }
+        self.endpoint
+            .close(close_code(ErrorCode::ServerShutdown), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.node.stop();
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        // Beyond the session limit plus the handshakes in flight, refuse at the QUIC
+        // level: such a client would only be told `Busy` after costing a handshake.
+        let ceiling = shared.limits.max_connections + shared.limits.max_pending_handshakes;
+        if shared.sessions.connections() >= ceiling {
+            incoming.refuse();
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let guard = shared.sessions.connection_opened();
+            match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
+                Ok(Ok(conn)) => session::run(conn, &shared).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
+                Err(_) => tracing::debug!("handshake timed out"),
+            }
+            drop(guard);
+        });
+    }
+}
+
+/// The QUIC application close code for an error code.
+pub(crate) fn close_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(u32::from(code as u16))
+}

@@ -1,0 +1,115 @@
+//! Who is connected: the count of connections and admitted sessions (for the
+//! connection limit) and which session plays which name (one session per player).
+
+use crate::game::SessionId;
+use crate::link::{ClientLink, lock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Connection and session bookkeeping shared by all connection tasks.
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    connections: Arc<AtomicUsize>,
+    admitted: Arc<AtomicUsize>,
+    busy_answers: AtomicU64,
+    next_session: AtomicU64,
+    by_name: Mutex<HashMap<String, Arc<ClientLink>>>,
+}
+
+/// Decrements a counter when dropped, so every exit path gives its slot back.
+#[derive(Debug)]
+pub(super) struct CountGuard(Arc<AtomicUsize>);
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Sessions {
+    /// Counts a connection for its lifetime.
+    pub(super) fn connection_opened(&self) -> CountGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        CountGuard(Arc::clone(&self.connections))
+    }
+
+    /// Connections open (authenticated or not).
+    pub(super) fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Sessions admitted and not yet ended.
+    pub(super) fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    /// Connections told `Busy`.
+    pub(super) fn busy_answers(&self) -> u64 {
+        self.busy_answers.load(Ordering::Relaxed)
+    }
+
+    /// Takes a session slot if fewer than `max` are taken.
+    pub(super) fn try_admit(&self, max: usize) -> Option<CountGuard> {
+        let taken = self
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        if taken.is_err() {
+            self.busy_answers.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(CountGuard(Arc::clone(&self.admitted)))
+    }
+
+    /// A fresh session id.
+    pub(super) fn next_session_id(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Makes `link` the session of its player, returning the one it replaces.
+    pub(super) fn claim_name(&self, link: &Arc<ClientLink>) -> Option<Arc<ClientLink>> {
+        lock(&self.by_name).insert(link.name().to_owned(), Arc::clone(link))
+    }
+
+    /// Forgets `link` if it is still its player's current session.
+    pub(super) fn release_name(&self, link: &ClientLink) {
+        let mut map = lock(&self.by_name);
+        if map
+            .get(link.name())
+            .is_some_and(|current| current.session() == link.session())
+        {
+            map.remove(link.name());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonemesh_shared::ids::ZoneId;
+
+    #[test]
+    fn admission_stops_at_the_limit_and_frees_on_drop() {
+        let s = Sessions::default();
+        let a = s.try_admit(2).expect("first");
+        let _b = s.try_admit(2).expect("second");
+        assert!(s.try_admit(2).is_none());
+        assert_eq!(s.busy_answers(), 1);
+        drop(a);
+        assert!(s.try_admit(2).is_some());
+    }
+
+    #[test]
+    fn newer_session_replaces_and_old_release_keeps_it() {
+        let s = Sessions::default();
+        let old = Arc::new(ClientLink::new(SessionId(1), "p".into(), ZoneId(0), 1200));
+        let new = Arc::new(ClientLink::new(SessionId(2), "p".into(), ZoneId(0), 1200));
+        assert!(s.claim_name(&old).is_none());
+        let replaced = s.claim_name(&new).expect("old returned");
+        assert_eq!(replaced.session(), SessionId(1));
+        s.release_name(&old);
+        assert!(lock(&s.by_name).contains_key("p"), "the newer session stays");
+        s.release_name(&new);
+        assert!(lock(&s.by_name).is_empty());
+    }
+}

@@ -1,0 +1,404 @@
+//! One connection's life: control stream and `Hello`, token check, admission, joining a
+//! zone, then relaying inputs and events in and snapshots and reliable messages out
+//! until either side ends it. Anything malformed ends only this connection, with a
+//! code telling the client why.
+
+use super::limits::{RateLimiter, RateVerdict, SlowClientDetector};
+use super::transport::DATAGRAM_SEND_BUFFER;
+use super::{Shared, close_code};
+use crate::link::ClientLink;
+use crate::zone::{SendError, ZoneMessage};
+use bytes::Bytes;
+use quinn::{Connection, RecvStream, SendDatagramError, SendStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zonemesh_shared::PROTOCOL_VERSION;
+use zonemesh_shared::codec::DecodeError;
+use zonemesh_shared::control::{ClientControl, ErrorCode, FrameDecoder, ServerControl};
+use zonemesh_shared::datagram::ClientDatagram;
+use zonemesh_shared::ids::validate_player_name;
+use zonemesh_shared::token::{self, Claims};
+
+/// Bytes read from the control stream at a time.
+const READ_CHUNK: usize = 4096;
+/// How long an answered-and-refused client gets to read the answer before the close.
+const ANSWER_LINGER: Duration = Duration::from_secs(2);
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// Close the connection with this code and reason.
+    Close(ErrorCode, String),
+    /// The connection is already gone.
+    Lost,
+}
+
+impl End {
+    fn close(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Close(code, message.into())
+    }
+}
+
+/// Serves one established connection to its end.
+pub(super) async fn run(conn: Connection, shared: &Shared) {
+    let remote = conn.remote_address();
+    match serve(&conn, shared).await {
+        End::Close(code, message) => {
+            tracing::debug!(%remote, ?code, %message, "closing connection");
+            conn.close(close_code(code), truncate_reason(&message));
+        }
+        End::Lost => tracing::debug!(%remote, "connection lost"),
+    }
+}
+
+async fn serve(conn: &Connection, shared: &Shared) -> End {
+    let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
+    let hello = tokio::time::timeout_at(deadline, async {
+        let (send, recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
+        let mut control = ControlReader::new(recv);
+        match control.next().await? {
+            Some(msg) => Ok((send, control, msg)),
+            None => Err(End::close(ErrorCode::ProtocolViolation, "stream ended before hello")),
+        }
+    })
+    .await;
+    let (mut send, mut control, hello) = match hello {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(end)) => return end,
+        Err(_) => return End::close(ErrorCode::HandshakeTimeout, "no hello in time"),
+    };
+    let claims = match authenticate(hello, &shared.secret) {
+        Ok(claims) => claims,
+        Err((code, message)) => {
+            let answer = ServerControl::Error { code, message };
+            return answer_and_close(conn, &mut send, answer, code).await;
+        }
+    };
+    let Some(admission) = shared.sessions.try_admit(shared.limits.max_connections) else {
+        return answer_busy(conn, &mut send, shared).await;
+    };
+    let link = match join(conn, claims, shared) {
+        Ok(link) => link,
+        Err(end) => {
+            drop(admission);
+            return match end {
+                JoinRefused::Busy => answer_busy(conn, &mut send, shared).await,
+                JoinRefused::Internal(message) => {
+                    let code = ErrorCode::Internal;
+                    let answer = ServerControl::Error { code, message };
+                    answer_and_close(conn, &mut send, answer, code).await
+                }
+            };
+        }
+    };
+    let end = play(conn, &mut send, &mut control, &link, shared).await;
+    link.close();
+    shared.sessions.release_name(&link);
+    drop(admission);
+    end
+}
+
+/// Checks `Hello`: version, token signature and expiry, player name.
+fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCode, String)> {
+    let ClientControl::Hello { version, token } = hello else {
+        return Err((ErrorCode::ProtocolViolation, "first frame must be hello".into()));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = token::verify(secret, &token, now)
+        .map_err(|e| (ErrorCode::AuthFailed, format!("token rejected: {e}")))?;
+    validate_player_name(&claims.player)
+        .map_err(|e| (ErrorCode::AuthFailed, format!("bad player name in token: {e}")))?;
+    Ok(claims)
+}
+
+enum JoinRefused {
+    Busy,
+    Internal(String),
+}
+
+/// Creates the session's link, takes over the player's name and asks its zone for an
+/// entity. The zone answers `Welcome` through the link.
+fn join(conn: &Connection, claims: Claims, shared: &Shared) -> Result<Arc<ClientLink>, JoinRefused> {
+    let spawn = (shared.zones.rules.spawn_point)(&claims.player);
+    let zone = shared.zones.layout.zone_at(spawn);
+    let mtu = conn.max_datagram_size().unwrap_or(0);
+    let link = Arc::new(ClientLink::new(
+        shared.sessions.next_session_id(),
+        claims.player,
+        zone,
+        u32::try_from(mtu).unwrap_or(u32::MAX),
+    ));
+    let message = ZoneMessage::Join {
+        link: Arc::clone(&link),
+        spawn,
+    };
+    match shared.zones.router.send(zone, message) {
+        Ok(()) => {}
+        Err(SendError::Full(_)) => return Err(JoinRefused::Busy),
+        Err(SendError::Stopped(_) | SendError::UnknownZone(_)) => {
+            return Err(JoinRefused::Internal("spawn zone unavailable".into()));
+        }
+    }
+    if let Some(old) = shared.sessions.claim_name(&link) {
+        old.kick(ErrorCode::Replaced, "the player connected again");
+    }
+    Ok(link)
+}
+
+async fn answer_busy(conn: &Connection, send: &mut SendStream, shared: &Shared) -> End {
+    let retry_after_ms =
+        u32::try_from(shared.limits.busy_retry_after.as_millis()).unwrap_or(u32::MAX);
+    let answer = ServerControl::Busy { retry_after_ms };
+    answer_and_close(conn, send, answer, ErrorCode::Busy).await
+}
+
+/// Sends a final answer and gives the client a moment to read it: closing at once
+/// would discard the unsent frame. The client closes on reading it; else we do.
+async fn answer_and_close(
+    conn: &Connection,
+    send: &mut SendStream,
+    answer: ServerControl,
+    code: ErrorCode,
+) -> End {
+    let message = match &answer {
+        ServerControl::Error { message, .. } => message.clone(),
+        _ => format!("{code:?}"),
+    };
+    let written = tokio::time::timeout(ANSWER_LINGER, async {
+        send.write_all(&answer.to_frame()).await.ok()?;
+        send.finish().ok()?;
+        conn.closed().await;
+        Some(())
+    })
+    .await;
+    match written {
+        Ok(_) => End::Lost,
+        Err(_) => End::Close(code, message),
+    }
+}
+
+/// The playing phase: relay both ways until someone ends the session.
+async fn play(
+    conn: &Connection,
+    send: &mut SendStream,
+    control: &mut ControlReader,
+    link: &Arc<ClientLink>,
+    shared: &Shared,
+) -> End {
+    let mut shutdown = shared.shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return End::close(ErrorCode::ServerShutdown, "server shutting down");
+    }
+    let mut relay = Relay::new(link, shared);
+    loop {
+        let step = tokio::select! {
+            _ = shutdown.changed() => Err(End::close(ErrorCode::ServerShutdown, "server shutting down")),
+            () = link.woken() => relay.flush(conn, send).await,
+            datagram = conn.read_datagram() => match datagram {
+                Ok(bytes) => relay.on_datagram(&bytes),
+                Err(_) => Err(End::Lost),
+            },
+            frame = control.next() => match frame {
+                Ok(Some(msg)) => relay.on_control(msg),
+                Ok(None) => Err(End::close(ErrorCode::Normal, "control stream finished")),
+                Err(end) => Err(end),
+            },
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}
+
+/// Per-session relay state: limiters and congestion tracking.
+struct Relay<'a> {
+    link: &'a Arc<ClientLink>,
+    shared: &'a Shared,
+    inputs: RateLimiter,
+    events: RateLimiter,
+    slow: SlowClientDetector,
+    replaced_seen: u64,
+}
+
+impl<'a> Relay<'a> {
+    fn new(link: &'a Arc<ClientLink>, shared: &'a Shared) -> Self {
+        let now = Instant::now();
+        let limits = &shared.limits;
+        Self {
+            link,
+            shared,
+            inputs: RateLimiter::new(limits.input_rate, now),
+            events: RateLimiter::new(limits.event_rate, now),
+            slow: SlowClientDetector::new(limits.slow_client_grace),
+            replaced_seen: 0,
+        }
+    }
+
+    /// Sends the pending snapshot and reliable messages; ends the session on a kick.
+    async fn flush(&mut self, conn: &Connection, send: &mut SendStream) -> Result<(), End> {
+        if let Some(kick) = self.link.kicked() {
+            return Err(End::Close(kick.code, kick.message));
+        }
+        if let Some(size) = conn.max_datagram_size() {
+            self.link.set_max_datagram_bytes(size);
+        }
+        self.send_snapshot(conn)?;
+        for msg in self.link.drain_control() {
+            let frame = msg.to_frame();
+            match tokio::time::timeout(
+                self.shared.limits.control_write_timeout,
+                send.write_all(&frame),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Lost),
+                Err(_) => {
+                    return Err(End::close(
+                        ErrorCode::SlowClient,
+                        "client stopped reading reliable messages",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_snapshot(&mut self, conn: &Connection) -> Result<(), End> {
+        if let Some(batch) = self.link.take_snapshot() {
+            for datagram in batch.datagrams {
+                match conn.send_datagram(Bytes::from(datagram)) {
+                    Ok(()) => {}
+                    // The path MTU shrank after the snapshot was built; the next one is
+                    // built for the new size, so skipping this one loses nothing lasting.
+                    Err(SendDatagramError::TooLarge) => {}
+                    Err(_) => return Err(End::Lost),
+                }
+            }
+        }
+        let replaced = self.link.snapshots_replaced();
+        let congested = replaced > self.replaced_seen
+            || conn.datagram_send_buffer_space() < DATAGRAM_SEND_BUFFER / 4;
+        self.replaced_seen = replaced;
+        if self.slow.observe(Instant::now(), congested) {
+            return Err(End::close(
+                ErrorCode::SlowClient,
+                "connection could not keep up with snapshots",
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8]) -> Result<(), End> {
+        match self.inputs.check(Instant::now()) {
+            RateVerdict::Allow => {}
+            RateVerdict::Drop => return Ok(()),
+            RateVerdict::Flood => {
+                return Err(End::close(ErrorCode::InputFlood, "input rate limit exceeded"));
+            }
+        }
+        let datagram = ClientDatagram::decode(bytes).map_err(|e| {
+            End::close(ErrorCode::ProtocolViolation, format!("malformed datagram: {e}"))
+        })?;
+        let ClientDatagram::Input { ack, inputs } = datagram;
+        let msg = ZoneMessage::Input {
+            session: self.link.session(),
+            ack,
+            inputs,
+        };
+        // A full inbox drops the input (counted by the router); inputs are redundant.
+        let _ = self.shared.zones.router.send(self.link.zone(), msg);
+        Ok(())
+    }
+
+    fn on_control(&mut self, msg: ClientControl) -> Result<(), End> {
+        match msg {
+            ClientControl::Hello { .. } => Err(End::close(
+                ErrorCode::ProtocolViolation,
+                "hello sent twice",
+            )),
+            ClientControl::Goodbye => Err(End::close(ErrorCode::Normal, "goodbye")),
+            ClientControl::GameEvent { kind, payload } => self.on_game_event(kind, payload),
+        }
+    }
+
+    fn on_game_event(&mut self, kind: u16, payload: Vec<u8>) -> Result<(), End> {
+        match self.events.check(Instant::now()) {
+            RateVerdict::Allow => {}
+            // A reliable event cannot be dropped silently: over the limit ends the session.
+            RateVerdict::Drop | RateVerdict::Flood => {
+                return Err(End::close(ErrorCode::InputFlood, "game event rate limit exceeded"));
+            }
+        }
+        let msg = ZoneMessage::GameEvent {
+            session: self.link.session(),
+            kind,
+            payload,
+        };
+        match self.shared.zones.router.send(self.link.zone(), msg) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(End::close(
+                ErrorCode::Busy,
+                "zone overloaded; the game event was not processed",
+            )),
+        }
+    }
+}
+
+/// Reads control frames from the client's stream.
+struct ControlReader {
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl ControlReader {
+    fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            decoder: FrameDecoder::default(),
+            buf: vec![0; READ_CHUNK],
+        }
+    }
+
+    /// The next message; `Ok(None)` when the client finished the stream. Cancel-safe:
+    /// bytes are only consumed once a read completed.
+    async fn next(&mut self) -> Result<Option<ClientControl>, End> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(body)) => {
+                    return ClientControl::decode(&body).map(Some).map_err(|e| {
+                        End::close(ErrorCode::ProtocolViolation, format!("malformed frame: {e}"))
+                    });
+                }
+                Ok(None) => {}
+                Err(e @ DecodeError::TooLong { .. }) => {
+                    return Err(End::close(ErrorCode::FrameTooLarge, e.to_string()));
+                }
+                Err(e) => return Err(End::close(ErrorCode::ProtocolViolation, e.to_string())),
+            }
+            match self.recv.read(&mut self.buf).await {
+                Ok(Some(n)) => self.decoder.push(&self.buf[..n]),
+                Ok(None) => return Ok(None),
+                Err(_) => return Err(End::Lost),
+            }
+        }
+    }
+}
+
+/// QUIC close reasons must fit in a packet; keep them short.
+fn truncate_reason(message: &str) -> &[u8] {
+    let mut end = message.len().min(200);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message.as_bytes()[..end]
+}

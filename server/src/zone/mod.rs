@@ -1,0 +1,258 @@
+//! Zones: each one an ECS world and schedule, ticked at a fixed rate by a worker, fed
+//! only through its bounded inbox, never touching IO.
+//!
+//! One tick, in order:
+//! 1. drain the inbox (joins, inputs clamped to max speed, transfers, ghosts, events);
+//! 2. run the game's schedule (simulate → integrate → re-encode changed components);
+//! 3. deliver game events, drop players whose session closed;
+//! 4. hand players that left the zone's bounds to the neighbour zone;
+//! 5. collect replicated state (own entities + neighbours' ghosts) into a spatial grid;
+//! 6. send ghosts near each border to that neighbour;
+//! 7. build each client's snapshot within its byte budget and hand it to its link.
+
+pub mod clock;
+pub mod layout;
+pub mod messages;
+mod players;
+mod replication;
+pub mod status;
+pub mod worker;
+
+pub use layout::WorldLayout;
+pub use messages::{PlayerTransfer, SendError, ZoneMessage, ZoneRouter};
+pub use status::{ZoneStatus, ZoneStatusCell};
+
+use crate::game::{
+    Game, NetIdAllocator, PlayerEvents, PlayerSpawnFn, Rect, SessionId, WorldRules, ZoneInfo,
+};
+use crate::link::ClientLink;
+use bevy_ecs::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use zonemesh_replication::{ClientView, ReplicatedState, SpatialGrid, ViewConfig};
+use zonemesh_shared::ids::ZoneId;
+
+/// Tunables shared by every zone of a node.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// Simulation rate, ticks per second.
+    pub tick_hz: u16,
+    /// Per-client replication settings (area of interest, byte budget...).
+    pub view: ViewConfig,
+    /// How far beyond a border a zone shows its entities to the neighbour (ghosts).
+    /// Defaults to the area-of-interest radius so a player at the border sees as far
+    /// into the neighbour as into its own zone.
+    pub ghost_margin: f32,
+    /// Capacity of each zone's inbox, in messages.
+    pub inbox_capacity: usize,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        let view = ViewConfig::default();
+        Self {
+            tick_hz: 20,
+            ghost_margin: view.aoi_radius,
+            view,
+            inbox_capacity: 8192,
+        }
+    }
+}
+
+/// What every zone of a node shares.
+#[derive(Debug)]
+pub struct ZoneContext {
+    /// Where other zones' inboxes are.
+    pub router: Arc<ZoneRouter>,
+    /// The world's geometry.
+    pub layout: WorldLayout,
+    /// Zone tunables.
+    pub config: ZoneConfig,
+    /// The game's world rules.
+    pub rules: WorldRules,
+}
+
+/// A connected player this zone simulates.
+#[derive(Debug)]
+struct PlayerSlot {
+    entity: Entity,
+    link: Arc<ClientLink>,
+    view: ClientView,
+}
+
+/// One zone: world, schedule, inbox, players and replication state.
+pub struct Zone {
+    id: ZoneId,
+    bounds: Rect,
+    world: World,
+    schedule: Schedule,
+    inbox: Receiver<ZoneMessage>,
+    ctx: Arc<ZoneContext>,
+    on_player_spawn: Vec<PlayerSpawnFn>,
+    players: HashMap<SessionId, PlayerSlot>,
+    ghosts: HashMap<ZoneId, Vec<ReplicatedState>>,
+    neighbours: Vec<(ZoneId, Rect)>,
+    states: Vec<ReplicatedState>,
+    /// How many of `states` (the first ones) this zone owns; the rest are ghosts.
+    own_states: usize,
+    grid: SpatialGrid,
+    visible: Vec<u32>,
+    status: Arc<ZoneStatusCell>,
+    tick: u64,
+    stats: TickStats,
+}
+
+impl std::fmt::Debug for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zone")
+            .field("id", &self.id)
+            .field("tick", &self.tick)
+            .field("players", &self.players.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters accumulated by the zone itself (the game's live in `ZoneCounters`).
+#[derive(Debug, Default, Clone, Copy)]
+struct TickStats {
+    transfers_out: u64,
+    transfers_deferred: u64,
+    snapshot_bytes: u64,
+    records_deferred: u64,
+}
+
+impl Zone {
+    /// Builds zone `id` from the game's plugins and runs their zone-start hooks.
+    pub fn new(id: ZoneId, game: &Game, ctx: Arc<ZoneContext>, inbox: Receiver<ZoneMessage>) -> Self {
+        let app = game.build_zone().finish();
+        let bounds = ctx.layout.bounds(id);
+        let mut world = app.world;
+        world.insert_resource(ZoneInfo {
+            id,
+            bounds,
+            world_bounds: ctx.layout.world_bounds(),
+            tick: 0,
+            dt: 1.0 / f32::from(ctx.config.tick_hz.max(1)),
+        });
+        world.insert_resource(NetIdAllocator::new(id));
+        for start in &app.on_zone_start {
+            start(&mut world);
+        }
+        let neighbours = ctx
+            .layout
+            .neighbours(id)
+            .into_iter()
+            .map(|(z, _, _)| (z, ctx.layout.bounds(z)))
+            .collect();
+        Self {
+            id,
+            bounds,
+            world,
+            schedule: app.schedule,
+            inbox,
+            grid: SpatialGrid::new(ctx.config.view.aoi_radius.max(1.0)),
+            ctx,
+            on_player_spawn: app.on_player_spawn,
+            players: HashMap::new(),
+            ghosts: HashMap::new(),
+            neighbours,
+            states: Vec::new(),
+            own_states: 0,
+            visible: Vec::new(),
+            status: Arc::new(ZoneStatusCell::new(id)),
+            tick: 0,
+            stats: TickStats::default(),
+        }
+    }
+
+    /// This zone's id.
+    pub fn id(&self) -> ZoneId {
+        self.id
+    }
+
+    /// The zone's status cell, shared with whoever wants to read it.
+    pub fn status(&self) -> Arc<ZoneStatusCell> {
+        Arc::clone(&self.status)
+    }
+
+    /// The zone's ECS world (for tests and benchmarks).
+    pub fn world_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+
+    /// Entities this tick replicated (own plus ghosts).
+    pub fn replicated_states(&self) -> &[ReplicatedState] {
+        &self.states
+    }
+
+    /// Runs one tick. Never blocks: the inbox is drained without waiting and every
+    /// outgoing message is a non-blocking send.
+    pub fn tick(&mut self) {
+        self.tick += 1;
+        self.world.resource_mut::<ZoneInfo>().tick = self.tick;
+        self.drain_inbox();
+        self.schedule.run(&mut self.world);
+        self.world.resource_mut::<PlayerEvents>().events.clear();
+        self.deliver_outgoing_events();
+        self.world.clear_trackers();
+        self.drop_closed_players();
+        self.transfer_leavers();
+        self.collect_states();
+        self.export_ghosts();
+        self.send_snapshots();
+    }
+
+    /// Handles at most one inbox's worth of messages, so a sender that refills the
+    /// inbox while it is drained cannot stretch a tick without bound.
+    fn drain_inbox(&mut self) {
+        for _ in 0..self.ctx.config.inbox_capacity.max(1) {
+            let Ok(msg) = self.inbox.try_recv() else {
+                break;
+            };
+            self.handle(msg);
+        }
+    }
+
+    fn handle(&mut self, msg: ZoneMessage) {
+        match msg {
+            ZoneMessage::Join { link, spawn } => self.join(link, spawn),
+            ZoneMessage::Input {
+                session,
+                ack,
+                inputs,
+            } => self.apply_input(session, ack, &inputs),
+            ZoneMessage::TransferIn(transfer) => self.accept_transfer(*transfer),
+            ZoneMessage::GameEvent {
+                session,
+                kind,
+                payload,
+            } => self.queue_player_event(session, kind, payload),
+            ZoneMessage::Ghosts { from, states } => {
+                self.ghosts.insert(from, states);
+            }
+        }
+    }
+
+    /// Publishes this tick's figures; `took` is the tick's duration.
+    pub fn publish_status(&self, took: std::time::Duration, missed: u64) {
+        let counters = self.world.resource::<crate::game::ZoneCounters>().clone();
+        let players = self.player_names();
+        let entities = self.local_entity_count();
+        let stats = self.stats;
+        self.status.update(|s| {
+            s.ticks = self.tick;
+            s.missed_ticks += missed;
+            s.record_tick_time(took);
+            s.players = players.len();
+            s.player_names = players;
+            s.entities = entities;
+            s.inputs_clamped = counters.inputs_clamped;
+            s.inputs_invalid = counters.inputs_invalid;
+            s.transfers_out = stats.transfers_out;
+            s.transfers_deferred = stats.transfers_deferred;
+            s.snapshot_bytes = stats.snapshot_bytes;
+            s.records_deferred = stats.records_deferred;
+        });
+    }
+}

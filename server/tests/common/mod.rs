@@ -1,0 +1,132 @@
+//! Shared set-up for the integration tests: a real server on 127.0.0.1:0 hosting the
+//! demo game in a small world, and SDK client configurations for it.
+
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tempfile::TempDir;
+use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_server::demo::{DemoConfig, demo_game};
+use zonemesh_server::zone::{WorldLayout, ZoneConfig};
+use zonemesh_server::{NetLimits, NodeConfig, Server, ServerConfig, ServerStatus, dev};
+use zonemesh_shared::quant::Vec2;
+
+/// How long any wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running test server and its data directory.
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub data: TempDir,
+}
+
+/// Knobs the tests turn.
+#[derive(Clone)]
+pub struct TestWorld {
+    pub layout: WorldLayout,
+    pub npcs: usize,
+    pub aoi_radius: f32,
+    pub limits: NetLimits,
+}
+
+impl Default for TestWorld {
+    /// A 2x1 world of 32-unit zones where everyone sees everything.
+    fn default() -> Self {
+        Self {
+            layout: WorldLayout {
+                zones_x: 2,
+                zones_y: 1,
+                zone_size: 32.0,
+            },
+            npcs: 20,
+            aoi_radius: 200.0,
+            limits: NetLimits::default(),
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start(world: TestWorld) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let identity = dev::load_or_create(data.path()).expect("dev identity");
+        let bounds = world.layout.world_bounds().max;
+        let game = demo_game(DemoConfig {
+            npcs: world.npcs,
+            zones: world.layout.n_zones(),
+            world_size: Vec2::new(bounds.x, bounds.y),
+        });
+        let mut zone = ZoneConfig::default();
+        zone.view.aoi_radius = world.aoi_radius;
+        zone.ghost_margin = world.aoi_radius;
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: identity.tls,
+            secret: identity.secret,
+            node: NodeConfig {
+                layout: world.layout,
+                zone,
+                workers: Some(2),
+            },
+            limits: world.limits,
+        };
+        let server = Server::start(config, &game).await.expect("server starts");
+        let addr = server.local_addr().expect("bound");
+        Self { server, addr, data }
+    }
+
+    pub fn client_config(&self, player: &str) -> ClientConfig {
+        ClientConfig::from_dev_data(self.addr, self.data.path(), player).expect("dev data")
+    }
+
+    pub async fn connect(&self, player: &str) -> Client {
+        Client::connect(self.client_config(player))
+            .await
+            .unwrap_or_else(|e| panic!("{player} could not connect: {e}"))
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        self.server.status()
+    }
+
+    /// Waits until `check` holds on the server status, re-reading it every tick.
+    pub async fn wait_status(&self, what: &str, check: impl Fn(&ServerStatus) -> bool) {
+        let ok = tokio::time::timeout(WAIT, async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                if check(&self.status()) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "timed out waiting for: {what}; status: {:?}", self.status().zones.iter().map(|z| (&z.zone, &z.player_names)).collect::<Vec<_>>());
+    }
+}
+
+/// Drives `client` until `check` returns true for its state after some event.
+pub async fn wait_for(client: &mut Client, what: &str, mut check: impl FnMut(&Client, &Event) -> bool) {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = client.next_event().await {
+            if let Event::Disconnected(reason) = &event {
+                panic!("disconnected while waiting for {what}: {reason:?}");
+            }
+            if check(client, &event) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "timed out or ended waiting for: {what}");
+}
+
+/// Runs `fut` with the test deadline.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
