@@ -44,9 +44,20 @@ fn demo_zone(entities: usize) -> (Zone, Vec<Arc<ClientLink>>) {
     let mut zone = Zone::new(id, &game, Arc::clone(&ctx), inbox);
     let links = (0..PLAYERS)
         .map(|i| {
-            let link = Arc::new(ClientLink::new(SessionId(i as u64 + 1), format!("bench-{i}"), id, 1200));
-            let spawn = Vec2::new(ZONE_SIZE * (i as f32 + 0.5) / PLAYERS as f32, ZONE_SIZE / 2.0);
-            let join = ZoneMessage::Join { link: Arc::clone(&link), spawn };
+            let link = Arc::new(ClientLink::new(
+                SessionId(i as u64 + 1),
+                format!("bench-{i}"),
+                id,
+                1200,
+            ));
+            let spawn = Vec2::new(
+                ZONE_SIZE * (i as f32 + 0.5) / PLAYERS as f32,
+                ZONE_SIZE / 2.0,
+            );
+            let join = ZoneMessage::Join {
+                link: Arc::clone(&link),
+                spawn,
+            };
             ctx.router.send(id, join).expect("inbox has room");
             link
         })
@@ -57,19 +68,25 @@ fn demo_zone(entities: usize) -> (Zone, Vec<Arc<ClientLink>>) {
 
 fn bench_zone_tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("zone_tick");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     for entities in [10_000usize, 100_000] {
         let (mut zone, links) = demo_zone(entities);
-        group.bench_with_input(BenchmarkId::new("demo_zone_50_players", entities), &entities, |b, _| {
-            b.iter(|| {
-                zone.tick();
-                // Drain what a connection task would send, as the network shell does.
-                for l in &links {
-                    let _ = l.take_snapshot();
-                    let _ = l.drain_control();
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("demo_zone_50_players", entities),
+            &entities,
+            |b, _| {
+                b.iter(|| {
+                    zone.tick();
+                    // Drain what a connection task would send, as the network shell does.
+                    for l in &links {
+                        let _ = l.take_snapshot();
+                        let _ = l.drain_control();
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -82,12 +99,17 @@ struct Vel(Vec2);
 /// The baseline: a bare bevy_ecs world moving the same number of entities.
 fn bench_bare_query_loop(c: &mut Criterion) {
     let mut group = c.benchmark_group("bare_bevy_loop");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for entities in [10_000usize, 100_000] {
         let mut world = World::new();
         for i in 0..entities {
             let f = i as f32;
-            world.spawn((Pos(Vec2::new(f % ZONE_SIZE, (f * 0.37) % ZONE_SIZE)), Vel(Vec2::new(1.0, 0.5))));
+            world.spawn((
+                Pos(Vec2::new(f % ZONE_SIZE, (f * 0.37) % ZONE_SIZE)),
+                Vel(Vec2::new(1.0, 0.5)),
+            ));
         }
         let mut query = world.query::<(&mut Pos, &Vel)>();
         group.bench_with_input(BenchmarkId::new("move", entities), &entities, |b, _| {

@@ -131,6 +131,13 @@ impl ClientConfig {
         Ok(Self::new(server, trust, token))
     }
 
+    /// The quinn client configuration the SDK connects with (TLS for [`Self::trust`],
+    /// ALPN, transport limits), for tools that need a bare QUIC connection to the same
+    /// server, such as transport baselines and protocol conformance tests.
+    pub fn quic_client_config(&self) -> Result<quinn::ClientConfig, ClientError> {
+        crate::connect::quic_client_config(self)
+    }
+
     /// Checks values that would otherwise fail obscurely later.
     pub fn validate(&self) -> Result<(), ClientError> {
         let fail = |msg: &str| Err(ClientError::Config(msg.to_owned()));

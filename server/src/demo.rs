@@ -8,8 +8,8 @@
 //! players share the zone.
 
 use crate::game::{
-    Game, GamePlugin, NetIdAllocator, OutgoingEvents, Player, PlayerEvents, PlayerInput,
-    Position, Replicated, Velocity, WorldRules, ZoneApp, ZoneInfo,
+    Game, GamePlugin, NetIdAllocator, OutgoingEvents, Player, PlayerEvents, PlayerInput, Position,
+    Replicated, Velocity, WorldRules, ZoneApp, ZoneInfo,
 };
 use bevy_ecs::prelude::*;
 use rand::rngs::SmallRng;
@@ -161,7 +161,9 @@ fn wander(
     }
 }
 
-fn emote_from_buttons(mut players: Query<'_, '_, (&PlayerInput, &mut Emote), Changed<PlayerInput>>) {
+fn emote_from_buttons(
+    mut players: Query<'_, '_, (&PlayerInput, &mut Emote), Changed<PlayerInput>>,
+) {
     for (input, mut emote) in &mut players {
         emote.set_if_neq(Emote(input.buttons & 0x0f));
     }

@@ -108,7 +108,11 @@ pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn create_certificate(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let certified =
         rcgen::generate_simple_self_signed(names).context("cannot generate dev certificate")?;
     write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
@@ -170,7 +174,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("s.hex");
         fs::write(&p, "abcd").expect("write");
-        assert!(read_secret(&p).unwrap_err().to_string().contains("at least"));
+        assert!(
+            read_secret(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("at least")
+        );
         fs::write(&p, "not hex at all").expect("write");
         assert!(read_secret(&p).unwrap_err().to_string().contains("not hex"));
     }

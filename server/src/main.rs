@@ -147,15 +147,28 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     })
 }
 
-fn print_welcome(server: &Server, args: &DevArgs, cert: &Path, created: bool) -> anyhow::Result<()> {
+fn print_welcome(
+    server: &Server,
+    args: &DevArgs,
+    cert: &Path,
+    created: bool,
+) -> anyhow::Result<()> {
     let addr = server.local_addr()?;
     let data = args.data.display();
     let verb = if created { "created" } else { "reusing" };
     println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
-    println!("  world: {0}x{0} zones of {1} units, {2} NPCs, {3} Hz", args.zones, args.zone_size, args.npcs, args.tick_hz);
-    println!("  {verb} dev certificate: {} (clients pin it)", cert.display());
+    println!(
+        "  world: {0}x{0} zones of {1} units, {2} NPCs, {3} Hz",
+        args.zones, args.zone_size, args.npcs, args.tick_hz
+    );
+    println!(
+        "  {verb} dev certificate: {} (clients pin it)",
+        cert.display()
+    );
     println!("  {verb} token secret:    {data}/dev-secret.hex (keep private)");
-    println!("  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}");
+    println!(
+        "  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}"
+    );
     println!("  mint a token:      zonemesh token --player NAME --data {data}");
     println!("  stop with Ctrl-C");
     Ok(())
@@ -190,9 +203,14 @@ fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid player name {:?}: {e}", args.player))?;
     let secret_path = args.data.join(zonemesh_shared::dev_files::SECRET);
     let secret = dev::read_secret(&secret_path).with_context(|| {
-        format!("run `zonemesh dev --data {}` once to create the secret", args.data.display())
+        format!(
+            "run `zonemesh dev --data {}` once to create the secret",
+            args.data.display()
+        )
     })?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     let claims = Claims {
         player: args.player.clone(),
         expires_unix_s: now.as_secs().saturating_add(args.ttl_secs),

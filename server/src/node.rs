@@ -3,7 +3,9 @@
 
 use crate::game::Game;
 use crate::zone::worker::ZonePool;
-use crate::zone::{WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneRouter, ZoneStatus, ZoneStatusCell};
+use crate::zone::{
+    WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneRouter, ZoneStatus, ZoneStatusCell,
+};
 use std::sync::Arc;
 
 /// How a node is laid out and tuned.

@@ -67,9 +67,7 @@ impl ErrorCode {
             Busy,
             Replaced,
         ];
-        ALL.into_iter()
-            .find(|c| *c as u16 == v)
-            .unwrap_or(Internal)
+        ALL.into_iter().find(|c| *c as u16 == v).unwrap_or(Internal)
     }
 }
 
@@ -357,8 +355,12 @@ mod tests {
                 addr: "127.0.0.1:4433".into(),
                 token: "t".into(),
             },
-            ServerControl::Loading { retry_after_ms: 250 },
-            ServerControl::Busy { retry_after_ms: 1000 },
+            ServerControl::Loading {
+                retry_after_ms: 250,
+            },
+            ServerControl::Busy {
+                retry_after_ms: 1000,
+            },
             ServerControl::Error {
                 code: ErrorCode::AuthFailed,
                 message: "bad token".into(),
@@ -409,10 +411,7 @@ mod tests {
         w.varint(CONTROL_FRAME_MAX as u64 + 1);
         let mut dec = FrameDecoder::default();
         dec.push(w.as_slice());
-        assert!(matches!(
-            dec.next_frame(),
-            Err(DecodeError::TooLong { .. })
-        ));
+        assert!(matches!(dec.next_frame(), Err(DecodeError::TooLong { .. })));
     }
 
     #[test]

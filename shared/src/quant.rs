@@ -97,7 +97,10 @@ impl QPos {
     /// Rounds a world position to the nearest step (saturating at the i32 range).
     pub fn from_world(v: Vec2) -> Self {
         let q = |c: f32| (c / POSITION_STEP).round() as i32;
-        Self { x: q(v.x), y: q(v.y) }
+        Self {
+            x: q(v.x),
+            y: q(v.y),
+        }
     }
 
     /// The world position this quantised value stands for.

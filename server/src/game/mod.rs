@@ -153,7 +153,8 @@ impl fmt::Debug for ZoneApp {
 impl ZoneApp {
     fn new() -> Self {
         let mut schedule = Schedule::default();
-        schedule.configure_sets((ZoneSet::Simulate, ZoneSet::Integrate, ZoneSet::Replicate).chain());
+        schedule
+            .configure_sets((ZoneSet::Simulate, ZoneSet::Integrate, ZoneSet::Replicate).chain());
         schedule.add_systems(movement::integrate_velocity.in_set(ZoneSet::Integrate));
         schedule.add_systems(
             replicate::publish_changed

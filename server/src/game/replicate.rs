@@ -55,10 +55,14 @@ where
     Ok(())
 }
 
+/// Entities whose component `C` changed since the encoder last ran.
+type ChangedReplicas<'w, 's, C> =
+    Query<'w, 's, (&'static C, &'static mut ReplicaComponents), Changed<C>>;
+
 /// Re-encodes component `C` for every entity where it changed.
 pub(crate) fn encode_changed<C: Component + Serialize>(
     id: u16,
-) -> impl FnMut(Query<(&C, &mut ReplicaComponents), Changed<C>>, ResMut<ZoneCounters>) {
+) -> impl FnMut(ChangedReplicas<C>, ResMut<ZoneCounters>) {
     move |mut query, mut counters| {
         for (component, mut cache) in &mut query {
             match postcard::to_allocvec(component) {

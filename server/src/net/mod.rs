@@ -127,8 +127,10 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("sessions still open after 3 s; closing the endpoint anyway");
         }
-        self.endpoint
-            .close(close_code(ErrorCode::ServerShutdown), b"server shutting down");
+        self.endpoint.close(
+            close_code(ErrorCode::ServerShutdown),
+            b"server shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.node.stop();
     }

@@ -53,7 +53,9 @@ impl Sessions {
     pub(super) fn try_admit(&self, max: usize) -> Option<CountGuard> {
         let taken = self
             .admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
         if taken.is_err() {
             self.busy_answers.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -108,7 +110,10 @@ mod tests {
         let replaced = s.claim_name(&new).expect("old returned");
         assert_eq!(replaced.session(), SessionId(1));
         s.release_name(&old);
-        assert!(lock(&s.by_name).contains_key("p"), "the newer session stays");
+        assert!(
+            lock(&s.by_name).contains_key("p"),
+            "the newer session stays"
+        );
         s.release_name(&new);
         assert!(lock(&s.by_name).is_empty());
     }

@@ -58,7 +58,10 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
         let mut control = ControlReader::new(recv);
         match control.next().await? {
             Some(msg) => Ok((send, control, msg)),
-            None => Err(End::close(ErrorCode::ProtocolViolation, "stream ended before hello")),
+            None => Err(End::close(
+                ErrorCode::ProtocolViolation,
+                "stream ended before hello",
+            )),
         }
     })
     .await;
@@ -101,12 +104,17 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
 /// Checks `Hello`: version, token signature and expiry, player name.
 fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCode, String)> {
     let ClientControl::Hello { version, token } = hello else {
-        return Err((ErrorCode::ProtocolViolation, "first frame must be hello".into()));
+        return Err((
+            ErrorCode::ProtocolViolation,
+            "first frame must be hello".into(),
+        ));
     };
     if version != PROTOCOL_VERSION {
         return Err((
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"),
+            format!(
+                "protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"
+            ),
         ));
     }
     let now = SystemTime::now()
@@ -114,8 +122,12 @@ fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCod
         .map_or(0, |d| d.as_secs());
     let claims = token::verify(secret, &token, now)
         .map_err(|e| (ErrorCode::AuthFailed, format!("token rejected: {e}")))?;
-    validate_player_name(&claims.player)
-        .map_err(|e| (ErrorCode::AuthFailed, format!("bad player name in token: {e}")))?;
+    validate_player_name(&claims.player).map_err(|e| {
+        (
+            ErrorCode::AuthFailed,
+            format!("bad player name in token: {e}"),
+        )
+    })?;
     Ok(claims)
 }
 
@@ -126,7 +138,11 @@ enum JoinRefused {
 
 /// Creates the session's link, takes over the player's name and asks its zone for an
 /// entity. The zone answers `Welcome` through the link.
-fn join(conn: &Connection, claims: Claims, shared: &Shared) -> Result<Arc<ClientLink>, JoinRefused> {
+fn join(
+    conn: &Connection,
+    claims: Claims,
+    shared: &Shared,
+) -> Result<Arc<ClientLink>, JoinRefused> {
     let spawn = (shared.zones.rules.spawn_point)(&claims.player);
     let zone = shared.zones.layout.zone_at(spawn);
     let mtu = conn.max_datagram_size().unwrap_or(0);
@@ -302,11 +318,17 @@ impl<'a> Relay<'a> {
             RateVerdict::Allow => {}
             RateVerdict::Drop => return Ok(()),
             RateVerdict::Flood => {
-                return Err(End::close(ErrorCode::InputFlood, "input rate limit exceeded"));
+                return Err(End::close(
+                    ErrorCode::InputFlood,
+                    "input rate limit exceeded",
+                ));
             }
         }
         let datagram = ClientDatagram::decode(bytes).map_err(|e| {
-            End::close(ErrorCode::ProtocolViolation, format!("malformed datagram: {e}"))
+            End::close(
+                ErrorCode::ProtocolViolation,
+                format!("malformed datagram: {e}"),
+            )
         })?;
         let ClientDatagram::Input { ack, inputs } = datagram;
         let msg = ZoneMessage::Input {
@@ -321,10 +343,9 @@ impl<'a> Relay<'a> {
 
     fn on_control(&mut self, msg: ClientControl) -> Result<(), End> {
         match msg {
-            ClientControl::Hello { .. } => Err(End::close(
-                ErrorCode::ProtocolViolation,
-                "hello sent twice",
-            )),
+            ClientControl::Hello { .. } => {
+                Err(End::close(ErrorCode::ProtocolViolation, "hello sent twice"))
+            }
             ClientControl::Goodbye => Err(End::close(ErrorCode::Normal, "goodbye")),
             ClientControl::GameEvent { kind, payload } => self.on_game_event(kind, payload),
         }
@@ -335,7 +356,10 @@ impl<'a> Relay<'a> {
             RateVerdict::Allow => {}
             // A reliable event cannot be dropped silently: over the limit ends the session.
             RateVerdict::Drop | RateVerdict::Flood => {
-                return Err(End::close(ErrorCode::InputFlood, "game event rate limit exceeded"));
+                return Err(End::close(
+                    ErrorCode::InputFlood,
+                    "game event rate limit exceeded",
+                ));
             }
         }
         let msg = ZoneMessage::GameEvent {
@@ -376,7 +400,10 @@ impl ControlReader {
             match self.decoder.next_frame() {
                 Ok(Some(body)) => {
                     return ClientControl::decode(&body).map(Some).map_err(|e| {
-                        End::close(ErrorCode::ProtocolViolation, format!("malformed frame: {e}"))
+                        End::close(
+                            ErrorCode::ProtocolViolation,
+                            format!("malformed frame: {e}"),
+                        )
                     });
                 }
                 Ok(None) => {}

@@ -83,9 +83,21 @@ mod tests {
         let t0 = Instant::now();
         let mut c = TickClock::new(t0, P);
         let plan = c.finish_tick(t0 + Duration::from_millis(5));
-        assert_eq!(plan, TickPlan { next_at: t0 + P, missed: 0 });
+        assert_eq!(
+            plan,
+            TickPlan {
+                next_at: t0 + P,
+                missed: 0
+            }
+        );
         let plan = c.finish_tick(t0 + P + Duration::from_millis(49));
-        assert_eq!(plan, TickPlan { next_at: t0 + 2 * P, missed: 0 });
+        assert_eq!(
+            plan,
+            TickPlan {
+                next_at: t0 + 2 * P,
+                missed: 0
+            }
+        );
         assert_eq!(c.missed_total(), 0);
     }
 

@@ -137,14 +137,7 @@ mod tests {
 
     #[test]
     fn invalid_layouts_are_refused() {
-        assert!(
-            WorldLayout {
-                zones_x: 0,
-                ..L
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(WorldLayout { zones_x: 0, ..L }.validate().is_err());
         assert!(
             WorldLayout {
                 zone_size: f32::NAN,

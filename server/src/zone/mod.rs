@@ -124,7 +124,12 @@ struct TickStats {
 
 impl Zone {
     /// Builds zone `id` from the game's plugins and runs their zone-start hooks.
-    pub fn new(id: ZoneId, game: &Game, ctx: Arc<ZoneContext>, inbox: Receiver<ZoneMessage>) -> Self {
+    pub fn new(
+        id: ZoneId,
+        game: &Game,
+        ctx: Arc<ZoneContext>,
+        inbox: Receiver<ZoneMessage>,
+    ) -> Self {
         let app = game.build_zone().finish();
         let bounds = ctx.layout.bounds(id);
         let mut world = app.world;

@@ -118,7 +118,8 @@ impl Zone {
         for (entity, kind, payload) in events {
             let session = self.world.get::<Player>(entity).map(|p| p.session);
             if let Some(slot) = session.and_then(|s| self.players.get(&s)) {
-                slot.link.push_control(ServerControl::GameEvent { kind, payload });
+                slot.link
+                    .push_control(ServerControl::GameEvent { kind, payload });
             }
         }
     }
@@ -200,7 +201,9 @@ impl Zone {
             name: slot.link.name().to_owned(),
             position: pos,
             velocity: e.get::<Velocity>().map_or(Vec2::ZERO, |v| v.0),
-            max_speed: e.get::<MaxSpeed>().map_or(self.ctx.rules.player_max_speed, |m| m.0),
+            max_speed: e
+                .get::<MaxSpeed>()
+                .map_or(self.ctx.rules.player_max_speed, |m| m.0),
             last_input_seq: e.get::<PlayerInput>().map_or(0, |i| i.last_seq),
             components: e
                 .get::<ReplicaComponents>()
@@ -231,7 +234,10 @@ impl Zone {
 
     fn spawn_transferred(&mut self, t: PlayerTransfer) {
         let position = self.bounds.clamp(t.position);
-        let registry = self.world.resource::<crate::game::ReplicationRegistry>().clone();
+        let registry = self
+            .world
+            .resource::<crate::game::ReplicationRegistry>()
+            .clone();
         let mut entity = self.world.spawn((
             Replicated::new(t.net_id, self.ctx.rules.player_kind, position),
             Player {
@@ -245,7 +251,10 @@ impl Zone {
                 last_seq: t.last_input_seq,
             },
         ));
-        entity.insert((Velocity(t.velocity), ReplicaComponents::from_values(t.components.clone())));
+        entity.insert((
+            Velocity(t.velocity),
+            ReplicaComponents::from_values(t.components.clone()),
+        ));
         registry.restore(&mut entity, &t.components);
         let entity = entity.id();
         self.insert_slot(t.link, entity, t.view);

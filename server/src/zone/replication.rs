@@ -6,10 +6,9 @@
 //! neighbour lives in this process.
 
 use super::Zone;
-use crate::game::{Kind, NetEntity, PlayerInput, Position, ReplicaComponents, Rect};
+use crate::game::{Kind, NetEntity, PlayerInput, Position, Rect, ReplicaComponents};
 use crate::link::SnapshotBatch;
 use crate::zone::messages::ZoneMessage;
-use bevy_ecs::prelude::*;
 use std::collections::HashSet;
 use zonemesh_replication::{ReplicatedState, SnapshotFrame};
 use zonemesh_shared::ids::NetId;

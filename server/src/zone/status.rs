@@ -64,7 +64,8 @@ impl ZoneStatus {
     /// Records one tick's duration.
     pub(crate) fn record_tick_time(&mut self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.tick_time_us.saturating_record(us.clamp(1, TICK_TIME_MAX_US));
+        self.tick_time_us
+            .saturating_record(us.clamp(1, TICK_TIME_MAX_US));
     }
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tempfile::TempDir;
-use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_client::{Client, ClientConfig, DisconnectReason, Event};
 use zonemesh_server::demo::{DemoConfig, demo_game};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig, Server, ServerConfig, ServerStatus, dev};
@@ -103,12 +103,24 @@ impl TestServer {
             }
         })
         .await;
-        assert!(ok.is_ok(), "timed out waiting for: {what}; status: {:?}", self.status().zones.iter().map(|z| (&z.zone, &z.player_names)).collect::<Vec<_>>());
+        assert!(
+            ok.is_ok(),
+            "timed out waiting for: {what}; status: {:?}",
+            self.status()
+                .zones
+                .iter()
+                .map(|z| (&z.zone, &z.player_names))
+                .collect::<Vec<_>>()
+        );
     }
 }
 
 /// Drives `client` until `check` returns true for its state after some event.
-pub async fn wait_for(client: &mut Client, what: &str, mut check: impl FnMut(&Client, &Event) -> bool) {
+pub async fn wait_for(
+    client: &mut Client,
+    what: &str,
+    mut check: impl FnMut(&Client, &Event) -> bool,
+) {
     let found = tokio::time::timeout(WAIT, async {
         while let Some(event) = client.next_event().await {
             if let Event::Disconnected(reason) = &event {
@@ -122,6 +134,74 @@ pub async fn wait_for(client: &mut Client, what: &str, mut check: impl FnMut(&Cl
     })
     .await;
     assert_eq!(found, Ok(true), "timed out or ended waiting for: {what}");
+}
+
+/// How often [`drive`] sends an input: the default tick rate.
+pub const INPUT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Plays `client` like a game loop: sends `velocity` every [`INPUT_INTERVAL`] (if
+/// any) while handling events, until `check` holds after an event. Returns the events
+/// seen on the way.
+pub async fn drive(
+    client: &mut Client,
+    velocity: Option<Vec2>,
+    what: &str,
+    mut check: impl FnMut(&Client, &Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let done = tokio::time::timeout(WAIT, async {
+        let mut inputs = tokio::time::interval(INPUT_INTERVAL);
+        loop {
+            tokio::select! {
+                event = client.next_event() => {
+                    let Some(event) = event else { return false };
+                    if let Event::Disconnected(reason) = &event {
+                        panic!("disconnected while waiting for {what}: {reason:?}");
+                    }
+                    let stop = check(client, &event);
+                    seen.push(event);
+                    if stop {
+                        return true;
+                    }
+                }
+                _ = inputs.tick(), if velocity.is_some() => {
+                    let v = velocity.unwrap_or_default();
+                    client.send_input(v, 0).expect("input accepted by the SDK");
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(done, Ok(true), "timed out or ended waiting for: {what}");
+    seen
+}
+
+/// Where `client` sees its own player, once a snapshot carried it.
+pub fn own_position(client: &Client) -> Option<Vec2> {
+    client.replica().get(client.player()).map(|e| e.position)
+}
+
+/// Waits until `client` has seen its own player and returns that position.
+pub async fn wait_own_position(client: &mut Client) -> Vec2 {
+    drive(client, None, "own player in a snapshot", |c, _| {
+        own_position(c).is_some()
+    })
+    .await;
+    own_position(client).expect("checked above")
+}
+
+/// Reads `client`'s events until the session ends and returns why.
+pub async fn wait_disconnect(client: &mut Client, what: &str) -> DisconnectReason {
+    within(what, async {
+        loop {
+            match client.next_event().await {
+                Some(Event::Disconnected(reason)) => return reason,
+                Some(_) => {}
+                None => panic!("event stream ended without a reason: {what}"),
+            }
+        }
+    })
+    .await
 }
 
 /// Runs `fut` with the test deadline.
