@@ -69,6 +69,18 @@ pub struct ServerStatus {
     pub busy_answers: u64,
     /// Inputs dropped because a zone inbox was full.
     pub inbox_input_drops: u64,
+    /// Connections the server closed or refused, per reason (unused reasons left out).
+    pub closes: Vec<(ErrorCode, u64)>,
+}
+
+impl ServerStatus {
+    /// Connections the server closed with `code`.
+    pub fn closes_with(&self, code: ErrorCode) -> u64 {
+        self.closes
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 impl Server {
@@ -110,6 +122,7 @@ impl Server {
             sessions: self.shared.sessions.admitted(),
             busy_answers: self.shared.sessions.busy_answers(),
             inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
+            closes: self.shared.sessions.closes(),
         }
     }
 

@@ -6,6 +6,10 @@ use crate::link::{ClientLink, lock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use zonemesh_shared::control::ErrorCode;
+
+/// Number of distinct [`ErrorCode`] values (wire values are `0..ERROR_CODES`).
+const ERROR_CODES: usize = ErrorCode::Replaced as usize + 1;
 
 /// Connection and session bookkeeping shared by all connection tasks.
 #[derive(Debug, Default)]
@@ -13,6 +17,8 @@ pub(super) struct Sessions {
     connections: Arc<AtomicUsize>,
     admitted: Arc<AtomicUsize>,
     busy_answers: AtomicU64,
+    /// Connections the server closed, by [`ErrorCode`] wire value.
+    closed_by_code: [AtomicU64; ERROR_CODES],
     next_session: AtomicU64,
     by_name: Mutex<HashMap<String, Arc<ClientLink>>>,
 }
@@ -47,6 +53,24 @@ impl Sessions {
     /// Connections told `Busy`.
     pub(super) fn busy_answers(&self) -> u64 {
         self.busy_answers.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection the server closed with `code`.
+    pub(super) fn count_close(&self, code: ErrorCode) {
+        if let Some(counter) = self.closed_by_code.get(code as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections closed by the server so far, per code (codes never used are left out).
+    pub(super) fn closes(&self) -> Vec<(ErrorCode, u64)> {
+        (0..ERROR_CODES)
+            .filter_map(|i| {
+                let n = self.closed_by_code[i].load(Ordering::Relaxed);
+                let code = ErrorCode::from_u16(u16::try_from(i).ok()?);
+                (n > 0).then_some((code, n))
+            })
+            .collect()
     }
 
     /// Takes a session slot if fewer than `max` are taken.

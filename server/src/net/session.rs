@@ -29,6 +29,8 @@ const ANSWER_LINGER: Duration = Duration::from_secs(2);
 enum End {
     /// Close the connection with this code and reason.
     Close(ErrorCode, String),
+    /// The client read a refusal (`Error`, `Busy`) and closed, as asked.
+    Answered(ErrorCode),
     /// The connection is already gone.
     Lost,
 }
@@ -45,7 +47,12 @@ pub(super) async fn run(conn: Connection, shared: &Shared) {
     match serve(&conn, shared).await {
         End::Close(code, message) => {
             tracing::debug!(%remote, ?code, %message, "closing connection");
+            shared.sessions.count_close(code);
             conn.close(close_code(code), truncate_reason(&message));
+        }
+        End::Answered(code) => {
+            tracing::debug!(%remote, ?code, "refused; the client closed");
+            shared.sessions.count_close(code);
         }
         End::Lost => tracing::debug!(%remote, "connection lost"),
     }
@@ -196,7 +203,7 @@ async fn answer_and_close(
     })
     .await;
     match written {
-        Ok(_) => End::Lost,
+        Ok(_) => End::Answered(code),
         Err(_) => End::Close(code, message),
     }
 }
