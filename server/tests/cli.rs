@@ -1,0 +1,169 @@
+//! The `zonemesh` binary as a user runs it: `dev` creates and then reuses its
+//! certificate and secret, serves SDK clients, `token` mints working tokens, bad
+//! arguments get clear errors, and SIGTERM stops the server cleanly.
+
+mod common;
+
+use common::{wait_disconnect, wait_own_position, within};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use zonemesh_client::{Client, ClientConfig, ErrorCode, Trust};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonemesh");
+
+/// A `zonemesh dev` child process and the address it printed.
+struct DevProcess {
+    child: Child,
+    addr: SocketAddr,
+    banner: Vec<String>,
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl DevProcess {
+    async fn start(data: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["dev", "--listen", "127.0.0.1:0", "--zones", "2"])
+            .args(["--zone-size", "64", "--npcs", "40", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("zonemesh starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut banner = Vec::new();
+        let addr = within("the listening address is printed", async {
+            loop {
+                let line = stdout
+                    .next_line()
+                    .await
+                    .expect("stdout readable")
+                    .expect("the server printed its address before exiting");
+                banner.push(line.clone());
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().expect("address");
+                    return addr.parse::<SocketAddr>().expect("a socket address");
+                }
+            }
+        })
+        .await;
+        // Read the rest of the banner (it ends with the stop hint).
+        within("banner", async {
+            while !banner.last().is_some_and(|l| l.contains("stop with")) {
+                match stdout.next_line().await.expect("stdout readable") {
+                    Some(line) => banner.push(line),
+                    None => break,
+                }
+            }
+        })
+        .await;
+        Self {
+            child,
+            addr,
+            banner,
+            _stdout: stdout,
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        within("the server exits after SIGTERM", self.child.wait())
+            .await
+            .expect("exit status")
+    }
+}
+
+async fn run_cli(args: &[&str]) -> std::process::Output {
+    within(
+        "zonemesh command",
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output(),
+    )
+    .await
+    .expect("zonemesh runs")
+}
+
+#[tokio::test]
+async fn dev_serves_clients_mints_tokens_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = DevProcess::start(data.path()).await;
+    let banner = server.banner.join("\n");
+    assert!(banner.contains("created dev certificate"), "{banner}");
+    assert!(
+        banner.contains("dev-cert.pem") && banner.contains("--dev-data"),
+        "{banner}"
+    );
+
+    // A client using the dev data directory plays.
+    let config = ClientConfig::from_dev_data(server.addr, data.path(), "cli-walker")
+        .expect("dev data readable");
+    let mut walker = Client::connect(config).await.expect("connects");
+    wait_own_position(&mut walker).await;
+
+    // A token minted by `zonemesh token` is accepted.
+    let data_arg = data.path().to_str().expect("utf-8 path");
+    let out = run_cli(&["token", "--player", "minted", "--data", data_arg]).await;
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).expect("utf-8");
+    let trust = Trust::pinned_pem_file(data.path().join("dev-cert.pem")).expect("cert");
+    let mut minted = Client::connect(ClientConfig::new(server.addr, trust, token.trim()))
+        .await
+        .expect("a minted token is accepted");
+    wait_own_position(&mut minted).await;
+
+    let status = server.terminate().await;
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let reason = wait_disconnect(&mut walker, "told about the shutdown").await;
+    assert_eq!(reason.code, ErrorCode::ServerShutdown, "{reason:?}");
+
+    // A second run reuses the certificate and secret: the old token still works.
+    let again = DevProcess::start(data.path()).await;
+    assert!(again.banner.join("\n").contains("reusing dev certificate"));
+    let trust = Trust::pinned_pem_file(data.path().join("dev-cert.pem")).expect("cert");
+    let client = Client::connect(ClientConfig::new(again.addr, trust, token.trim()))
+        .await
+        .expect("same secret and certificate after a restart");
+    client.close().await;
+    assert!(again.terminate().await.success());
+}
+
+#[tokio::test]
+async fn bad_arguments_get_clear_errors() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_arg = data.path().to_str().expect("utf-8 path");
+
+    let out = run_cli(&["token", "--player", "no spaces!", "--data", data_arg]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid player name"), "{err}");
+
+    let out = run_cli(&["token", "--player", "fine", "--data", data_arg]).await;
+    assert!(!out.status.success(), "no secret yet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zonemesh dev --data"), "{err}");
+
+    let out = run_cli(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--zones",
+        "0",
+        "--data",
+        data_arg,
+    ])
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least one zone"), "{err}");
+}
