@@ -265,7 +265,8 @@ pub enum EntityRecord {
         spawn_kind: Option<u16>,
         /// Its position.
         pos: PosField,
-        /// Replicated components that changed since the client's baseline.
+        /// The complete list of replicated components when any of them changed since the
+        /// client's baseline (it replaces the client's list); empty means unchanged.
         components: Vec<ComponentValue>,
     },
 }
