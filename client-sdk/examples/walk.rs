@@ -44,6 +44,9 @@ struct Args {
     /// Walking speed, in world units per second.
     #[arg(long, default_value_t = 4.0)]
     speed: f32,
+    /// Give up connecting (retries included) after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
 }
 
 /// What the walk observed.
@@ -108,8 +111,10 @@ fn run(args: Args) -> anyhow::Result<u64> {
         .player
         .clone()
         .unwrap_or_else(|| format!("walker-{:04x}", rand::random::<u16>()));
-    let config = ClientConfig::from_dev_data(args.server, &args.dev_data, &player)
+    let mut config = ClientConfig::from_dev_data(args.server, &args.dev_data, &player)
         .with_context(|| format!("cannot use dev data in {}", args.dev_data.display()))?;
+    config.connect_deadline = Duration::try_from_secs_f64(args.connect_timeout)
+        .context("--connect-timeout must be a non-negative number of seconds")?;
     let mut client = BlockingClient::connect(config)
         .with_context(|| format!("cannot connect to {} as {player}", args.server))?;
     println!(

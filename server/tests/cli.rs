@@ -167,3 +167,58 @@ async fn bad_arguments_get_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least one zone"), "{err}");
 }
+
+/// The SDK's `walk` example, built next to this binary by `cargo test --workspace`.
+fn walk_example() -> std::path::PathBuf {
+    let dir = Path::new(BIN).parent().expect("target dir");
+    let walk = dir
+        .join("examples")
+        .join(format!("walk{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        walk.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so examples are built",
+        walk.display()
+    );
+    walk
+}
+
+#[tokio::test]
+async fn the_walk_example_plays_against_dev_and_fails_without_a_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = DevProcess::start(data.path()).await;
+    let walk = walk_example();
+    let addr = server.addr.to_string();
+    let data_arg = data.path().to_str().expect("utf-8 path");
+
+    let out = within(
+        "walk runs",
+        Command::new(&walk)
+            .args([
+                "--server",
+                &addr,
+                "--dev-data",
+                data_arg,
+                "--seconds",
+                "1.5",
+            ])
+            .output(),
+    )
+    .await
+    .expect("walk starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("snapshots:"), "{stdout}");
+    assert!(server.terminate().await.success());
+
+    // Nothing listens any more: no snapshot, so a non-zero exit.
+    let out = within(
+        "walk gives up",
+        Command::new(&walk)
+            .args(["--server", &addr, "--dev-data", data_arg, "--seconds", "1"])
+            .args(["--connect-timeout", "1"])
+            .output(),
+    )
+    .await
+    .expect("walk starts");
+    assert!(!out.status.success(), "{out:?}");
+}
