@@ -2,14 +2,22 @@
 //! self-signed certificate (for `localhost` and `127.0.0.1`), its key, and the secret
 //! that signs session tokens. Created on first run, reused afterwards, so clients that
 //! pinned the certificate keep working across restarts.
+//!
+//! [`start_dev_server`] is `zonemesh dev` itself: that identity plus the demo world on
+//! one node. Tests, the swarm and the benchmarks start their servers with it too.
 
+use crate::demo::{DemoConfig, demo_game};
+use crate::net::{NetLimits, Server, ServerConfig};
+use crate::node::NodeConfig;
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fs;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use zonemesh_shared::dev_files;
+use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::token::SECRET_MIN;
 
 /// Bytes of a freshly generated token secret.
@@ -183,4 +191,80 @@ mod tests {
         fs::write(&p, "not hex at all").expect("write");
         assert!(read_secret(&p).unwrap_err().to_string().contains("not hex"));
     }
+}
+
+/// What a development node hosts: the demo world's layout and zone settings, its NPCs,
+/// and the connection limits.
+#[derive(Debug, Clone)]
+pub struct DevWorld {
+    /// Zones, tick rate, view settings and worker threads.
+    pub node: NodeConfig,
+    /// Wandering NPCs in the whole world.
+    pub npcs: usize,
+    /// Connection limits.
+    pub limits: NetLimits,
+}
+
+impl Default for DevWorld {
+    /// What `zonemesh dev` runs without flags: 4x4 zones of 256 units, 4000 NPCs.
+    fn default() -> Self {
+        Self {
+            node: NodeConfig::default(),
+            npcs: 4000,
+            limits: NetLimits::default(),
+        }
+    }
+}
+
+impl DevWorld {
+    /// Sets the area-of-interest radius, and the ghost margin with it so players near
+    /// a border see as far into the neighbour zone as into their own.
+    pub fn with_aoi_radius(mut self, radius: f32) -> Self {
+        self.node.zone.view.aoi_radius = radius;
+        self.node.zone.ghost_margin = radius;
+        self
+    }
+}
+
+/// A running development server and where its clients find the identity.
+#[derive(Debug)]
+pub struct DevServer {
+    /// The server.
+    pub server: Server,
+    /// The certificate clients pin.
+    pub cert_path: PathBuf,
+    /// The token-signing secret's file.
+    pub secret_path: PathBuf,
+    /// True when this start created the identity.
+    pub created_identity: bool,
+}
+
+/// Starts the demo world on `listen` with the dev identity kept under `data`.
+/// Must run inside a tokio runtime.
+pub async fn start_dev_server(
+    listen: SocketAddr,
+    data: &Path,
+    world: &DevWorld,
+) -> anyhow::Result<DevServer> {
+    world.node.layout.validate().map_err(anyhow::Error::msg)?;
+    let identity = load_or_create(data)?;
+    let bounds = world.node.layout.world_bounds().max;
+    let game = demo_game(DemoConfig {
+        npcs: world.npcs,
+        zones: world.node.layout.n_zones(),
+        world_size: Vec2::new(bounds.x, bounds.y),
+    });
+    let config = ServerConfig {
+        listen,
+        tls: identity.tls,
+        secret: identity.secret,
+        node: world.node.clone(),
+        limits: world.limits.clone(),
+    };
+    Ok(DevServer {
+        server: Server::start(config, &game).await?,
+        cert_path: identity.cert_path,
+        secret_path: identity.secret_path,
+        created_identity: identity.created,
+    })
 }

@@ -8,12 +8,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use zonemesh_server::demo::{DemoConfig, demo_game};
+use zonemesh_server::dev::{self, DevServer, DevWorld};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
-use zonemesh_server::{NetLimits, NodeConfig, Server, ServerConfig, dev};
-use zonemesh_shared::quant::Vec2;
+use zonemesh_server::{NetLimits, NodeConfig};
 use zonemesh_shared::token::{self, Claims};
 
 #[global_allocator]
@@ -97,65 +96,56 @@ fn init_tracing() {
 }
 
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
-    let identity = dev::load_or_create(&args.data)?;
-    let layout = WorldLayout {
-        zones_x: args.zones,
-        zones_y: args.zones,
-        zone_size: args.zone_size,
-    };
-    layout.validate().map_err(anyhow::Error::msg)?;
-    let world = layout.world_bounds().max;
-    let game = demo_game(DemoConfig {
-        npcs: args.npcs,
-        zones: layout.n_zones(),
-        world_size: Vec2::new(world.x, world.y),
-    });
-    let mut zone = ZoneConfig {
-        tick_hz: args.tick_hz,
-        ..ZoneConfig::default()
-    };
-    zone.view.aoi_radius = args.aoi_radius;
-    zone.view.budget_bytes_per_tick = args.budget_bytes;
-    zone.ghost_margin = args.aoi_radius;
-    let config = ServerConfig {
-        listen: args.listen,
-        tls: identity.tls,
-        secret: identity.secret,
-        node: NodeConfig {
-            layout,
-            zone,
-            workers: args.workers,
-        },
-        limits: NetLimits {
-            max_connections: args.max_connections,
-            ..NetLimits::default()
-        },
-    };
+    let world = dev_world(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("zonemesh-net")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::start(config, &game).await?;
-        print_welcome(&server, &args, &identity.cert_path, identity.created)?;
+        let dev = dev::start_dev_server(args.listen, &args.data, &world).await?;
+        print_welcome(&dev, &args)?;
         wait_for_signal().await;
         tracing::info!("shutting down");
-        server.shutdown().await;
+        dev.server.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-fn print_welcome(
-    server: &Server,
-    args: &DevArgs,
-    cert: &Path,
-    created: bool,
-) -> anyhow::Result<()> {
-    let addr = server.local_addr()?;
+fn dev_world(args: &DevArgs) -> DevWorld {
+    let mut world = DevWorld {
+        node: NodeConfig {
+            layout: WorldLayout {
+                zones_x: args.zones,
+                zones_y: args.zones,
+                zone_size: args.zone_size,
+            },
+            zone: ZoneConfig {
+                tick_hz: args.tick_hz,
+                ..ZoneConfig::default()
+            },
+            workers: args.workers,
+        },
+        npcs: args.npcs,
+        limits: NetLimits {
+            max_connections: args.max_connections,
+            ..NetLimits::default()
+        },
+    }
+    .with_aoi_radius(args.aoi_radius);
+    world.node.zone.view.budget_bytes_per_tick = args.budget_bytes;
+    world
+}
+
+fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
+    let addr = dev.server.local_addr()?;
     let data = args.data.display();
-    let verb = if created { "created" } else { "reusing" };
+    let verb = if dev.created_identity {
+        "created"
+    } else {
+        "reusing"
+    };
     println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
     println!(
         "  world: {0}x{0} zones of {1} units, {2} NPCs, {3} Hz",
@@ -163,9 +153,12 @@ fn print_welcome(
     );
     println!(
         "  {verb} dev certificate: {} (clients pin it)",
-        cert.display()
+        dev.cert_path.display()
     );
-    println!("  {verb} token secret:    {data}/dev-secret.hex (keep private)");
+    println!(
+        "  {verb} token secret:    {} (keep private)",
+        dev.secret_path.display()
+    );
     println!(
         "  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}"
     );

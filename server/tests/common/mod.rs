@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tempfile::TempDir;
 use zonemesh_client::{Client, ClientConfig, DisconnectReason, Event};
-use zonemesh_server::demo::{DemoConfig, demo_game};
+use zonemesh_server::dev::{DevWorld, start_dev_server};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
-use zonemesh_server::{NetLimits, NodeConfig, Server, ServerConfig, ServerStatus, dev};
+use zonemesh_server::{NetLimits, NodeConfig, Server, ServerStatus};
 use zonemesh_shared::quant::Vec2;
 
 /// How long any wait in a test may take before the test fails.
@@ -51,30 +51,26 @@ impl Default for TestWorld {
 impl TestServer {
     pub async fn start(world: TestWorld) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let identity = dev::load_or_create(data.path()).expect("dev identity");
-        let bounds = world.layout.world_bounds().max;
-        let game = demo_game(DemoConfig {
-            npcs: world.npcs,
-            zones: world.layout.n_zones(),
-            world_size: Vec2::new(bounds.x, bounds.y),
-        });
-        let mut zone = ZoneConfig::default();
-        zone.view.aoi_radius = world.aoi_radius;
-        zone.ghost_margin = world.aoi_radius;
-        let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tls: identity.tls,
-            secret: identity.secret,
+        let dev_world = DevWorld {
             node: NodeConfig {
                 layout: world.layout,
-                zone,
+                zone: ZoneConfig::default(),
                 workers: Some(2),
             },
+            npcs: world.npcs,
             limits: world.limits,
-        };
-        let server = Server::start(config, &game).await.expect("server starts");
-        let addr = server.local_addr().expect("bound");
-        Self { server, addr, data }
+        }
+        .with_aoi_radius(world.aoi_radius);
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        let dev = start_dev_server(listen, data.path(), &dev_world)
+            .await
+            .expect("server starts");
+        let addr = dev.server.local_addr().expect("bound");
+        Self {
+            server: dev.server,
+            addr,
+            data,
+        }
     }
 
     pub fn client_config(&self, player: &str) -> ClientConfig {

@@ -1,0 +1,328 @@
+//! The byte encoding of redb values.
+//!
+//! Every value starts with a format byte so the layout can change later without a
+//! rewrite of old files; integers are little-endian, strings and blobs are
+//! length-prefixed. Decoding never trusts the bytes: any truncation, trailing garbage,
+//! unknown format or invalid UTF-8 is [`StoreError::Corrupt`], never a panic.
+
+use bytes::Bytes;
+
+use crate::StoreError;
+use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
+
+/// The only value format so far.
+const FORMAT_V1: u8 = 1;
+
+/// A zone's latest epoch and the node that took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EpochEntry {
+    pub(crate) epoch: u64,
+    pub(crate) owner: String,
+}
+
+/// Appends fields to a value buffer.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity + 1);
+        bytes.push(FORMAT_V1);
+        Self(bytes)
+    }
+
+    fn u16(&mut self, value: u16) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn f32(&mut self, value: f32) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// A blob with a u32 length. Inputs were validated against the limits, which are
+    /// far below `u32::MAX`, so the length always fits.
+    fn blob(&mut self, value: &[u8]) {
+        let len = u32::try_from(value.len()).expect("blob length validated below u32::MAX");
+        self.u32(len);
+        self.0.extend_from_slice(value);
+    }
+
+    /// A string with a u16 length (names are validated to `MAX_NAME_BYTES`).
+    fn str(&mut self, value: &str) {
+        let len = u16::try_from(value.len()).expect("name length validated below u16::MAX");
+        self.u16(len);
+        self.0.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// Reads fields from a stored value, failing with `Corrupt` on any mismatch.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// Starts reading a value of kind `what`, checking its format byte.
+    fn new(bytes: &'a [u8], what: &'static str) -> Result<Self, StoreError> {
+        let mut reader = Self { bytes, what };
+        let [format] = reader.array::<1>()?;
+        if format != FORMAT_V1 {
+            return Err(reader.corrupt(&format!("unknown format {format}")));
+        }
+        Ok(reader)
+    }
+
+    fn corrupt(&self, detail: &str) -> StoreError {
+        StoreError::Corrupt(format!("{}: {detail}", self.what))
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], StoreError> {
+        if self.bytes.len() < len {
+            return Err(self.corrupt("truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let head = self.take(N)?;
+        let mut out = [0; N];
+        out.copy_from_slice(head);
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn u128(&mut self) -> Result<u128, StoreError> {
+        Ok(u128::from_le_bytes(self.array()?))
+    }
+
+    fn f32(&mut self) -> Result<f32, StoreError> {
+        Ok(f32::from_le_bytes(self.array()?))
+    }
+
+    fn blob(&mut self) -> Result<Bytes, StoreError> {
+        let len = self.u32()? as usize;
+        Ok(Bytes::copy_from_slice(self.take(len)?))
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| self.corrupt("invalid UTF-8"))
+    }
+
+    /// Ends the value: leftover bytes mean the layout is not what we think it is.
+    fn finish(self) -> Result<(), StoreError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.corrupt("trailing bytes"))
+        }
+    }
+}
+
+/// Encodes a zone's epoch entry.
+pub(crate) fn encode_epoch(entry: &EpochEntry) -> Vec<u8> {
+    let mut w = Writer::new(8 + 2 + entry.owner.len());
+    w.u64(entry.epoch);
+    w.str(&entry.owner);
+    w.0
+}
+
+/// Decodes a zone's epoch entry.
+pub(crate) fn decode_epoch(bytes: &[u8]) -> Result<EpochEntry, StoreError> {
+    let mut r = Reader::new(bytes, "zone epoch")?;
+    let entry = EpochEntry {
+        epoch: r.u64()?,
+        owner: r.string()?,
+    };
+    r.finish()?;
+    Ok(entry)
+}
+
+/// Encodes a zone record.
+pub(crate) fn encode_zone(record: &ZoneRecord) -> Vec<u8> {
+    let mut w = Writer::new(24 + 4 + record.state.len());
+    w.u64(record.epoch);
+    w.u64(record.tick);
+    w.u64(record.saved_at_unix_ms);
+    w.blob(&record.state);
+    w.0
+}
+
+/// Decodes a zone record.
+pub(crate) fn decode_zone(bytes: &[u8]) -> Result<ZoneRecord, StoreError> {
+    let mut r = Reader::new(bytes, "zone record")?;
+    let record = ZoneRecord {
+        epoch: r.u64()?,
+        tick: r.u64()?,
+        saved_at_unix_ms: r.u64()?,
+        state: r.blob()?,
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+/// Encodes a player record.
+pub(crate) fn encode_player(record: &PlayerRecord) -> Vec<u8> {
+    let mut w = Writer::new(20 + 2 + record.player.len() + 4 + record.data.len());
+    w.str(&record.player);
+    w.u32(record.zone);
+    w.f32(record.x);
+    w.f32(record.y);
+    w.u64(record.updated_at_unix_ms);
+    w.blob(&record.data);
+    w.0
+}
+
+/// Decodes a player record.
+pub(crate) fn decode_player(bytes: &[u8]) -> Result<PlayerRecord, StoreError> {
+    let mut r = Reader::new(bytes, "player record")?;
+    let record = PlayerRecord {
+        player: r.string()?,
+        zone: r.u32()?,
+        x: r.f32()?,
+        y: r.f32()?,
+        updated_at_unix_ms: r.u64()?,
+        data: r.blob()?,
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+/// Encodes a durable action.
+pub(crate) fn encode_action(action: &DurableAction) -> Vec<u8> {
+    let mut w = Writer::new(22 + 2 + action.player.len() + 4 + action.payload.len());
+    w.0.extend_from_slice(&action.id.0.to_le_bytes());
+    w.str(&action.player);
+    w.u32(action.zone);
+    w.u16(action.kind);
+    w.blob(&action.payload);
+    w.0
+}
+
+/// Decodes a durable action.
+pub(crate) fn decode_action(bytes: &[u8]) -> Result<DurableAction, StoreError> {
+    let mut r = Reader::new(bytes, "durable action")?;
+    let action = DurableAction {
+        id: ActionId(r.u128()?),
+        player: r.string()?,
+        zone: r.u32()?,
+        kind: r.u16()?,
+        payload: r.blob()?,
+    };
+    r.finish()?;
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn player() -> PlayerRecord {
+        PlayerRecord {
+            player: "ålice".into(),
+            zone: 9,
+            x: -1.5,
+            y: 1e6,
+            data: Bytes::from_static(b"inventory"),
+            updated_at_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn action() -> DurableAction {
+        DurableAction {
+            id: ActionId(u128::MAX - 3),
+            player: "bob".into(),
+            zone: 2,
+            kind: 513,
+            payload: Bytes::from_static(b"\0\x01\x02"),
+        }
+    }
+
+    fn zone() -> ZoneRecord {
+        ZoneRecord {
+            epoch: 4,
+            tick: 99,
+            saved_at_unix_ms: 123,
+            state: Bytes::from_static(b"world"),
+        }
+    }
+
+    #[test]
+    fn values_round_trip() {
+        assert_eq!(
+            decode_player(&encode_player(&player())).ok(),
+            Some(player())
+        );
+        assert_eq!(
+            decode_action(&encode_action(&action())).ok(),
+            Some(action())
+        );
+        assert_eq!(decode_zone(&encode_zone(&zone())).ok(), Some(zone()));
+        let entry = EpochEntry {
+            epoch: 12,
+            owner: "node-a".into(),
+        };
+        assert_eq!(decode_epoch(&encode_epoch(&entry)).ok(), Some(entry));
+    }
+
+    type Decoder = fn(&[u8]) -> Result<(), StoreError>;
+
+    #[test]
+    fn every_truncation_is_corrupt() {
+        let encoded = [
+            encode_player(&player()),
+            encode_action(&action()),
+            encode_zone(&zone()),
+        ];
+        let decoders: [Decoder; 3] = [
+            |b| decode_player(b).map(drop),
+            |b| decode_action(b).map(drop),
+            |b| decode_zone(b).map(drop),
+        ];
+        for (bytes, decode) in encoded.iter().zip(decoders) {
+            for len in 0..bytes.len() {
+                assert!(matches!(decode(&bytes[..len]), Err(StoreError::Corrupt(_))));
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(matches!(decode(&longer), Err(StoreError::Corrupt(_))));
+        }
+    }
+
+    #[test]
+    fn unknown_format_and_bad_utf8_are_corrupt() {
+        let mut bytes = encode_player(&player());
+        bytes[0] = 2;
+        assert!(matches!(decode_player(&bytes), Err(StoreError::Corrupt(_))));
+        let mut bytes = encode_epoch(&EpochEntry {
+            epoch: 1,
+            owner: "ab".into(),
+        });
+        let last = bytes.len() - 1;
+        bytes[last] = 0xff;
+        assert!(matches!(decode_epoch(&bytes), Err(StoreError::Corrupt(_))));
+    }
+}

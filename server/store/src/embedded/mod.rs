@@ -1,0 +1,238 @@
+//! The embedded backend: one redb file in the data directory, so a single node runs
+//! with nothing else installed.
+//!
+//! redb is synchronous, so every transaction runs on tokio's blocking pool, never on
+//! the async threads. A semaphore bounds how many run (or wait) there at once: tokio's
+//! blocking queue itself is unbounded, and redb serialises writers anyway. A call whose
+//! future is dropped still finishes its transaction: a write may commit after its
+//! caller stopped waiting.
+
+mod codec;
+mod ops;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Builder, Database, DatabaseError, StorageError};
+use tokio::sync::Semaphore;
+
+use crate::store::{Counters, Op};
+use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+use crate::{Store, StoreError, StoreFuture, StoreStats, limits};
+
+/// Options of [`RedbStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// Page cache size in bytes (redb's own default is 1 GiB; a game node needs far less).
+    pub cache_size_bytes: usize,
+    /// Verify every page checksum when opening, so a damaged file fails to open with
+    /// [`StoreError::Corrupt`] instead of being trusted. Costs one read of the file.
+    pub check_integrity_on_open: bool,
+    /// Most transactions running or queued on the blocking pool at once; further calls
+    /// wait (asynchronously) for a slot.
+    pub max_blocking_ops: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            cache_size_bytes: 64 * 1024 * 1024,
+            check_integrity_on_open: true,
+            max_blocking_ops: 8,
+        }
+    }
+}
+
+/// The embedded [`Store`]: a redb database file (or memory, for tests).
+pub struct RedbStore {
+    db: Arc<Database>,
+    /// The file, `None` in memory; for errors and `Debug`.
+    path: Option<PathBuf>,
+    /// Bounds the transactions handed to the blocking pool.
+    permits: Arc<Semaphore>,
+    counters: Counters,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path` with default options. Blocking:
+    /// from async code, call it through `spawn_blocking` (as [`open_store`](crate::open_store) does).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, &RedbOptions::default())
+    }
+
+    /// Opens (or creates) the database file at `path`. Blocking.
+    pub fn open_with(path: impl AsRef<Path>, options: &RedbOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let db = builder(options)
+            .create(&path)
+            .map_err(|error| open_error(&path, error))?;
+        Self::init(db, Some(path), options)
+    }
+
+    /// A fresh database held in memory: for tests and demos that need no durability.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let options = RedbOptions {
+            check_integrity_on_open: false,
+            ..RedbOptions::default()
+        };
+        let db = builder(&options)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(ops::from_redb)?;
+        Self::init(db, None, &options)
+    }
+
+    fn init(
+        db: Database,
+        path: Option<PathBuf>,
+        options: &RedbOptions,
+    ) -> Result<Self, StoreError> {
+        ops::init(&db)?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+            permits: Arc::new(Semaphore::new(options.max_blocking_ops.max(1))),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The database file, `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free.
+    async fn run<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::TaskFailed("store semaphore closed".into()))?;
+        let db = Arc::clone(&self.db);
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job(&db)
+        });
+        task.await
+            .map_err(|error| StoreError::TaskFailed(error.to_string()))?
+    }
+}
+
+/// A redb builder from our options.
+fn builder(options: &RedbOptions) -> Builder {
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(options.cache_size_bytes)
+        .set_check_integrity_on_open(options.check_integrity_on_open);
+    builder
+}
+
+/// Maps an error of opening `path` to the clearest [`StoreError`].
+fn open_error(path: &Path, error: DatabaseError) -> StoreError {
+    match error {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
+            path: path.to_path_buf(),
+        },
+        DatabaseError::Storage(StorageError::Io(source)) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => {
+            StoreError::Corrupt(format!("{}: {detail}", path.display()))
+        }
+        other => StoreError::Database {
+            source: format!("opening {}: {other}", path.display()).into(),
+        },
+    }
+}
+
+impl Store for RedbStore {
+    fn backend(&self) -> &'static str {
+        "redb"
+    }
+
+    fn activate_zone<'a>(&'a self, zone: u32, node: &'a str) -> StoreFuture<'a, Activation> {
+        let node = node.to_owned();
+        self.counters.counted(Op::Activate, async move {
+            limits::validate_name("node name", &node)?;
+            self.run(move |db| ops::activate(db, zone, &node)).await
+        })
+    }
+
+    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()> {
+        self.counters.counted(Op::Checkpoint, async move {
+            limits::validate_checkpoint(zone, &checkpoint)?;
+            self.run(move |db| ops::checkpoint(db, zone, epoch, checkpoint))
+                .await
+        })
+    }
+
+    fn save_players(
+        &self,
+        zone: u32,
+        epoch: u64,
+        players: Vec<PlayerRecord>,
+    ) -> StoreFuture<'_, ()> {
+        self.counters.counted(Op::SavePlayers, async move {
+            limits::validate_player_batch(zone, &players)?;
+            self.run(move |db| ops::save_players(db, zone, epoch, &players))
+                .await
+        })
+    }
+
+    fn commit_action(
+        &self,
+        zone: u32,
+        epoch: u64,
+        action: DurableAction,
+    ) -> StoreFuture<'_, ActionCommit> {
+        self.counters.counted(Op::CommitAction, async move {
+            limits::validate_action(zone, &action)?;
+            self.run(move |db| ops::commit_action(db, zone, epoch, &action))
+                .await
+        })
+    }
+
+    fn load_zone(&self, zone: u32) -> StoreFuture<'_, Option<ZoneRecord>> {
+        self.counters.counted(Op::LoadZone, async move {
+            self.run(move |db| ops::load_zone(db, zone)).await
+        })
+    }
+
+    fn load_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<PlayerRecord>> {
+        let player = player.to_owned();
+        self.counters.counted(Op::LoadPlayer, async move {
+            self.run(move |db| ops::load_player(db, &player)).await
+        })
+    }
+
+    fn actions_for_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Vec<DurableAction>> {
+        let player = player.to_owned();
+        self.counters.counted(Op::ActionsForPlayer, async move {
+            self.run(move |db| ops::actions_for_player(db, &player))
+                .await
+        })
+    }
+
+    fn zone_epoch(&self, zone: u32) -> StoreFuture<'_, Option<u64>> {
+        self.counters.counted(Op::ZoneEpoch, async move {
+            self.run(move |db| ops::zone_epoch(db, zone)).await
+        })
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+}

@@ -1,0 +1,36 @@
+//! ZoneMesh's durable store: the only durable state of a deployment.
+//!
+//! Zones keep their state in memory and persist it in the background through a
+//! [`Store`]: zone checkpoints ([`Store::checkpoint`]), player records
+//! ([`Store::save_players`]) and durable actions ([`Store::commit_action`], idempotent
+//! by [`ActionId`]). Every write is fenced by the zone's epoch, which
+//! [`Store::activate_zone`] bumps by compare-and-set, so a zone's stale owner can never
+//! overwrite a newer one ([`StoreError::StaleEpoch`]).
+//!
+//! Backends:
+//! - [`RedbStore`]: the embedded default, one redb file in the data directory;
+//! - [`PostgresStore`]: PostgreSQL or any Postgres-wire database, for clusters.
+//!
+//! [`open_store`] picks one from the `--store` setting. [`SlowStore`] adds latency to
+//! any store for tests and demos of slow loads. Every input is bounded ([`limits`]).
+
+mod embedded;
+mod error;
+mod fence;
+pub mod limits;
+mod postgres;
+mod slow;
+mod spec;
+mod store;
+mod types;
+
+pub use embedded::{RedbOptions, RedbStore};
+pub use error::{BoxError, StoreError};
+pub use postgres::{DEFAULT_SCHEMA, MAX_POOL_SIZE, PostgresOptions, PostgresStore};
+pub use slow::SlowStore;
+pub use spec::{EMBEDDED_FILE_NAME, StoreSpec, embedded_path, open_store};
+pub use store::{Store, StoreFuture, StoreStats};
+pub use types::{
+    ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord,
+    ZoneSnapshot,
+};

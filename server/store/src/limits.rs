@@ -1,0 +1,310 @@
+//! Size limits of every stored thing and the validation both backends run before any
+//! IO, so an oversized or malformed input fails the same way on each backend and never
+//! reaches a transaction.
+
+use std::collections::HashSet;
+
+use crate::StoreError;
+use crate::types::{Checkpoint, DurableAction, PlayerRecord, ZoneSnapshot};
+
+/// Most player records in one `checkpoint` or `save_players` call.
+pub const MAX_PLAYERS_PER_BATCH: usize = 10_000;
+/// Largest encoded zone state.
+pub const MAX_ZONE_STATE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest opaque data of one player.
+pub const MAX_PLAYER_DATA_BYTES: usize = 1024 * 1024;
+/// Largest payload of one durable action.
+pub const MAX_ACTION_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Most bytes of blobs (zone state plus player data) in one write call, so a single
+/// transaction stays well below what either backend holds comfortably in memory.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
+/// Longest player or node name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Most actions [`Store::actions_for_player`](crate::Store::actions_for_player) returns;
+/// a player with more gets [`StoreError::TooLarge`].
+pub const MAX_ACTIONS_PER_READ: usize = 10_000;
+
+/// Largest value of the timestamps and ticks the store keeps. PostgreSQL has no
+/// unsigned 64-bit integer, so every backend caps them at `i64::MAX` alike.
+pub const MAX_STORED_U64: u64 = i64::MAX as u64;
+
+/// Checks that a tick or timestamp fits [`MAX_STORED_U64`].
+pub fn validate_stored_u64(what: &'static str, value: u64) -> Result<(), StoreError> {
+    if value > MAX_STORED_U64 {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} {value} exceeds {MAX_STORED_U64}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a name (player or node): non-empty, at most [`MAX_NAME_BYTES`], no control
+/// characters (they would make logs and tools ambiguous).
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::InvalidInput(format!("{what} is empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(StoreError::too_large(what, name.len(), MAX_NAME_BYTES));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} {name:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a zone snapshot's size.
+pub fn validate_snapshot(snapshot: &ZoneSnapshot) -> Result<(), StoreError> {
+    validate_stored_u64("zone tick", snapshot.tick)?;
+    validate_stored_u64("zone saved_at_unix_ms", snapshot.saved_at_unix_ms)?;
+    if snapshot.state.len() > MAX_ZONE_STATE_BYTES {
+        return Err(StoreError::too_large(
+            "zone state bytes",
+            snapshot.state.len(),
+            MAX_ZONE_STATE_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one player record written by zone `zone`.
+pub fn validate_player(zone: u32, record: &PlayerRecord) -> Result<(), StoreError> {
+    validate_name("player name", &record.player)?;
+    if record.zone != zone {
+        return Err(StoreError::InvalidInput(format!(
+            "player {:?} claims zone {} but the write is for zone {zone}",
+            record.player, record.zone
+        )));
+    }
+    if !record.x.is_finite() || !record.y.is_finite() {
+        return Err(StoreError::InvalidInput(format!(
+            "player {:?} has a non-finite position",
+            record.player
+        )));
+    }
+    validate_stored_u64("player updated_at_unix_ms", record.updated_at_unix_ms)?;
+    if record.data.len() > MAX_PLAYER_DATA_BYTES {
+        return Err(StoreError::too_large(
+            "player data bytes",
+            record.data.len(),
+            MAX_PLAYER_DATA_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a batch of player records written by zone `zone`: count, each record, no
+/// duplicate names (a batch with two versions of one player is a caller bug, and
+/// "last wins" would differ between backends), and the total blob bytes.
+pub fn validate_players(zone: u32, players: &[PlayerRecord]) -> Result<usize, StoreError> {
+    if players.len() > MAX_PLAYERS_PER_BATCH {
+        return Err(StoreError::too_large(
+            "players per batch",
+            players.len(),
+            MAX_PLAYERS_PER_BATCH,
+        ));
+    }
+    let mut names = HashSet::with_capacity(players.len());
+    let mut n_bytes = 0usize;
+    for record in players {
+        validate_player(zone, record)?;
+        if !names.insert(record.player.as_str()) {
+            return Err(StoreError::InvalidInput(format!(
+                "player {:?} appears twice in one batch",
+                record.player
+            )));
+        }
+        n_bytes += record.data.len();
+    }
+    Ok(n_bytes)
+}
+
+/// Checks a whole checkpoint of zone `zone`.
+pub fn validate_checkpoint(zone: u32, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    let mut n_bytes = validate_players(zone, &checkpoint.players)?;
+    if let Some(snapshot) = &checkpoint.zone_state {
+        validate_snapshot(snapshot)?;
+        n_bytes += snapshot.state.len();
+    }
+    if n_bytes > MAX_BATCH_BYTES {
+        return Err(StoreError::too_large(
+            "checkpoint bytes",
+            n_bytes,
+            MAX_BATCH_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `save_players` batch of zone `zone`.
+pub fn validate_player_batch(zone: u32, players: &[PlayerRecord]) -> Result<(), StoreError> {
+    let n_bytes = validate_players(zone, players)?;
+    if n_bytes > MAX_BATCH_BYTES {
+        return Err(StoreError::too_large(
+            "player batch bytes",
+            n_bytes,
+            MAX_BATCH_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a durable action committed by zone `zone`.
+pub fn validate_action(zone: u32, action: &DurableAction) -> Result<(), StoreError> {
+    validate_name("player name", &action.player)?;
+    if action.zone != zone {
+        return Err(StoreError::InvalidInput(format!(
+            "action {} claims zone {} but the write is for zone {zone}",
+            action.id, action.zone
+        )));
+    }
+    if action.payload.len() > MAX_ACTION_PAYLOAD_BYTES {
+        return Err(StoreError::too_large(
+            "action payload bytes",
+            action.payload.len(),
+            MAX_ACTION_PAYLOAD_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ActionId;
+
+    fn player(name: &str, zone: u32) -> PlayerRecord {
+        PlayerRecord {
+            player: name.to_owned(),
+            zone,
+            x: 1.0,
+            y: 2.0,
+            data: Bytes::from_static(b"d"),
+            updated_at_unix_ms: 5,
+        }
+    }
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        assert!(validate_name("n", "alice").is_ok());
+        assert!(validate_name("n", &"a".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(matches!(
+            validate_name("n", ""),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            validate_name("n", &"a".repeat(MAX_NAME_BYTES + 1)),
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_name("n", "a\nb"),
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn players_must_belong_to_the_zone_and_be_finite() {
+        assert!(validate_player(3, &player("a", 3)).is_ok());
+        assert!(matches!(
+            validate_player(4, &player("a", 3)),
+            Err(StoreError::InvalidInput(_))
+        ));
+        let mut nan = player("a", 3);
+        nan.x = f32::NAN;
+        assert!(matches!(
+            validate_player(3, &nan),
+            Err(StoreError::InvalidInput(_))
+        ));
+        let mut inf = player("a", 3);
+        inf.y = f32::INFINITY;
+        assert!(matches!(
+            validate_player(3, &inf),
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn timestamps_fit_a_signed_column() {
+        let mut late = player("a", 3);
+        late.updated_at_unix_ms = MAX_STORED_U64;
+        assert!(validate_player(3, &late).is_ok());
+        late.updated_at_unix_ms = MAX_STORED_U64 + 1;
+        assert!(matches!(
+            validate_player(3, &late),
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn batches_are_bounded_and_unique() {
+        let dup = vec![player("a", 1), player("a", 1)];
+        assert!(matches!(
+            validate_players(1, &dup),
+            Err(StoreError::InvalidInput(_))
+        ));
+        let many: Vec<_> = (0..=MAX_PLAYERS_PER_BATCH)
+            .map(|i| player(&format!("p{i}"), 1))
+            .collect();
+        assert!(matches!(
+            validate_players(1, &many),
+            Err(StoreError::TooLarge { size, .. }) if size == 10_001
+        ));
+        assert_eq!(
+            validate_players(1, &many[..MAX_PLAYERS_PER_BATCH]).ok(),
+            Some(10_000)
+        );
+    }
+
+    #[test]
+    fn blobs_are_bounded() {
+        let mut big = player("a", 1);
+        big.data = Bytes::from(vec![0; MAX_PLAYER_DATA_BYTES + 1]);
+        assert!(matches!(
+            validate_player(1, &big),
+            Err(StoreError::TooLarge { .. })
+        ));
+        let checkpoint = Checkpoint {
+            zone_state: Some(ZoneSnapshot {
+                tick: 1,
+                saved_at_unix_ms: 1,
+                state: Bytes::from(vec![0; MAX_ZONE_STATE_BYTES + 1]),
+            }),
+            players: Vec::new(),
+        };
+        assert!(matches!(
+            validate_checkpoint(1, &checkpoint),
+            Err(StoreError::TooLarge {
+                what: "zone state bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn actions_are_checked() {
+        let action = DurableAction {
+            id: ActionId(1),
+            player: "a".into(),
+            zone: 2,
+            kind: 7,
+            payload: Bytes::new(),
+        };
+        assert!(validate_action(2, &action).is_ok());
+        assert!(matches!(
+            validate_action(3, &action),
+            Err(StoreError::InvalidInput(_))
+        ));
+        let big = DurableAction {
+            payload: Bytes::from(vec![0; MAX_ACTION_PAYLOAD_BYTES + 1]),
+            ..action
+        };
+        assert!(matches!(
+            validate_action(2, &big),
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,111 @@
+//! Conversions between the store's types and PostgreSQL columns.
+//!
+//! PostgreSQL has no unsigned integers, so `u32` zones live in `BIGINT`, `u16` kinds in
+//! `INTEGER`, `u64` counters in `BIGINT` (inputs are validated to fit) and action ids in
+//! 16-byte big-endian `BYTEA` (so byte order is id order). Reading never trusts a row:
+//! a value out of range or of the wrong type is [`StoreError::Corrupt`].
+
+use bytes::Bytes;
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+use crate::StoreError;
+use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
+
+/// A `u64` that validation already capped at `i64::MAX`, as a `BIGINT`.
+pub(crate) fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::InvalidInput(format!("{what} {value} exceeds i64::MAX")))
+}
+
+/// A `BIGINT` column that must hold a non-negative `u64`.
+pub(crate) fn to_u64(what: &'static str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
+}
+
+/// A `BIGINT` column that must hold a `u32` zone id.
+pub(crate) fn to_zone(value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("zone {value} is out of range")))
+}
+
+/// Reads column `column` of `row`, mapping a type mismatch or NULL to `Corrupt`.
+pub(crate) fn column<'a, T: FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, StoreError> {
+    row.try_get(column)
+        .map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
+}
+
+/// An action id from its `BYTEA` form.
+pub(crate) fn to_action_id(bytes: &[u8]) -> Result<ActionId, StoreError> {
+    let array: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("action id has {} bytes, not 16", bytes.len())))?;
+    Ok(ActionId::from_be_bytes(array))
+}
+
+/// A `zone_state` row (`epoch, tick, saved_at_unix_ms, state`).
+pub(crate) fn zone_record(row: &Row) -> Result<ZoneRecord, StoreError> {
+    Ok(ZoneRecord {
+        epoch: to_u64("zone epoch", column(row, "epoch")?)?,
+        tick: to_u64("zone tick", column(row, "tick")?)?,
+        saved_at_unix_ms: to_u64("zone saved_at_unix_ms", column(row, "saved_at_unix_ms")?)?,
+        state: Bytes::from(column::<Vec<u8>>(row, "state")?),
+    })
+}
+
+/// A `players` row.
+pub(crate) fn player_record(row: &Row) -> Result<PlayerRecord, StoreError> {
+    Ok(PlayerRecord {
+        player: column(row, "player")?,
+        zone: to_zone(column(row, "zone")?)?,
+        x: column(row, "x")?,
+        y: column(row, "y")?,
+        data: Bytes::from(column::<Vec<u8>>(row, "data")?),
+        updated_at_unix_ms: to_u64(
+            "player updated_at_unix_ms",
+            column(row, "updated_at_unix_ms")?,
+        )?,
+    })
+}
+
+/// An `actions` row.
+pub(crate) fn durable_action(row: &Row) -> Result<DurableAction, StoreError> {
+    let kind: i32 = column(row, "kind")?;
+    Ok(DurableAction {
+        id: to_action_id(column(row, "id")?)?,
+        player: column(row, "player")?,
+        zone: to_zone(column(row, "zone")?)?,
+        kind: u16::try_from(kind)
+            .map_err(|_| StoreError::Corrupt(format!("action kind {kind} is out of range")))?,
+        payload: Bytes::from(column::<Vec<u8>>(row, "payload")?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_convert_or_fail_cleanly() {
+        assert_eq!(to_i64("t", 5).ok(), Some(5));
+        assert!(matches!(
+            to_i64("t", u64::MAX),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert_eq!(to_u64("t", 7).ok(), Some(7));
+        assert!(matches!(to_u64("t", -1), Err(StoreError::Corrupt(_))));
+        assert_eq!(to_zone(i64::from(u32::MAX)).ok(), Some(u32::MAX));
+        assert!(matches!(to_zone(-3), Err(StoreError::Corrupt(_))));
+        assert!(matches!(to_zone(1 << 40), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn action_ids_are_sixteen_big_endian_bytes() {
+        let id = ActionId(0x0102_0304);
+        assert_eq!(to_action_id(&id.to_be_bytes()).ok(), Some(id));
+        assert!(matches!(
+            to_action_id(&[1, 2, 3]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(ActionId(1).to_be_bytes() < ActionId(256).to_be_bytes());
+    }
+}

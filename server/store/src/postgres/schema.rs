@@ -1,0 +1,146 @@
+//! The PostgreSQL schema and its migrations.
+//!
+//! Each migration is idempotent DDL (`IF NOT EXISTS`) plus a row in
+//! `zonemesh_schema_version`. A migration runs in a transaction that first claims its
+//! version row with `INSERT ... ON CONFLICT DO NOTHING`: when two nodes start at once,
+//! the second blocks on the first's row until it commits, then finds the version taken
+//! and skips. No advisory locks or extensions, so any Postgres-wire database works.
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::pool::OpError;
+use crate::StoreError;
+
+/// The newest schema version this build knows.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1: epochs, zone state, players and durable actions.
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS zone_epochs (
+    zone BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    owner TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zone_state (
+    zone BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    tick BIGINT NOT NULL,
+    saved_at_unix_ms BIGINT NOT NULL,
+    state BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS players (
+    player TEXT PRIMARY KEY,
+    zone BIGINT NOT NULL,
+    x REAL NOT NULL,
+    y REAL NOT NULL,
+    data BYTEA NOT NULL,
+    updated_at_unix_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id BYTEA PRIMARY KEY,
+    player TEXT NOT NULL,
+    zone BIGINT NOT NULL,
+    kind INTEGER NOT NULL,
+    payload BYTEA NOT NULL,
+    epoch BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_player ON actions (player, id);
+";
+
+/// Every migration, in order.
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+/// Attempts of the whole migration when a concurrent migrator races our DDL.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Brings `schema` up to [`SCHEMA_VERSION`], retrying races with concurrent migrators.
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), OpError> {
+    let mut attempt = 1;
+    loop {
+        match migrate_once(client, schema).await {
+            Err(OpError::Pg(error)) if attempt < MAX_ATTEMPTS && is_ddl_race(&error) => {
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// One pass: create the schema and version table, then apply missing migrations.
+async fn migrate_once(client: &mut Client, schema: &str) -> Result<(), OpError> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS zonemesh_schema_version (version BIGINT PRIMARY KEY);"
+        ))
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT max(version) AS version FROM zonemesh_schema_version",
+            &[],
+        )
+        .await?;
+    let found: Option<i64> = super::rows::column(&row, "version")?;
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: super::rows::to_u64("schema version", found)?,
+            supported: super::rows::to_u64("schema version", SCHEMA_VERSION)?,
+        }
+        .into());
+    }
+    for (version, ddl) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
+        apply(client, *version, ddl).await?;
+    }
+    Ok(())
+}
+
+/// Applies one migration unless a concurrent migrator already has.
+async fn apply(client: &mut Client, version: i64, ddl: &str) -> Result<(), OpError> {
+    let tx = client.transaction().await?;
+    let claimed = tx
+        .execute(
+            "INSERT INTO zonemesh_schema_version (version) VALUES ($1)
+             ON CONFLICT (version) DO NOTHING",
+            &[&version],
+        )
+        .await?;
+    if claimed == 1 {
+        tx.batch_execute(ddl).await?;
+        tracing::info!(version, "applied store schema migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Errors that concurrent `CREATE ... IF NOT EXISTS` statements can raise against each
+/// other (they check the catalog before taking locks).
+fn is_ddl_race(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::DUPLICATE_SCHEMA
+            || *code == SqlState::DUPLICATE_TABLE
+            || *code == SqlState::DUPLICATE_OBJECT
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_ordered_and_end_at_the_schema_version() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(version, _)| *version).collect();
+        assert!(versions.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(versions.last(), Some(&SCHEMA_VERSION));
+        for (_, ddl) in MIGRATIONS {
+            // Idempotent DDL only: every CREATE must be guarded.
+            assert_eq!(
+                ddl.matches("CREATE").count(),
+                ddl.matches("IF NOT EXISTS").count()
+            );
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The `Store` trait every backend implements, and the operation counters behind
+//! [`Store::stats`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::StoreError;
+use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+
+/// The future every store operation returns. Boxed so that `Store` stays object safe
+/// (the server holds an `Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The durable state of a ZoneMesh deployment, with epoch fencing.
+///
+/// Contract, shared by every backend and checked by one conformance suite:
+/// - [`activate_zone`](Self::activate_zone) takes epoch = latest + 1 atomically; two
+///   concurrent activations get distinct epochs and exactly one holds the newest.
+/// - Every write carries `(zone, epoch)` and succeeds only if `epoch` is the zone's
+///   latest; otherwise it fails with [`StoreError::StaleEpoch`] (older) or
+///   [`StoreError::EpochNotGranted`] (never handed out) and changes nothing. The check
+///   and the write are one transaction, and an activation cannot interleave with it.
+/// - A call either commits entirely or not at all; inputs over the
+///   [`limits`](crate::limits) are rejected before any IO.
+/// - Reads (`load_*`, `zone_epoch`, `actions_for_player`) never bump an epoch.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// A short name of the backend ("redb", "postgres"), for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Takes ownership of `zone` for `node`: bumps its epoch and returns the new epoch
+    /// with the zone's saved state.
+    fn activate_zone<'a>(&'a self, zone: u32, node: &'a str) -> StoreFuture<'a, Activation>;
+
+    /// Writes a zone's state (if given) and player records in one transaction, fenced
+    /// by `(zone, epoch)`.
+    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()>;
+
+    /// Upserts player records (e.g. on disconnect), fenced by `(zone, epoch)`.
+    fn save_players(
+        &self,
+        zone: u32,
+        epoch: u64,
+        players: Vec<PlayerRecord>,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Commits a durable action, fenced by `(zone, epoch)`. Idempotent by id: a second
+    /// commit returns [`ActionCommit::AlreadyCommitted`] with the original and changes
+    /// nothing. The fence is checked first, so a stale owner gets `StaleEpoch` even for
+    /// an id that exists.
+    fn commit_action(
+        &self,
+        zone: u32,
+        epoch: u64,
+        action: DurableAction,
+    ) -> StoreFuture<'_, ActionCommit>;
+
+    /// Reads a zone's saved state without taking ownership.
+    fn load_zone(&self, zone: u32) -> StoreFuture<'_, Option<ZoneRecord>>;
+
+    /// Reads one player's record.
+    fn load_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<PlayerRecord>>;
+
+    /// Lists a player's committed actions in ascending id order (for tests and tools);
+    /// more than [`MAX_ACTIONS_PER_READ`](crate::limits::MAX_ACTIONS_PER_READ) is an error.
+    fn actions_for_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Vec<DurableAction>>;
+
+    /// The zone's latest epoch, `None` if it was never activated.
+    fn zone_epoch(&self, zone: u32) -> StoreFuture<'_, Option<u64>>;
+
+    /// A snapshot of how many operations of each kind this handle has been asked to do.
+    fn stats(&self) -> StoreStats;
+}
+
+/// Operation counts of one store handle since it was opened. Every call is counted
+/// when it starts, whether it then succeeds or fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// `activate_zone` calls.
+    pub n_activations: u64,
+    /// `checkpoint` calls.
+    pub n_checkpoints: u64,
+    /// `save_players` calls.
+    pub n_player_saves: u64,
+    /// `commit_action` calls.
+    pub n_action_commits: u64,
+    /// `load_zone` calls.
+    pub n_zone_loads: u64,
+    /// `load_player` calls.
+    pub n_player_loads: u64,
+    /// `actions_for_player` calls.
+    pub n_action_reads: u64,
+    /// `zone_epoch` calls.
+    pub n_epoch_reads: u64,
+    /// Writes rejected by fencing (`StaleEpoch` or `EpochNotGranted`).
+    pub n_fencing_rejections: u64,
+    /// Calls that failed for any other reason.
+    pub n_errors: u64,
+}
+
+/// The kinds of operation counted in [`StoreStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Activate,
+    Checkpoint,
+    SavePlayers,
+    CommitAction,
+    LoadZone,
+    LoadPlayer,
+    ActionsForPlayer,
+    ZoneEpoch,
+}
+
+const N_OPS: usize = 8;
+
+/// Lock-free counters behind [`Store::stats`], one set per store handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    calls: [AtomicU64; N_OPS],
+    fencing_rejections: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    /// Wraps `op`'s future so that the call and its failure, if any, are counted.
+    pub(crate) fn counted<'a, T: 'a>(
+        &'a self,
+        op: Op,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let result = work.await;
+            if let Err(error) = &result {
+                let counter = if error.is_fencing() {
+                    &self.fencing_rejections
+                } else {
+                    &self.errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+
+    /// The current counts.
+    pub(crate) fn snapshot(&self) -> StoreStats {
+        let calls = |op: Op| self.calls[op as usize].load(Ordering::Relaxed);
+        StoreStats {
+            n_activations: calls(Op::Activate),
+            n_checkpoints: calls(Op::Checkpoint),
+            n_player_saves: calls(Op::SavePlayers),
+            n_action_commits: calls(Op::CommitAction),
+            n_zone_loads: calls(Op::LoadZone),
+            n_player_loads: calls(Op::LoadPlayer),
+            n_action_reads: calls(Op::ActionsForPlayer),
+            n_epoch_reads: calls(Op::ZoneEpoch),
+            n_fencing_rejections: self.fencing_rejections.load(Ordering::Relaxed),
+            n_errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_and_failures_are_counted() {
+        let counters = Counters::default();
+        let ok = counters.counted(Op::LoadZone, async { Ok(()) }).await;
+        assert!(ok.is_ok());
+        let stale = counters
+            .counted(Op::Checkpoint, async {
+                Err::<(), _>(StoreError::StaleEpoch {
+                    zone: 1,
+                    current: 2,
+                    attempted: 1,
+                })
+            })
+            .await;
+        assert!(stale.is_err());
+        let failed = counters
+            .counted(Op::Checkpoint, async {
+                Err::<(), _>(StoreError::Corrupt("x".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        let stats = counters.snapshot();
+        assert_eq!(stats.n_zone_loads, 1);
+        assert_eq!(stats.n_checkpoints, 2);
+        assert_eq!(stats.n_fencing_rejections, 1);
+        assert_eq!(stats.n_errors, 1);
+        assert_eq!(stats.n_activations, 0);
+    }
+}
