@@ -13,6 +13,11 @@
 //!
 //! [`open_store`] picks one from the `--store` setting. [`SlowStore`] adds latency to
 //! any store for tests and demos of slow loads. Every input is bounded ([`limits`]).
+//!
+//! What a crash can lose is decided by when the server calls the store: zone state and
+//! the players in it since the last successful [`Store::checkpoint`], players since
+//! their last save, and no acknowledged durable action (acknowledge only after
+//! [`Store::commit_action`] returned `Ok`).
 
 mod embedded;
 mod error;

@@ -131,5 +131,9 @@ mod tests {
         assert_eq!(slow.stats().n_activations, 1);
         assert_eq!(slow.stats(), inner.stats());
         assert_eq!(slow.backend(), "redb");
+        // The wrapper also takes the trait object the server holds.
+        let shared: Arc<dyn Store> = inner;
+        let wrapped: Arc<dyn Store> = Arc::new(SlowStore::new(shared, Duration::ZERO));
+        assert_eq!(wrapped.zone_epoch(5).await.ok(), Some(Some(1)));
     }
 }

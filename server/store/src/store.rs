@@ -25,6 +25,12 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// - A call either commits entirely or not at all; inputs over the
 ///   [`limits`](crate::limits) are rejected before any IO.
 /// - Reads (`load_*`, `zone_epoch`, `actions_for_player`) never bump an epoch.
+/// - A write is durable once its future resolves `Ok` (redb: committed and fsynced;
+///   PostgreSQL: committed). Dropping the future instead leaves it unknown whether the
+///   write happened; so does [`StoreError::ConnectionLost`] or [`StoreError::Timeout`].
+/// - Player records are last-writer-wins across zones: the fence orders the writes of
+///   one zone, not those of a player who moved between zones, so a zone must not save
+///   a player it has already handed to a neighbour.
 pub trait Store: Send + Sync + fmt::Debug {
     /// A short name of the backend ("redb", "postgres"), for logs.
     fn backend(&self) -> &'static str;

@@ -61,7 +61,10 @@ fn a_garbage_file_is_reported_not_trusted() {
     std::fs::write(&path, garbage).expect("write garbage");
     let result = RedbStore::open(&path);
     assert!(
-        matches!(result, Err(StoreError::Corrupt(_) | StoreError::Database { .. })),
+        matches!(
+            result,
+            Err(StoreError::Corrupt(_) | StoreError::Database { .. })
+        ),
         "{result:?}"
     );
 }
@@ -82,7 +85,10 @@ async fn a_damaged_page_fails_the_integrity_check() {
             }),
             players: Vec::new(),
         };
-        store.checkpoint(1, 1, checkpoint).await.expect("checkpoint");
+        store
+            .checkpoint(1, 1, checkpoint)
+            .await
+            .expect("checkpoint");
     }
     let mut bytes = std::fs::read(&path).expect("read file");
     // Flip every byte of the zone state's pages (a run of 0x5a), keeping the header.
@@ -121,7 +127,11 @@ async fn open_store_uses_the_embedded_file_in_the_data_dir() {
 #[tokio::test]
 async fn open_store_rejects_unknown_specs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for spec in ["mysql://h/db", "postgress://u:secret@h/db", "./some/file.redb"] {
+    for spec in [
+        "mysql://h/db",
+        "postgress://u:secret@h/db",
+        "./some/file.redb",
+    ] {
         match open_store(spec, dir.path()).await {
             Err(StoreError::InvalidSpec { spec: shown, .. }) => {
                 assert!(!shown.contains("secret"), "{shown}");

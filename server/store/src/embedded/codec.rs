@@ -120,7 +120,7 @@ impl<'a> Reader<'a> {
     }
 
     fn blob(&mut self) -> Result<Bytes, StoreError> {
-        let len = self.u32()? as usize;
+        let len = usize::try_from(self.u32()?).map_err(|_| self.corrupt("blob too long"))?;
         Ok(Bytes::copy_from_slice(self.take(len)?))
     }
 

@@ -145,6 +145,12 @@ fn open_error(path: &Path, error: DatabaseError) -> StoreError {
         DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
             path: path.to_path_buf(),
         },
+        // redb reports a file that is not a database (bad magic number) as invalid data.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Corrupt(format!("{}: {source}", path.display()))
+        }
         DatabaseError::Storage(StorageError::Io(source)) => StoreError::Io {
             path: path.to_path_buf(),
             source,
