@@ -16,6 +16,7 @@ use std::time::Duration;
 use zonemesh_server::demo::{DemoConfig, demo_game};
 use zonemesh_server::game::SessionId;
 use zonemesh_server::link::ClientLink;
+use zonemesh_server::persist::ZoneActivation;
 use zonemesh_server::zone::{WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneMessage, ZoneRouter};
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::quant::Vec2;
@@ -43,9 +44,14 @@ fn demo_zone(entities: usize, players: usize) -> (Zone, Vec<Arc<ClientLink>>) {
         layout,
         config,
         rules: game.rules().clone(),
+        persistence: None,
     });
     let inbox = inboxes.remove(&id).expect("inbox for the only zone");
-    let mut zone = Zone::new(id, &game, Arc::clone(&ctx), inbox);
+    let fresh = ZoneActivation {
+        epoch: 0,
+        saved: None,
+    };
+    let mut zone = Zone::new(id, &game, Arc::clone(&ctx), inbox, fresh);
     let links = (0..players)
         .map(|i| {
             let link = Arc::new(ClientLink::new(
@@ -61,6 +67,7 @@ fn demo_zone(entities: usize, players: usize) -> (Zone, Vec<Arc<ClientLink>>) {
             let join = ZoneMessage::Join {
                 link: Arc::clone(&link),
                 spawn,
+                saved: None,
             };
             ctx.router.send(id, join).expect("inbox has room");
             link

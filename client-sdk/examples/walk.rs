@@ -68,7 +68,10 @@ impl Tally {
                 self.seen.insert(id);
                 self.spawns += 1;
             }
-            Event::Updated { .. } => {}
+            // This example sends no durable actions, so none are answered.
+            Event::Updated { .. }
+            | Event::ActionCommitted { .. }
+            | Event::ActionRejected { .. } => {}
             Event::Despawned { id } => {
                 tracing::debug!(%id, "despawned");
                 self.despawns += 1;

@@ -86,6 +86,23 @@ impl BlockingClient {
         })
     }
 
+    /// Sends a durable action; see [`Client::send_durable_action`].
+    pub fn send_durable_action(
+        &mut self,
+        kind: u16,
+        payload: Vec<u8>,
+    ) -> Result<u128, ClientError> {
+        let client = &mut self.client;
+        self.runtime.block_on(async {
+            tokio::time::timeout(
+                GAME_EVENT_SEND_TIMEOUT,
+                client.send_durable_action(kind, payload),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout(GAME_EVENT_SEND_TIMEOUT))?
+        })
+    }
+
     /// The replicated world as of the last poll.
     pub fn replica(&self) -> &Replica {
         self.client.replica()

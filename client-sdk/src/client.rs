@@ -291,15 +291,49 @@ impl Client {
         kind: u16,
         payload: Vec<u8>,
     ) -> Result<(), ClientError> {
+        self.send_control(ClientControl::GameEvent { kind, payload })
+            .await
+    }
+
+    /// Sends a game action that must not be lost (a trade, a loot pickup) and returns
+    /// its id. The server stores it before applying it; [`Event::ActionCommitted`] with
+    /// this id says it is stored, [`Event::ActionRejected`] that it had no effect. If
+    /// the session ends before either arrives, send it again with
+    /// [`Self::send_durable_action_with_id`] and the same id: it is applied once.
+    pub async fn send_durable_action(
+        &mut self,
+        kind: u16,
+        payload: Vec<u8>,
+    ) -> Result<u128, ClientError> {
+        let id: u128 = rand::random();
+        self.send_durable_action_with_id(id, kind, payload).await?;
+        Ok(id)
+    }
+
+    /// Sends (or re-sends) durable action `id`; see [`Self::send_durable_action`].
+    pub async fn send_durable_action_with_id(
+        &mut self,
+        id: u128,
+        kind: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.send_control(ClientControl::DurableAction { id, kind, payload })
+            .await
+    }
+
+    async fn send_control(&mut self, msg: ClientControl) -> Result<(), ClientError> {
         self.core.ensure_open()?;
-        if payload.len() > GAME_EVENT_MAX {
+        let payload_len = match &msg {
+            ClientControl::GameEvent { payload, .. }
+            | ClientControl::DurableAction { payload, .. } => payload.len(),
+            ClientControl::Hello { .. } | ClientControl::Goodbye => 0,
+        };
+        if payload_len > GAME_EVENT_MAX {
             return Err(ClientError::InvalidInput(format!(
-                "game event payload is {} bytes; at most {GAME_EVENT_MAX}",
-                payload.len()
+                "payload is {payload_len} bytes; at most {GAME_EVENT_MAX}"
             )));
         }
-        let frame = ClientControl::GameEvent { kind, payload }.to_frame();
-        match self.send.write_all(&frame).await {
+        match self.send.write_all(&msg.to_frame()).await {
             Ok(()) => Ok(()),
             Err(quinn::WriteError::ConnectionLost(e)) => Err(self.connection_lost(&e)),
             Err(e) => Err(e.into()),

@@ -41,6 +41,23 @@ pub enum Event {
         /// Game-defined payload.
         payload: Vec<u8>,
     },
+    /// A durable action sent with
+    /// [`Client::send_durable_action`](crate::Client::send_durable_action) is stored on
+    /// the server: it will not be lost, whatever happens next.
+    ActionCommitted {
+        /// The action's id.
+        id: u128,
+    },
+    /// A durable action was not stored and had no effect. With code `Busy` the same
+    /// action may be sent again (same id) later.
+    ActionRejected {
+        /// The action's id.
+        id: u128,
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
     /// The session ended; always the last event.
     Disconnected(DisconnectReason),
 }

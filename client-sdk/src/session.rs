@@ -142,6 +142,13 @@ impl ClientCore {
             ServerControl::GameEvent { kind, payload } => {
                 self.events.push(Event::GameEvent { kind, payload });
             }
+            ServerControl::ActionCommitted { id } => {
+                self.events.push(Event::ActionCommitted { id });
+            }
+            ServerControl::ActionRejected { id, code, message } => {
+                self.events
+                    .push(Event::ActionRejected { id, code, message });
+            }
             ServerControl::Error { code, message } => {
                 self.handle_disconnect(DisconnectReason::new(
                     code,

@@ -5,11 +5,12 @@
 //! wandering NPCs spread over the zones, and players that move by input (the framework
 //! clamps any input faster than [`PLAYER_MAX_SPEED`]). A player's buttons pick an emote
 //! that everyone around sees; sending the [`EVENT_WAVE`] event gets back how many
-//! players share the zone.
+//! players share the zone. NPCs are persistent (saved with their zone), and so are the
+//! players' [`Coins`], which only change through the durable [`ACTION_PICK_UP_COIN`].
 
 use crate::game::{
-    Game, GamePlugin, NetIdAllocator, OutgoingEvents, Player, PlayerEvents, PlayerInput, Position,
-    Replicated, Velocity, WorldRules, ZoneApp, ZoneInfo,
+    DurableActionEvent, Game, GamePlugin, NetIdAllocator, OutgoingEvents, Persistent, Player,
+    PlayerEvents, PlayerInput, Position, Replicated, Velocity, WorldRules, ZoneApp, ZoneInfo,
 };
 use bevy_ecs::prelude::*;
 use rand::rngs::SmallRng;
@@ -29,6 +30,9 @@ pub const PLAYER_MAX_SPEED: f32 = 8.0;
 /// players in the zone.
 pub const EVENT_WAVE: u16 = 1;
 
+/// Durable action: the player picks up a coin (empty payload). Stored before it counts.
+pub const ACTION_PICK_UP_COIN: u16 = 1;
+
 /// Replication ids of the demo's components.
 pub mod component_ids {
     /// [`super::Hue`].
@@ -37,7 +41,23 @@ pub mod component_ids {
     pub const NAMEPLATE: u16 = 2;
     /// [`super::Emote`].
     pub const EMOTE: u16 = 3;
+    /// [`super::Coins`].
+    pub const COINS: u16 = 4;
 }
+
+/// Persistence ids of the demo's components (stable: they name saved data).
+pub mod persist_ids {
+    /// [`super::Hue`].
+    pub const HUE: u16 = 1;
+    /// [`super::Wanderer`].
+    pub const WANDERER: u16 = 2;
+    /// [`super::Coins`].
+    pub const COINS: u16 = 3;
+}
+
+/// Coins a player holds (replicated and persistent).
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Coins(pub u32);
 
 /// An NPC's colour (replicated).
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +71,10 @@ pub struct Nameplate(pub String);
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Emote(pub u8);
 
-/// Where an NPC is walking to, and how fast.
-#[derive(Component, Debug, Clone, Copy)]
+/// Where an NPC is walking to, and how fast (persistent).
+#[derive(Component, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Wanderer {
-    target: Vec2,
+    target: (f32, f32),
     speed: f32,
 }
 
@@ -111,12 +131,23 @@ impl GamePlugin for DemoPlugin {
         zone.replicate::<Hue>(component_ids::HUE)
             .replicate::<Nameplate>(component_ids::NAMEPLATE)
             .replicate::<Emote>(component_ids::EMOTE)
+            .replicate::<Coins>(component_ids::COINS)
+            .persist::<Hue>(persist_ids::HUE)
+            .persist::<Wanderer>(persist_ids::WANDERER)
+            .persist::<Coins>(persist_ids::COINS)
+            // Replaced by a per-zone seed when a zone starts fresh.
+            .insert_resource(DemoRng(SmallRng::seed_from_u64(0)))
             .add_systems((wander, emote_from_buttons, answer_waves))
             .on_zone_start(move |world| spawn_npcs(world, npcs))
             .on_player_spawn(|player| {
                 let name = player.get::<Player>().map(|p| p.name.clone());
-                player.insert((Nameplate(name.unwrap_or_default()), Emote::default()));
-            });
+                player.insert((
+                    Nameplate(name.unwrap_or_default()),
+                    Emote::default(),
+                    Coins::default(),
+                ));
+            })
+            .on_durable_action(ACTION_PICK_UP_COIN, pick_up_coin);
     }
 }
 
@@ -126,12 +157,18 @@ fn spawn_npcs(world: &mut World, count: usize) {
     for _ in 0..count {
         let id = world.resource_mut::<NetIdAllocator>().allocate();
         let pos = random_point(&mut rng, &info);
+        let target = random_point(&mut rng, &info);
         let wanderer = Wanderer {
-            target: random_point(&mut rng, &info),
+            target: (target.x, target.y),
             speed: rng.random_range(1.0..4.0),
         };
         let hue = Hue(rng.random());
-        world.spawn((Replicated::new(id, KIND_NPC, pos), wanderer, hue));
+        world.spawn((
+            Replicated::new(id, KIND_NPC, pos),
+            wanderer,
+            hue,
+            Persistent,
+        ));
     }
     world.insert_resource(DemoRng(rng));
 }
@@ -151,13 +188,21 @@ fn wander(
     mut npcs: Query<'_, '_, (&Position, &mut Velocity, &mut Wanderer)>,
 ) {
     for (pos, mut vel, mut w) in &mut npcs {
-        let to_target = w.target - pos.0;
+        let to_target = Vec2::new(w.target.0, w.target.1) - pos.0;
         if to_target.length() < 1.0 {
-            w.target = random_point(&mut rng.0, &info);
+            let next = random_point(&mut rng.0, &info);
+            w.target = (next.x, next.y);
             continue;
         }
         let v = to_target.clamp_length(w.speed);
         vel.set_if_neq(Velocity(v));
+    }
+}
+
+/// Applies a committed coin pickup (runs once per action id).
+fn pick_up_coin(world: &mut World, action: &DurableActionEvent) {
+    if let Some(mut coins) = world.get_mut::<Coins>(action.player) {
+        coins.0 = coins.0.saturating_add(1);
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::demo::{DemoConfig, demo_game};
 use crate::net::{NetLimits, Server, ServerConfig};
 use crate::node::NodeConfig;
+use crate::persist::KeepWarm;
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,6 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use zonemesh_shared::dev_files;
 use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::token::SECRET_MIN;
@@ -203,15 +205,26 @@ pub struct DevWorld {
     pub npcs: usize,
     /// Connection limits.
     pub limits: NetLimits,
+    /// The store: empty or `embedded` for the redb file in the data directory, or a
+    /// `postgres://` URL.
+    pub store: String,
+    /// Delay added to every store operation (a fault knob to see slow loads).
+    pub store_latency: std::time::Duration,
+    /// Zones activated at start-up.
+    pub keep_warm: KeepWarm,
 }
 
 impl Default for DevWorld {
-    /// What `zonemesh dev` runs without flags: 4x4 zones of 256 units, 4000 NPCs.
+    /// What `zonemesh dev` runs without flags: 4x4 zones of 256 units, 4000 NPCs, the
+    /// embedded store, every zone kept warm.
     fn default() -> Self {
         Self {
             node: NodeConfig::default(),
             npcs: 4000,
             limits: NetLimits::default(),
+            store: String::new(),
+            store_latency: std::time::Duration::ZERO,
+            keep_warm: KeepWarm::All,
         }
     }
 }
@@ -254,12 +267,18 @@ pub async fn start_dev_server(
         zones: world.node.layout.n_zones(),
         world_size: Vec2::new(bounds.x, bounds.y),
     });
+    let mut store = zonemesh_store::open_store(&world.store, data).await?;
+    if !world.store_latency.is_zero() {
+        store = Arc::new(zonemesh_store::SlowStore::new(store, world.store_latency));
+    }
     let config = ServerConfig {
         listen,
         tls: identity.tls,
         secret: identity.secret,
         node: world.node.clone(),
         limits: world.limits.clone(),
+        store,
+        keep_warm: world.keep_warm.clone(),
     };
     Ok(DevServer {
         server: Server::start(config, &game).await?,

@@ -11,6 +11,7 @@ pub mod game;
 pub mod link;
 pub mod net;
 pub mod node;
+pub mod persist;
 pub mod zone;
 
 pub use net::{NetLimits, Server, ServerConfig, ServerStatus};

@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zonemesh_server::dev::{self, DevServer, DevWorld};
+use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
+use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::token::{self, Claims};
 
 #[global_allocator]
@@ -65,6 +67,43 @@ struct DevArgs {
     /// Zone worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Where zones and players are saved: `embedded` (a redb file in --data) or a
+    /// `postgres://user@host:port/db` URL.
+    #[arg(long, default_value = "embedded", env = "ZONEMESH_STORE")]
+    store: String,
+    /// Add this much latency to every store operation (to see slow first loads).
+    #[arg(long, default_value_t = 0)]
+    store_latency_ms: u64,
+    /// Seconds between zone checkpoints.
+    #[arg(long, default_value_t = 5.0)]
+    checkpoint_secs: f64,
+    /// Seconds a zone not kept warm stays in memory without players (saved first).
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Zones to load at start-up and keep in memory: `all`, `none`, or a list like
+    /// `0:0,1:0` (x:y); the others load on first use.
+    #[arg(long, default_value = "all", value_parser = parse_keep_warm)]
+    keep_warm: KeepWarm,
+}
+
+/// Parses `--keep-warm`.
+fn parse_keep_warm(value: &str) -> Result<KeepWarm, String> {
+    match value {
+        "all" => Ok(KeepWarm::All),
+        "none" => Ok(KeepWarm::None),
+        list => list
+            .split(',')
+            .map(|item| {
+                let (x, y) = item
+                    .split_once(':')
+                    .ok_or_else(|| format!("{item:?} is not x:y"))?;
+                let x = x.trim().parse().map_err(|_| format!("bad x in {item:?}"))?;
+                let y = y.trim().parse().map_err(|_| format!("bad y in {item:?}"))?;
+                Ok(ZoneId::grid(x, y))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(KeepWarm::Zones),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -96,7 +135,7 @@ fn init_tracing() {
 }
 
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
-    let world = dev_world(&args);
+    let world = dev_world(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("zonemesh-net")
@@ -113,7 +152,11 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     })
 }
 
-fn dev_world(args: &DevArgs) -> DevWorld {
+fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
+    let checkpoint_interval = Duration::try_from_secs_f64(args.checkpoint_secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--checkpoint-secs must be a positive number of seconds")?;
     let mut world = DevWorld {
         node: NodeConfig {
             layout: WorldLayout {
@@ -123,19 +166,24 @@ fn dev_world(args: &DevArgs) -> DevWorld {
             },
             zone: ZoneConfig {
                 tick_hz: args.tick_hz,
+                checkpoint_interval,
                 ..ZoneConfig::default()
             },
             workers: args.workers,
+            idle_deactivate_after: Duration::from_secs(args.idle_secs.max(1)),
         },
         npcs: args.npcs,
         limits: NetLimits {
             max_connections: args.max_connections,
             ..NetLimits::default()
         },
+        store: args.store.clone(),
+        store_latency: Duration::from_millis(args.store_latency_ms),
+        keep_warm: args.keep_warm.clone(),
     }
     .with_aoi_radius(args.aoi_radius);
     world.node.zone.view.budget_bytes_per_tick = args.budget_bytes;
-    world
+    Ok(world)
 }
 
 fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
@@ -162,6 +210,15 @@ fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
     println!(
         "  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}"
     );
+    let store = if args.store.starts_with("postgres") {
+        "PostgreSQL (from --store)".to_owned()
+    } else {
+        format!(
+            "embedded, {}",
+            args.data.join(zonemesh_store::EMBEDDED_FILE_NAME).display()
+        )
+    };
+    println!("  store:             {store}");
     println!("  mint a token:      zonemesh token --player NAME --data {data}");
     println!("  stop with Ctrl-C");
     Ok(())

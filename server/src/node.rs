@@ -1,12 +1,13 @@
-//! A node: the zones this process hosts, their router and worker pool. Network-free,
-//! so benchmarks and tests can drive zones directly.
+//! A node: the zones this process hosts, their router, worker pool and persistence.
+//! Network-free.
 
 use crate::game::Game;
+use crate::persist::host::directory_for;
+use crate::persist::{CheckpointWriter, KeepWarm, ZoneHost};
 use crate::zone::worker::ZonePool;
-use crate::zone::{
-    WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneRouter, ZoneStatus, ZoneStatusCell,
-};
+use crate::zone::{WorldLayout, ZoneConfig, ZoneContext, ZonePersistence, ZoneRouter, ZoneStatus};
 use std::sync::Arc;
+use zonemesh_store::Store;
 
 /// How a node is laid out and tuned.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct NodeConfig {
     pub zone: ZoneConfig,
     /// Worker threads; `None` = one per available core.
     pub workers: Option<usize>,
+    /// How long a zone that is not kept warm stays in memory without players.
+    pub idle_deactivate_after: std::time::Duration,
 }
 
 impl Default for NodeConfig {
@@ -29,6 +32,7 @@ impl Default for NodeConfig {
             },
             zone: ZoneConfig::default(),
             workers: None,
+            idle_deactivate_after: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -57,47 +61,63 @@ impl NodeConfig {
     }
 }
 
-/// The zones of this process, ticking.
+/// The zones of this process: their lifecycle host (loading, saving) and pool.
 #[derive(Debug)]
 pub struct Node {
     ctx: Arc<ZoneContext>,
-    statuses: Vec<Arc<ZoneStatusCell>>,
-    pool: ZonePool,
+    host: Arc<ZoneHost>,
 }
 
 impl Node {
-    /// Builds every zone from `game` and starts ticking them.
-    pub fn start(config: NodeConfig, game: &Game) -> anyhow::Result<Self> {
+    /// Starts the worker pool and the persistence tasks, and requests the zones to
+    /// keep warm (they load in the background; the rest load on first use). Must run
+    /// inside a tokio runtime.
+    pub fn start(
+        config: NodeConfig,
+        game: &Game,
+        store: Arc<dyn Store>,
+        keep_warm: &KeepWarm,
+    ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let (router, mut inboxes) =
-            ZoneRouter::new(config.layout.zones(), config.zone.inbox_capacity);
+        let (router, inboxes) = ZoneRouter::new(config.layout.zones(), config.zone.inbox_capacity);
+        let (directory, loads) =
+            directory_for(config.layout.zones().collect(), LOADING_RETRY_AFTER);
+        let writer = Arc::new(CheckpointWriter::new(Arc::clone(&store)));
         let ctx = Arc::new(ZoneContext {
             router: Arc::new(router),
             layout: config.layout,
             config: config.zone.clone(),
             rules: game.rules().clone(),
+            persistence: Some(ZonePersistence {
+                writer: Arc::clone(&writer),
+                directory: Arc::clone(&directory),
+                keep_warm: keep_warm.clone(),
+                idle_after: config.idle_deactivate_after,
+            }),
         });
-        let mut zones = Vec::with_capacity(config.layout.n_zones());
-        for id in config.layout.zones() {
-            let inbox = inboxes
-                .remove(&id)
-                .ok_or_else(|| anyhow::anyhow!("no inbox for zone {id:?}"))?;
-            zones.push(Zone::new(id, game, Arc::clone(&ctx), inbox));
-        }
-        let statuses = zones.iter().map(Zone::status).collect();
         let workers = config.workers.unwrap_or_else(available_cores);
-        let pool = ZonePool::start(zones, workers, config.zone.tick_hz)?;
+        let (retire_tx, retired) = tokio::sync::mpsc::channel(config.layout.n_zones().max(1));
+        let pool = ZonePool::start(workers, config.zone.tick_hz, retire_tx)?;
         tracing::info!(
             zones = config.layout.n_zones(),
             workers = pool.size(),
             tick_hz = config.zone.tick_hz,
-            "zones started"
+            store = store.backend(),
+            "node started"
         );
-        Ok(Self {
-            ctx,
-            statuses,
+        let host = ZoneHost::start(
+            Arc::clone(&ctx),
+            directory,
+            loads,
+            retired,
+            store,
+            writer,
+            game.clone(),
+            inboxes,
             pool,
-        })
+        );
+        host.preload(keep_warm);
+        Ok(Self { ctx, host })
     }
 
     /// Shared zone context: router, layout, rules.
@@ -105,16 +125,24 @@ impl Node {
         &self.ctx
     }
 
-    /// Every zone's latest status.
-    pub fn status(&self) -> Vec<ZoneStatus> {
-        self.statuses.iter().map(|s| s.snapshot()).collect()
+    /// The lifecycle host: directory, player loads, writer, store.
+    pub fn host(&self) -> &Arc<ZoneHost> {
+        &self.host
     }
 
-    /// Stops the workers (after their current tick).
-    pub fn stop(self) {
-        self.pool.stop();
+    /// Every active zone's latest status.
+    pub fn status(&self) -> Vec<ZoneStatus> {
+        self.host.status()
+    }
+
+    /// Stops the zones (after their current tick) and saves their final state.
+    pub async fn stop(self) {
+        self.host.stop().await;
     }
 }
+
+/// What a client asking for a zone that is still loading is told to wait.
+pub const LOADING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Cores available to this process (1 if unknown).
 pub fn available_cores() -> usize {

@@ -4,13 +4,14 @@
 
 mod common;
 
-use common::{wait_disconnect, wait_own_position, within};
+use common::{drive, own_position, wait_disconnect, wait_own_position, within};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-use zonemesh_client::{Client, ClientConfig, ErrorCode, Trust};
+use zonemesh_client::{Client, ClientConfig, ErrorCode, Event, Trust, Vec2};
+use zonemesh_server::demo::{ACTION_PICK_UP_COIN, Coins, component_ids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonemesh");
 
@@ -24,9 +25,15 @@ struct DevProcess {
 
 impl DevProcess {
     async fn start(data: &Path) -> Self {
+        Self::start_with(data, &[]).await
+    }
+
+    async fn start_with(data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["dev", "--listen", "127.0.0.1:0", "--zones", "2"])
-            .args(["--zone-size", "64", "--npcs", "40", "--data"])
+            .args(["--zone-size", "64", "--npcs", "40"])
+            .args(extra)
+            .arg("--data")
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -69,10 +76,15 @@ impl DevProcess {
     }
 
     /// Sends SIGTERM and returns the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    async fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM").await
+    }
+
+    /// Sends `signal` (as `kill` spells it) and returns the exit status.
+    async fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
         let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .expect("kill runs");
         assert!(kill.success());
@@ -221,4 +233,89 @@ async fn the_walk_example_plays_against_dev_and_fails_without_a_server() {
     .await
     .expect("walk starts");
     assert!(!out.status.success(), "{out:?}");
+}
+
+/// The player's coins as its own client sees them.
+fn coins(client: &Client) -> Option<u32> {
+    let me = client.replica().get(client.player())?;
+    let coins = me.component::<Coins>(component_ids::COINS)?.ok()?;
+    Some(coins.0)
+}
+
+#[tokio::test]
+async fn acknowledged_actions_and_recent_positions_survive_sigkill() {
+    const CHECKPOINT_SECS: f32 = 1.0;
+    const SPEED: f32 = 6.0;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"]).await;
+    let config =
+        ClientConfig::from_dev_data(server.addr, data.path(), "survivor").expect("dev data");
+    let mut client = Client::connect(config).await.expect("connects");
+    let start = wait_own_position(&mut client).await;
+
+    let mut acknowledged = Vec::new();
+    for _ in 0..3 {
+        let id = client
+            .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
+            .await
+            .expect("sent");
+        drive(
+            &mut client,
+            None,
+            "action committed",
+            |_, e| matches!(e, Event::ActionCommitted { id: i } if *i == id),
+        )
+        .await;
+        acknowledged.push(id);
+    }
+    // Walk for more than a checkpoint interval, so one checkpoint holds the coins.
+    let heading = if start.x < 64.0 { SPEED } else { -SPEED };
+    drive(
+        &mut client,
+        Some(Vec2::new(heading, 0.0)),
+        "walked",
+        |c, _| {
+            own_position(c).is_some_and(|p| (p.x - start.x).abs() > SPEED * CHECKPOINT_SECS * 2.0)
+                && coins(c) == Some(3)
+        },
+    )
+    .await;
+    let last_seen = own_position(&client).expect("seen");
+    let status = server.signal("-KILL").await;
+    assert!(!status.success(), "killed, not exited: {status:?}");
+
+    // Every acknowledged action is in the store.
+    {
+        let store = zonemesh_store::open_store("embedded", data.path())
+            .await
+            .expect("store opens");
+        let stored: Vec<u128> = store
+            .actions_for_player("survivor")
+            .await
+            .expect("readable")
+            .iter()
+            .map(|a| a.id.0)
+            .collect();
+        for id in &acknowledged {
+            assert!(stored.contains(id), "acknowledged action {id:x} lost");
+        }
+    }
+
+    // The position is at most one checkpoint interval (of walking) behind.
+    let again = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"]).await;
+    let config =
+        ClientConfig::from_dev_data(again.addr, data.path(), "survivor").expect("dev data");
+    let mut client = Client::connect(config).await.expect("reconnects");
+    let restored = wait_own_position(&mut client).await;
+    let behind = ((restored.x - last_seen.x).powi(2) + (restored.y - last_seen.y).powi(2)).sqrt();
+    // One interval of walking, plus the tick the kill landed in and input latency.
+    assert!(
+        behind <= SPEED * (CHECKPOINT_SECS + 0.5),
+        "restored {restored:?}, last seen {last_seen:?}: {behind} units behind"
+    );
+    drive(&mut client, None, "coins restored", |c, _| {
+        coins(c) == Some(3)
+    })
+    .await;
+    assert!(again.terminate().await.success());
 }

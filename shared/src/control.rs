@@ -90,6 +90,18 @@ pub enum ClientControl {
     },
     /// The client is leaving on purpose.
     Goodbye,
+    /// A game action that must not be lost (a trade, a loot pickup). The server answers
+    /// [`ServerControl::ActionCommitted`] only once it is durably stored, or
+    /// [`ServerControl::ActionRejected`]. Sending the same `id` again (after a
+    /// reconnect, say) is safe: it is committed and applied once.
+    DurableAction {
+        /// Client-chosen unique id (random 128 bits).
+        id: u128,
+        /// Game-defined action kind.
+        kind: u16,
+        /// Game-defined payload.
+        payload: Vec<u8>,
+    },
 }
 
 /// Messages from server to client on the control stream.
@@ -140,6 +152,38 @@ pub enum ServerControl {
         /// Game-defined payload.
         payload: Vec<u8>,
     },
+    /// The durable action `id` is stored (now or by an earlier send of the same id).
+    ActionCommitted {
+        /// The action's id.
+        id: u128,
+    },
+    /// The durable action `id` was not stored; it had no effect.
+    ActionRejected {
+        /// The action's id.
+        id: u128,
+        /// Why (`Busy`: retry later with the same id).
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Writes a 128-bit id as 16 big-endian bytes.
+fn put_u128(w: &mut Writer, v: u128) {
+    let (hi, lo) = ((v >> 64) as u64, v as u64);
+    for half in [hi, lo] {
+        w.u32((half >> 32) as u32);
+        w.u32(half as u32);
+    }
+}
+
+/// Reads an id written by [`put_u128`].
+fn get_u128(r: &mut Reader<'_>) -> Result<u128, DecodeError> {
+    let mut v = 0u128;
+    for _ in 0..4 {
+        v = (v << 32) | u128::from(r.u32()?);
+    }
+    Ok(v)
 }
 
 impl ClientControl {
@@ -157,6 +201,12 @@ impl ClientControl {
                 w.bytes(payload);
             }
             Self::Goodbye => w.u8(3),
+            Self::DurableAction { id, kind, payload } => {
+                w.u8(4);
+                put_u128(w, *id);
+                w.u16(*kind);
+                w.bytes(payload);
+            }
         }
     }
 
@@ -173,6 +223,11 @@ impl ClientControl {
                 payload: r.bytes("game event", GAME_EVENT_MAX)?.to_vec(),
             },
             3 => Self::Goodbye,
+            4 => Self::DurableAction {
+                id: get_u128(&mut r)?,
+                kind: r.u16()?,
+                payload: r.bytes("durable action", GAME_EVENT_MAX)?.to_vec(),
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "client control",
@@ -233,6 +288,16 @@ impl ServerControl {
                 w.u16(*kind);
                 w.bytes(payload);
             }
+            Self::ActionCommitted { id } => {
+                w.u8(8);
+                put_u128(w, *id);
+            }
+            Self::ActionRejected { id, code, message } => {
+                w.u8(9);
+                put_u128(w, *id);
+                w.u16(*code as u16);
+                w.str(message);
+            }
         }
     }
 
@@ -265,6 +330,14 @@ impl ServerControl {
             7 => Self::GameEvent {
                 kind: r.u16()?,
                 payload: r.bytes("game event", GAME_EVENT_MAX)?.to_vec(),
+            },
+            8 => Self::ActionCommitted {
+                id: get_u128(&mut r)?,
+            },
+            9 => Self::ActionRejected {
+                id: get_u128(&mut r)?,
+                code: ErrorCode::from_u16(r.u16()?),
+                message: r.str("message", MESSAGE_MAX)?.to_owned(),
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -372,6 +445,12 @@ mod tests {
                 kind: 3,
                 payload: vec![1, 2, 3],
             },
+            ServerControl::ActionCommitted { id: u128::MAX - 5 },
+            ServerControl::ActionRejected {
+                id: 1 << 100,
+                code: ErrorCode::Busy,
+                message: "store busy".into(),
+            },
         ]
     }
 
@@ -435,6 +514,14 @@ mod tests {
                     _ => break,
                 }
             }
+        }
+
+        #[test]
+        fn durable_actions_roundtrip(id in any::<u128>(), kind in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let m = ClientControl::DurableAction { id, kind, payload };
+            let mut w = Writer::default();
+            m.encode(&mut w);
+            prop_assert_eq!(ClientControl::decode(w.as_slice()).unwrap(), m);
         }
 
         #[test]

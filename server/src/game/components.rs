@@ -109,6 +109,20 @@ impl NetIdAllocator {
         Self { zone, next: 1 }
     }
 
+    /// An allocator for `zone` continuing at `next` (a zone restored from the store
+    /// keeps handing out ids it never used before).
+    pub fn resume(zone: ZoneId, next: u32) -> Self {
+        Self {
+            zone,
+            next: next.max(1),
+        }
+    }
+
+    /// The next id's sequence number, for saving.
+    pub fn next_sequence(&self) -> u32 {
+        self.next
+    }
+
     /// A fresh id. Wraps after 2^32 allocations in one zone activation, far beyond any
     /// zone's lifetime at realistic spawn rates.
     pub fn allocate(&mut self) -> NetId {
@@ -117,6 +131,13 @@ impl NetIdAllocator {
         id
     }
 }
+
+/// Marks a non-player entity whose state is saved in its zone's checkpoints (its
+/// position, kind and the components registered with
+/// [`ZoneApp::persist`](crate::game::ZoneApp::persist)). A zone restored from the store
+/// gets these entities back instead of running its zone-start hooks.
+#[derive(Component, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Persistent;
 
 /// An axis-aligned rectangle `[min, max)`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,10 +10,12 @@
 pub mod components;
 pub mod events;
 pub(crate) mod movement;
+pub(crate) mod persist;
 pub(crate) mod replicate;
 
 pub use components::*;
 pub use events::{OutgoingEvents, PlayerEvent, PlayerEvents};
+pub use persist::{DurableActionEvent, DurableActionFn, PersistRegistry};
 pub use replicate::ReplicationRegistry;
 
 use bevy_ecs::prelude::*;
@@ -117,6 +119,11 @@ impl Game {
         &self.rules
     }
 
+    /// The durable action kinds some plugin handles (others are refused unstored).
+    pub fn durable_action_kinds(&self) -> std::collections::HashSet<u16> {
+        self.build_zone().durable_actions.keys().copied().collect()
+    }
+
     /// Runs every plugin against a fresh zone builder.
     pub(crate) fn build_zone(&self) -> ZoneApp {
         let mut app = ZoneApp::new();
@@ -139,7 +146,9 @@ pub struct ZoneApp {
     pub(crate) schedule: Schedule,
     pub(crate) on_zone_start: Vec<ZoneStartFn>,
     pub(crate) on_player_spawn: Vec<PlayerSpawnFn>,
+    pub(crate) durable_actions: std::collections::HashMap<u16, DurableActionFn>,
     registry: ReplicationRegistry,
+    persisted: PersistRegistry,
 }
 
 impl fmt::Debug for ZoneApp {
@@ -170,7 +179,9 @@ impl ZoneApp {
             schedule,
             on_zone_start: Vec::new(),
             on_player_spawn: Vec::new(),
+            durable_actions: std::collections::HashMap::new(),
             registry: ReplicationRegistry::default(),
+            persisted: PersistRegistry::default(),
         }
     }
 
@@ -216,6 +227,50 @@ impl ZoneApp {
         self
     }
 
+    /// Marks `C` as persistent under id `id` (stable across releases: it names the
+    /// component in saved data). It is saved with [`Persistent`] entities in zone
+    /// checkpoints and with player entities in player records, and restored on load.
+    ///
+    /// # Panics
+    /// If `id` is already taken: a programming error in the game, caught at start-up.
+    pub fn persist<C>(&mut self, id: u16) -> &mut Self
+    where
+        C: Component<Mutability = bevy_ecs::component::Mutable> + Serialize + DeserializeOwned,
+    {
+        assert!(
+            self.persisted.types.iter().all(|t| t.id != id),
+            "persistent component id {id} registered twice"
+        );
+        self.persisted.types.push(persist::PersistedType {
+            id,
+            name: std::any::type_name::<C>(),
+            capture: persist::capture::<C>,
+            insert: persist::insert::<C>,
+        });
+        self
+    }
+
+    /// Applies committed durable actions of `kind` with `f`. The framework commits a
+    /// client's action to the store first and calls `f` only for an id it commits for
+    /// the first time, so `f` runs once per action even if the client sends it again;
+    /// the client is told the action is committed once the store says so. Actions of a
+    /// kind with no handler are rejected before anything is stored.
+    ///
+    /// # Panics
+    /// If `kind` already has a handler.
+    pub fn on_durable_action(
+        &mut self,
+        kind: u16,
+        f: impl Fn(&mut World, &DurableActionEvent) + Send + Sync + 'static,
+    ) -> &mut Self {
+        let previous = self.durable_actions.insert(kind, Arc::new(f));
+        assert!(
+            previous.is_none(),
+            "durable action kind {kind} has two handlers"
+        );
+        self
+    }
+
     /// Runs `f` when a zone starts without saved state, to spawn its initial entities.
     pub fn on_zone_start(&mut self, f: impl Fn(&mut World) + Send + Sync + 'static) -> &mut Self {
         self.on_zone_start.push(Arc::new(f));
@@ -235,6 +290,7 @@ impl ZoneApp {
     pub(crate) fn finish(mut self) -> Self {
         let registry = self.registry.clone();
         self.world.insert_resource(registry);
+        self.world.insert_resource(self.persisted.clone());
         self
     }
 }

@@ -6,6 +6,7 @@ mod registry;
 mod session;
 mod transport;
 
+mod actions;
 pub mod limits;
 
 pub use transport::NetLimits;
@@ -13,6 +14,7 @@ pub use transport::NetLimits;
 use crate::dev::TlsIdentity;
 use crate::game::Game;
 use crate::node::{Node, NodeConfig};
+use crate::persist::{KeepWarm, ZoneHost};
 use crate::zone::{ZoneContext, ZoneStatus};
 use anyhow::Context;
 use registry::Sessions;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zonemesh_shared::control::ErrorCode;
+use zonemesh_store::Store;
 
 /// Everything needed to run a server.
 #[derive(Debug)]
@@ -36,12 +39,18 @@ pub struct ServerConfig {
     pub node: NodeConfig,
     /// Connection limits.
     pub limits: NetLimits,
+    /// Where zones and players are saved.
+    pub store: Arc<dyn Store>,
+    /// Zones activated at start-up rather than on first use.
+    pub keep_warm: KeepWarm,
 }
 
 /// What connection tasks share.
 #[derive(Debug)]
 struct Shared {
     zones: Arc<ZoneContext>,
+    host: Arc<ZoneHost>,
+    actions: actions::ActionDesk,
     secret: Vec<u8>,
     limits: NetLimits,
     sessions: Sessions,
@@ -90,10 +99,17 @@ impl Server {
         let server_config = transport::server_config(config.tls, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let node = Node::start(config.node, game)?;
+        let node = Node::start(config.node, game, config.store, &config.keep_warm)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             zones: Arc::clone(node.context()),
+            host: Arc::clone(node.host()),
+            actions: actions::ActionDesk {
+                store: Arc::clone(node.host().store()),
+                directory: Arc::clone(node.host().directory()),
+                router: Arc::clone(&node.context().router),
+                kinds: Arc::new(game.durable_action_kinds()),
+            },
             secret: config.secret,
             limits: config.limits,
             sessions: Sessions::default(),
@@ -107,6 +123,11 @@ impl Server {
             shutdown: shutdown_tx,
             accept,
         })
+    }
+
+    /// The store this server saves to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.node.host().store()
     }
 
     /// The address the endpoint is bound to.
@@ -128,9 +149,10 @@ impl Server {
 
     /// Ends every session with `ServerShutdown`, waits briefly for clients to hear it,
     /// then stops the zones.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         self.accept.abort();
+        let _ = (&mut self.accept).await;
         let drained = tokio::time::timeout(Duration::from_secs(3), async {
             while self.shared.sessions.connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -145,7 +167,7 @@ impl Server {
             b"server shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        self.node.stop();
+        self.node.stop().await;
     }
 }
 

@@ -3,10 +3,13 @@
 //! until either side ends it. Anything malformed ends only this connection, with a
 //! code telling the client why.
 
+use super::actions::SessionActions;
 use super::limits::{RateLimiter, RateVerdict, SlowClientDetector};
 use super::transport::DATAGRAM_SEND_BUFFER;
 use super::{Shared, close_code};
 use crate::link::ClientLink;
+use crate::persist::players::PlayerLookup;
+use crate::zone::CommittedAction;
 use crate::zone::{SendError, ZoneMessage};
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendDatagramError, SendStream};
@@ -16,8 +19,11 @@ use zonemesh_shared::PROTOCOL_VERSION;
 use zonemesh_shared::codec::DecodeError;
 use zonemesh_shared::control::{ClientControl, ErrorCode, FrameDecoder, ServerControl};
 use zonemesh_shared::datagram::ClientDatagram;
+use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::ids::validate_player_name;
+use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::token::{self, Claims};
+use zonemesh_store::PlayerRecord;
 
 /// Bytes read from the control stream at a time.
 const READ_CHUNK: usize = 4096;
@@ -87,12 +93,13 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
     let Some(admission) = shared.sessions.try_admit(shared.limits.max_connections) else {
         return answer_busy(conn, &mut send, shared).await;
     };
-    let link = match join(conn, claims, shared) {
+    let link = match join(conn, claims, shared).await {
         Ok(link) => link,
         Err(end) => {
             drop(admission);
             return match end {
                 JoinRefused::Busy => answer_busy(conn, &mut send, shared).await,
+                JoinRefused::Loading => answer_loading(conn, &mut send, shared).await,
                 JoinRefused::Internal(message) => {
                     let code = ErrorCode::Internal;
                     let answer = ServerControl::Error { code, message };
@@ -140,18 +147,38 @@ fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCod
 
 enum JoinRefused {
     Busy,
+    Loading,
     Internal(String),
 }
 
-/// Creates the session's link, takes over the player's name and asks its zone for an
-/// entity. The zone answers `Welcome` through the link.
-fn join(
+/// How long one connection attempt waits for the player's record and zone before the
+/// client is told `Loading` (the load goes on; the client's retry finds it done).
+const JOIN_WAIT: Duration = Duration::from_millis(200);
+
+/// Loads the player's record, makes sure its zone is active, creates the session's
+/// link, takes over the player's name and asks the zone for an entity. The zone
+/// answers `Welcome` through the link.
+async fn join(
     conn: &Connection,
     claims: Claims,
     shared: &Shared,
 ) -> Result<Arc<ClientLink>, JoinRefused> {
-    let spawn = (shared.zones.rules.spawn_point)(&claims.player);
-    let zone = shared.zones.layout.zone_at(spawn);
+    let players = shared.host.players();
+    let record = match players.lookup(&claims.player, JOIN_WAIT).await {
+        PlayerLookup::Found(record) => record,
+        PlayerLookup::Loading => return Err(JoinRefused::Loading),
+        PlayerLookup::Busy => return Err(JoinRefused::Busy),
+        PlayerLookup::Failed(e) => {
+            return Err(JoinRefused::Internal(format!(
+                "player record unavailable: {e}"
+            )));
+        }
+    };
+    let (zone, spawn, saved) = placement(&claims.player, record, shared);
+    let directory = shared.host.directory();
+    if !directory.reserve_arrival_within(zone, JOIN_WAIT).await {
+        return Err(JoinRefused::Loading);
+    }
     let mtu = conn.max_datagram_size().unwrap_or(0);
     let link = Arc::new(ClientLink::new(
         shared.sessions.next_session_id(),
@@ -162,18 +189,55 @@ fn join(
     let message = ZoneMessage::Join {
         link: Arc::clone(&link),
         spawn,
+        saved,
     };
-    match shared.zones.router.send(zone, message) {
+    let sent = shared.zones.router.send(zone, message);
+    if sent.is_err() {
+        directory.arrived(zone); // Never arriving: release the reservation.
+    }
+    match sent {
         Ok(()) => {}
         Err(SendError::Full(_)) => return Err(JoinRefused::Busy),
         Err(SendError::Stopped(_) | SendError::UnknownZone(_)) => {
             return Err(JoinRefused::Internal("spawn zone unavailable".into()));
         }
     }
+    players.forget(link.name());
     if let Some(old) = shared.sessions.claim_name(&link) {
         old.kick(ErrorCode::Replaced, "the player connected again");
     }
     Ok(link)
+}
+
+/// Where a player enters: its saved zone and position, or the game's spawn point for
+/// a new player (or one whose saved zone no longer exists).
+fn placement(
+    name: &str,
+    record: Option<PlayerRecord>,
+    shared: &Shared,
+) -> (ZoneId, Vec2, Option<Bytes>) {
+    let layout = &shared.zones.layout;
+    if let Some(r) = record {
+        let zone = ZoneId(r.zone);
+        let pos = Vec2::new(r.x, r.y);
+        if layout.zones().any(|z| z == zone) && pos.x.is_finite() && pos.y.is_finite() {
+            return (zone, layout.bounds(zone).clamp(pos), Some(r.data));
+        }
+        tracing::warn!(
+            player = name,
+            zone = r.zone,
+            "saved zone not in this world; respawning"
+        );
+    }
+    let spawn = (shared.zones.rules.spawn_point)(name);
+    (layout.zone_at(spawn), spawn, None)
+}
+
+async fn answer_loading(conn: &Connection, send: &mut SendStream, shared: &Shared) -> End {
+    let retry_after = shared.host.directory().retry_after();
+    let retry_after_ms = u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
+    let answer = ServerControl::Loading { retry_after_ms };
+    answer_and_close(conn, send, answer, ErrorCode::Busy).await
 }
 
 async fn answer_busy(conn: &Connection, send: &mut SendStream, shared: &Shared) -> End {
@@ -247,6 +311,7 @@ struct Relay<'a> {
     shared: &'a Shared,
     inputs: RateLimiter,
     events: RateLimiter,
+    actions: SessionActions,
     slow: SlowClientDetector,
     replaced_seen: u64,
 }
@@ -260,6 +325,7 @@ impl<'a> Relay<'a> {
             shared,
             inputs: RateLimiter::new(limits.input_rate, now),
             events: RateLimiter::new(limits.event_rate, now),
+            actions: SessionActions::new(shared.actions.clone()),
             slow: SlowClientDetector::new(limits.slow_client_grace),
             replaced_seen: 0,
         }
@@ -355,7 +421,25 @@ impl<'a> Relay<'a> {
             }
             ClientControl::Goodbye => Err(End::close(ErrorCode::Normal, "goodbye")),
             ClientControl::GameEvent { kind, payload } => self.on_game_event(kind, payload),
+            ClientControl::DurableAction { id, kind, payload } => {
+                self.on_durable_action(CommittedAction { id, kind, payload })
+            }
         }
+    }
+
+    fn on_durable_action(&mut self, action: CommittedAction) -> Result<(), End> {
+        match self.events.check(Instant::now()) {
+            RateVerdict::Allow => {}
+            // Durable actions share the reliable-event budget: over it ends the session.
+            RateVerdict::Drop | RateVerdict::Flood => {
+                return Err(End::close(
+                    ErrorCode::InputFlood,
+                    "game event rate limit exceeded",
+                ));
+            }
+        }
+        self.actions.submit(self.link, action);
+        Ok(())
     }
 
     fn on_game_event(&mut self, kind: u16, payload: Vec<u8>) -> Result<(), End> {

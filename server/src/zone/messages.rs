@@ -52,6 +52,8 @@ pub enum ZoneMessage {
         link: Arc<ClientLink>,
         /// Where the player appears (clamped into the zone).
         spawn: Vec2,
+        /// The player's saved game data (persistent components), if any.
+        saved: Option<bytes::Bytes>,
     },
     /// Inputs and acknowledgements from a player's datagram.
     Input {
@@ -73,6 +75,16 @@ pub enum ZoneMessage {
         /// Game-defined payload.
         payload: Vec<u8>,
     },
+    /// A durable action already committed to the store, for the game to apply to
+    /// the player's entity.
+    DurableAction {
+        /// The acting player's session (followed if the player changed zone).
+        link: Arc<ClientLink>,
+        /// The action.
+        action: CommittedAction,
+        /// Times this message was forwarded after the player moved on.
+        hops: u8,
+    },
     /// A neighbour's entities near the shared border, replacing its previous batch.
     Ghosts {
         /// The neighbour.
@@ -80,6 +92,17 @@ pub enum ZoneMessage {
         /// Its entities within the ghost margin.
         states: Vec<ReplicatedState>,
     },
+}
+
+/// A committed durable action's game-visible parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedAction {
+    /// Its id.
+    pub id: u128,
+    /// Game-defined kind.
+    pub kind: u16,
+    /// Game-defined payload.
+    pub payload: Vec<u8>,
 }
 
 /// Counts of messages refused because an inbox was full.
@@ -150,7 +173,9 @@ impl ZoneRouter {
 
     fn count_drop(&self, msg: &ZoneMessage) {
         let counter = match msg {
-            ZoneMessage::Input { .. } | ZoneMessage::GameEvent { .. } => &self.drops.inputs,
+            ZoneMessage::Input { .. }
+            | ZoneMessage::GameEvent { .. }
+            | ZoneMessage::DurableAction { .. } => &self.drops.inputs,
             ZoneMessage::Ghosts { .. } => &self.drops.ghosts,
             ZoneMessage::Join { .. } => &self.drops.joins,
             ZoneMessage::TransferIn(_) => &self.drops.transfers,

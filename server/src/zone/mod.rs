@@ -10,6 +10,8 @@
 //! 6. send ghosts near each border to that neighbour;
 //! 7. build each client's snapshot within its byte budget and hand it to its link.
 
+mod actions;
+mod checkpoint;
 pub mod clock;
 pub mod layout;
 pub mod messages;
@@ -19,13 +21,15 @@ pub mod status;
 pub mod worker;
 
 pub use layout::WorldLayout;
-pub use messages::{PlayerTransfer, SendError, ZoneMessage, ZoneRouter};
+pub use messages::{CommittedAction, PlayerTransfer, SendError, ZoneMessage, ZoneRouter};
 pub use status::{ZoneStatus, ZoneStatusCell};
 
 use crate::game::{
-    Game, NetIdAllocator, PlayerEvents, PlayerSpawnFn, Rect, SessionId, WorldRules, ZoneInfo,
+    DurableActionFn, Game, NetIdAllocator, PlayerEvents, PlayerSpawnFn, Rect, SessionId,
+    WorldRules, ZoneInfo,
 };
 use crate::link::ClientLink;
+use crate::persist::{CheckpointWriter, ZoneActivation, ZoneDirectory};
 use bevy_ecs::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +50,8 @@ pub struct ZoneConfig {
     pub ghost_margin: f32,
     /// Capacity of each zone's inbox, in messages.
     pub inbox_capacity: usize,
+    /// How often a zone saves a checkpoint (its state and its players' records).
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl Default for ZoneConfig {
@@ -56,6 +62,7 @@ impl Default for ZoneConfig {
             ghost_margin: view.aoi_radius,
             view,
             inbox_capacity: 8192,
+            checkpoint_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -71,6 +78,22 @@ pub struct ZoneContext {
     pub config: ZoneConfig,
     /// The game's world rules.
     pub rules: WorldRules,
+    /// Where zones save and which neighbours are active; `None` for zones run without
+    /// a store (benchmarks, unit tests), which then never save.
+    pub persistence: Option<ZonePersistence>,
+}
+
+/// What zones need from the node's persistence.
+#[derive(Debug, Clone)]
+pub struct ZonePersistence {
+    /// Checkpoints go here.
+    pub writer: Arc<CheckpointWriter>,
+    /// Which zones are active (ghosts and transfers go only to those).
+    pub directory: Arc<ZoneDirectory>,
+    /// Zones that stay in memory while they have no players.
+    pub keep_warm: crate::persist::KeepWarm,
+    /// How long a zone not kept warm stays in memory without players.
+    pub idle_after: std::time::Duration,
 }
 
 /// A connected player this zone simulates.
@@ -90,6 +113,13 @@ pub struct Zone {
     inbox: Receiver<ZoneMessage>,
     ctx: Arc<ZoneContext>,
     on_player_spawn: Vec<PlayerSpawnFn>,
+    durable_actions: HashMap<u16, DurableActionFn>,
+    /// The store epoch this activation holds (0 without a store).
+    epoch: u64,
+    checkpoint_every: u64,
+    /// Ticks without players after which the zone leaves memory (`None`: never).
+    idle_limit_ticks: Option<u64>,
+    idle_ticks: u64,
     players: HashMap<SessionId, PlayerSlot>,
     ghosts: HashMap<ZoneId, Vec<ReplicatedState>>,
     neighbours: Vec<(ZoneId, Rect)>,
@@ -123,12 +153,14 @@ struct TickStats {
 }
 
 impl Zone {
-    /// Builds zone `id` from the game's plugins and runs their zone-start hooks.
+    /// Builds zone `id` from the game's plugins, then restores its saved state or, for
+    /// a zone never saved, runs the game's zone-start hooks.
     pub fn new(
         id: ZoneId,
         game: &Game,
         ctx: Arc<ZoneContext>,
         inbox: Receiver<ZoneMessage>,
+        activation: ZoneActivation,
     ) -> Self {
         let app = game.build_zone().finish();
         let bounds = ctx.layout.bounds(id);
@@ -141,9 +173,18 @@ impl Zone {
             dt: 1.0 / f32::from(ctx.config.tick_hz.max(1)),
         });
         world.insert_resource(NetIdAllocator::new(id));
-        for start in &app.on_zone_start {
-            start(&mut world);
+        match &activation.saved {
+            Some(saved) => crate::persist::state::restore_zone(&mut world, saved),
+            None => app.on_zone_start.iter().for_each(|start| start(&mut world)),
         }
+        let tick_hz = u64::from(ctx.config.tick_hz.max(1));
+        let ticks_in = |d: std::time::Duration| (d.as_millis() as u64 * tick_hz / 1000).max(1);
+        let checkpoint_every = ticks_in(ctx.config.checkpoint_interval);
+        let idle_limit_ticks = ctx
+            .persistence
+            .as_ref()
+            .filter(|p| !p.keep_warm.includes(id))
+            .map(|p| ticks_in(p.idle_after));
         let neighbours = ctx
             .layout
             .neighbours(id)
@@ -159,6 +200,11 @@ impl Zone {
             grid: SpatialGrid::new(ctx.config.view.aoi_radius.max(1.0)),
             ctx,
             on_player_spawn: app.on_player_spawn,
+            durable_actions: app.durable_actions,
+            epoch: activation.epoch,
+            checkpoint_every,
+            idle_limit_ticks,
+            idle_ticks: 0,
             players: HashMap::new(),
             ghosts: HashMap::new(),
             neighbours,
@@ -174,6 +220,51 @@ impl Zone {
     /// This zone's id.
     pub fn id(&self) -> ZoneId {
         self.id
+    }
+
+    /// Gives back the inbox (the zone is leaving memory; a later activation reuses it).
+    pub fn into_inbox(self) -> Receiver<ZoneMessage> {
+        self.inbox
+    }
+
+    /// True if `zone` can receive ghosts now: always without a store, otherwise only
+    /// when it is active (a loading zone's inbox is not drained).
+    fn accepts_traffic(&self, zone: ZoneId) -> bool {
+        self.ctx
+            .persistence
+            .as_ref()
+            .is_none_or(|p| p.directory.is_active(zone))
+    }
+
+    /// Reserves a player's arrival in `zone` (loading it if needed); false if it is
+    /// not active yet. Always true without a store.
+    fn reserve_arrival(&self, zone: ZoneId) -> bool {
+        self.ctx
+            .persistence
+            .as_ref()
+            .is_none_or(|p| p.directory.reserve_arrival(zone))
+    }
+
+    /// A player reserved for this zone is in (or will never come).
+    fn arrived(&self) {
+        if let Some(p) = &self.ctx.persistence {
+            p.directory.arrived(self.id);
+        }
+    }
+
+    /// True when this zone has had no players for its idle limit and may leave memory
+    /// (never for zones kept warm or run without a store).
+    pub fn wants_to_retire(&self) -> bool {
+        self.idle_limit_ticks
+            .is_some_and(|limit| self.players.is_empty() && self.idle_ticks >= limit)
+    }
+
+    /// Asks the directory to let this zone leave; true if it may (no player on the way).
+    pub fn begin_retirement(&self) -> bool {
+        self.ctx
+            .persistence
+            .as_ref()
+            .is_some_and(|p| p.directory.begin_deactivation(self.id))
     }
 
     /// The zone's status cell, shared with whoever wants to read it.
@@ -206,6 +297,14 @@ impl Zone {
         self.collect_states();
         self.export_ghosts();
         self.send_snapshots();
+        if self.tick.is_multiple_of(self.checkpoint_every) {
+            self.save_checkpoint();
+        }
+        self.idle_ticks = if self.players.is_empty() {
+            self.idle_ticks + 1
+        } else {
+            0
+        };
     }
 
     /// Handles at most one inbox's worth of messages, so a sender that refills the
@@ -221,18 +320,27 @@ impl Zone {
 
     fn handle(&mut self, msg: ZoneMessage) {
         match msg {
-            ZoneMessage::Join { link, spawn } => self.join(link, spawn),
+            ZoneMessage::Join { link, spawn, saved } => {
+                self.join(link, spawn, saved.as_deref());
+                self.arrived();
+            }
             ZoneMessage::Input {
                 session,
                 ack,
                 inputs,
             } => self.apply_input(session, ack, &inputs),
-            ZoneMessage::TransferIn(transfer) => self.accept_transfer(*transfer),
+            ZoneMessage::TransferIn(transfer) => {
+                self.accept_transfer(*transfer);
+                self.arrived();
+            }
             ZoneMessage::GameEvent {
                 session,
                 kind,
                 payload,
             } => self.queue_player_event(session, kind, payload),
+            ZoneMessage::DurableAction { link, action, hops } => {
+                self.apply_durable_action(link, action, hops);
+            }
             ZoneMessage::Ghosts { from, states } => {
                 self.ghosts.insert(from, states);
             }

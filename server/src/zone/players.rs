@@ -18,11 +18,12 @@ use std::sync::Arc;
 use zonemesh_replication::ClientView;
 use zonemesh_shared::control::ServerControl;
 use zonemesh_shared::datagram::{Ack, InputFrame};
+use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::quant::Vec2;
 
 impl Zone {
     /// Creates a player entity for a new session and welcomes it.
-    pub(super) fn join(&mut self, link: Arc<ClientLink>, spawn: Vec2) {
+    pub(super) fn join(&mut self, link: Arc<ClientLink>, spawn: Vec2, saved: Option<&[u8]>) {
         if link.is_closed() {
             return;
         }
@@ -40,6 +41,22 @@ impl Zone {
         ));
         for hook in &self.on_player_spawn {
             hook(&mut entity);
+        }
+        if let Some(bytes) = saved {
+            match crate::persist::state::decode::<crate::persist::state::PlayerData>(bytes) {
+                Ok(data) => {
+                    let registry = entity
+                        .world()
+                        .resource::<crate::game::PersistRegistry>()
+                        .clone();
+                    crate::persist::state::restore_components(
+                        &mut entity,
+                        &registry,
+                        &data.components,
+                    );
+                }
+                Err(e) => tracing::warn!(player = link.name(), error = %e, "saved data unusable"),
+            }
         }
         let entity = entity.id();
         link.push_control(ServerControl::Welcome {
@@ -134,6 +151,7 @@ impl Zone {
             .collect();
         for session in closed {
             if let Some(slot) = self.players.remove(&session) {
+                self.save_leaving_player(&slot);
                 self.world.despawn(slot.entity);
             }
         }
@@ -165,7 +183,15 @@ impl Zone {
             self.keep_inside(slot);
             return;
         }
+        if !self.reserve_arrival(target) {
+            // The neighbour is not loaded: its load has been asked for; hold the player
+            // at the border until it is (a few ticks with a fast store).
+            self.stats.transfers_deferred += 1;
+            self.keep_inside(slot);
+            return;
+        }
         let Some(transfer) = self.capture_player(slot, pos) else {
+            self.release_arrival(target);
             return;
         };
         let entity_link = Arc::clone(&transfer.link);
@@ -177,12 +203,19 @@ impl Zone {
         {
             Ok(()) => self.stats.transfers_out += 1,
             Err(SendError::Full(msg) | SendError::Stopped(msg) | SendError::UnknownZone(msg)) => {
+                self.release_arrival(target);
                 entity_link.set_zone(self.id);
                 self.stats.transfers_deferred += 1;
                 if let ZoneMessage::TransferIn(t) = msg {
                     self.restore_player(*t);
                 }
             }
+        }
+    }
+
+    fn release_arrival(&self, zone: ZoneId) {
+        if let Some(p) = &self.ctx.persistence {
+            p.directory.arrived(zone);
         }
     }
 

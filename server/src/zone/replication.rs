@@ -64,6 +64,9 @@ impl Zone {
         }
         let own = self.own_states;
         for (neighbour, rect) in &self.neighbours {
+            if !self.accepts_traffic(*neighbour) {
+                continue; // Nobody drains its inbox until it is loaded.
+            }
             let near: Vec<ReplicatedState> = self.states[..own]
                 .iter()
                 .filter(|s| distance_to_rect(s.pos.to_world(), rect) <= margin)

@@ -1,77 +1,149 @@
-//! The worker pool that ticks zones: one OS thread per core (or fewer if there are
-//! fewer zones), each owning a fixed share of the zones and ticking them at the fixed
-//! rate with a [`TickClock`].
+//! The worker pool that ticks zones: one OS thread per core, each owning a share of
+//! the zones and ticking them at the fixed rate with a [`TickClock`].
 //!
-//! Zones are assigned round-robin at start. A zone is only ever touched by its own
-//! worker, so zones need no locks; they talk to each other and to connections only
-//! through bounded, non-blocking queues.
+//! Zones are added while the pool runs (when they finish loading), each to the worker
+//! holding the fewest, and handed back when the pool stops so their final state can be
+//! saved. A zone is only ever touched by its own worker, so zones need no locks; they
+//! talk to each other and to connections only through bounded, non-blocking queues.
 
 use super::Zone;
 use super::clock::TickClock;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Zones waiting to be picked up by one worker. A worker takes them at its next tick;
+/// there are never more than the node's zones in flight, so the bound is never hit in
+/// practice and a full queue is reported as an error rather than blocking.
+const ADD_QUEUE: usize = 1024;
+
+/// One worker thread and the way to give it zones.
+#[derive(Debug)]
+struct Worker {
+    handle: JoinHandle<Vec<Zone>>,
+    thread: std::thread::Thread,
+    add: SyncSender<Box<Zone>>,
+    zones: Arc<AtomicUsize>,
+}
 
 /// Running zone workers.
 #[derive(Debug)]
 pub struct ZonePool {
-    workers: Vec<(JoinHandle<()>, std::thread::Thread)>,
+    workers: Mutex<Vec<Worker>>,
     stop: Arc<AtomicBool>,
+    size: usize,
 }
 
 impl ZonePool {
-    /// Starts `workers` threads (at least 1, at most one per zone) ticking `zones`.
-    pub fn start(zones: Vec<Zone>, workers: usize, tick_hz: u16) -> std::io::Result<Self> {
-        let n = workers.clamp(1, zones.len().max(1));
-        let mut shares: Vec<Vec<Zone>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, zone) in zones.into_iter().enumerate() {
-            shares[i % n].push(zone);
-        }
+    /// Starts `workers` threads (at least 1), initially without zones. Zones that
+    /// leave memory (idle) are sent to `retired`, which must have room for every zone.
+    pub fn start(
+        workers: usize,
+        tick_hz: u16,
+        retired: tokio::sync::mpsc::Sender<Box<Zone>>,
+    ) -> std::io::Result<Self> {
+        let n = workers.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let period = TickClock::period_for_hz(tick_hz);
-        let mut handles = Vec::with_capacity(n);
-        for (i, share) in shares.into_iter().enumerate() {
-            let stop = Arc::clone(&stop);
+        let mut all = Vec::with_capacity(n);
+        for i in 0..n {
+            let (add, incoming) = sync_channel(ADD_QUEUE);
+            let zones = Arc::new(AtomicUsize::new(0));
+            let (stop, count) = (Arc::clone(&stop), Arc::clone(&zones));
+            let retired = retired.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("zone-worker-{i}"))
-                .spawn(move || run_worker(share, period, &stop))?;
+                .spawn(move || {
+                    let lanes = Lanes {
+                        incoming: &incoming,
+                        retired: &retired,
+                        count: &count,
+                    };
+                    run_worker(&lanes, period, &stop)
+                })?;
             let thread = handle.thread().clone();
-            handles.push((handle, thread));
+            all.push(Worker {
+                handle,
+                thread,
+                add,
+                zones,
+            });
         }
         Ok(Self {
-            workers: handles,
+            workers: Mutex::new(all),
             stop,
+            size: n,
         })
     }
 
     /// The number of worker threads.
     pub fn size(&self) -> usize {
-        self.workers.len()
+        self.size
     }
 
-    /// Stops every worker after its current tick and waits for them.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        for (_, thread) in &self.workers {
-            thread.unpark();
+    /// Gives `zone` to the worker with the fewest zones; it ticks from its next round.
+    /// Returns the zone if the pool has stopped.
+    pub fn add(&self, zone: Box<Zone>) -> Result<(), Box<Zone>> {
+        let workers = crate::link::lock(&self.workers);
+        let Some(worker) = workers
+            .iter()
+            .min_by_key(|w| w.zones.load(Ordering::Acquire))
+        else {
+            return Err(zone);
+        };
+        match worker.add.try_send(zone) {
+            Ok(()) => {
+                worker.zones.fetch_add(1, Ordering::AcqRel);
+                worker.thread.unpark();
+                Ok(())
+            }
+            Err(TrySendError::Full(zone) | TrySendError::Disconnected(zone)) => Err(zone),
         }
-        for (handle, _) in self.workers {
-            if handle.join().is_err() {
-                tracing::error!("a zone worker panicked");
+    }
+
+    /// Stops every worker after its current tick, waits for them, and returns their
+    /// zones (for a final save).
+    pub fn stop(&self) -> Vec<Zone> {
+        // Take the workers before raising the flag: an `add` that got in first has its
+        // zone queued before any worker sees the flag and drains its queue one last time.
+        let workers = std::mem::take(&mut *crate::link::lock(&self.workers));
+        self.stop.store(true, Ordering::Release);
+        for w in &workers {
+            w.thread.unpark();
+        }
+        let mut zones = Vec::new();
+        for w in workers {
+            match w.handle.join() {
+                Ok(share) => zones.extend(share),
+                Err(_) => tracing::error!("a zone worker panicked; its zones are lost"),
             }
         }
+        zones
     }
 }
 
-fn run_worker(mut zones: Vec<Zone>, period: Duration, stop: &AtomicBool) {
+/// How zones come to a worker and leave it.
+struct Lanes<'a> {
+    incoming: &'a Receiver<Box<Zone>>,
+    retired: &'a tokio::sync::mpsc::Sender<Box<Zone>>,
+    count: &'a AtomicUsize,
+}
+
+fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zone> {
+    let Lanes {
+        incoming, count, ..
+    } = *lanes;
+    let mut zones: Vec<Zone> = Vec::new();
     let mut clock = TickClock::new(Instant::now(), period);
-    let mut took = Vec::with_capacity(zones.len());
+    let mut took = Vec::new();
     while !stop.load(Ordering::Acquire) {
         sleep_until(clock.next_at(), stop);
         if stop.load(Ordering::Acquire) {
             break;
         }
+        zones.extend(incoming.try_iter().map(|z| *z));
         took.clear();
         for zone in &mut zones {
             let started = Instant::now();
@@ -84,6 +156,30 @@ fn run_worker(mut zones: Vec<Zone>, period: Duration, stop: &AtomicBool) {
         }
         for (zone, took) in zones.iter().zip(&took) {
             zone.publish_status(*took, plan.missed);
+        }
+        retire_idle(&mut zones, lanes);
+    }
+    zones.extend(incoming.try_iter().map(|z| *z));
+    count.store(0, Ordering::Release);
+    zones
+}
+
+/// Hands zones that have been idle long enough (and may leave) to the host, which
+/// saves them and frees their memory.
+fn retire_idle(zones: &mut Vec<Zone>, lanes: &Lanes<'_>) {
+    let mut i = 0;
+    while i < zones.len() {
+        if !(zones[i].wants_to_retire() && zones[i].begin_retirement()) {
+            i += 1;
+            continue;
+        }
+        let zone = Box::new(zones.swap_remove(i));
+        match lanes.retired.try_send(zone) {
+            Ok(()) => {
+                lanes.count.fetch_sub(1, Ordering::AcqRel);
+            }
+            // The host is gone (the node is stopping): keep ticking; stop saves it.
+            Err(e) => zones.push(*e.into_inner()),
         }
     }
 }

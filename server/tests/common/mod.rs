@@ -9,6 +9,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use zonemesh_client::{Client, ClientConfig, DisconnectReason, Event};
 use zonemesh_server::dev::{DevWorld, start_dev_server};
+use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig, Server, ServerStatus};
 use zonemesh_shared::quant::Vec2;
@@ -21,6 +22,7 @@ pub struct TestServer {
     pub server: Server,
     pub addr: SocketAddr,
     pub data: TempDir,
+    world: TestWorld,
 }
 
 /// Knobs the tests turn.
@@ -30,6 +32,9 @@ pub struct TestWorld {
     pub npcs: usize,
     pub aoi_radius: f32,
     pub limits: NetLimits,
+    pub store_latency: Duration,
+    pub keep_warm: KeepWarm,
+    pub idle_after: Duration,
 }
 
 impl Default for TestWorld {
@@ -44,21 +49,38 @@ impl Default for TestWorld {
             npcs: 20,
             aoi_radius: 200.0,
             limits: NetLimits::default(),
+            store_latency: Duration::ZERO,
+            keep_warm: KeepWarm::All,
+            idle_after: Duration::from_secs(60),
         }
     }
 }
 
 impl TestServer {
     pub async fn start(world: TestWorld) -> Self {
-        let data = tempfile::tempdir().expect("tempdir");
+        Self::start_in(world, tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// Shuts down cleanly (saving everything) and starts again on the same data.
+    pub async fn restart(self) -> Self {
+        let (world, data) = (self.world, self.data);
+        self.server.shutdown().await;
+        Self::start_in(world, data).await
+    }
+
+    async fn start_in(world: TestWorld, data: TempDir) -> Self {
         let dev_world = DevWorld {
             node: NodeConfig {
                 layout: world.layout,
                 zone: ZoneConfig::default(),
                 workers: Some(2),
+                idle_deactivate_after: world.idle_after,
             },
             npcs: world.npcs,
-            limits: world.limits,
+            limits: world.limits.clone(),
+            store_latency: world.store_latency,
+            keep_warm: world.keep_warm.clone(),
+            ..DevWorld::default()
         }
         .with_aoi_radius(world.aoi_radius);
         let listen = "127.0.0.1:0".parse().expect("addr");
@@ -70,6 +92,7 @@ impl TestServer {
             server: dev.server,
             addr,
             data,
+            world,
         }
     }
 

@@ -1,0 +1,274 @@
+//! The async driver of zone lifecycles: loads zones from the store when the directory
+//! asks (bounded concurrency), builds them and hands them to the worker pool; preloads
+//! the zones to keep warm; and on shutdown saves every zone before it goes.
+
+use super::directory::ZoneDirectory;
+use super::lifecycle::Lifecycle;
+use super::players::PlayerLoader;
+use super::state::{self, ZoneState};
+use super::writer::CheckpointWriter;
+use crate::game::Game;
+use crate::zone::worker::ZonePool;
+use crate::zone::{Zone, ZoneContext, ZoneMessage, ZoneStatus, ZoneStatusCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_store::Store;
+
+/// Zones loaded at the same time, at most (start-up preloading included).
+pub const LOAD_CONCURRENCY: usize = 8;
+/// How long shutdown waits for the final checkpoints.
+const FINAL_SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which zones a node activates at start-up rather than on first use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeepWarm {
+    /// Every zone of the world (the default for a single node).
+    #[default]
+    All,
+    /// None: every zone loads on first use.
+    None,
+    /// These zones.
+    Zones(Vec<ZoneId>),
+}
+
+impl KeepWarm {
+    /// True if `zone` is kept warm.
+    pub fn includes(&self, zone: ZoneId) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Zones(list) => list.contains(&zone),
+        }
+    }
+}
+
+/// What a zone starts from.
+#[derive(Debug)]
+pub struct ZoneActivation {
+    /// The epoch this activation holds.
+    pub epoch: u64,
+    /// Its saved state; `None` for a zone that was never saved.
+    pub saved: Option<ZoneState>,
+}
+
+/// Zone lifecycles of one node.
+#[derive(Debug)]
+pub struct ZoneHost {
+    directory: Arc<ZoneDirectory>,
+    store: Arc<dyn Store>,
+    writer: Arc<CheckpointWriter>,
+    players: Arc<PlayerLoader>,
+    game: Game,
+    ctx: Arc<ZoneContext>,
+    node_name: String,
+    inboxes: Mutex<HashMap<ZoneId, Receiver<ZoneMessage>>>,
+    statuses: Mutex<BTreeMap<ZoneId, Arc<ZoneStatusCell>>>,
+    pool: ZonePool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ZoneHost {
+    /// Starts the loader and writer tasks (inside a tokio runtime).
+    #[allow(clippy::too_many_arguments)] // One constructor wiring the node's parts.
+    pub fn start(
+        ctx: Arc<ZoneContext>,
+        directory: Arc<ZoneDirectory>,
+        loads: mpsc::Receiver<ZoneId>,
+        retired: mpsc::Receiver<Box<Zone>>,
+        store: Arc<dyn Store>,
+        writer: Arc<CheckpointWriter>,
+        game: Game,
+        inboxes: HashMap<ZoneId, Receiver<ZoneMessage>>,
+        pool: ZonePool,
+    ) -> Arc<Self> {
+        let host = Arc::new(Self {
+            players: Arc::new(PlayerLoader::new(Arc::clone(&store), Arc::clone(&writer))),
+            directory,
+            store,
+            writer: Arc::clone(&writer),
+            game,
+            ctx,
+            node_name: format!("node-{}", std::process::id()),
+            inboxes: Mutex::new(inboxes),
+            statuses: Mutex::default(),
+            pool,
+            tasks: Mutex::default(),
+        });
+        let loader = tokio::spawn(Arc::clone(&host).run_loads(loads));
+        let retiring = tokio::spawn(Arc::clone(&host).run_retirements(retired));
+        let writing = tokio::spawn(writer.run());
+        crate::link::lock(&host.tasks).extend([loader, retiring, writing]);
+        host
+    }
+
+    /// The zone directory.
+    pub fn directory(&self) -> &Arc<ZoneDirectory> {
+        &self.directory
+    }
+
+    /// Player record loads.
+    pub fn players(&self) -> &Arc<PlayerLoader> {
+        &self.players
+    }
+
+    /// The checkpoint writer.
+    pub fn writer(&self) -> &Arc<CheckpointWriter> {
+        &self.writer
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Requests the zones to keep warm; they load in the background.
+    pub fn preload(&self, keep: &KeepWarm) {
+        let zones: Vec<ZoneId> = match keep {
+            KeepWarm::All => self.ctx.layout.zones().collect(),
+            KeepWarm::None => Vec::new(),
+            KeepWarm::Zones(list) => list.clone(),
+        };
+        for zone in zones {
+            if self.directory.request(zone).is_none() {
+                tracing::warn!(?zone, "zone to keep warm is not in this world");
+            }
+        }
+    }
+
+    /// Status of every active zone.
+    pub fn status(&self) -> Vec<ZoneStatus> {
+        crate::link::lock(&self.statuses)
+            .values()
+            .map(|s| s.snapshot())
+            .collect()
+    }
+
+    async fn run_loads(self: Arc<Self>, mut loads: mpsc::Receiver<ZoneId>) {
+        let permits = Arc::new(Semaphore::new(LOAD_CONCURRENCY));
+        while let Some(zone) = loads.recv().await {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let host = Arc::clone(&self);
+            tokio::spawn(async move {
+                host.load(zone).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn run_retirements(self: Arc<Self>, mut retired: mpsc::Receiver<Box<Zone>>) {
+        while let Some(zone) = retired.recv().await {
+            let host = Arc::clone(&self);
+            tokio::spawn(async move { host.retire(zone).await });
+        }
+    }
+
+    /// Saves an idle zone's final checkpoint, then lets it go (its inbox is kept for
+    /// the next activation, which reads what was just saved).
+    async fn retire(&self, mut zone: Box<Zone>) {
+        let id = zone.id();
+        if let Some(job) = zone.checkpoint_job(true) {
+            let wait = self.writer.submit_and_wait(job);
+            match tokio::time::timeout(FINAL_SAVE_TIMEOUT, wait).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(zone = ?id, error = %e, "final save failed"),
+                Ok(Err(_)) | Err(_) => tracing::error!(zone = ?id, "final save not confirmed"),
+            }
+        }
+        crate::link::lock(&self.statuses).remove(&id);
+        crate::link::lock(&self.inboxes).insert(id, (*zone).into_inbox());
+        self.directory.update(|l| l.deactivated(id));
+        tracing::debug!(zone = ?id, "idle zone left memory");
+    }
+
+    /// Activates `zone` in the store (taking the next epoch), builds it and starts it.
+    async fn load(&self, zone: ZoneId) {
+        let Some(inbox) = crate::link::lock(&self.inboxes).remove(&zone) else {
+            tracing::error!(?zone, "no inbox for a zone being loaded");
+            self.directory.update(|l| l.load_failed(zone));
+            return;
+        };
+        let activation = match self.activate(zone).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(?zone, error = %e, "zone load failed; the next request retries");
+                crate::link::lock(&self.inboxes).insert(zone, inbox);
+                self.directory.update(|l| l.load_failed(zone));
+                return;
+            }
+        };
+        let epoch = activation.epoch;
+        let built = Box::new(Zone::new(
+            zone,
+            &self.game,
+            Arc::clone(&self.ctx),
+            inbox,
+            activation,
+        ));
+        let status = built.status();
+        if let Err(rejected) = self.pool.add(built) {
+            tracing::warn!(?zone, "zone loaded while the node stops; not started");
+            crate::link::lock(&self.inboxes).insert(zone, (*rejected).into_inbox());
+            self.directory.update(|l| l.load_failed(zone));
+            return;
+        }
+        crate::link::lock(&self.statuses).insert(zone, status);
+        self.directory.update(|l| l.loaded(zone, epoch));
+        tracing::debug!(?zone, epoch, "zone active");
+    }
+
+    async fn activate(&self, zone: ZoneId) -> anyhow::Result<ZoneActivation> {
+        let a = self.store.activate_zone(zone.0, &self.node_name).await?;
+        let saved = match a.record {
+            Some(record) => Some(state::decode::<ZoneState>(&record.state)?),
+            None => None,
+        };
+        Ok(ZoneActivation {
+            epoch: a.epoch,
+            saved,
+        })
+    }
+
+    /// Stops the zones and saves each one's final checkpoint (waiting for the store).
+    pub async fn stop(&self) {
+        let zones = self.pool.stop();
+        let mut waits = Vec::with_capacity(zones.len());
+        for mut zone in zones {
+            if let Some(job) = zone.checkpoint_job(true) {
+                waits.push((zone.id(), self.writer.submit_and_wait(job)));
+            }
+        }
+        self.writer.flush().await;
+        for (zone, wait) in waits {
+            match tokio::time::timeout(FINAL_SAVE_TIMEOUT, wait).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(?zone, error = %e, "final checkpoint failed"),
+                Ok(Err(_)) | Err(_) => tracing::error!(?zone, "final checkpoint not confirmed"),
+            }
+        }
+        // Wait for the aborted tasks to be gone: they hold the store, which must be
+        // closed (its file released) when the node has stopped.
+        let tasks: Vec<_> = crate::link::lock(&self.tasks).drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Builds the lifecycle of every zone of `ctx`'s world and the load queue.
+pub fn directory_for(
+    zones: Vec<ZoneId>,
+    retry_after: Duration,
+) -> (Arc<ZoneDirectory>, mpsc::Receiver<ZoneId>) {
+    // Every zone may be queued for loading at once, never more (see `ZoneDirectory`).
+    let (tx, rx) = mpsc::channel(zones.len().max(1));
+    let lifecycle = Lifecycle::new(zones, retry_after);
+    (Arc::new(ZoneDirectory::new(lifecycle, tx)), rx)
+}

@@ -1,0 +1,66 @@
+//! Applying committed durable actions: the game's handler runs once per committed
+//! action on the acting player's entity. A player who changed zone while the action
+//! was being committed is followed (a bounded number of hops).
+
+use super::Zone;
+use super::messages::{CommittedAction, ZoneMessage};
+use crate::game::DurableActionEvent;
+use crate::link::ClientLink;
+use std::sync::Arc;
+
+/// Forwards after which a committed action whose player cannot be found is dropped
+/// (logged); the action itself stays in the store.
+const MAX_HOPS: u8 = 2;
+
+impl Zone {
+    pub(super) fn apply_durable_action(
+        &mut self,
+        link: Arc<ClientLink>,
+        action: CommittedAction,
+        hops: u8,
+    ) {
+        let Some(slot) = self.players.get(&link.session()) else {
+            self.forward_durable_action(link, action, hops);
+            return;
+        };
+        let Some(handler) = self.durable_actions.get(&action.kind).cloned() else {
+            tracing::error!(
+                kind = action.kind,
+                "committed durable action has no handler"
+            );
+            return;
+        };
+        let event = DurableActionEvent {
+            id: action.id,
+            player: slot.entity,
+            kind: action.kind,
+            payload: action.payload,
+        };
+        handler(&mut self.world, &event);
+    }
+
+    fn forward_durable_action(&self, link: Arc<ClientLink>, action: CommittedAction, hops: u8) {
+        let now_in = link.zone();
+        if now_in == self.id || hops >= MAX_HOPS || link.is_closed() {
+            tracing::warn!(
+                player = link.name(),
+                id = action.id,
+                "committed durable action not applied: the player left"
+            );
+            return;
+        }
+        let msg = ZoneMessage::DurableAction {
+            link,
+            action,
+            hops: hops + 1,
+        };
+        if self.ctx.router.send(now_in, msg).is_err() {
+            tracing::warn!(zone = ?now_in, "could not forward a committed durable action");
+        }
+    }
+
+    /// Durable action kinds this game handles.
+    pub fn durable_action_kinds(&self) -> impl Iterator<Item = u16> + '_ {
+        self.durable_actions.keys().copied()
+    }
+}
