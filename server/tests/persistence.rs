@@ -231,3 +231,56 @@ async fn an_idle_zone_is_saved_leaves_memory_and_comes_back_on_demand() {
         .map(|z| z.entities);
     assert_eq!(entities_after, entities_before, "NPCs saved and restored");
 }
+
+#[tokio::test]
+async fn zones_kept_warm_take_players_while_others_are_still_loading() {
+    // Every store call takes 2.5 s: the early player waits one call (its record), the
+    // late one at least two (its record, then its zone), a margin wide enough for a
+    // loaded machine.
+    let world = TestWorld {
+        store_latency: Duration::from_millis(2500),
+        ..TestWorld::default()
+    };
+    // Two players whose spawn points fall in different zones.
+    let bounds = world.layout.world_bounds().max;
+    let game = zonemesh_server::demo::demo_game(zonemesh_server::demo::DemoConfig {
+        npcs: world.npcs,
+        zones: world.layout.n_zones(),
+        world_size: zonemesh_client::Vec2::new(bounds.x, bounds.y),
+    });
+    let zone_of = |name: &str| world.layout.zone_at((game.rules().spawn_point)(name));
+    let early = "early";
+    let late = (0..100)
+        .map(|i| format!("late-{i}"))
+        .find(|n| zone_of(n) != zone_of(early))
+        .expect("a name spawning in the other zone");
+    let (warm, cold) = (zone_of(early), zone_of(&late));
+    let server = TestServer::start(TestWorld {
+        keep_warm: KeepWarm::Zones(vec![warm]),
+        ..world.clone()
+    })
+    .await;
+    server
+        .wait_status("the warm zone is loaded", |s| {
+            s.zones.iter().any(|z| z.zone == warm)
+        })
+        .await;
+
+    // The late player's zone starts loading (after its record: two slow reads).
+    let mut late_config = server.client_config(&late);
+    late_config.connect_deadline = Duration::from_secs(30);
+    let late_join = tokio::spawn(Client::connect(late_config));
+    // The early player only waits for its record; its zone is already there.
+    let mut first = server.connect(early).await;
+    wait_own_position(&mut first).await;
+    assert!(
+        server.status().zones.iter().all(|z| z.zone != cold),
+        "the early player got in while the other zone was still loading"
+    );
+    let mut second = within("the late player joins", late_join)
+        .await
+        .expect("task")
+        .expect("joins once its zone is loaded");
+    wait_own_position(&mut second).await;
+    assert_eq!(second.zone(), cold);
+}
