@@ -284,3 +284,51 @@ async fn zones_kept_warm_take_players_while_others_are_still_loading() {
     wait_own_position(&mut second).await;
     assert_eq!(second.zone(), cold);
 }
+
+#[tokio::test]
+async fn the_server_saves_to_postgres_when_given_a_url() {
+    let Ok(url) = std::env::var("ZONEMESH_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped the_server_saves_to_postgres_when_given_a_url: ZONEMESH_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    let server = TestServer::start(TestWorld {
+        store: url,
+        ..TestWorld::default()
+    })
+    .await;
+    assert_eq!(server.server.store().backend(), "postgres");
+    // A fresh name per run: the database outlives the test.
+    let name = format!("pg-{:08x}", rand::random::<u32>());
+    let mut client = server.connect(&name).await;
+    wait_own_position(&mut client).await;
+    let id = client
+        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
+        .await
+        .expect("sent");
+    assert_eq!(
+        action_answer(&mut client, id).await,
+        Event::ActionCommitted { id }
+    );
+    drive(&mut client, None, "coin counted", |c, _| {
+        coins(c) == Some(1)
+    })
+    .await;
+    client.close().await;
+
+    let restarted = server.restart().await;
+    let mut again = restarted.connect(&name).await;
+    wait_own_position(&mut again).await;
+    drive(&mut again, None, "coin restored from PostgreSQL", |c, _| {
+        coins(c) == Some(1)
+    })
+    .await;
+    let stored = restarted
+        .server
+        .store()
+        .actions_for_player(&name)
+        .await
+        .expect("readable");
+    assert_eq!(stored.len(), 1);
+}

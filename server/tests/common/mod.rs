@@ -35,6 +35,8 @@ pub struct TestWorld {
     pub store_latency: Duration,
     pub keep_warm: KeepWarm,
     pub idle_after: Duration,
+    /// Store spec (`zonemesh dev --store`): empty for the embedded store.
+    pub store: String,
 }
 
 impl Default for TestWorld {
@@ -52,6 +54,7 @@ impl Default for TestWorld {
             store_latency: Duration::ZERO,
             keep_warm: KeepWarm::All,
             idle_after: Duration::from_secs(60),
+            store: String::new(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl TestServer {
             limits: world.limits.clone(),
             store_latency: world.store_latency,
             keep_warm: world.keep_warm.clone(),
+            store: world.store.clone(),
             ..DevWorld::default()
         }
         .with_aoi_radius(world.aoi_radius);
