@@ -320,6 +320,65 @@ fn stalest_first_so_nothing_starves_under_a_tiny_budget() {
 }
 
 #[test]
+fn nothing_starves_when_most_candidates_are_deferred_every_tick() {
+    // Hundreds of moving entities, room for a fraction of their updates: the sender
+    // orders only what can go out, and the rest must still age into the budget.
+    let config = ViewConfig {
+        budget_bytes_per_tick: 600,
+        ..ViewConfig::default()
+    };
+    let n = 300;
+    let mut h = Harness::new(config, line_of(n, 0.2), 13);
+    h.settle(200);
+    let mut last_update = vec![0u64; n];
+    for t in 1..=150u64 {
+        // Out and back (3 units), so every entity stays inside the area of interest.
+        let dx = if t % 100 < 50 { 1 } else { -1 };
+        for i in 0..n {
+            nudge(&mut h.states, i, dx, 0);
+        }
+        let r = h.step();
+        assert!(
+            r.stats.deferred > n / 4,
+            "the budget must bind hard for this test"
+        );
+        for u in updates(&r) {
+            last_update[u.id().0 as usize - 1] = t;
+        }
+        if t > 50 {
+            let (i, seen) = last_update.iter().enumerate().min_by_key(|e| *e.1).unwrap();
+            // About a third of the entities fit a tick; far ones age at half the rate.
+            assert!(
+                t - seen <= 8,
+                "entity {} starved since tick {seen} (now {t})",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn a_record_that_does_not_fit_leaves_room_for_smaller_ones() {
+    // The nearest entity's spawn is too big for what is left of the budget; the
+    // smaller spawns behind it in priority still go out this tick.
+    let big = [7u8; 40];
+    let states = vec![
+        entity(1, 1.0, 0.0, &big),
+        entity(2, 20.0, 0.0, &[1]),
+        entity(3, 30.0, 0.0, &[2]),
+    ];
+    let config = ViewConfig {
+        budget_bytes_per_tick: 50,
+        ..ViewConfig::default()
+    };
+    let mut h = Harness::new(config, states, 14);
+    let r = h.step();
+    let ids: Vec<u64> = updates(&r).map(|u| u.id().0).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(r.stats.deferred, 1);
+}
+
+#[test]
 fn idle_scene_sends_only_heartbeats() {
     let config = ViewConfig {
         heartbeat_ticks: 10,

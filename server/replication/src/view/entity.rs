@@ -11,6 +11,7 @@
 //! Runs of equal values among the sent records are tracked by the sequence number the
 //! run started at, which makes the check O(1).
 
+use super::section::SectionCache;
 use crate::state::ReplicatedState;
 use zonemesh_shared::datagram::POSITION_HISTORY;
 use zonemesh_shared::quant::QPos;
@@ -104,6 +105,9 @@ pub(crate) struct Tracked {
     pub(crate) seen: u64,
     /// Index of its state in this tick's frame (valid when `seen` is the current build).
     pub(crate) state_index: u32,
+    /// The component section last written, so the sender can size and send a
+    /// record without reading the components.
+    pub(crate) section: SectionCache,
 }
 
 impl Tracked {
@@ -123,6 +127,7 @@ impl Tracked {
             client_may_hold: false,
             seen,
             state_index,
+            section: SectionCache::default(),
         }
     }
 
@@ -130,9 +135,10 @@ impl Tracked {
     /// when the entity comes back while its despawn is owed, or when the client must
     /// be reset (kind changed, components emptied).
     pub(crate) fn restart(&mut self, kind: u16, next_seq: u64, tick: u64) {
-        let client_may_hold = self.client_may_hold;
+        let (client_may_hold, section) = (self.client_may_hold, self.section);
         *self = Self::new(kind, next_seq, tick, self.state_index, self.seen);
         self.client_may_hold = client_may_hold;
+        self.section = section;
     }
 
     /// Ticks since the client's acknowledged state was current.

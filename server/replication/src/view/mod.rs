@@ -34,18 +34,20 @@
 
 mod entity;
 mod log;
+mod order;
 mod pack;
 mod plan;
 mod record;
+mod section;
 mod select;
 mod send;
+mod size;
 
 use crate::idmap::IdMap;
 use crate::state::ReplicatedState;
 use entity::Tracked;
 use log::SentLog;
 use plan::Candidate;
-use record::RecordEncoder;
 use select::Ranked;
 use zonemesh_shared::codec::Writer;
 use zonemesh_shared::datagram::{Ack, DATAGRAM_MAX};
@@ -120,7 +122,8 @@ pub struct BuildStats {
     /// Updates relative to what the client holds.
     pub delta_records: usize,
     /// Records skipped because they can never be sent: larger than a datagram, or
-    /// breaking the protocol's component limits.
+    /// breaking the protocol's component limits. Records are measured only while they
+    /// might fit the budget, so such a record may count as deferred on some ticks.
     pub oversized: usize,
 }
 
@@ -146,10 +149,14 @@ struct Scratch {
     ranked: Vec<Ranked>,
     admit: Vec<Ranked>,
     candidates: Vec<Candidate>,
-    /// Candidate sort keys, highest priority first (see `plan`).
+    /// Candidate sort keys (see `plan`).
     order: Vec<u64>,
-    encoder: RecordEncoder,
+    /// Sum of the candidates' smallest lengths.
+    len_min_sum: usize,
+    /// The record being placed, without its component section.
     record: Writer,
+    /// A component section written from the components (when not cached).
+    section: Writer,
 }
 
 impl ClientView {

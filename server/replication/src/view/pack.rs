@@ -74,6 +74,11 @@ impl<'o> Packer<'o> {
         }
     }
 
+    /// Bytes the tick's budget still allows.
+    pub(crate) fn budget_left(&self) -> usize {
+        self.budget_left
+    }
+
     /// True when not even the smallest record could be placed any more.
     pub(crate) fn exhausted(&self) -> bool {
         let room_new = self.n_datagrams < DATAGRAMS_PER_TICK_MAX
@@ -82,41 +87,69 @@ impl<'o> Packer<'o> {
         !room_new && !room_current
     }
 
-    /// Places one record. `encode(seq, w)` must write the record as it reads in
-    /// snapshot `seq` into `w` (clearing it first); it may be called twice, since a
-    /// delta's `baseline_back` depends on the datagram the record ends up in.
+    /// The verdict `place` would surely reach for a record of at least `len_min`
+    /// bytes, or `None` when it might be placed. Lets the sender skip encoding records
+    /// that cannot fit; a record ruled out this way while it is in fact larger than a
+    /// datagram counts as over budget (it is then found oversized on a later tick).
+    pub(crate) fn rules_out(&self, len_min: usize) -> Option<Placement> {
+        if self.exhausted() {
+            return Some(Placement::OverBudget);
+        }
+        if self.header_len + len_min > self.mtu {
+            return Some(Placement::Oversized);
+        }
+        if len_min > self.budget_left {
+            return Some(Placement::OverBudget);
+        }
+        if let Some((_, buf)) = &self.current
+            && buf.len() + len_min <= self.mtu
+        {
+            return None;
+        }
+        let can_start = self.n_datagrams < DATAGRAMS_PER_TICK_MAX
+            && self.header_len + len_min <= self.budget_left;
+        (!can_start).then_some(Placement::OverBudget)
+    }
+
+    /// Places one record: what `encode(seq, w)` writes, then `tail`. `encode` must
+    /// write the record's start as it reads in snapshot `seq` into `w` (clearing it
+    /// first); it may be called twice, since a delta's `baseline_back` depends on the
+    /// datagram the record ends up in.
     pub(crate) fn place(
         &mut self,
         log: &mut SentLog,
         rec: &mut Writer,
+        tail: &[u8],
         mut encode: impl FnMut(u64, &mut Writer),
     ) -> Placement {
         if let Some((seq, buf)) = &mut self.current {
             encode(*seq, rec);
+            let len = rec.len() + tail.len();
             // A later sequence number never makes a record shorter, so these verdicts
             // hold for a new datagram too.
-            if self.header_len + rec.len() > self.mtu {
+            if self.header_len + len > self.mtu {
                 return Placement::Oversized;
             }
-            if rec.len() > self.budget_left {
+            if len > self.budget_left {
                 return Placement::OverBudget;
             }
-            if buf.len() + rec.len() <= self.mtu {
+            if buf.len() + len <= self.mtu {
                 buf.extend_from_slice(rec.as_slice());
-                self.budget_left -= rec.len();
+                buf.extend_from_slice(tail);
+                self.budget_left -= len;
                 return Placement::Placed(*seq);
             }
         }
         let seq = self.next_seq;
         encode(seq, rec);
-        let need = self.header_len + rec.len();
+        let need = self.header_len + rec.len() + tail.len();
         if need > self.mtu {
             return Placement::Oversized;
         }
         if need > self.budget_left || !self.start(log) {
             return Placement::OverBudget;
         }
-        self.append_new(rec);
+        self.append_new(rec, tail);
         Placement::Placed(seq)
     }
 
@@ -151,10 +184,11 @@ impl<'o> Packer<'o> {
         true
     }
 
-    fn append_new(&mut self, rec: &Writer) {
+    fn append_new(&mut self, rec: &Writer, tail: &[u8]) {
         if let Some((_, buf)) = &mut self.current {
             buf.extend_from_slice(rec.as_slice());
-            self.budget_left -= rec.len();
+            buf.extend_from_slice(tail);
+            self.budget_left -= rec.len() + tail.len();
         }
     }
 

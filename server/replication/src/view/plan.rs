@@ -1,7 +1,7 @@
 //! Lists this tick's candidate records and orders them by priority.
 
 use super::entity::{Life, Plan};
-use super::{ClientView, SnapshotFrame, distance_squared};
+use super::{ClientView, SnapshotFrame, distance_squared, size};
 use zonemesh_shared::ids::NetId;
 
 /// Nearness weight range: staleness counts between 1x (edge of the area of interest)
@@ -25,12 +25,16 @@ pub(crate) struct Candidate {
     pub(crate) state_index: u32,
     /// What to send; `None` for a despawn.
     pub(crate) plan: Option<Plan>,
+    /// The record's length can be no less (see `size`): the sender skips candidates
+    /// that cannot fit without encoding them.
+    pub(crate) len_min: usize,
 }
 
 impl ClientView {
-    /// Fills `scratch.candidates` and `scratch.order`, the candidates' indices highest
-    /// priority first. Sorting packed `u64` keys (priority above index) rather than the
-    /// candidates themselves keeps the sort cheap.
+    /// Fills `scratch.candidates` and `scratch.order`, the candidates' sort keys
+    /// (unordered; the sender orders what it can send, see `order`). Ordering packed
+    /// `u64` keys (priority above index) rather than the candidates themselves keeps
+    /// it cheap.
     pub(super) fn plan(&mut self, frame: &SnapshotFrame<'_>) {
         let (tick, next_seq) = (frame.tick, self.next_seq);
         let resend = self.config.resend_after_ticks;
@@ -38,15 +42,17 @@ impl ClientView {
         let (candidates, order) = (&mut self.scratch.candidates, &mut self.scratch.order);
         candidates.clear();
         order.clear();
+        let mut len_min_sum = 0;
         for (&id, t) in &mut self.entities {
             if let Life::Leaving { .. } = t.life {
                 if t.despawn_due(tick, resend) {
-                    order.push(sort_key(DESPAWN_PRIORITY, candidates.len()));
-                    candidates.push(Candidate {
+                    let c = Candidate {
                         id,
                         state_index: 0,
                         plan: None,
-                    });
+                        len_min: size::despawn_len(id),
+                    };
+                    len_min_sum += push(candidates, order, DESPAWN_PRIORITY, c);
                 }
                 continue;
             }
@@ -58,15 +64,29 @@ impl ClientView {
             };
             let nearness = nearness(distance_squared(frame.viewer, s.pos), aoi);
             let priority = priority(t.staleness(tick), nearness);
-            order.push(sort_key(priority, candidates.len()));
-            candidates.push(Candidate {
+            let known_len = t.section.len(s.components_hash);
+            let c = Candidate {
                 id,
                 state_index: t.state_index,
                 plan: Some(plan),
-            });
+                len_min: size::update_len_min(s, plan, next_seq, known_len),
+            };
+            len_min_sum += push(candidates, order, priority, c);
         }
-        order.sort_unstable_by(|a, b| b.cmp(a));
+        self.scratch.len_min_sum = len_min_sum;
     }
+}
+
+/// Appends candidate `c` with its sort key; returns its smallest length.
+fn push(
+    candidates: &mut Vec<Candidate>,
+    order: &mut Vec<u64>,
+    priority: u32,
+    c: Candidate,
+) -> usize {
+    order.push(sort_key(priority, candidates.len()));
+    candidates.push(c);
+    c.len_min
 }
 
 /// Sort key of candidate `index`: priority in the high half, so a descending sort

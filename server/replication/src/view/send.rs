@@ -4,10 +4,14 @@
 
 use super::entity::{Plan, Tracked};
 use super::log::{LoggedRecord, SentLog};
+use super::order::Rounds;
 use super::pack::{Packer, Placement};
 use super::plan::{Candidate, candidate_index};
-use super::record::{RecordEncoder, components_sendable};
+use super::record::{
+    components_sendable, sends_components, write_components, write_despawn, write_update_head,
+};
 use super::{BuildStats, ClientView, Scratch, SnapshotFrame};
+use crate::idmap::IdMap;
 use zonemesh_shared::codec::Writer;
 
 impl ClientView {
@@ -34,25 +38,24 @@ impl ClientView {
         let Scratch {
             candidates,
             order,
-            encoder,
+            len_min_sum,
             record,
+            section,
             ..
         } = scratch;
         let mut sender = Sender {
             packer: &mut packer,
             log,
-            encoder,
             record,
+            section,
             frame,
         };
-        for &key in order.iter() {
-            let c = &candidates[candidate_index(key)];
-            if sender.packer.exhausted() {
-                stats.deferred += 1;
-                continue;
-            }
-            if let Some(t) = entities.get_mut(&c.id) {
-                sender.send(c, t, stats);
+        let mut rounds = Rounds::new(order, *len_min_sum);
+        while let Some(round) = rounds.next(candidates, sender.packer, |c, verdict| {
+            tally(verdict, c, stats);
+        }) {
+            for &key in round.iter() {
+                sender.offer(&candidates[candidate_index(key)], entities, stats);
             }
         }
         if stats.records == 0 && heartbeat_due {
@@ -68,36 +71,36 @@ impl ClientView {
 struct Sender<'a, 'o> {
     packer: &'a mut Packer<'o>,
     log: &'a mut SentLog,
-    encoder: &'a mut RecordEncoder,
     record: &'a mut Writer,
+    section: &'a mut Writer,
     frame: &'a SnapshotFrame<'a>,
 }
 
 impl Sender<'_, '_> {
+    /// Sends candidate `c` unless it can no longer fit, counting the outcome.
+    fn offer(&mut self, c: &Candidate, entities: &mut IdMap<Tracked>, stats: &mut BuildStats) {
+        if let Some(verdict) = self.packer.rules_out(c.len_min) {
+            tally(verdict, c, stats);
+            return;
+        }
+        if let Some(t) = entities.get_mut(&c.id) {
+            self.send(c, t, stats);
+        }
+    }
+
     /// Tries to send candidate `c` for tracked entity `t`, counting the outcome.
     fn send(&mut self, c: &Candidate, t: &mut Tracked, stats: &mut BuildStats) {
         let placement = match c.plan {
             None => self.despawn(c, t),
             Some(plan) => self.update(c, plan, t),
         };
-        match placement {
-            Placement::Placed(_) => {
-                stats.records += 1;
-                match c.plan {
-                    None => {}
-                    Some(Plan::Full) => stats.full_records += 1,
-                    Some(Plan::Update { .. }) => stats.delta_records += 1,
-                }
-            }
-            Placement::Oversized => stats.oversized += 1,
-            Placement::OverBudget => stats.deferred += 1,
-        }
+        tally(placement, c, stats);
     }
 
     fn despawn(&mut self, c: &Candidate, t: &mut Tracked) -> Placement {
-        let encoder = &mut *self.encoder;
-        let placement = self.packer.place(self.log, self.record, |_, w| {
-            encoder.despawn(c.id, w);
+        let placement = self.packer.place(self.log, self.record, &[], |_, w| {
+            write_despawn(c.id, w);
+            debug_assert_eq!(w.len(), c.len_min, "despawn length");
         });
         if let Placement::Placed(seq) = placement {
             t.on_despawn_sent(self.frame.tick);
@@ -110,20 +113,24 @@ impl Sender<'_, '_> {
         let Some(s) = self.frame.states.get(c.state_index as usize) else {
             return Placement::Oversized;
         };
-        let with_components = matches!(
-            plan,
-            Plan::Full
-                | Plan::Update {
-                    components: true,
-                    ..
-                }
-        );
-        if with_components && !components_sendable(&s.components) {
-            return Placement::Oversized;
-        }
-        let encoder = &mut *self.encoder;
-        let placement = self.packer.place(self.log, self.record, |seq, w| {
-            encoder.update(s, plan, seq, w);
+        let tail = if !sends_components(plan) {
+            &[][..]
+        } else if let Some(kept) = t.section.bytes(s.components_hash) {
+            kept
+        } else {
+            if !components_sendable(&s.components) {
+                return Placement::Oversized;
+            }
+            self.section.truncate(0);
+            write_components(&s.components, self.section);
+            t.section.store(s.components_hash, self.section.as_slice());
+            self.section.as_slice()
+        };
+        let with_section = !tail.is_empty();
+        let placement = self.packer.place(self.log, self.record, tail, |seq, w| {
+            write_update_head(s, plan, seq, with_section, w);
+            // Skipping records by `len_min` is exact only if it never overestimates.
+            debug_assert!(w.len() + tail.len() >= c.len_min, "len_min too large");
         });
         if let Placement::Placed(seq) = placement {
             let spawn = matches!(plan, Plan::Full);
@@ -132,5 +139,21 @@ impl Sender<'_, '_> {
             self.log.push(seq, logged);
         }
         placement
+    }
+}
+
+/// Counts where candidate `c` went.
+fn tally(placement: Placement, c: &Candidate, stats: &mut BuildStats) {
+    match placement {
+        Placement::Placed(_) => {
+            stats.records += 1;
+            match c.plan {
+                None => {}
+                Some(Plan::Full) => stats.full_records += 1,
+                Some(Plan::Update { .. }) => stats.delta_records += 1,
+            }
+        }
+        Placement::Oversized => stats.oversized += 1,
+        Placement::OverBudget => stats.deferred += 1,
     }
 }
