@@ -1,2 +1,3 @@
-//! Support crate for ZoneMesh's criterion benchmarks (in `benches/benches/`); the
-//! scenario runner of the benchmark suite lives here as it grows.
+//! Support crate for ZoneMesh's benchmarks: the criterion micro-benchmarks live in
+//! `benches/benches/`, the scenario runner (server and swarm as pinned child processes,
+//! with a raw quinn baseline) in `src/bin/scenarios/`.

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zonemesh_server::dev::{self, DevServer, DevWorld};
+use zonemesh_server::net::limits::RateLimit;
 use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
@@ -64,6 +65,10 @@ struct DevArgs {
     /// Authenticated sessions at once; more are told busy.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Reliable game events each client may send per second (bursts up to twice
+    /// that); a client going over ends its session. Raise it for load tests.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    event_rate: u32,
     /// Zone worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -175,6 +180,7 @@ fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
         npcs: args.npcs,
         limits: NetLimits {
             max_connections: args.max_connections,
+            event_rate: event_rate(args.event_rate),
             ..NetLimits::default()
         },
         store: args.store.clone(),
@@ -184,6 +190,17 @@ fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
     .with_aoi_radius(args.aoi_radius);
     world.node.zone.view.budget_bytes_per_tick = args.budget_bytes;
     Ok(world)
+}
+
+/// The game-event limit for `--event-rate N`: N per second, bursts of 2N (30 gives the
+/// default limit).
+fn event_rate(per_second: u32) -> RateLimit {
+    let burst = 2.0 * f64::from(per_second);
+    RateLimit {
+        per_second: f64::from(per_second),
+        burst,
+        flood_after: per_second.saturating_mul(2),
+    }
 }
 
 fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
@@ -268,4 +285,20 @@ fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
     };
     println!("{}", token::sign(&secret, &claims)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_event_rate_flag_keeps_the_default_limit() {
+        assert_eq!(event_rate(30), NetLimits::default().event_rate);
+        let cli = Cli::try_parse_from(["zonemesh", "dev", "--event-rate", "5000"]).expect("parse");
+        let Command::Dev(args) = cli.command else {
+            panic!("not dev");
+        };
+        assert_eq!(event_rate(args.event_rate).per_second, 5000.0);
+        assert!(Cli::try_parse_from(["zonemesh", "dev", "--event-rate", "0"]).is_err());
+    }
 }

@@ -9,7 +9,7 @@ mod transport;
 mod actions;
 pub mod limits;
 
-pub use transport::NetLimits;
+pub use transport::{NetLimits, server_config as quic_server_config};
 
 use crate::dev::TlsIdentity;
 use crate::game::Game;

@@ -93,11 +93,9 @@ impl NetLimits {
     }
 }
 
-/// Builds quinn's server configuration from the identity and limits.
-pub(crate) fn server_config(
-    tls: TlsIdentity,
-    limits: &NetLimits,
-) -> anyhow::Result<quinn::ServerConfig> {
+/// Builds quinn's server configuration from the identity and limits: what the server
+/// listens with, public so baselines and tools can serve the same transport.
+pub fn server_config(tls: TlsIdentity, limits: &NetLimits) -> anyhow::Result<quinn::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -1,0 +1,307 @@
+//! Child processes of a scenario: locating the prebuilt binaries, pinning with
+//! `taskset`, a guard that kills and reaps on drop, and the line parsers for what the
+//! children print (`listening on ADDR`, missed-tick warnings).
+
+use anyhow::{Context, bail};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// Log lines of a child kept for error messages.
+const LOG_TAIL_LINES: usize = 20;
+/// Longest line read from a child; longer ones are cut (bounded memory).
+const LINE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Where the prebuilt binaries are and which cores to pin to.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    /// Directory holding `zonemesh` and `zonemesh-swarm` (and this binary).
+    pub(crate) bin_dir: PathBuf,
+    /// Core of the server under test (and the echo server); `None`: not pinned.
+    pub(crate) server_core: Option<usize>,
+    /// Core of the load generators (swarm, echo client); `None`: not pinned.
+    pub(crate) load_core: Option<usize>,
+}
+
+impl Placement {
+    /// The path of a prebuilt binary, or an error telling how to build it.
+    pub(crate) fn binary(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.bin_dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} is missing: the runner builds nothing itself; run \
+                 `cargo build --release --bins` first (or pass --bin-dir)",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+
+    /// A command running `program`, pinned to `core` with taskset when given.
+    pub(crate) fn command(program: &Path, core: Option<usize>) -> Command {
+        match core {
+            Some(core) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(core.to_string()).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+/// Cores to pin to: server on 0 and load on 1 when this process may use both and
+/// `taskset` runs; otherwise nothing is pinned (and the report says so).
+pub(crate) fn choose_cores(no_pin: bool) -> (Option<usize>, Option<usize>) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let taskset_works = Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if no_pin || cores < 2 || !taskset_works {
+        (None, None)
+    } else {
+        (Some(0), Some(1))
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+#[derive(Debug)]
+pub(crate) struct ChildGuard {
+    child: Child,
+    name: &'static str,
+}
+
+impl ChildGuard {
+    /// Starts `command` (stdio already configured) as `name`.
+    pub(crate) fn spawn(mut command: Command, name: &'static str) -> anyhow::Result<Self> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start the {name}: {command:?}"))?;
+        Ok(Self { child, name })
+    }
+
+    /// Its process id (the pinned program itself: taskset execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's stdout and stderr pipes (each only once).
+    pub(crate) fn take_pipes(
+        &mut self,
+    ) -> (
+        Option<std::process::ChildStdout>,
+        Option<std::process::ChildStderr>,
+    ) {
+        (self.child.stdout.take(), self.child.stderr.take())
+    }
+
+    /// Reaps the child if it exited; `Some(success)` then.
+    pub(crate) fn try_reap(&mut self) -> anyhow::Result<Option<bool>> {
+        let status = self
+            .child
+            .try_wait()
+            .with_context(|| format!("cannot wait for the {}", self.name))?;
+        Ok(status.map(|s| s.success()))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // Errors mean it is already gone; nothing else to do.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a server's stderr reported, collected by a reader thread.
+#[derive(Debug, Default)]
+pub(crate) struct LogWatch {
+    /// Sum of `missed=N` over "zone ticks overran their deadline" warnings.
+    pub(crate) missed_ticks: AtomicU64,
+    /// Number of such warnings.
+    pub(crate) overrun_warnings: AtomicU64,
+    /// The last lines, for error messages.
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl LogWatch {
+    /// The last lines seen, joined.
+    pub(crate) fn tail(&self) -> String {
+        let tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn observe(&self, line: &str) {
+        if let Some(missed) = parse_missed(line) {
+            self.missed_ticks.fetch_add(missed, Ordering::Relaxed);
+            self.overrun_warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tail.len() == LOG_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(strip_ansi(line));
+    }
+
+    /// Missed ticks counted so far.
+    pub(crate) fn missed(&self) -> u64 {
+        self.missed_ticks.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads `stderr` line by line into a [`LogWatch`] on a thread (ends at EOF).
+pub(crate) fn watch_log(stderr: impl Read + Send + 'static) -> Arc<LogWatch> {
+    let watch = Arc::new(LogWatch::default());
+    let sink = Arc::clone(&watch);
+    std::thread::spawn(move || for_each_line(stderr, |line| sink.observe(line)));
+    watch
+}
+
+/// Reads `stdout` on a thread and sends the first `listening on ADDR` address.
+pub(crate) fn watch_listening(stdout: impl Read + Send + 'static) -> mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        // Keep draining after the address so the child never blocks on a full pipe.
+        for_each_line(stdout, |line| {
+            if !sent && let Some(addr) = parse_listening(line) {
+                sent = tx.send(addr).is_ok();
+            }
+        });
+    });
+    rx
+}
+
+/// Waits for the address a child announced, at most `timeout`.
+pub(crate) fn await_listening(
+    rx: &mpsc::Receiver<SocketAddr>,
+    timeout: Duration,
+    what: &str,
+    log: Option<&LogWatch>,
+) -> anyhow::Result<SocketAddr> {
+    rx.recv_timeout(timeout).map_err(|_| {
+        let tail = log.map(LogWatch::tail).unwrap_or_default();
+        anyhow::anyhow!(
+            "the {what} printed no `listening on ADDR` line within {timeout:?}; its last log lines:\n{tail}"
+        )
+    })
+}
+
+/// Calls `f` on every line of `input` (lossy UTF-8, each at most [`LINE_BYTES_MAX`]).
+fn for_each_line(input: impl Read, mut f: impl FnMut(&str)) {
+    let mut reader = BufReader::new(input);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(LINE_BYTES_MAX)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => f(String::from_utf8_lossy(&buf).trim_end()),
+        }
+    }
+}
+
+/// The address in a line like `ZoneMesh dev server listening on 127.0.0.1:4433 (QUIC)`.
+pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The `missed=N` of a "zone ticks overran their deadline" warning (ANSI colours or not).
+pub(crate) fn parse_missed(line: &str) -> Option<u64> {
+    let line = strip_ansi(line);
+    if !line.contains("zone ticks overran their deadline") {
+        return None;
+    }
+    let (_, rest) = line.split_once("missed=")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line_of_the_server_and_the_echo_server() {
+        let line = "ZoneMesh dev server listening on 127.0.0.1:40123 (QUIC, ALPN zonemesh/1)";
+        assert_eq!(
+            parse_listening(line),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening("echo listening on [::1]:9"),
+            Some("[::1]:9".parse().unwrap())
+        );
+        assert_eq!(parse_listening("  world: 4x4 zones"), None);
+        assert_eq!(parse_listening("listening on nowhere"), None);
+    }
+
+    #[test]
+    fn missed_ticks_plain_and_coloured() {
+        let plain = "2026-01-01T00:00:00Z  WARN zonemesh_server::zone::worker: zone ticks overran their deadline missed=3";
+        assert_eq!(parse_missed(plain), Some(3));
+        let coloured = "\u{1b}[33m WARN\u{1b}[0m zone ticks overran their deadline \u{1b}[3mmissed\u{1b}[0m\u{1b}[2m=\u{1b}[0m12";
+        assert_eq!(parse_missed(coloured), Some(12));
+        assert_eq!(parse_missed("WARN something else missed=4"), None);
+        assert_eq!(parse_missed("zone ticks overran their deadline"), None);
+    }
+
+    #[test]
+    fn log_watch_sums_and_keeps_a_bounded_tail() {
+        let w = LogWatch::default();
+        for i in 0..50 {
+            w.observe(&format!("line {i}"));
+        }
+        w.observe("zone ticks overran their deadline missed=2");
+        w.observe("zone ticks overran their deadline missed=5");
+        assert_eq!(w.missed(), 7);
+        assert_eq!(w.overrun_warnings.load(Ordering::Relaxed), 2);
+        assert_eq!(w.tail().lines().count(), LOG_TAIL_LINES);
+    }
+
+    #[test]
+    fn missing_binary_names_the_build_command() {
+        let p = Placement {
+            bin_dir: PathBuf::from("/nonexistent-dir"),
+            server_core: None,
+            load_core: None,
+        };
+        let e = p.binary("zonemesh").unwrap_err().to_string();
+        assert!(e.contains("cargo build --release --bins"), "{e}");
+    }
+}

@@ -1,0 +1,338 @@
+//! The load generator: real SDK clients sending `EVENT_ADD_COIN` and waiting for the
+//! answer, either closed loop (each client keeps `window` requests outstanding and sends
+//! the next when an answer arrives) or open loop (a fixed total rate; latency measured
+//! from each request's *intended* send time, so a stalled server cannot hide its
+//! queueing: no coordinated omission).
+//!
+//! Every answer carries the player's new coin count; each client checks that the counts
+//! it receives are consecutive, so a lost update on either server shows up as an error.
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout_at};
+use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_server::demo::EVENT_ADD_COIN;
+
+/// Clients sharing one UDP socket.
+const CLIENTS_PER_ENDPOINT: usize = 32;
+/// Time allowed after the measurement for outstanding answers to arrive.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Most requests one open-loop client keeps outstanding (beyond it, sends wait, and
+/// their latency still counts from the intended time).
+const OPEN_LOOP_MAX_IN_FLIGHT: usize = 256;
+
+/// What to run against a server.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadSpec {
+    /// Concurrent clients (players).
+    pub(crate) clients: usize,
+    /// Closed loop: requests each client keeps outstanding.
+    pub(crate) window: usize,
+    /// Open loop: total requests per second (`None`: closed loop).
+    pub(crate) rate: Option<f64>,
+    /// Unmeasured time at the start.
+    pub(crate) warmup: Duration,
+    /// Measured time.
+    pub(crate) measure: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub(crate) struct LoadResult {
+    /// Answers received inside the measured interval, per second.
+    pub(crate) throughput: f64,
+    /// Latency of measured requests, microseconds.
+    pub(crate) latency_us: Histogram<u64>,
+    /// Requests still unanswered when the drain time ran out.
+    pub(crate) unanswered: u64,
+    /// Answers whose count was not the previous one plus one.
+    pub(crate) lost_updates: u64,
+}
+
+/// Where the clients connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    /// Player names are `{prefix}-{i}`.
+    pub(crate) prefix: String,
+}
+
+/// Connects `spec.clients` clients and runs the load; every client is closed after.
+pub(crate) async fn run(target: &Target, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
+    let (endpoints, clients) = connect_all(target, spec.clients).await?;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut tasks = JoinSet::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let spec = spec.clone();
+        tasks.spawn(async move { drive(client, i, &spec, start).await });
+    }
+    let mut total = ClientTally::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.context("a client task panicked")??;
+        total.merge(&tally)?;
+    }
+    for endpoint in endpoints {
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    }
+    Ok(total.into_result(spec.measure))
+}
+
+/// Connects the clients over shared endpoints, concurrently.
+async fn connect_all(
+    target: &Target,
+    n: usize,
+) -> anyhow::Result<(Vec<quinn::Endpoint>, Vec<Client>)> {
+    let endpoints = (0..n.div_ceil(CLIENTS_PER_ENDPOINT))
+        .map(|_| Client::bind_endpoint(target.addr).context("cannot bind a client socket"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let endpoint = endpoints[i / CLIENTS_PER_ENDPOINT].clone();
+        let config = client_config(target, &target.data_dir, i)?;
+        tasks.spawn(async move { (i, Client::connect_with(&endpoint, config).await) });
+    }
+    let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, client) = joined.context("a connect task panicked")?;
+        clients[i] = Some(client.with_context(|| format!("client {i} cannot connect"))?);
+    }
+    Ok((endpoints, clients.into_iter().flatten().collect()))
+}
+
+fn client_config(target: &Target, dir: &Path, i: usize) -> anyhow::Result<ClientConfig> {
+    let name = format!("{}-{i}", target.prefix);
+    let mut config = ClientConfig::from_dev_data(target.addr, dir, &name)
+        .with_context(|| format!("cannot configure client {name}"))?;
+    config.connect_deadline = Duration::from_secs(30);
+    Ok(config)
+}
+
+/// One client's requests and answers.
+async fn drive(
+    mut client: Client,
+    index: usize,
+    spec: &LoadSpec,
+    start: Instant,
+) -> anyhow::Result<ClientTally> {
+    let window = Window {
+        from: start + spec.warmup,
+        to: start + spec.warmup + spec.measure,
+    };
+    let mut tally = ClientTally::new()?;
+    let outcome = match spec.rate {
+        None => closed_loop(&mut client, spec.window, start, window, &mut tally).await,
+        Some(rate) => {
+            let schedule = Schedule::new(rate, spec.clients, index, start);
+            open_loop(&mut client, schedule, window, &mut tally).await
+        }
+    };
+    client.close().await;
+    outcome.map(|()| tally)
+}
+
+/// The measured interval.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: Instant,
+    to: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.from && t < self.to
+    }
+}
+
+/// Keeps `depth` requests outstanding until the window ends, then drains.
+async fn closed_loop(
+    client: &mut Client,
+    depth: usize,
+    start: Instant,
+    window: Window,
+    tally: &mut ClientTally,
+) -> anyhow::Result<()> {
+    sleep_until(start).await;
+    let mut sent = VecDeque::with_capacity(depth);
+    for _ in 0..depth {
+        send(client, &mut sent, Instant::now()).await?;
+    }
+    // Bounded: ends at the drain deadline at the latest.
+    while !sent.is_empty() {
+        let Some(count) = next_answer(client, window.to + DRAIN).await? else {
+            break;
+        };
+        let now = Instant::now();
+        let sent_at = sent.pop_front().context("an answer nobody asked for")?;
+        tally.answer(count, sent_at, now, window)?;
+        if now < window.to {
+            send(client, &mut sent, now).await?;
+        }
+    }
+    tally.unanswered += sent.len() as u64;
+    Ok(())
+}
+
+/// When one open-loop client means to send.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    /// Client `index` of `clients` sharing `rate` requests per second, staggered.
+    fn new(rate: f64, clients: usize, index: usize, start: Instant) -> Self {
+        let interval = Duration::from_secs_f64(clients as f64 / rate);
+        let offset = Duration::from_secs_f64(index as f64 / rate);
+        Self {
+            next: start + offset,
+            interval,
+        }
+    }
+}
+
+/// Sends on schedule until the window ends (whatever the answers do), then drains.
+async fn open_loop(
+    client: &mut Client,
+    mut schedule: Schedule,
+    window: Window,
+    tally: &mut ClientTally,
+) -> anyhow::Result<()> {
+    let mut sent = VecDeque::new();
+    let deadline = window.to + DRAIN;
+    // Bounded: sending stops at the window's end, waiting at the drain deadline.
+    loop {
+        let sending = schedule.next < window.to;
+        if !sending && sent.is_empty() {
+            break;
+        }
+        let may_send = sending && sent.len() < OPEN_LOOP_MAX_IN_FLIGHT;
+        tokio::select! {
+            () = sleep_until(schedule.next), if may_send => {
+                send(client, &mut sent, schedule.next).await?;
+                schedule.next += schedule.interval;
+            }
+            answer = next_answer(client, deadline) => {
+                let Some(count) = answer? else { break };
+                let intended = sent.pop_front().context("an answer nobody asked for")?;
+                tally.answer(count, intended, Instant::now(), window)?;
+            }
+        }
+    }
+    tally.unanswered += sent.len() as u64;
+    Ok(())
+}
+
+/// Sends one request, remembering the time its latency counts from.
+async fn send(
+    client: &mut Client,
+    sent: &mut VecDeque<Instant>,
+    counted_from: Instant,
+) -> anyhow::Result<()> {
+    client
+        .send_game_event(EVENT_ADD_COIN, Vec::new())
+        .await
+        .context("cannot send a request")?;
+    sent.push_back(counted_from);
+    Ok(())
+}
+
+/// The next answer's coin count; `None` if none came before `deadline`. Cancel-safe.
+async fn next_answer(client: &mut Client, deadline: Instant) -> anyhow::Result<Option<u32>> {
+    // Bounded by the deadline; other events (entities in view) are skipped.
+    loop {
+        let event = match timeout_at(deadline, client.next_event()).await {
+            Ok(event) => event,
+            Err(_) => return Ok(None),
+        };
+        match event {
+            Some(Event::GameEvent { kind, payload }) if kind == EVENT_ADD_COIN => {
+                let bytes: [u8; 4] = payload
+                    .as_slice()
+                    .try_into()
+                    .context("an answer without a u32 count")?;
+                return Ok(Some(u32::from_le_bytes(bytes)));
+            }
+            Some(Event::Disconnected(reason)) => bail!("disconnected: {reason:?}"),
+            Some(_) => {}
+            None => bail!("the session ended"),
+        }
+    }
+}
+
+/// Counts and latencies of one client (or, merged, of all).
+#[derive(Debug)]
+struct ClientTally {
+    measured: u64,
+    latency_us: Histogram<u64>,
+    unanswered: u64,
+    lost_updates: u64,
+    last_count: Option<u32>,
+}
+
+impl ClientTally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            measured: 0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .context("cannot create a histogram")?,
+            unanswered: 0,
+            lost_updates: 0,
+            last_count: None,
+        })
+    }
+
+    /// Records an answer to a request counted from `from`, received at `at`.
+    fn answer(
+        &mut self,
+        count: u32,
+        from: Instant,
+        at: Instant,
+        window: Window,
+    ) -> anyhow::Result<()> {
+        if self
+            .last_count
+            .is_some_and(|last| count != last.wrapping_add(1))
+        {
+            self.lost_updates += 1;
+        }
+        self.last_count = Some(count);
+        // Throughput counts answers received in the window; latency, requests meant
+        // to be sent in it.
+        if window.contains(at) {
+            self.measured += 1;
+        }
+        if window.contains(from) {
+            let us =
+                u64::try_from(at.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
+            self.latency_us
+                .record(us.clamp(1, 60_000_000))
+                .context("cannot record a latency")?;
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: &Self) -> anyhow::Result<()> {
+        self.measured += other.measured;
+        self.unanswered += other.unanswered;
+        self.lost_updates += other.lost_updates;
+        self.latency_us
+            .add(&other.latency_us)
+            .context("cannot merge histograms")
+    }
+
+    fn into_result(self, measure: Duration) -> LoadResult {
+        LoadResult {
+            throughput: self.measured as f64 / measure.as_secs_f64(),
+            latency_us: self.latency_us,
+            unanswered: self.unanswered,
+            lost_updates: self.lost_updates,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The stateless baseline server: the same QUIC transport and control framing as a
+//! ZoneMesh server, but no state in memory. Every `EVENT_ADD_COIN` request loads the
+//! player's record from the store, adds one coin, saves the record, then answers with
+//! the new count, the way a classic stateless game backend works.
+//!
+//! A connection's requests are served one after another: a player's read-modify-write
+//! must not race with itself (two concurrent ones would lose an update), so
+//! concurrency comes from many players, as it would in production.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream, VarInt};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+use zonemesh_server::demo::EVENT_ADD_COIN;
+use zonemesh_server::dev::load_or_create;
+use zonemesh_server::net::{NetLimits, quic_server_config};
+use zonemesh_shared::control::{ClientControl, ErrorCode, FrameDecoder, ServerControl};
+use zonemesh_shared::ids::{NetId, ZoneId};
+use zonemesh_shared::token;
+use zonemesh_store::{PlayerRecord, Store};
+
+/// The zone the stateless server writes under (activated once at start for an epoch).
+const ZONE: ZoneId = ZoneId::grid(1000, 1000);
+/// Time allowed for the control stream and `Hello` of a new connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    epoch: u64,
+    secret: Vec<u8>,
+    errors: AtomicU64,
+}
+
+/// A running stateless server.
+#[derive(Debug)]
+pub(crate) struct StatelessServer {
+    endpoint: quinn::Endpoint,
+    accept: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl StatelessServer {
+    /// Starts on `listen` with the dev identity under `data` and the given store.
+    pub(crate) async fn start(
+        listen: SocketAddr,
+        data: &Path,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
+        let identity = load_or_create(data)?;
+        // The very transport the ZoneMesh server listens with (same TLS, ALPN, limits).
+        let config = quic_server_config(identity.tls, &NetLimits::default())?;
+        let activation = store
+            .activate_zone(ZONE.0, "thesis-stateless")
+            .await
+            .context("cannot activate the stateless server's zone")?;
+        let shared = Arc::new(Shared {
+            store,
+            epoch: activation.epoch,
+            secret: identity.secret,
+            errors: AtomicU64::new(0),
+        });
+        let endpoint = quinn::Endpoint::server(config, listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
+        Ok(Self {
+            endpoint,
+            accept,
+            shared,
+        })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.endpoint.local_addr().context("no local address")
+    }
+
+    /// The store's operation counts so far.
+    pub(crate) fn store_stats(&self) -> zonemesh_store::StoreStats {
+        self.shared.store.stats()
+    }
+
+    /// Stops accepting, closes every connection, returns the count of failed requests.
+    pub(crate) async fn shutdown(self) -> u64 {
+        self.endpoint
+            .close(VarInt::from_u32(ErrorCode::ServerShutdown as u32), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.accept).await;
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts connections until the endpoint is closed.
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(error) = serve(incoming, &shared).await {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("stateless connection failed: {error:#}");
+            }
+        });
+    }
+}
+
+/// One connection: `Hello`, `Welcome`, then requests until the client leaves.
+async fn serve(incoming: quinn::Incoming, shared: &Shared) -> anyhow::Result<()> {
+    let conn = incoming.await.context("handshake failed")?;
+    let (mut send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+        .await
+        .context("no control stream in time")?
+        .context("connection lost before its control stream")?;
+    let mut reader = Frames::new(recv);
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+        .await
+        .context("no Hello in time")??;
+    let player = authenticate(hello, &shared.secret)?;
+    ensure_record(shared, &player).await?;
+    let welcome = ServerControl::Welcome {
+        player: NetId::new(ZONE, 1),
+        zone: ZONE,
+        tick_hz: 20,
+    };
+    write(&mut send, &welcome).await?;
+    // Ends when the client says goodbye or the connection closes (idle timeout 10 s).
+    while let Some(msg) = reader.next().await? {
+        match msg {
+            ClientControl::GameEvent { kind, .. } if kind == EVENT_ADD_COIN => {
+                let coins = add_coin(shared, &player).await?;
+                let answer = ServerControl::GameEvent {
+                    kind,
+                    payload: coins.to_le_bytes().to_vec(),
+                };
+                write(&mut send, &answer).await?;
+            }
+            ClientControl::Goodbye => break,
+            other => bail!("unexpected request {other:?}"),
+        }
+    }
+    conn.close(VarInt::from_u32(ErrorCode::Normal as u32), b"goodbye");
+    Ok(())
+}
+
+/// The player named by a valid `Hello` token.
+fn authenticate(hello: Option<ClientControl>, secret: &[u8]) -> anyhow::Result<String> {
+    let Some(ClientControl::Hello { token, .. }) = hello else {
+        bail!("the first frame was not Hello");
+    };
+    let claims = token::verify(secret, &token, unix_ms() / 1000).context("bad token")?;
+    Ok(claims.player)
+}
+
+/// Creates the player's record (0 coins) on first sight: not part of the measured
+/// request, just as the stateful server loads the player when it connects.
+async fn ensure_record(shared: &Shared, player: &str) -> anyhow::Result<()> {
+    let existing = shared
+        .store
+        .load_player(player)
+        .await
+        .context("cannot load the player")?;
+    if existing.is_none() {
+        let record = PlayerRecord {
+            player: player.to_owned(),
+            zone: ZONE.0,
+            x: 0.0,
+            y: 0.0,
+            data: Bytes::copy_from_slice(&0u32.to_le_bytes()),
+            updated_at_unix_ms: unix_ms(),
+        };
+        save(shared, record).await?;
+    }
+    Ok(())
+}
+
+/// The request: load, add one coin, save; returns the new count.
+async fn add_coin(shared: &Shared, player: &str) -> anyhow::Result<u32> {
+    let mut record = shared
+        .store
+        .load_player(player)
+        .await
+        .context("cannot load the player")?
+        .context("the player has no record")?;
+    let held: [u8; 4] = record
+        .data
+        .as_ref()
+        .try_into()
+        .context("the record does not hold a coin count")?;
+    let coins = u32::from_le_bytes(held).saturating_add(1);
+    record.data = Bytes::copy_from_slice(&coins.to_le_bytes());
+    record.zone = ZONE.0;
+    record.updated_at_unix_ms = unix_ms();
+    save(shared, record).await?;
+    Ok(coins)
+}
+
+async fn save(shared: &Shared, record: PlayerRecord) -> anyhow::Result<()> {
+    shared
+        .store
+        .save_players(ZONE.0, shared.epoch, vec![record])
+        .await
+        .context("cannot save the player")
+}
+
+async fn write(send: &mut SendStream, msg: &ServerControl) -> anyhow::Result<()> {
+    send.write_all(&msg.to_frame())
+        .await
+        .context("cannot write to the client")
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Control frames read from a client's stream.
+struct Frames {
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            decoder: FrameDecoder::default(),
+            buf: vec![0; 4096],
+        }
+    }
+
+    /// The next message; `None` when the client finished its stream.
+    async fn next(&mut self) -> anyhow::Result<Option<ClientControl>> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().context("bad frame")? {
+                let msg = ClientControl::decode(&frame).context("bad message")?;
+                return Ok(Some(msg));
+            }
+            match self.recv.read(&mut self.buf).await {
+                Ok(Some(n)) => self.decoder.push(&self.buf[..n]),
+                Ok(None) => return Ok(None),
+                Err(quinn::ReadError::ConnectionLost(_)) => return Ok(None),
+                Err(e) => return Err(e).context("cannot read the control stream"),
+            }
+        }
+    }
+}
