@@ -31,8 +31,9 @@ pub const PLAYER_MAX_SPEED: f32 = 8.0;
 /// players in the zone.
 pub const EVENT_WAVE: u16 = 1;
 /// Client → server: add one coin to the player's [`Coins`] (empty payload). Server →
-/// client: the answer, the new count as a little-endian `u32`. Not durable: the new
-/// count is saved with the zone's next checkpoint (the thesis benchmark's action).
+/// client: the answer, the new count as a little-endian `u32`, sent as soon as the
+/// request arrives (a request handler, not a tick system). Not durable: the new count is
+/// saved with the zone's next checkpoint (the thesis benchmark's action).
 pub const EVENT_ADD_COIN: u16 = 2;
 
 /// Durable action: the player picks up a coin (empty payload). Stored before it counts.
@@ -142,7 +143,8 @@ impl GamePlugin for DemoPlugin {
             .persist::<Coins>(persist_ids::COINS)
             // Replaced by a per-zone seed when a zone starts fresh.
             .insert_resource(DemoRng(SmallRng::seed_from_u64(0)))
-            .add_systems((wander, emote_from_buttons, answer_waves, add_coins))
+            .add_systems((wander, emote_from_buttons, answer_waves))
+            .on_request(EVENT_ADD_COIN, add_coin)
             .on_zone_start(move |world| spawn_npcs(world, npcs))
             .on_player_spawn(|player| {
                 let name = player.get::<Player>().map(|p| p.name.clone());
@@ -230,25 +232,16 @@ fn answer_waves(
     }
 }
 
-/// Answers each [`EVENT_ADD_COIN`] with the sender's coin count after adding one.
-fn add_coins(
-    events: Res<'_, PlayerEvents>,
-    mut out: ResMut<'_, OutgoingEvents>,
-    mut coins: Query<'_, '_, &mut Coins, With<Player>>,
-) {
-    for e in events.iter().filter(|e| e.kind == EVENT_ADD_COIN) {
-        if let Ok(mut held) = coins.get_mut(e.player) {
-            held.0 = held.0.saturating_add(1);
-            out.send(e.player, EVENT_ADD_COIN, held.0.to_le_bytes().to_vec());
-        }
-    }
+/// Answers an [`EVENT_ADD_COIN`] request with the player's coin count after adding one.
+fn add_coin(world: &mut World, player: Entity, _payload: &[u8]) -> Option<Vec<u8>> {
+    let mut coins = world.get_mut::<Coins>(player)?;
+    coins.0 = coins.0.saturating_add(1);
+    Some(coins.0.to_le_bytes().to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::game::PlayerEvent;
-    use bevy_ecs::system::RunSystemOnce;
 
     #[test]
     fn spawn_points_are_inside_the_world_and_stable() {
@@ -261,40 +254,19 @@ mod tests {
     }
 
     #[test]
-    fn add_coin_increments_and_answers_each_event_in_order() {
+    fn add_coin_increments_and_answers_with_the_new_count() {
         let mut world = World::new();
-        world.init_resource::<OutgoingEvents>();
-        let player = world
-            .spawn((
-                Player {
-                    name: "p".into(),
-                    session: crate::game::SessionId(1),
-                },
-                Coins(5),
-            ))
-            .id();
-        let event = |kind| PlayerEvent {
-            player,
-            kind,
-            payload: Vec::new(),
-        };
-        world.insert_resource(PlayerEvents {
-            events: vec![
-                event(EVENT_ADD_COIN),
-                event(EVENT_WAVE),
-                event(EVENT_ADD_COIN),
-            ],
-        });
-        world.run_system_once(add_coins).expect("system runs");
-        assert_eq!(world.get::<Coins>(player), Some(&Coins(7)));
-        let sent = &world.resource::<OutgoingEvents>().events;
-        let payloads: Vec<_> = sent.iter().map(|(_, k, p)| (*k, p.clone())).collect();
+        let player = world.spawn(Coins(5)).id();
         assert_eq!(
-            payloads,
-            vec![
-                (EVENT_ADD_COIN, 6u32.to_le_bytes().to_vec()),
-                (EVENT_ADD_COIN, 7u32.to_le_bytes().to_vec()),
-            ]
+            add_coin(&mut world, player, &[]),
+            Some(6u32.to_le_bytes().to_vec())
         );
+        assert_eq!(
+            add_coin(&mut world, player, &[]),
+            Some(7u32.to_le_bytes().to_vec())
+        );
+        assert_eq!(world.get::<Coins>(player), Some(&Coins(7)));
+        let coinless = world.spawn_empty().id();
+        assert_eq!(add_coin(&mut world, coinless, &[]), None);
     }
 }

@@ -182,3 +182,37 @@ async fn connecting_again_as_the_same_player_replaces_the_old_session() {
         .await;
     assert_eq!(nameplates(&second, "twin"), 1);
 }
+
+#[tokio::test]
+async fn requests_are_answered_between_ticks() {
+    use zonemesh_server::demo::EVENT_ADD_COIN;
+    // One tick a second: an answer that waited for a tick would take seconds.
+    let server = TestServer::start(TestWorld {
+        tick_hz: 1,
+        ..TestWorld::default()
+    })
+    .await;
+    let mut client = server.connect("asker").await;
+    let ticks = |s: &zonemesh_server::ServerStatus| s.zones.iter().map(|z| z.ticks).max();
+    let before = ticks(&server.status());
+    for expected in 1..=5u32 {
+        client
+            .send_game_event(EVENT_ADD_COIN, Vec::new())
+            .await
+            .expect("sent");
+        let answers = drive(
+            &mut client,
+            None,
+            "answer",
+            |_, e| matches!(e, Event::GameEvent { kind, .. } if *kind == EVENT_ADD_COIN),
+        )
+        .await;
+        let Some(Event::GameEvent { payload, .. }) = answers.last() else {
+            unreachable!("drive stops on the answer")
+        };
+        assert_eq!(payload.as_slice(), expected.to_le_bytes());
+    }
+    let after = ticks(&server.status());
+    let advanced = after.unwrap_or(0) - before.unwrap_or(0);
+    assert!(advanced <= 1, "five answers took {advanced} ticks");
+}

@@ -44,6 +44,9 @@ pub enum ZoneSet {
 pub type ZoneStartFn = Arc<dyn Fn(&mut World) + Send + Sync>;
 /// Called when a player entity is created: add the game's components to it.
 pub type PlayerSpawnFn = Arc<dyn Fn(&mut EntityWorldMut<'_>) + Send + Sync>;
+/// Answers a request event at once: the acting player's entity and the payload in,
+/// the answer's payload out (`None`: no answer).
+pub type RequestFn = Arc<dyn Fn(&mut World, Entity, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
 /// Chooses where a new player appears, from its name.
 pub type SpawnPointFn = Arc<dyn Fn(&str) -> Vec2 + Send + Sync>;
 
@@ -147,6 +150,7 @@ pub struct ZoneApp {
     pub(crate) on_zone_start: Vec<ZoneStartFn>,
     pub(crate) on_player_spawn: Vec<PlayerSpawnFn>,
     pub(crate) durable_actions: std::collections::HashMap<u16, DurableActionFn>,
+    pub(crate) requests: std::collections::HashMap<u16, RequestFn>,
     registry: ReplicationRegistry,
     persisted: PersistRegistry,
 }
@@ -180,6 +184,7 @@ impl ZoneApp {
             on_zone_start: Vec::new(),
             on_player_spawn: Vec::new(),
             durable_actions: std::collections::HashMap::new(),
+            requests: std::collections::HashMap::new(),
             registry: ReplicationRegistry::default(),
             persisted: PersistRegistry::default(),
         }
@@ -268,6 +273,25 @@ impl ZoneApp {
             previous.is_none(),
             "durable action kind {kind} has two handlers"
         );
+        self
+    }
+
+    /// Handles reliable game events of `kind` as requests: the zone runs `f` as soon as
+    /// the event arrives (between ticks if need be, never during one) and sends its
+    /// answer back under the same kind at once, instead of at the next tick. For quick
+    /// reads and writes of zone state a player waits on (an inventory change, a shop
+    /// query); anything that must happen in step with the simulation belongs in a
+    /// system reading [`PlayerEvents`].
+    ///
+    /// # Panics
+    /// If `kind` already has a request handler.
+    pub fn on_request(
+        &mut self,
+        kind: u16,
+        f: impl Fn(&mut World, Entity, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let previous = self.requests.insert(kind, Arc::new(f));
+        assert!(previous.is_none(), "request kind {kind} has two handlers");
         self
     }
 

@@ -110,7 +110,7 @@ async fn deliver(desk: &ActionDesk, link: &Arc<ClientLink>, action: CommittedAct
         hops: 0,
     };
     for _ in 0..DELIVERY_ATTEMPTS {
-        match desk.router.send(link.zone(), msg) {
+        match desk.router.send_now(link.zone(), msg) {
             Ok(()) => return,
             Err(SendError::Full(back)) => msg = back,
             Err(SendError::Stopped(_) | SendError::UnknownZone(_)) => break,

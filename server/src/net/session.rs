@@ -458,7 +458,9 @@ impl<'a> Relay<'a> {
             kind,
             payload,
         };
-        match self.shared.zones.router.send(self.link.zone(), msg) {
+        // Sent for handling now: a request the player is waiting on is answered before
+        // the next tick (other events are queued for the tick's systems either way).
+        match self.shared.zones.router.send_now(self.link.zone(), msg) {
             Ok(()) => Ok(()),
             Err(_) => Err(End::close(
                 ErrorCode::Busy,

@@ -123,6 +123,26 @@ pub struct InboxDrops {
 pub struct ZoneRouter {
     inboxes: HashMap<ZoneId, SyncSender<ZoneMessage>>,
     drops: InboxDrops,
+    /// The worker ticking each active zone, to wake for messages that should not wait
+    /// for the next tick.
+    wakers: std::sync::Mutex<HashMap<ZoneId, WorkerWaker>>,
+}
+
+/// Wakes one zone worker between ticks.
+#[derive(Debug, Clone)]
+pub struct WorkerWaker {
+    /// The worker's thread.
+    pub thread: std::thread::Thread,
+    /// Set before unparking: the worker handles pending messages, then sleeps on.
+    pub pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WorkerWaker {
+    /// Asks the worker to handle its zones' pending messages now.
+    pub fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 /// Why a message could not be delivered.
@@ -152,8 +172,24 @@ impl ZoneRouter {
         let router = Self {
             inboxes,
             drops: InboxDrops::default(),
+            wakers: std::sync::Mutex::default(),
         };
         (router, receivers)
+    }
+
+    /// Records which worker ticks `zone` (when it is handed to one).
+    pub fn set_waker(&self, zone: ZoneId, waker: WorkerWaker) {
+        crate::link::lock(&self.wakers).insert(zone, waker);
+    }
+
+    /// Like [`Self::send`], then wakes the zone's worker so the message is handled
+    /// before the next tick (requests a player is waiting on).
+    pub fn send_now(&self, zone: ZoneId, msg: ZoneMessage) -> Result<(), SendError> {
+        self.send(zone, msg)?;
+        if let Some(waker) = crate::link::lock(&self.wakers).get(&zone) {
+            waker.wake();
+        }
+        Ok(())
     }
 
     /// Delivers `msg` to `zone` without blocking, counting refusals by kind.

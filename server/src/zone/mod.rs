@@ -25,7 +25,7 @@ pub use messages::{CommittedAction, PlayerTransfer, SendError, ZoneMessage, Zone
 pub use status::{ZoneStatus, ZoneStatusCell};
 
 use crate::game::{
-    DurableActionFn, Game, NetIdAllocator, PlayerEvents, PlayerSpawnFn, Rect, SessionId,
+    DurableActionFn, Game, NetIdAllocator, PlayerEvents, PlayerSpawnFn, Rect, RequestFn, SessionId,
     WorldRules, ZoneInfo,
 };
 use crate::link::ClientLink;
@@ -114,6 +114,7 @@ pub struct Zone {
     ctx: Arc<ZoneContext>,
     on_player_spawn: Vec<PlayerSpawnFn>,
     durable_actions: HashMap<u16, DurableActionFn>,
+    requests: HashMap<u16, RequestFn>,
     /// The store epoch this activation holds (0 without a store).
     epoch: u64,
     checkpoint_every: u64,
@@ -201,6 +202,7 @@ impl Zone {
             ctx,
             on_player_spawn: app.on_player_spawn,
             durable_actions: app.durable_actions,
+            requests: app.requests,
             epoch: activation.epoch,
             checkpoint_every,
             idle_limit_ticks,
@@ -305,6 +307,17 @@ impl Zone {
         } else {
             0
         };
+    }
+
+    /// Tells the router which worker ticks this zone, so requests can wake it.
+    pub fn register_waker(&self, waker: messages::WorkerWaker) {
+        self.ctx.router.set_waker(self.id, waker);
+    }
+
+    /// Handles what is waiting in the inbox now, between ticks (a worker woken for a
+    /// request calls this; every message means the same whenever it is handled).
+    pub fn handle_pending_messages(&mut self) {
+        self.drain_inbox();
     }
 
     /// Handles at most one inbox's worth of messages, so a sender that refills the

@@ -119,6 +119,16 @@ impl Zone {
     pub(super) fn queue_player_event(&mut self, session: SessionId, kind: u16, payload: Vec<u8>) {
         if let Some(slot) = self.players.get(&session) {
             let player = slot.entity;
+            if let Some(handler) = self.requests.get(&kind).cloned() {
+                let link = Arc::clone(&slot.link);
+                if let Some(answer) = handler(&mut self.world, player, &payload) {
+                    link.push_control(ServerControl::GameEvent {
+                        kind,
+                        payload: answer,
+                    });
+                }
+                return;
+            }
             self.world
                 .resource_mut::<PlayerEvents>()
                 .events

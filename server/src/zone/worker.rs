@@ -8,6 +8,7 @@
 
 use super::Zone;
 use super::clock::TickClock;
+use super::messages::WorkerWaker;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ struct Worker {
     thread: std::thread::Thread,
     add: SyncSender<Box<Zone>>,
     zones: Arc<AtomicUsize>,
+    /// Set when one of its zones has messages to handle before the next tick.
+    pending: Arc<AtomicBool>,
 }
 
 /// Running zone workers.
@@ -51,8 +54,9 @@ impl ZonePool {
         for i in 0..n {
             let (add, incoming) = sync_channel(ADD_QUEUE);
             let zones = Arc::new(AtomicUsize::new(0));
+            let pending = Arc::new(AtomicBool::new(false));
             let (stop, count) = (Arc::clone(&stop), Arc::clone(&zones));
-            let retired = retired.clone();
+            let (retired, flag) = (retired.clone(), Arc::clone(&pending));
             let handle = std::thread::Builder::new()
                 .name(format!("zone-worker-{i}"))
                 .spawn(move || {
@@ -60,6 +64,7 @@ impl ZonePool {
                         incoming: &incoming,
                         retired: &retired,
                         count: &count,
+                        pending: &flag,
                     };
                     run_worker(&lanes, period, &stop)
                 })?;
@@ -69,6 +74,7 @@ impl ZonePool {
                 thread,
                 add,
                 zones,
+                pending,
             });
         }
         Ok(Self {
@@ -93,6 +99,10 @@ impl ZonePool {
         else {
             return Err(zone);
         };
+        zone.register_waker(WorkerWaker {
+            thread: worker.thread.clone(),
+            pending: Arc::clone(&worker.pending),
+        });
         match worker.add.try_send(zone) {
             Ok(()) => {
                 worker.zones.fetch_add(1, Ordering::AcqRel);
@@ -129,6 +139,7 @@ struct Lanes<'a> {
     incoming: &'a Receiver<Box<Zone>>,
     retired: &'a tokio::sync::mpsc::Sender<Box<Zone>>,
     count: &'a AtomicUsize,
+    pending: &'a AtomicBool,
 }
 
 fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zone> {
@@ -139,7 +150,13 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     let mut clock = TickClock::new(Instant::now(), period);
     let mut took = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        sleep_until(clock.next_at(), stop);
+        if sleep_until(clock.next_at(), stop, lanes.pending) == Wake::Pending {
+            // A request is waiting: handle messages now, tick at the usual time.
+            lanes.pending.store(false, Ordering::Release);
+            zones.extend(incoming.try_iter().map(|z| *z));
+            zones.iter_mut().for_each(Zone::handle_pending_messages);
+            continue;
+        }
         if stop.load(Ordering::Acquire) {
             break;
         }
@@ -184,13 +201,25 @@ fn retire_idle(zones: &mut Vec<Zone>, lanes: &Lanes<'_>) {
     }
 }
 
-/// Parks until `deadline`, waking early when asked to stop.
-fn sleep_until(deadline: Instant, stop: &AtomicBool) {
+/// Parks until `deadline`, waking early when asked to stop or to handle messages.
+fn sleep_until(deadline: Instant, stop: &AtomicBool, pending: &AtomicBool) -> Wake {
     loop {
         let now = Instant::now();
         if now >= deadline || stop.load(Ordering::Acquire) {
-            return;
+            return Wake::Deadline;
+        }
+        if pending.load(Ordering::Acquire) {
+            return Wake::Pending;
         }
         std::thread::park_timeout(deadline - now);
     }
+}
+
+/// Why a worker woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Time to tick (or to stop).
+    Deadline,
+    /// Messages are waiting that should not wait for the tick.
+    Pending,
 }

@@ -37,6 +37,7 @@ pub struct TestWorld {
     pub idle_after: Duration,
     /// Store spec (`zonemesh dev --store`): empty for the embedded store.
     pub store: String,
+    pub tick_hz: u16,
 }
 
 impl Default for TestWorld {
@@ -55,6 +56,7 @@ impl Default for TestWorld {
             keep_warm: KeepWarm::All,
             idle_after: Duration::from_secs(60),
             store: String::new(),
+            tick_hz: 20,
         }
     }
 }
@@ -75,7 +77,10 @@ impl TestServer {
         let dev_world = DevWorld {
             node: NodeConfig {
                 layout: world.layout,
-                zone: ZoneConfig::default(),
+                zone: ZoneConfig {
+                    tick_hz: world.tick_hz,
+                    ..ZoneConfig::default()
+                },
                 workers: Some(2),
                 idle_deactivate_after: world.idle_after,
             },
