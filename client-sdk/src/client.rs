@@ -202,6 +202,13 @@ impl Client {
         self.core.disconnect_reason()
     }
 
+    /// Sequence number of the newest input the server has applied (as of the latest
+    /// snapshot). Cheaper than [`Self::stats`], which also reads the transport's
+    /// counters: meant for per-snapshot use, such as timing input round trips.
+    pub fn last_input_ack(&self) -> u32 {
+        self.core.counters().last_input_ack
+    }
+
     /// The session's counters.
     pub fn stats(&self) -> ClientStats {
         let c = self.core.counters();

@@ -75,6 +75,8 @@ async fn players_join_and_see_each_other_move() {
             .is_some_and(|e| distance(e.position, seen_start) > 1.0)
     })
     .await;
+    assert!(bob.last_input_ack() > 0, "the server applied bob's inputs");
+    assert_eq!(bob.last_input_ack(), bob.stats().last_input_ack);
     assert!(alice.rtt() > std::time::Duration::ZERO);
     let stats = alice.stats();
     assert!(stats.snapshots > 0 && stats.decode_errors == 0, "{stats:?}");

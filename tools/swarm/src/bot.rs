@@ -279,8 +279,8 @@ impl<'a> Session<'a> {
         let first = !std::mem::replace(&mut self.seen_snapshot, true);
         let jitter = (self.client.replica().latest_tick())
             .and_then(|tick| self.jitter.handle_snapshot(tick, now));
-        // `stats()` locks quinn's connection state: only ask when an input is waiting.
-        let input_ack = (!self.tracker.is_empty()).then(|| self.client.stats().last_input_ack);
+        // The cheap accessor: `stats()` would also lock quinn's connection state.
+        let input_ack = (!self.tracker.is_empty()).then(|| self.client.last_input_ack());
         self.events.clear();
         self.client.drain_events(&mut self.events);
         let zone_changes = self
