@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::{drive, own_position, wait_disconnect, wait_own_position, within};
+use common::{coins, drive, own_position, wait_disconnect, wait_own_position, within};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use zonemesh_client::{Client, ClientConfig, ErrorCode, Event, Trust, Vec2};
-use zonemesh_server::demo::{ACTION_PICK_UP_COIN, Coins, component_ids};
+use zonemesh_server::demo::ACTION_PICK_UP_COIN;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonemesh");
 
@@ -233,13 +233,6 @@ async fn the_walk_example_plays_against_dev_and_fails_without_a_server() {
     .await
     .expect("walk starts");
     assert!(!out.status.success(), "{out:?}");
-}
-
-/// The player's coins as its own client sees them.
-fn coins(client: &Client) -> Option<u32> {
-    let me = client.replica().get(client.player())?;
-    let coins = me.component::<Coins>(component_ids::COINS)?.ok()?;
-    Some(coins.0)
 }
 
 #[tokio::test]

@@ -4,27 +4,13 @@
 
 mod common;
 
-use common::{TestServer, TestWorld, drive, own_position, wait_own_position, within};
+use common::{
+    TestServer, TestWorld, action_answer, coins, drive, own_position, wait_own_position, within,
+};
 use std::time::Duration;
 use zonemesh_client::{Client, ErrorCode, Event};
-use zonemesh_server::demo::{ACTION_PICK_UP_COIN, Coins, component_ids};
+use zonemesh_server::demo::ACTION_PICK_UP_COIN;
 use zonemesh_server::persist::KeepWarm;
-
-fn coins(client: &Client) -> Option<u32> {
-    let me = client.replica().get(client.player())?;
-    me.component::<Coins>(component_ids::COINS)?
-        .ok()
-        .map(|c| c.0)
-}
-
-/// Waits for the answer to durable action `id`.
-async fn action_answer(client: &mut Client, id: u128) -> Event {
-    let events = drive(client, None, "durable action answered", |_, e| {
-        matches!(e, Event::ActionCommitted { id: i } | Event::ActionRejected { id: i, .. } if *i == id)
-    })
-    .await;
-    events.last().cloned().expect("drive stops on the answer")
-}
 
 #[tokio::test]
 async fn durable_actions_commit_before_the_ack_and_apply_once() {

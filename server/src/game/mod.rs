@@ -250,7 +250,7 @@ impl ZoneApp {
             id,
             name: std::any::type_name::<C>(),
             capture: persist::capture::<C>,
-            insert: persist::insert::<C>,
+            insert: replicate::insert_decoded::<C>,
         });
         self
     }

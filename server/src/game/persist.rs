@@ -6,7 +6,6 @@
 use bevy_ecs::prelude::*;
 use bevy_ecs::world::{EntityRef, EntityWorldMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 /// Encodes component `C` of an entity, if it has one.
@@ -38,18 +37,6 @@ pub(crate) fn capture<C: Component + Serialize>(entity: &EntityRef<'_>) -> Optio
             None
         }
     }
-}
-
-pub(crate) fn insert<C>(
-    entity: &mut EntityWorldMut<'_>,
-    bytes: &[u8],
-) -> Result<(), postcard::Error>
-where
-    C: Component<Mutability = bevy_ecs::component::Mutable> + DeserializeOwned,
-{
-    let value: C = postcard::from_bytes(bytes)?;
-    entity.insert(value);
-    Ok(())
 }
 
 /// A durable action, already committed to the store, for the game to apply.

@@ -10,7 +10,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use zonemesh_shared::datagram::{COMPONENT_BYTES_MAX, ComponentValue};
 
-/// Inserts a decoded component into an entity (used when a player moves between zones).
+/// Inserts a decoded component into an entity (a player moving between zones, or a
+/// component restored from saved state).
 type InsertFn = fn(&mut EntityWorldMut<'_>, &[u8]) -> Result<(), postcard::Error>;
 
 /// One replicated component type.
@@ -43,6 +44,7 @@ impl ReplicationRegistry {
     }
 }
 
+/// Decodes a postcard-encoded `C` and inserts it into `entity`.
 pub(crate) fn insert_decoded<C>(
     entity: &mut EntityWorldMut<'_>,
     bytes: &[u8],

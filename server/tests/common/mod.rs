@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tempfile::TempDir;
 use zonemesh_client::{Client, ClientConfig, DisconnectReason, Event};
+use zonemesh_server::demo::{Coins, component_ids};
 use zonemesh_server::dev::{DevWorld, start_dev_server};
 use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
@@ -229,6 +230,22 @@ pub async fn wait_disconnect(client: &mut Client, what: &str) -> DisconnectReaso
         }
     })
     .await
+}
+
+/// The player's coins (the demo's `Coins`) as its own client sees them.
+pub fn coins(client: &Client) -> Option<u32> {
+    let me = client.replica().get(client.player())?;
+    let coins = me.component::<Coins>(component_ids::COINS)?.ok()?;
+    Some(coins.0)
+}
+
+/// Plays on until durable action `id` is answered; returns the answer.
+pub async fn action_answer(client: &mut Client, id: u128) -> Event {
+    let events = drive(client, None, "durable action answered", |_, e| {
+        matches!(e, Event::ActionCommitted { id: i } | Event::ActionRejected { id: i, .. } if *i == id)
+    })
+    .await;
+    events.last().cloned().expect("drive stops on the answer")
 }
 
 /// Runs `fut` with the test deadline.
