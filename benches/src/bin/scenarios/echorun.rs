@@ -81,6 +81,8 @@ pub(crate) fn run(placement: &Placement, clk_tck: u64, spec: &EchoSpec) -> anyho
     let (stdout, _) = server.take_pipes();
     let rx = child::watch_listening(stdout.context("echo server stdout not piped")?);
     let addr = child::await_listening(&rx, Duration::from_secs(15), "echo server", None)?;
+    // Let the echo server finish starting up (TLS set-up, first allocations) before its
+    // CPU is sampled, so the baseline counts only per-datagram work.
     std::thread::sleep(Duration::from_secs(1));
 
     let (window_start, window_end) = (3.0_f64.min(spec.secs / 3.0), spec.secs - 1.0);
