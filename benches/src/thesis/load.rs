@@ -1,18 +1,20 @@
 //! The load generator: real SDK clients sending `EVENT_ADD_COIN` and waiting for the
 //! answer, either closed loop (each client keeps `window` requests outstanding and sends
-//! the next when an answer arrives) or open loop (a fixed total rate; latency measured
-//! from each request's *intended* send time, so a stalled server cannot hide its
-//! queueing: no coordinated omission).
+//! the next when an answer arrives) or open loop (a fixed total rate released by the
+//! [`Pacer`]; latency measured from each request's *intended* send time, so a stalled
+//! server cannot hide its queueing: no coordinated omission).
 //!
 //! Every answer carries the player's new coin count; each client checks that the counts
 //! it receives are consecutive, so a lost update on either server shows up as an error.
 
+use super::pacer::{OpenLoopPlan, Pacer};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use zonemesh_client::{Client, ClientConfig, Event};
@@ -48,6 +50,9 @@ pub(crate) struct LoadResult {
     pub(crate) throughput: f64,
     /// Latency of measured requests, microseconds.
     pub(crate) latency_us: Histogram<u64>,
+    /// Open loop: how late measured requests left after their intended time,
+    /// microseconds (the load generator's own lag, included in `latency_us`).
+    pub(crate) send_lag_us: Histogram<u64>,
     /// Requests still unanswered when the drain time ran out.
     pub(crate) unanswered: u64,
     /// Answers whose count was not the previous one plus one.
@@ -67,15 +72,36 @@ pub(crate) struct Target {
 pub(crate) async fn run(target: &Target, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     let (endpoints, clients) = connect_all(target, spec.clients).await?;
     let start = Instant::now() + Duration::from_millis(100);
+    let window = Window {
+        from: start + spec.warmup,
+        to: start + spec.warmup + spec.measure,
+    };
+    let (pacer, mut schedules) = match spec.rate {
+        Some(rate) => {
+            let plan = OpenLoopPlan {
+                rate,
+                clients: clients.len(),
+                start: start.into_std(),
+                until: window.to.into_std(),
+            };
+            let (pacer, receivers) = Pacer::start(plan)?;
+            (Some(pacer), receivers.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    schedules.resize_with(clients.len(), || None);
     let mut tasks = JoinSet::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        let spec = spec.clone();
-        tasks.spawn(async move { drive(client, i, &spec, start).await });
+    for (client, schedule) in clients.into_iter().zip(schedules) {
+        let depth = spec.window;
+        tasks.spawn(async move { drive(client, depth, schedule, start, window).await });
     }
     let mut total = ClientTally::new()?;
     while let Some(joined) = tasks.join_next().await {
         let tally = joined.context("a client task panicked")??;
         total.merge(&tally)?;
+    }
+    if let Some(pacer) = pacer {
+        pacer.join()?;
     }
     for endpoint in endpoints {
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
@@ -113,24 +139,19 @@ fn client_config(target: &Target, dir: &Path, i: usize) -> anyhow::Result<Client
     Ok(config)
 }
 
-/// One client's requests and answers.
+/// One client's requests and answers: open loop when it has a schedule from the
+/// pacer, else closed loop keeping `depth` requests outstanding.
 async fn drive(
     mut client: Client,
-    index: usize,
-    spec: &LoadSpec,
+    depth: usize,
+    schedule: Option<mpsc::Receiver<std::time::Instant>>,
     start: Instant,
+    window: Window,
 ) -> anyhow::Result<ClientTally> {
-    let window = Window {
-        from: start + spec.warmup,
-        to: start + spec.warmup + spec.measure,
-    };
     let mut tally = ClientTally::new()?;
-    let outcome = match spec.rate {
-        None => closed_loop(&mut client, spec.window, start, window, &mut tally).await,
-        Some(rate) => {
-            let schedule = Schedule::new(rate, spec.clients, index, start);
-            open_loop(&mut client, schedule, window, &mut tally).await
-        }
+    let outcome = match schedule {
+        None => closed_loop(&mut client, depth, start, window, &mut tally).await,
+        Some(schedule) => open_loop(&mut client, schedule, window, &mut tally).await,
     };
     client.close().await;
     outcome.map(|()| tally)
@@ -178,46 +199,32 @@ async fn closed_loop(
     Ok(())
 }
 
-/// When one open-loop client means to send.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    next: Instant,
-    interval: Duration,
-}
-
-impl Schedule {
-    /// Client `index` of `clients` sharing `rate` requests per second, staggered.
-    fn new(rate: f64, clients: usize, index: usize, start: Instant) -> Self {
-        let interval = Duration::from_secs_f64(clients as f64 / rate);
-        let offset = Duration::from_secs_f64(index as f64 / rate);
-        Self {
-            next: start + offset,
-            interval,
-        }
-    }
-}
-
-/// Sends on schedule until the window ends (whatever the answers do), then drains.
+/// Sends each request when the pacer releases it (whatever the answers do), until
+/// the pacer is done, then drains.
 async fn open_loop(
     client: &mut Client,
-    mut schedule: Schedule,
+    mut schedule: mpsc::Receiver<std::time::Instant>,
     window: Window,
     tally: &mut ClientTally,
 ) -> anyhow::Result<()> {
     let mut sent = VecDeque::new();
     let deadline = window.to + DRAIN;
-    // Bounded: sending stops at the window's end, waiting at the drain deadline.
+    let mut sending = true;
+    // Bounded: the pacer's plan ends at the window's end, waiting at the drain deadline.
     loop {
-        let sending = schedule.next < window.to;
         if !sending && sent.is_empty() {
             break;
         }
         let may_send = sending && sent.len() < OPEN_LOOP_MAX_IN_FLIGHT;
         tokio::select! {
-            () = sleep_until(schedule.next), if may_send => {
-                send(client, &mut sent, schedule.next).await?;
-                schedule.next += schedule.interval;
-            }
+            due = schedule.recv(), if may_send => match due {
+                Some(due) => {
+                    let intended = Instant::from_std(due);
+                    send(client, &mut sent, intended).await?;
+                    tally.sent_late(intended, Instant::now(), window)?;
+                }
+                None => sending = false,
+            },
             answer = next_answer(client, deadline) => {
                 let Some(count) = answer? else { break };
                 let intended = sent.pop_front().context("an answer nobody asked for")?;
@@ -271,6 +278,7 @@ async fn next_answer(client: &mut Client, deadline: Instant) -> anyhow::Result<O
 struct ClientTally {
     measured: u64,
     latency_us: Histogram<u64>,
+    send_lag_us: Histogram<u64>,
     unanswered: u64,
     lost_updates: u64,
     last_count: Option<u32>,
@@ -280,8 +288,8 @@ impl ClientTally {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             measured: 0,
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
-                .context("cannot create a histogram")?,
+            latency_us: micros_histogram()?,
+            send_lag_us: micros_histogram()?,
             unanswered: 0,
             lost_updates: 0,
             last_count: None,
@@ -309,11 +317,15 @@ impl ClientTally {
             self.measured += 1;
         }
         if window.contains(from) {
-            let us =
-                u64::try_from(at.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
-            self.latency_us
-                .record(us.clamp(1, 60_000_000))
-                .context("cannot record a latency")?;
+            record_micros(&mut self.latency_us, from, at)?;
+        }
+        Ok(())
+    }
+
+    /// Records how late a request meant for `intended` actually left (at `at`).
+    fn sent_late(&mut self, intended: Instant, at: Instant, window: Window) -> anyhow::Result<()> {
+        if window.contains(intended) {
+            record_micros(&mut self.send_lag_us, intended, at)?;
         }
         Ok(())
     }
@@ -322,6 +334,9 @@ impl ClientTally {
         self.measured += other.measured;
         self.unanswered += other.unanswered;
         self.lost_updates += other.lost_updates;
+        self.send_lag_us
+            .add(&other.send_lag_us)
+            .context("cannot merge histograms")?;
         self.latency_us
             .add(&other.latency_us)
             .context("cannot merge histograms")
@@ -331,8 +346,24 @@ impl ClientTally {
         LoadResult {
             throughput: self.measured as f64 / measure.as_secs_f64(),
             latency_us: self.latency_us,
+            send_lag_us: self.send_lag_us,
             unanswered: self.unanswered,
             lost_updates: self.lost_updates,
         }
     }
+}
+
+/// Longest time a histogram records: 60 s, in microseconds.
+const HISTOGRAM_MAX_US: u64 = 60_000_000;
+
+fn micros_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).context("cannot create a histogram")
+}
+
+/// Records the time from `from` to `at` (at least 1 µs, at most the histogram's range).
+fn record_micros(histogram: &mut Histogram<u64>, from: Instant, at: Instant) -> anyhow::Result<()> {
+    let us = u64::try_from(at.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
+    histogram
+        .record(us.clamp(1, HISTOGRAM_MAX_US))
+        .context("cannot record a latency")
 }

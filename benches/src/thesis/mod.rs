@@ -9,9 +9,12 @@
 //! Against the embedded store (redb) and PostgreSQL. Phase 1 (saturation) runs each
 //! load point closed loop on both servers back to back; a server's saturation
 //! throughput in a run is its best point. Phase 2 (latency) runs both open loop at half
-//! of the stateless median maximum. Every figure is repeated `--runs` times.
+//! of the stateless median maximum, next to the transport floor (the stateless server
+//! answering from memory). Every figure is repeated `--runs` times.
 
 mod load;
+mod pacer;
+mod pin;
 mod report;
 mod stateless;
 mod subject;
@@ -19,6 +22,7 @@ mod subject;
 use anyhow::Context;
 use clap::Parser;
 use load::{LoadResult, LoadSpec, Target};
+use pin::Cores;
 use report::{Measurement, Phase};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +71,15 @@ struct Args {
     /// The stateful server's tick rate (`zonemesh dev --tick-hz`).
     #[arg(long, default_value_t = 20)]
     tick_hz: u16,
+    /// Let both servers and clients run on any core (by default, with two or more
+    /// allowed cores, the servers run on the first and the load generator on the second).
+    #[arg(long)]
+    no_pin: bool,
+    /// Threads of each side: the servers' tokio runtime (and the stateful server's
+    /// zone workers), and the load generator's runtime. Default: 1 when pinned (two
+    /// threads on one core only take turns), else 2.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Where data directories (identity, redb file) are created.
     #[arg(long, default_value = "target/thesis-data")]
     data: PathBuf,
@@ -81,6 +94,11 @@ pub(crate) fn main() -> anyhow::Result<()> {
         .map(|p| parse_point(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bench = Bench::new(&args)?;
+    println!(
+        "cores: {}; {} thread(s) per side",
+        bench.cores.describe(),
+        bench.threads
+    );
     let mut all = Vec::new();
     for run in (1..=args.runs).filter(|_| !args.no_saturation) {
         for store in &args.stores {
@@ -119,7 +137,9 @@ fn latency_phase(args: &Args, bench: &Bench, all: &mut Vec<Measurement>) -> anyh
     );
     for run in 1..=args.runs {
         for (store, rate) in &rates {
-            for mode in [Mode::Stateless, Mode::Stateful] {
+            // The floor keeps no store; it runs at each store's rate so every row of
+            // the summary has its own floor, measured minutes apart at most.
+            for mode in [Mode::Stateless, Mode::Stateful, Mode::Floor] {
                 let spec = bench.spec(args.latency_clients, 1, Some(*rate));
                 all.push(bench.measure(Phase::Latency, run, store, mode, &spec)?);
             }
@@ -146,10 +166,13 @@ fn parse_point(point: &str) -> anyhow::Result<(usize, usize)> {
 }
 
 /// The runtimes and settings every measurement shares. Servers and clients run on
-/// separate tokio runtimes (two threads each), as separate processes would.
+/// separate tokio runtimes (two threads each), as separate processes would, each
+/// pinned to its own core (see [`pin`]).
 struct Bench {
     servers: tokio::runtime::Runtime,
     clients: tokio::runtime::Runtime,
+    cores: Cores,
+    threads: usize,
     warmup: Duration,
     measure: Duration,
     data: PathBuf,
@@ -158,10 +181,23 @@ struct Bench {
 
 impl Bench {
     fn new(args: &Args) -> anyhow::Result<Self> {
-        let runtime = |name: &str| {
+        let cores = Cores::choose(!args.no_pin)?;
+        // Fail early, with the reason, if this machine does not allow pinning.
+        cores.pin_current_thread(cores.server)?;
+        let threads = args
+            .threads
+            .unwrap_or(if cores.server.is_some() { 1 } else { 2 });
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        let runtime = |name: &str, core: Option<usize>| {
+            let cores = cores.clone();
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(threads)
                 .thread_name(name)
+                .on_thread_start(move || {
+                    if let Err(error) = cores.pin_current_thread(core) {
+                        eprintln!("{error:#}");
+                    }
+                })
                 .enable_all()
                 .build()
                 .with_context(|| format!("cannot start the {name} runtime"))
@@ -169,8 +205,10 @@ impl Bench {
         std::fs::create_dir_all(&args.data)
             .with_context(|| format!("cannot create {}", args.data.display()))?;
         Ok(Self {
-            servers: runtime("thesis-server")?,
-            clients: runtime("thesis-client")?,
+            servers: runtime("thesis-server", cores.server)?,
+            clients: runtime("thesis-client", cores.clients)?,
+            cores,
+            threads,
             warmup: Duration::try_from_secs_f64(args.warmup_secs).context("bad --warmup-secs")?,
             measure: Duration::try_from_secs_f64(args.secs).context("bad --secs")?,
             data: args.data.clone(),
@@ -198,16 +236,27 @@ impl Bench {
         spec: &LoadSpec,
     ) -> anyhow::Result<Measurement> {
         let dir = tempfile::tempdir_in(&self.data).context("cannot create a data directory")?;
+        // The server's own threads (zone workers) inherit the main thread's core.
+        self.cores.pin_current_thread(self.cores.server)?;
         let subject = self
             .servers
-            .block_on(Subject::start(mode, store, dir.path(), self.tick_hz))
+            .block_on(Subject::start(
+                mode,
+                store,
+                dir.path(),
+                self.tick_hz,
+                self.threads,
+            ))
             .with_context(|| format!("cannot start the {mode} server on {store}"))?;
         let target = Target {
             addr: subject.addr()?,
             data_dir: dir.path().to_path_buf(),
             prefix: format!("r{run}{}{}", phase.tag(), rand_tag()),
         };
+        // The load's main future and the pacer thread it starts run on the clients' core.
+        self.cores.pin_current_thread(self.cores.clients)?;
         let result: anyhow::Result<LoadResult> = self.clients.block_on(load::run(&target, spec));
+        self.cores.pin_current_thread(self.cores.server)?;
         let server = self.servers.block_on(subject.stop());
         let result = result.with_context(|| format!("{mode} on {store}: load failed"))?;
         let m = Measurement::new(phase, run, store, mode, spec, &result, server);

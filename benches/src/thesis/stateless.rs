@@ -6,6 +6,10 @@
 //! A connection's requests are served one after another: a player's read-modify-write
 //! must not race with itself (two concurrent ones would lose an update), so
 //! concurrency comes from many players, as it would in production.
+//!
+//! The same server without a store ([`Backing::Memory`]: the count lives in the
+//! connection task) is the benchmark's **transport floor**: the latency of the QUIC
+//! round trip and framing alone, below which no server over this transport can answer.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -29,11 +33,20 @@ const ZONE: ZoneId = ZoneId::grid(1000, 1000);
 /// Time allowed for the control stream and `Hello` of a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where the coin count lives.
+#[derive(Debug)]
+pub(crate) enum Backing {
+    /// In the store: load, modify, save per request (the stateless baseline).
+    Store(Arc<dyn Store>),
+    /// In the connection task's memory, never saved (the transport floor).
+    Memory,
+}
+
 /// What every connection task shares.
 #[derive(Debug)]
 struct Shared {
-    store: Arc<dyn Store>,
-    epoch: u64,
+    /// The store and the epoch of the zone it writes under; `None` for the floor.
+    store: Option<(Arc<dyn Store>, u64)>,
     secret: Vec<u8>,
     errors: AtomicU64,
 }
@@ -47,22 +60,28 @@ pub(crate) struct StatelessServer {
 }
 
 impl StatelessServer {
-    /// Starts on `listen` with the dev identity under `data` and the given store.
+    /// Starts on `listen` with the dev identity under `data`, keeping counts in
+    /// `backing`.
     pub(crate) async fn start(
         listen: SocketAddr,
         data: &Path,
-        store: Arc<dyn Store>,
+        backing: Backing,
     ) -> anyhow::Result<Self> {
         let identity = load_or_create(data)?;
         // The very transport the ZoneMesh server listens with (same TLS, ALPN, limits).
         let config = quic_server_config(identity.tls, &NetLimits::default())?;
-        let activation = store
-            .activate_zone(ZONE.0, "thesis-stateless")
-            .await
-            .context("cannot activate the stateless server's zone")?;
+        let store = match backing {
+            Backing::Store(store) => {
+                let activation = store
+                    .activate_zone(ZONE.0, "thesis-stateless")
+                    .await
+                    .context("cannot activate the stateless server's zone")?;
+                Some((store, activation.epoch))
+            }
+            Backing::Memory => None,
+        };
         let shared = Arc::new(Shared {
             store,
-            epoch: activation.epoch,
             secret: identity.secret,
             errors: AtomicU64::new(0),
         });
@@ -81,9 +100,12 @@ impl StatelessServer {
         self.endpoint.local_addr().context("no local address")
     }
 
-    /// The store's operation counts so far.
-    pub(crate) fn store_stats(&self) -> zonemesh_store::StoreStats {
-        self.shared.store.stats()
+    /// Player records saved so far (none for the floor).
+    pub(crate) fn player_saves(&self) -> u64 {
+        self.shared
+            .store
+            .as_ref()
+            .map_or(0, |(store, _)| store.stats().n_player_saves)
     }
 
     /// Stops accepting, closes every connection, returns the count of failed requests.
@@ -120,7 +142,7 @@ async fn serve(incoming: quinn::Incoming, shared: &Shared) -> anyhow::Result<()>
         .await
         .context("no Hello in time")??;
     let player = authenticate(hello, &shared.secret)?;
-    ensure_record(shared, &player).await?;
+    let mut coins = Coins::open(shared, &player).await?;
     let welcome = ServerControl::Welcome {
         player: NetId::new(ZONE, 1),
         zone: ZONE,
@@ -131,10 +153,10 @@ async fn serve(incoming: quinn::Incoming, shared: &Shared) -> anyhow::Result<()>
     while let Some(msg) = reader.next().await? {
         match msg {
             ClientControl::GameEvent { kind, .. } if kind == EVENT_ADD_COIN => {
-                let coins = add_coin(shared, &player).await?;
+                let count = coins.add_one().await?;
                 let answer = ServerControl::GameEvent {
                     kind,
-                    payload: coins.to_le_bytes().to_vec(),
+                    payload: count.to_le_bytes().to_vec(),
                 };
                 write(&mut send, &answer).await?;
             }
@@ -155,32 +177,70 @@ fn authenticate(hello: Option<ClientControl>, secret: &[u8]) -> anyhow::Result<S
     Ok(claims.player)
 }
 
-/// Creates the player's record (0 coins) on first sight: not part of the measured
-/// request, just as the stateful server loads the player when it connects.
-async fn ensure_record(shared: &Shared, player: &str) -> anyhow::Result<()> {
-    let existing = shared
-        .store
-        .load_player(player)
-        .await
-        .context("cannot load the player")?;
-    if existing.is_none() {
-        let record = PlayerRecord {
-            player: player.to_owned(),
-            zone: ZONE.0,
-            x: 0.0,
-            y: 0.0,
-            data: Bytes::copy_from_slice(&0u32.to_le_bytes()),
-            updated_at_unix_ms: unix_ms(),
-        };
-        save(shared, record).await?;
-    }
-    Ok(())
+/// One connected player's coin count, wherever it lives.
+enum Coins<'a> {
+    /// Loaded, modified and saved per request.
+    Stored {
+        store: &'a dyn Store,
+        epoch: u64,
+        player: String,
+    },
+    /// Kept by the connection task.
+    InMemory(u32),
 }
 
-/// The request: load, add one coin, save; returns the new count.
-async fn add_coin(shared: &Shared, player: &str) -> anyhow::Result<u32> {
-    let mut record = shared
-        .store
+impl<'a> Coins<'a> {
+    /// Creates the player's record (0 coins) on first sight: not part of the measured
+    /// request, just as the stateful server loads the player when it connects.
+    async fn open(shared: &'a Shared, player: &str) -> anyhow::Result<Self> {
+        let Some((store, epoch)) = &shared.store else {
+            return Ok(Self::InMemory(0));
+        };
+        let (store, epoch) = (store.as_ref(), *epoch);
+        let existing = store
+            .load_player(player)
+            .await
+            .context("cannot load the player")?;
+        if existing.is_none() {
+            save(store, epoch, new_record(player)).await?;
+        }
+        Ok(Self::Stored {
+            store,
+            epoch,
+            player: player.to_owned(),
+        })
+    }
+
+    /// The request: add one coin and return the new count (stored: load, add, save).
+    async fn add_one(&mut self) -> anyhow::Result<u32> {
+        match self {
+            Self::InMemory(count) => {
+                *count = count.saturating_add(1);
+                Ok(*count)
+            }
+            Self::Stored {
+                store,
+                epoch,
+                player,
+            } => add_coin(*store, *epoch, player).await,
+        }
+    }
+}
+
+fn new_record(player: &str) -> PlayerRecord {
+    PlayerRecord {
+        player: player.to_owned(),
+        zone: ZONE.0,
+        x: 0.0,
+        y: 0.0,
+        data: Bytes::copy_from_slice(&0u32.to_le_bytes()),
+        updated_at_unix_ms: unix_ms(),
+    }
+}
+
+/// Load, add one coin, save; returns the new count.
+async fn add_coin(store: &dyn Store, epoch: u64, player: &str) -> anyhow::Result<u32> {
+    let mut record = store
         .load_player(player)
         .await
         .context("cannot load the player")?
@@ -194,14 +254,13 @@ async fn add_coin(shared: &Shared, player: &str) -> anyhow::Result<u32> {
     record.data = Bytes::copy_from_slice(&coins.to_le_bytes());
     record.zone = ZONE.0;
     record.updated_at_unix_ms = unix_ms();
-    save(shared, record).await?;
+    save(store, epoch, record).await?;
     Ok(coins)
 }
 
-async fn save(shared: &Shared, record: PlayerRecord) -> anyhow::Result<()> {
-    shared
-        .store
-        .save_players(ZONE.0, shared.epoch, vec![record])
+async fn save(store: &dyn Store, epoch: u64, record: PlayerRecord) -> anyhow::Result<()> {
+    store
+        .save_players(ZONE.0, epoch, vec![record])
         .await
         .context("cannot save the player")
 }

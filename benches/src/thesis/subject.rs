@@ -3,7 +3,7 @@
 //! ([`zonemesh_server::dev::start_dev_server`], the demo world with its
 //! `EVENT_ADD_COIN`), each against the embedded store or PostgreSQL.
 
-use super::stateless::StatelessServer;
+use super::stateless::{Backing, StatelessServer};
 use anyhow::Context;
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +27,9 @@ pub(crate) enum Mode {
     Stateless,
     /// ZoneMesh: state in the zone, checkpoints in the background.
     Stateful,
+    /// The stateless server answering from its connection task's memory: the
+    /// transport's own round trip, the floor under both.
+    Floor,
 }
 
 impl fmt::Display for Mode {
@@ -34,6 +37,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Self::Stateless => "stateless",
             Self::Stateful => "stateful",
+            Self::Floor => "floor",
         })
     }
 }
@@ -52,28 +56,36 @@ pub(crate) struct SubjectReport {
     pub(crate) store_writes: u64,
     /// Connections the server failed or closed abnormally.
     pub(crate) errors: u64,
+    /// Stateful: CPU time of one round of ticks, all zones together (sum of the
+    /// zones' mean tick times), microseconds; what a request arriving mid-round may
+    /// wait for on a busy core.
+    pub(crate) tick_round_us: f64,
 }
 
 impl Subject {
     /// Starts `mode` on an ephemeral port of 127.0.0.1, its identity (and the redb file)
     /// under `data`, saving to `store` (`embedded` or a postgres URL); the stateful
-    /// server ticks at `tick_hz`.
+    /// server ticks at `tick_hz` on `workers` zone workers.
     pub(crate) async fn start(
         mode: Mode,
         store: &str,
         data: &Path,
         tick_hz: u16,
+        workers: usize,
     ) -> anyhow::Result<Self> {
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
         match mode {
             Mode::Stateless => {
                 let store = open_stateless_store(store, data).await?;
                 Ok(Self::Stateless(
-                    StatelessServer::start(listen, data, store).await?,
+                    StatelessServer::start(listen, data, Backing::Store(store)).await?,
                 ))
             }
+            Mode::Floor => Ok(Self::Stateless(
+                StatelessServer::start(listen, data, Backing::Memory).await?,
+            )),
             Mode::Stateful => Ok(Self::Stateful(
-                start_dev_server(listen, data, &dev_world(store, tick_hz)).await?,
+                start_dev_server(listen, data, &dev_world(store, tick_hz, workers)).await?,
             )),
         }
     }
@@ -90,10 +102,11 @@ impl Subject {
     pub(crate) async fn stop(self) -> SubjectReport {
         match self {
             Self::Stateless(s) => {
-                let writes = s.store_stats().n_player_saves;
+                let writes = s.player_saves();
                 SubjectReport {
                     errors: s.shutdown().await,
                     store_writes: writes,
+                    tick_round_us: 0.0,
                 }
             }
             Self::Stateful(d) => {
@@ -101,6 +114,7 @@ impl Subject {
                 let report = SubjectReport {
                     store_writes: writes(&d.server.store().stats()),
                     errors: abnormal_closes(&status),
+                    tick_round_us: status.zones.iter().map(|z| z.tick_time_us.mean()).sum(),
                 };
                 d.server.shutdown().await;
                 report
@@ -125,9 +139,9 @@ fn abnormal_closes(status: &ServerStatus) -> u64 {
 }
 
 /// `zonemesh dev` for the benchmark: the default world (4x4 zones, checkpoints every
-/// 5 s) without NPCs, at `tick_hz`, and a game-event limit no client reaches (what
-/// `--event-rate` sets on the command line).
-fn dev_world(store: &str, tick_hz: u16) -> DevWorld {
+/// 5 s) without NPCs, at `tick_hz` on `workers` zone workers, and a game-event limit
+/// no client reaches (what `--event-rate` sets on the command line).
+fn dev_world(store: &str, tick_hz: u16, workers: usize) -> DevWorld {
     let unlimited = RateLimit {
         per_second: 1e9,
         burst: 1e9,
@@ -143,6 +157,7 @@ fn dev_world(store: &str, tick_hz: u16) -> DevWorld {
         ..DevWorld::default()
     };
     world.node.zone.tick_hz = tick_hz;
+    world.node.workers = Some(workers);
     world
 }
 

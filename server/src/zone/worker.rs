@@ -152,9 +152,8 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     while !stop.load(Ordering::Acquire) {
         if sleep_until(clock.next_at(), stop, lanes.pending) == Wake::Pending {
             // A request is waiting: handle messages now, tick at the usual time.
-            lanes.pending.store(false, Ordering::Release);
             zones.extend(incoming.try_iter().map(|z| *z));
-            zones.iter_mut().for_each(Zone::handle_pending_messages);
+            answer_requests(&mut zones, lanes.pending);
             continue;
         }
         if stop.load(Ordering::Acquire) {
@@ -162,10 +161,13 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
         }
         zones.extend(incoming.try_iter().map(|z| *z));
         took.clear();
-        for zone in &mut zones {
+        for i in 0..zones.len() {
             let started = Instant::now();
-            zone.tick();
+            zones[i].tick();
             took.push(started.elapsed());
+            // A request that came in meanwhile waits for one zone's tick, not the
+            // whole round: latency must not grow with the zones a worker holds.
+            answer_requests(&mut zones, lanes.pending);
         }
         let plan = clock.finish_tick(Instant::now());
         if plan.missed > 0 {
@@ -179,6 +181,14 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     zones.extend(incoming.try_iter().map(|z| *z));
     count.store(0, Ordering::Release);
     zones
+}
+
+/// Handles every zone's waiting messages if a request has asked for it since the last
+/// time (the flag is cleared first, so a request arriving meanwhile raises it again).
+fn answer_requests(zones: &mut [Zone], pending: &AtomicBool) {
+    if pending.swap(false, Ordering::AcqRel) {
+        zones.iter_mut().for_each(Zone::handle_pending_messages);
+    }
 }
 
 /// Hands zones that have been idle long enough (and may leave) to the host, which
