@@ -148,7 +148,9 @@ async fn serve(incoming: quinn::Incoming, shared: &Shared) -> anyhow::Result<()>
         zone: ZONE,
         tick_hz: 20,
     };
-    write(&mut send, &welcome).await?;
+    if !write(&mut send, &welcome).await? {
+        return Ok(());
+    }
     // Ends when the client says goodbye or the connection closes (idle timeout 10 s).
     while let Some(msg) = reader.next().await? {
         match msg {
@@ -158,7 +160,9 @@ async fn serve(incoming: quinn::Incoming, shared: &Shared) -> anyhow::Result<()>
                     kind,
                     payload: count.to_le_bytes().to_vec(),
                 };
-                write(&mut send, &answer).await?;
+                if !write(&mut send, &answer).await? {
+                    return Ok(());
+                }
             }
             ClientControl::Goodbye => break,
             other => bail!("unexpected request {other:?}"),
@@ -265,10 +269,14 @@ async fn save(store: &dyn Store, epoch: u64, record: PlayerRecord) -> anyhow::Re
         .context("cannot save the player")
 }
 
-async fn write(send: &mut SendStream, msg: &ServerControl) -> anyhow::Result<()> {
-    send.write_all(&msg.to_frame())
-        .await
-        .context("cannot write to the client")
+/// Writes a message; `false` if the client has gone (after the measurement a client
+/// leaves without waiting for its last answers, which it counts as unanswered).
+async fn write(send: &mut SendStream, msg: &ServerControl) -> anyhow::Result<bool> {
+    match send.write_all(&msg.to_frame()).await {
+        Ok(()) => Ok(true),
+        Err(quinn::WriteError::ConnectionLost(_)) => Ok(false),
+        Err(error) => Err(error).context("cannot write to the client"),
+    }
 }
 
 fn unix_ms() -> u64 {
