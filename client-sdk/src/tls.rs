@@ -18,7 +18,7 @@ pub(crate) fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut config = match trust {
         Trust::PinnedCert(certs) => {
-            let verifier = PinnedCertVerifier::new(certs.clone(), provider)?;
+            let verifier = CertVerifier::pinned(certs.clone(), provider)?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -40,7 +40,7 @@ pub(crate) fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider }))
+                .with_custom_certificate_verifier(Arc::new(CertVerifier::any(provider)))
                 .with_no_client_auth()
         }
     };
@@ -48,19 +48,29 @@ pub(crate) fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
     Ok(config)
 }
 
-/// Accepts exactly the pinned end-entity certificates. Names, dates and issuers are not
-/// consulted (a self-signed dev certificate has no issuer to check); the handshake
-/// signature is verified with the certificate's key, so a peer that merely replays
-/// the certificate without its private key is refused.
+/// Which end-entity certificates a [`CertVerifier`] accepts.
 #[derive(Debug)]
-pub(crate) struct PinnedCertVerifier {
-    pinned: Vec<CertificateDer<'static>>,
+enum Accepted {
+    /// Exactly these ([`Trust::PinnedCert`]).
+    Pinned(Vec<CertificateDer<'static>>),
+    /// Any ([`Trust::InsecureDev`]).
+    Any,
+}
+
+/// Checks the server's certificate against [`Accepted`]. Names, dates and issuers are
+/// not consulted (a self-signed dev certificate has no issuer to check); the handshake
+/// signature is always verified with the certificate's key, so a peer that merely
+/// replays a pinned certificate without its private key is refused, and even an
+/// accepted-any handshake is internally consistent.
+#[derive(Debug)]
+pub(crate) struct CertVerifier {
+    accepted: Accepted,
     provider: Arc<CryptoProvider>,
 }
 
-impl PinnedCertVerifier {
-    /// A verifier for `pinned` (at least one certificate).
-    pub(crate) fn new(
+impl CertVerifier {
+    /// A verifier accepting exactly `pinned` (at least one certificate).
+    pub(crate) fn pinned(
         pinned: Vec<CertificateDer<'static>>,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, ClientError> {
@@ -69,11 +79,22 @@ impl PinnedCertVerifier {
                 "Trust::PinnedCert needs at least one certificate".into(),
             ));
         }
-        Ok(Self { pinned, provider })
+        Ok(Self {
+            accepted: Accepted::Pinned(pinned),
+            provider,
+        })
+    }
+
+    /// A verifier accepting any certificate (development only).
+    fn any(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            accepted: Accepted::Any,
+            provider,
+        }
     }
 }
 
-impl ServerCertVerifier for PinnedCertVerifier {
+impl ServerCertVerifier for CertVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -82,71 +103,17 @@ impl ServerCertVerifier for PinnedCertVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_ref() == end_entity.as_ref())
-        {
+        let accepted = match &self.accepted {
+            Accepted::Any => true,
+            Accepted::Pinned(pinned) => pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()),
+        };
+        if accepted {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts any certificate ([`Trust::InsecureDev`]); signatures are still checked so
-/// the handshake is at least internally consistent.
-#[derive(Debug)]
-struct AcceptAnyCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -194,7 +161,7 @@ mod tests {
         certified.cert.der().clone()
     }
 
-    fn verify(verifier: &PinnedCertVerifier, cert: &CertificateDer<'_>) -> bool {
+    fn verify(verifier: &CertVerifier, cert: &CertificateDer<'_>) -> bool {
         let name = ServerName::try_from("localhost").expect("name");
         verifier
             .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
@@ -205,17 +172,25 @@ mod tests {
     fn pinned_verifier_accepts_only_the_pinned_certificate() {
         let (pinned, other) = (cert(), cert());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = PinnedCertVerifier::new(vec![pinned.clone()], provider).expect("verifier");
+        let verifier = CertVerifier::pinned(vec![pinned.clone()], provider).expect("verifier");
         assert!(verify(&verifier, &pinned));
         assert!(!verify(&verifier, &other));
         assert!(!verifier.supported_verify_schemes().is_empty());
     }
 
     #[test]
+    fn insecure_dev_verifier_accepts_any_certificate() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = CertVerifier::any(provider);
+        assert!(verify(&verifier, &cert()));
+        assert!(verify(&verifier, &cert()));
+    }
+
+    #[test]
     fn empty_pin_list_is_a_config_error() {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         assert!(matches!(
-            PinnedCertVerifier::new(vec![], provider),
+            CertVerifier::pinned(vec![], provider),
             Err(ClientError::Config(_))
         ));
     }
