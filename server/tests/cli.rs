@@ -4,14 +4,15 @@
 
 mod common;
 
-use common::{coins, drive, own_position, wait_disconnect, wait_own_position, within};
+use common::{
+    coins, drive, own_position, pick_up_coin, wait_disconnect, wait_own_position, within,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-use zonemesh_client::{Client, ClientConfig, ErrorCode, Event, Trust, Vec2};
-use zonemesh_server::demo::ACTION_PICK_UP_COIN;
+use zonemesh_client::{Client, ClientConfig, ErrorCode, Trust, Vec2};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonemesh");
 
@@ -248,18 +249,7 @@ async fn acknowledged_actions_and_recent_positions_survive_sigkill() {
 
     let mut acknowledged = Vec::new();
     for _ in 0..3 {
-        let id = client
-            .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-            .await
-            .expect("sent");
-        drive(
-            &mut client,
-            None,
-            "action committed",
-            |_, e| matches!(e, Event::ActionCommitted { id: i } if *i == id),
-        )
-        .await;
-        acknowledged.push(id);
+        acknowledged.push(pick_up_coin(&mut client).await);
     }
     // Walk for more than a checkpoint interval, so one checkpoint holds the coins.
     let heading = if start.x < 64.0 { SPEED } else { -SPEED };

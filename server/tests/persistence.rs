@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    TestServer, TestWorld, action_answer, coins, drive, own_position, wait_own_position, within,
+    TestServer, TestWorld, action_answer, coins, drive, own_position, pick_up_coin,
+    wait_own_position, within,
 };
 use std::time::Duration;
 use zonemesh_client::{Client, ErrorCode, Event};
@@ -18,14 +19,7 @@ async fn durable_actions_commit_before_the_ack_and_apply_once() {
     let mut client = server.connect("collector").await;
     wait_own_position(&mut client).await;
 
-    let first = client
-        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-        .await
-        .expect("sent");
-    assert_eq!(
-        action_answer(&mut client, first).await,
-        Event::ActionCommitted { id: first }
-    );
+    let first = pick_up_coin(&mut client).await;
     // The same id again (a client retrying after a lost answer): acknowledged, not re-applied.
     client
         .send_durable_action_with_id(first, ACTION_PICK_UP_COIN, Vec::new())
@@ -35,14 +29,7 @@ async fn durable_actions_commit_before_the_ack_and_apply_once() {
         action_answer(&mut client, first).await,
         Event::ActionCommitted { id: first }
     );
-    let second = client
-        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-        .await
-        .expect("sent");
-    assert_eq!(
-        action_answer(&mut client, second).await,
-        Event::ActionCommitted { id: second }
-    );
+    let second = pick_up_coin(&mut client).await;
     drive(&mut client, None, "two coins", |c, _| coins(c) == Some(2)).await;
 
     // The store holds exactly the two actions.
@@ -75,14 +62,7 @@ async fn players_and_their_coins_survive_a_restart() {
     let server = TestServer::start(TestWorld::default()).await;
     let mut client = server.connect("returner").await;
     let start = wait_own_position(&mut client).await;
-    let id = client
-        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-        .await
-        .expect("sent");
-    assert_eq!(
-        action_answer(&mut client, id).await,
-        Event::ActionCommitted { id }
-    );
+    pick_up_coin(&mut client).await;
     let towards_centre = if start.x < 32.0 { 6.0 } else { -6.0 };
     let walk = zonemesh_client::Vec2::new(towards_centre, 0.0);
     drive(&mut client, Some(walk), "walked and counted", |c, _| {
@@ -283,14 +263,7 @@ async fn the_server_saves_to_postgres_when_given_a_url() {
     let name = format!("pg-{:08x}", rand::random::<u32>());
     let mut client = server.connect(&name).await;
     wait_own_position(&mut client).await;
-    let id = client
-        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-        .await
-        .expect("sent");
-    assert_eq!(
-        action_answer(&mut client, id).await,
-        Event::ActionCommitted { id }
-    );
+    pick_up_coin(&mut client).await;
     drive(&mut client, None, "coin counted", |c, _| {
         coins(c) == Some(1)
     })

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tempfile::TempDir;
 use zonemesh_client::{Client, ClientConfig, DisconnectReason, Event};
-use zonemesh_server::demo::{Coins, component_ids};
+use zonemesh_server::demo::{ACTION_PICK_UP_COIN, Coins, component_ids};
 use zonemesh_server::dev::{DevWorld, start_dev_server};
 use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
@@ -246,6 +246,20 @@ pub async fn action_answer(client: &mut Client, id: u128) -> Event {
     })
     .await;
     events.last().cloned().expect("drive stops on the answer")
+}
+
+/// Picks up a coin as a durable action and plays on until it is committed; returns
+/// the action's id.
+pub async fn pick_up_coin(client: &mut Client) -> u128 {
+    let id = client
+        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
+        .await
+        .expect("sent");
+    assert_eq!(
+        action_answer(client, id).await,
+        Event::ActionCommitted { id }
+    );
+    id
 }
 
 /// Runs `fut` with the test deadline.
