@@ -76,20 +76,7 @@ pub(crate) async fn run(target: &Target, spec: &LoadSpec) -> anyhow::Result<Load
         from: start + spec.warmup,
         to: start + spec.warmup + spec.measure,
     };
-    let (pacer, mut schedules) = match spec.rate {
-        Some(rate) => {
-            let plan = OpenLoopPlan {
-                rate,
-                clients: clients.len(),
-                start: start.into_std(),
-                until: window.to.into_std(),
-            };
-            let (pacer, receivers) = Pacer::start(plan)?;
-            (Some(pacer), receivers.into_iter().map(Some).collect())
-        }
-        None => (None, Vec::new()),
-    };
-    schedules.resize_with(clients.len(), || None);
+    let (pacer, schedules) = schedules(spec.rate, clients.len(), start, window)?;
     let mut tasks = JoinSet::new();
     for (client, schedule) in clients.into_iter().zip(schedules) {
         let depth = spec.window;
@@ -101,12 +88,37 @@ pub(crate) async fn run(target: &Target, spec: &LoadSpec) -> anyhow::Result<Load
         total.merge(&tally)?;
     }
     if let Some(pacer) = pacer {
+        // Already done or about to be: its plan ends with the measured window.
         pacer.join()?;
     }
     for endpoint in endpoints {
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     }
     Ok(total.into_result(spec.measure))
+}
+
+/// One client's intended send times, from the pacer.
+type Schedule = mpsc::Receiver<std::time::Instant>;
+
+/// Open loop (`rate` given): the pacer and each client's schedule from it. Closed
+/// loop: no pacer and no schedules.
+fn schedules(
+    rate: Option<f64>,
+    clients: usize,
+    start: Instant,
+    window: Window,
+) -> anyhow::Result<(Option<Pacer>, Vec<Option<Schedule>>)> {
+    let Some(rate) = rate else {
+        return Ok((None, (0..clients).map(|_| None).collect()));
+    };
+    let plan = OpenLoopPlan {
+        rate,
+        clients,
+        start: start.into_std(),
+        until: window.to.into_std(),
+    };
+    let (pacer, receivers) = Pacer::start(plan)?;
+    Ok((Some(pacer), receivers.into_iter().map(Some).collect()))
 }
 
 /// Connects the clients over shared endpoints, concurrently.
@@ -144,7 +156,7 @@ fn client_config(target: &Target, dir: &Path, i: usize) -> anyhow::Result<Client
 async fn drive(
     mut client: Client,
     depth: usize,
-    schedule: Option<mpsc::Receiver<std::time::Instant>>,
+    schedule: Option<Schedule>,
     start: Instant,
     window: Window,
 ) -> anyhow::Result<ClientTally> {
@@ -203,7 +215,7 @@ async fn closed_loop(
 /// the pacer is done, then drains.
 async fn open_loop(
     client: &mut Client,
-    mut schedule: mpsc::Receiver<std::time::Instant>,
+    mut schedule: Schedule,
     window: Window,
     tally: &mut ClientTally,
 ) -> anyhow::Result<()> {
