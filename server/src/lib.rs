@@ -5,6 +5,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the big picture.
 
+pub mod admin;
 pub mod demo;
 pub mod dev;
 pub mod game;
@@ -14,5 +15,5 @@ pub mod node;
 pub mod persist;
 pub mod zone;
 
-pub use net::{NetLimits, Server, ServerConfig, ServerStatus};
+pub use net::{NetLimits, Server, ServerConfig, ServerStatus, StatusSource};
 pub use node::{Node, NodeConfig};

@@ -10,6 +10,7 @@ use mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zonemesh_server::admin::{self, AdminConfig, AdminServer};
 use zonemesh_server::dev::{self, DevServer, DevWorld};
 use zonemesh_server::net::limits::RateLimit;
 use zonemesh_server::persist::KeepWarm;
@@ -89,6 +90,13 @@ struct DevArgs {
     /// `0:0,1:0` (x:y); the others load on first use.
     #[arg(long, default_value = "all", value_parser = parse_keep_warm)]
     keep_warm: KeepWarm,
+    /// Serve the admin HTTP endpoint (`/healthz`, `/status` JSON) on this TCP address;
+    /// off unless given. Any address but a loopback one needs --admin-token-file.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// File whose first line is the bearer token the admin endpoint requires.
+    #[arg(long, requires = "admin")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// Parses `--keep-warm`.
@@ -133,14 +141,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Logs go to stderr, so stdout carries only what programs parse (the listening
+/// addresses, tokens); colour only on a terminal and never when `NO_COLOR` is set.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
+        .init();
 }
 
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let world = dev_world(&args)?;
+    let admin = admin_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("zonemesh-net")
@@ -148,13 +165,34 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let dev = dev::start_dev_server(args.listen, &args.data, &world).await?;
-        print_welcome(&dev, &args)?;
+        let admin = match admin {
+            Some(config) => Some(AdminServer::start(config, dev.server.status_source()).await?),
+            None => None,
+        };
+        print_welcome(&dev, admin.as_ref(), &args)?;
         wait_for_signal().await;
         tracing::info!("shutting down");
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
         dev.server.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn admin_config(args: &DevArgs) -> anyhow::Result<Option<AdminConfig>> {
+    let Some(listen) = args.admin else {
+        return Ok(None);
+    };
+    let token = args
+        .admin_token_file
+        .as_deref()
+        .map(admin::read_token_file)
+        .transpose()?;
+    let config = AdminConfig { listen, token };
+    config.validate()?;
+    Ok(Some(config))
 }
 
 fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
@@ -203,7 +241,13 @@ fn event_rate(per_second: u32) -> RateLimit {
     }
 }
 
-fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
+/// Prints the addresses on stdout (one line each, for programs to parse) and the
+/// rest of the welcome for people on stderr.
+fn print_welcome(
+    dev: &DevServer,
+    admin: Option<&AdminServer>,
+    args: &DevArgs,
+) -> anyhow::Result<()> {
     let addr = dev.server.local_addr()?;
     let data = args.data.display();
     let verb = if dev.created_identity {
@@ -212,19 +256,25 @@ fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
         "reusing"
     };
     println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
-    println!(
+    if let Some(admin) = admin {
+        println!(
+            "ZoneMesh admin endpoint listening on http://{}",
+            admin.local_addr()
+        );
+    }
+    eprintln!(
         "  world: {0}x{0} zones of {1} units, {2} NPCs, {3} Hz",
         args.zones, args.zone_size, args.npcs, args.tick_hz
     );
-    println!(
+    eprintln!(
         "  {verb} dev certificate: {} (clients pin it)",
         dev.cert_path.display()
     );
-    println!(
+    eprintln!(
         "  {verb} token secret:    {} (keep private)",
         dev.secret_path.display()
     );
-    println!(
+    eprintln!(
         "  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}"
     );
     let store = if args.store.starts_with("postgres") {
@@ -235,9 +285,9 @@ fn print_welcome(dev: &DevServer, args: &DevArgs) -> anyhow::Result<()> {
             args.data.join(zonemesh_store::EMBEDDED_FILE_NAME).display()
         )
     };
-    println!("  store:             {store}");
-    println!("  mint a token:      zonemesh token --player NAME --data {data}");
-    println!("  stop with Ctrl-C");
+    eprintln!("  store:             {store}");
+    eprintln!("  mint a token:      zonemesh token --player NAME --data {data}");
+    eprintln!("  stop with Ctrl-C");
     Ok(())
 }
 

@@ -11,68 +11,81 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use zonemesh_client::{Client, ClientConfig, ErrorCode, Trust, Vec2};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonemesh");
 
-/// A `zonemesh dev` child process and the address it printed.
+/// A `zonemesh dev` child process, the addresses it printed on stdout and the
+/// welcome it printed on stderr.
 struct DevProcess {
     child: Child,
     addr: SocketAddr,
+    /// The admin endpoint, when started with `--admin`.
+    admin: Option<SocketAddr>,
+    /// Every line it printed on stdout so far.
+    stdout_lines: Vec<String>,
+    /// The welcome (and any log lines before its end) from stderr.
     banner: Vec<String>,
-    _stdout: Lines<BufReader<ChildStdout>>,
+    /// Kept open (and readable to its end) while the process runs.
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
+    _stderr: Lines<BufReader<ChildStderr>>,
 }
 
 impl DevProcess {
     async fn start(data: &Path) -> Self {
-        Self::start_with(data, &[]).await
+        Self::start_with(data, &[], "warn").await
     }
 
-    async fn start_with(data: &Path, extra: &[&str]) -> Self {
+    async fn start_with(data: &Path, extra: &[&str], rust_log: &str) -> Self {
         let mut child = Command::new(BIN)
             .args(["dev", "--listen", "127.0.0.1:0", "--zones", "2"])
             .args(["--zone-size", "64", "--npcs", "40"])
             .args(extra)
             .arg("--data")
             .arg(data)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("zonemesh starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut banner = Vec::new();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut stdout_lines = Vec::new();
         let addr = within("the listening address is printed", async {
-            loop {
-                let line = stdout
-                    .next_line()
-                    .await
-                    .expect("stdout readable")
-                    .expect("the server printed its address before exiting");
-                banner.push(line.clone());
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().expect("address");
-                    return addr.parse::<SocketAddr>().expect("a socket address");
-                }
-            }
+            let line = next_line(&mut stdout).await;
+            stdout_lines.push(line.clone());
+            listening_addr(&line).expect("the first line names the QUIC address")
         })
         .await;
-        // Read the rest of the banner (it ends with the stop hint).
+        let admin = if extra.contains(&"--admin") {
+            let line = within("the admin address is printed", next_line(&mut stdout)).await;
+            stdout_lines.push(line.clone());
+            Some(listening_addr(&line).expect("the second line names the admin address"))
+        } else {
+            None
+        };
+        // The welcome for people goes to stderr; it ends with the stop hint.
+        let mut banner = Vec::new();
         within("banner", async {
-            while !banner.last().is_some_and(|l| l.contains("stop with")) {
-                match stdout.next_line().await.expect("stdout readable") {
-                    Some(line) => banner.push(line),
-                    None => break,
-                }
+            while !banner
+                .last()
+                .is_some_and(|l: &String| l.contains("stop with"))
+            {
+                banner.push(next_line(&mut stderr).await);
             }
         })
         .await;
         Self {
             child,
             addr,
+            admin,
+            stdout_lines,
             banner,
-            _stdout: stdout,
+            stdout: Some(stdout),
+            _stderr: stderr,
         }
     }
 
@@ -93,6 +106,21 @@ impl DevProcess {
             .await
             .expect("exit status")
     }
+}
+
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> String {
+    lines
+        .next_line()
+        .await
+        .expect("readable")
+        .expect("the server printed this before exiting")
+}
+
+/// The address of a `... listening on ADDR` or `... listening on http://ADDR` line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    let addr = rest.split_whitespace().next()?;
+    addr.strip_prefix("http://").unwrap_or(addr).parse().ok()
 }
 
 async fn run_cli(args: &[&str]) -> std::process::Output {
@@ -241,7 +269,7 @@ async fn acknowledged_actions_and_recent_positions_survive_sigkill() {
     const CHECKPOINT_SECS: f32 = 1.0;
     const SPEED: f32 = 6.0;
     let data = tempfile::tempdir().expect("tempdir");
-    let server = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"]).await;
+    let server = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"], "warn").await;
     let config =
         ClientConfig::from_dev_data(server.addr, data.path(), "survivor").expect("dev data");
     let mut client = Client::connect(config).await.expect("connects");
@@ -285,7 +313,7 @@ async fn acknowledged_actions_and_recent_positions_survive_sigkill() {
     }
 
     // The position is at most one checkpoint interval (of walking) behind.
-    let again = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"]).await;
+    let again = DevProcess::start_with(data.path(), &["--checkpoint-secs", "1"], "warn").await;
     let config =
         ClientConfig::from_dev_data(again.addr, data.path(), "survivor").expect("dev data");
     let mut client = Client::connect(config).await.expect("reconnects");
@@ -301,4 +329,90 @@ async fn acknowledged_actions_and_recent_positions_survive_sigkill() {
     })
     .await;
     assert!(again.terminate().await.success());
+}
+
+/// Reads the admin endpoint's status on a blocking thread.
+async fn admin_status(
+    client: &zonemesh_ctl::AdminClient,
+) -> Result<zonemesh_shared::status::NodeStatusReport, zonemesh_ctl::AdminError> {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || client.status())
+        .await
+        .expect("the request finishes")
+}
+
+#[tokio::test]
+async fn logs_go_to_stderr_uncoloured_and_the_admin_endpoint_reports_ticks() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let token_file = data.path().join("admin-token");
+    std::fs::write(&token_file, "0123456789abcdef-admin\n").expect("token file");
+    let token_arg = token_file.to_str().expect("utf-8 path");
+    let extra = ["--admin", "127.0.0.1:0", "--admin-token-file", token_arg];
+    let mut server = DevProcess::start_with(data.path(), &extra, "info").await;
+
+    // stdout: the two addresses, nothing else. stderr: the welcome and the logs, with
+    // no colour codes (stderr is a pipe here).
+    assert_eq!(server.stdout_lines.len(), 2, "{:?}", server.stdout_lines);
+    assert!(server.stdout_lines[0].contains("(QUIC, ALPN zonemesh/1)"));
+    assert!(server.stdout_lines[1].contains("admin endpoint listening on http://"));
+    let stderr = server.banner.join("\n");
+    assert!(stderr.contains(" INFO "), "logs are on stderr: {stderr}");
+    assert!(stderr.contains("node started"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes in a pipe: {stderr:?}"
+    );
+
+    // The admin endpoint wants its token, then reports the node's own tick counters.
+    let admin_addr = server.admin.expect("admin address");
+    let mut admin = zonemesh_ctl::AdminClient::new(admin_addr);
+    let refused = admin_status(&admin).await.expect_err("no token, no status");
+    assert!(refused.to_string().contains("HTTP 401"), "{refused}");
+    admin.token = Some("0123456789abcdef-admin".into());
+    let status = within("the zones tick", async {
+        loop {
+            let status = admin_status(&admin).await.expect("status with the token");
+            if status.ticks.zone_ticks >= 40 && status.zones.len() == 4 {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(status.tick_hz, 20);
+    assert_eq!(status.ticks.zone_tick_us.len(), status.ticks.zone_ticks);
+    assert!(status.ticks.rounds > 0 && status.ticks.missed_ticks >= status.ticks.overruns);
+    assert_eq!(status.zones.iter().map(|z| z.entities).sum::<usize>(), 40);
+    let healthy = admin.clone();
+    tokio::task::spawn_blocking(move || healthy.healthy())
+        .await
+        .expect("finishes")
+        .expect("healthz answers");
+
+    let mut stdout = server.stdout.take().expect("stdout kept");
+    assert!(server.terminate().await.success());
+    let rest = within("stdout ends", stdout.next_line())
+        .await
+        .expect("readable");
+    assert_eq!(rest, None, "nothing but the addresses on stdout");
+}
+
+#[tokio::test]
+async fn an_admin_endpoint_open_to_the_network_needs_a_token() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_arg = data.path().to_str().expect("utf-8 path");
+    let base = ["dev", "--listen", "127.0.0.1:0", "--data", data_arg];
+    let out = run_cli(&[&base[..], &["--admin", "0.0.0.0:0"]].concat()).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--admin-token-file"), "{err}");
+
+    let short = data.path().join("short-token");
+    std::fs::write(&short, "tiny\n").expect("write");
+    let short_arg = short.to_str().expect("utf-8 path");
+    let flags = ["--admin", "127.0.0.1:0", "--admin-token-file", short_arg];
+    let out = run_cli(&[&base[..], &flags[..]].concat()).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16 characters"), "{err}");
 }

@@ -20,6 +20,7 @@ pub mod control;
 pub mod datagram;
 pub mod ids;
 pub mod quant;
+pub mod status;
 pub mod token;
 
 /// ALPN protocol name; the version is part of it so incompatible peers fail the handshake.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zonemesh_shared::control::ErrorCode;
+use zonemesh_shared::status::TickTotals;
 use zonemesh_store::Store;
 
 /// Everything needed to run a server.
@@ -65,13 +66,22 @@ pub struct Server {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
+    started: std::time::Instant,
 }
 
 /// Figures of a running server.
 #[derive(Debug, Clone)]
 pub struct ServerStatus {
-    /// Each zone's status.
+    /// Each zone's status (zones in memory).
     pub zones: Vec<ZoneStatus>,
+    /// Tick figures over all zones since start.
+    pub ticks: TickTotals,
+    /// Simulation rate.
+    pub tick_hz: u16,
+    /// Zone worker threads.
+    pub workers: usize,
+    /// Time since the server started.
+    pub uptime: Duration,
     /// Authenticated sessions.
     pub sessions: usize,
     /// Connections answered `Busy` because the server was full.
@@ -89,6 +99,32 @@ impl ServerStatus {
             .iter()
             .find(|(c, _)| *c == code)
             .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Reads a running server's figures; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    shared: Arc<Shared>,
+    host: Arc<ZoneHost>,
+    started: std::time::Instant,
+}
+
+impl StatusSource {
+    /// Current figures.
+    pub fn status(&self) -> ServerStatus {
+        let drops = self.shared.zones.router.drops();
+        ServerStatus {
+            zones: self.host.status(),
+            ticks: self.host.tick_totals(),
+            tick_hz: self.shared.zones.config.tick_hz,
+            workers: self.host.workers(),
+            uptime: self.started.elapsed(),
+            sessions: self.shared.sessions.admitted(),
+            busy_answers: self.shared.sessions.busy_answers(),
+            inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
+            closes: self.shared.sessions.closes(),
+        }
     }
 }
 
@@ -122,6 +158,7 @@ impl Server {
             shared,
             shutdown: shutdown_tx,
             accept,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -137,13 +174,16 @@ impl Server {
 
     /// Current figures.
     pub fn status(&self) -> ServerStatus {
-        let drops = self.shared.zones.router.drops();
-        ServerStatus {
-            zones: self.node.status(),
-            sessions: self.shared.sessions.admitted(),
-            busy_answers: self.shared.sessions.busy_answers(),
-            inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
-            closes: self.shared.sessions.closes(),
+        self.status_source().status()
+    }
+
+    /// A handle that reads this server's figures, for tasks that outlive a borrow of
+    /// the server (the admin endpoint).
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource {
+            shared: Arc::clone(&self.shared),
+            host: Arc::clone(self.node.host()),
+            started: self.started,
         }
     }
 

@@ -140,6 +140,16 @@ impl ZoneHost {
         }
     }
 
+    /// Tick figures of the node's workers since start.
+    pub fn tick_totals(&self) -> zonemesh_shared::status::TickTotals {
+        self.pool.tick_totals()
+    }
+
+    /// Worker threads ticking zones.
+    pub fn workers(&self) -> usize {
+        self.pool.size()
+    }
+
     /// Status of every active zone.
     pub fn status(&self) -> Vec<ZoneStatus> {
         crate::link::lock(&self.statuses)

@@ -18,6 +18,7 @@ pub mod messages;
 mod players;
 mod replication;
 pub mod status;
+mod ticks;
 pub mod worker;
 
 pub use layout::WorldLayout;

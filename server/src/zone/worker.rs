@@ -9,11 +9,13 @@
 use super::Zone;
 use super::clock::TickClock;
 use super::messages::WorkerWaker;
+use super::ticks::{TickLedger, WorkerTickRecorder};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use zonemesh_shared::status::TickTotals;
 
 /// Zones waiting to be picked up by one worker. A worker takes them at its next tick;
 /// there are never more than the node's zones in flight, so the bound is never hit in
@@ -37,6 +39,7 @@ pub struct ZonePool {
     workers: Mutex<Vec<Worker>>,
     stop: Arc<AtomicBool>,
     size: usize,
+    ticks: TickLedger,
 }
 
 impl ZonePool {
@@ -51,12 +54,14 @@ impl ZonePool {
         let stop = Arc::new(AtomicBool::new(false));
         let period = TickClock::period_for_hz(tick_hz);
         let mut all = Vec::with_capacity(n);
+        let mut ticks = TickLedger::default();
         for i in 0..n {
             let (add, incoming) = sync_channel(ADD_QUEUE);
             let zones = Arc::new(AtomicUsize::new(0));
             let pending = Arc::new(AtomicBool::new(false));
             let (stop, count) = (Arc::clone(&stop), Arc::clone(&zones));
             let (retired, flag) = (retired.clone(), Arc::clone(&pending));
+            let recorder = ticks.add_worker();
             let handle = std::thread::Builder::new()
                 .name(format!("zone-worker-{i}"))
                 .spawn(move || {
@@ -65,6 +70,7 @@ impl ZonePool {
                         retired: &retired,
                         count: &count,
                         pending: &flag,
+                        ticks: &recorder,
                     };
                     run_worker(&lanes, period, &stop)
                 })?;
@@ -81,7 +87,13 @@ impl ZonePool {
             workers: Mutex::new(all),
             stop,
             size: n,
+            ticks,
         })
+    }
+
+    /// Tick figures of every worker since the pool started.
+    pub fn tick_totals(&self) -> TickTotals {
+        self.ticks.totals()
     }
 
     /// The number of worker threads.
@@ -140,6 +152,7 @@ struct Lanes<'a> {
     retired: &'a tokio::sync::mpsc::Sender<Box<Zone>>,
     count: &'a AtomicUsize,
     pending: &'a AtomicBool,
+    ticks: &'a WorkerTickRecorder,
 }
 
 fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zone> {
@@ -161,6 +174,7 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
         }
         zones.extend(incoming.try_iter().map(|z| *z));
         took.clear();
+        let round_started = Instant::now();
         for i in 0..zones.len() {
             let started = Instant::now();
             zones[i].tick();
@@ -169,7 +183,11 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
             // whole round: latency must not grow with the zones a worker holds.
             answer_requests(&mut zones, lanes.pending);
         }
-        let plan = clock.finish_tick(Instant::now());
+        let finished = Instant::now();
+        let plan = clock.finish_tick(finished);
+        lanes
+            .ticks
+            .record_round(&took, finished - round_started, plan.missed);
         if plan.missed > 0 {
             tracing::warn!(missed = plan.missed, "zone ticks overran their deadline");
         }

@@ -124,6 +124,13 @@ pub struct RunArgs {
     /// Write HdrHistogram interval logs to FILE (mergeable with `merge`).
     #[arg(long, value_name = "FILE")]
     pub hist_log: Option<PathBuf>,
+    /// The server's admin endpoint (`zonemesh dev --admin ADDR`): the report then
+    /// includes the server's own missed ticks and tick times over the run.
+    #[arg(long, value_name = "ADDR")]
+    pub server_admin: Option<SocketAddr>,
+    /// File whose first line is the admin endpoint's bearer token.
+    #[arg(long, value_name = "FILE", requires = "server_admin")]
+    pub server_admin_token_file: Option<PathBuf>,
 }
 
 fn secs_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
@@ -158,6 +165,20 @@ fn connect_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
+    /// The admin client for `--server-admin`, with its token read.
+    fn server_admin(&self) -> Result<Option<zonemesh_ctl::AdminClient>, String> {
+        let Some(addr) = self.server_admin else {
+            return Ok(None);
+        };
+        let mut client = zonemesh_ctl::AdminClient::new(addr);
+        if let Some(path) = &self.server_admin_token_file {
+            let token = zonemesh_ctl::read_token_file(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            client.token = Some(token);
+        }
+        Ok(Some(client))
+    }
+
     /// The run these flags describe, checked against every limit.
     pub fn to_config(&self) -> Result<SwarmConfig, String> {
         let server = self.server.ok_or("--server is required")?;
@@ -183,6 +204,7 @@ impl RunArgs {
         config.seed = self.seed.unwrap_or_else(rand::random);
         config.hist_log = self.hist_log.clone();
         config.progress = std::io::stderr().is_terminal();
+        config.server_admin = self.server_admin()?;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }

@@ -90,6 +90,10 @@ pub struct SwarmConfig {
     pub hist_log: Option<PathBuf>,
     /// Whether to redraw a progress line on stderr.
     pub progress: bool,
+    /// The server's admin endpoint: when given, the report carries the server's own
+    /// tick figures (missed ticks, tick times) for the run, read from it at the start
+    /// and the end. The swarm never infers them from what clients see.
+    pub server_admin: Option<zonemesh_ctl::AdminClient>,
 }
 
 /// A configuration value outside its stated limits.
@@ -143,6 +147,7 @@ impl SwarmConfig {
             seed: 0,
             hist_log: None,
             progress: false,
+            server_admin: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub mod latency;
 pub mod metrics;
 pub mod report;
 pub mod schedule;
+pub mod server_figures;
 pub mod steering;
 pub mod swarm;
 

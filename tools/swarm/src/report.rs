@@ -2,6 +2,7 @@
 //! and the live progress line.
 
 use crate::metrics::{Counters, Metric, MetricSet};
+use crate::server_figures::ServerFigures;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -87,6 +88,9 @@ pub struct Report {
     pub bytes_down_per_bot_per_s: f64,
     /// Mean over sessions of UDP bytes sent per second.
     pub bytes_up_per_bot_per_s: f64,
+    /// The server's own figures over the run (missed ticks, tick times), read from
+    /// its admin endpoint; `null` when none was given (or for a merge).
+    pub server: Option<ServerFigures>,
 }
 
 impl Report {
@@ -116,6 +120,7 @@ impl Report {
             snapshots_per_bot_per_s: mean(Metric::SnapshotsPerSecondMilli) / 1000.0,
             bytes_down_per_bot_per_s: mean(Metric::BytesDownPerSecond),
             bytes_up_per_bot_per_s: mean(Metric::BytesUpPerSecond),
+            server: None,
         }
     }
 
@@ -165,10 +170,30 @@ impl Report {
             self.bytes_down_per_bot_per_s,
             self.bytes_up_per_bot_per_s
         );
+        let _ = writeln!(out, "{}", server_line(self.server.as_ref()));
         let _ = writeln!(out, "disconnects: {}", list(&self.disconnects));
         let _ = write!(out, "errors: {}", list(&self.errors));
         out
     }
+}
+
+/// What the server said about the run, or that it was not asked.
+fn server_line(server: Option<&ServerFigures>) -> String {
+    let Some(s) = server else {
+        return "server: not asked (give --server-admin for its missed ticks and tick times)"
+            .to_owned();
+    };
+    format!(
+        "server (its admin endpoint): {} missed ticks, {} of {} rounds overran; zone tick p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} Hz, {} workers",
+        s.missed_ticks,
+        s.overruns,
+        s.rounds,
+        s.zone_tick_ms.p50,
+        s.zone_tick_ms.p99,
+        s.zone_tick_ms.max,
+        s.tick_hz,
+        s.workers
+    )
 }
 
 fn list(map: &BTreeMap<String, u64>) -> String {
@@ -272,6 +297,7 @@ mod tests {
             "bytes_down_per_bot_per_s",
             "bytes_up_per_bot_per_s",
             "errors",
+            "server",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
@@ -295,6 +321,7 @@ mod tests {
             "connect_timeout 1",
             "counters incomplete",
             "disconnects: none",
+            "server: not asked",
         ] {
             assert!(table.contains(needle), "{needle:?} missing from\n{table}");
         }

@@ -10,6 +10,7 @@ use crate::config::{ConfigError, Credentials, SwarmConfig};
 use crate::histlog::{HistLogError, HistLogWriter, RunSummary};
 use crate::metrics::{Hub, Metric, MetricSet};
 use crate::report::{Progress, Report};
+use crate::server_figures::{ServerFigures, read_status};
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write as _};
@@ -20,6 +21,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zonemesh_client::{Client, ClientError, quinn};
+use zonemesh_shared::status::NodeStatusReport;
 
 /// How long bots get to close their sessions once the run is over.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +43,9 @@ pub enum SwarmError {
     /// The interval log could not be created or written.
     #[error("interval log: {0}")]
     HistLog(#[from] HistLogError),
+    /// The server's admin endpoint (`--server-admin`) did not answer at the start.
+    #[error("cannot read the server's status: {0}")]
+    ServerAdmin(String),
 }
 
 /// Runs the swarm `config` describes until its duration passes or `shutdown`
@@ -52,6 +57,10 @@ pub async fn run(
     config.validate()?;
     let credentials = Arc::new(Credentials::load(&config.auth).map_err(SwarmError::Credentials)?);
     let endpoints = bind_endpoints(config)?;
+    let before = match &config.server_admin {
+        Some(admin) => Some(read_status(admin).await.map_err(SwarmError::ServerAdmin)?),
+        None => None,
+    };
     let start = Instant::now();
     let mut collector = Collector::new(config, start)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -71,10 +80,34 @@ pub async fn run(
     // The report's duration is the load phase; closing sessions and draining the
     // endpoints afterwards is not load.
     let duration = start.elapsed();
+    let server = server_window(config, before.as_ref(), duration).await;
     let _ = stop_tx.send(true);
     collector.stop_bots(&mut bots).await;
     drain_endpoints(&endpoints).await;
-    collector.finish(start, duration)
+    let mut report = collector.finish(start, duration)?;
+    match server {
+        Some(Ok(figures)) => report.server = Some(figures),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "no server figures for this run");
+            *report.errors.entry("server_status".to_owned()).or_default() += 1;
+        }
+        None => {}
+    }
+    Ok(report)
+}
+
+/// The server's figures from `before` to now, when its admin endpoint was given.
+async fn server_window(
+    config: &SwarmConfig,
+    before: Option<&NodeStatusReport>,
+    window: Duration,
+) -> Option<Result<ServerFigures, String>> {
+    let (admin, before) = (config.server_admin.as_ref()?, before?);
+    Some(
+        read_status(admin)
+            .await
+            .and_then(|after| ServerFigures::between(before, &after, window)),
+    )
 }
 
 fn bind_endpoints(config: &SwarmConfig) -> Result<Vec<quinn::Endpoint>, SwarmError> {

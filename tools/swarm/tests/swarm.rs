@@ -55,6 +55,15 @@ async fn fifty_wandering_bots_connect_and_see_their_inputs() {
     assert!(report.snapshots_per_bot_per_s > 5.0, "{report:?}");
     assert!(report.bytes_down_per_bot_per_s > report.bytes_up_per_bot_per_s);
     assert!(report.bytes_up_per_bot_per_s > 0.0);
+    // The server's own figures over the run, from its admin endpoint: it ticked the
+    // four zones at 20 Hz for about three seconds, two workers each holding two.
+    let server = report.server.as_ref().expect("the server's figures");
+    assert_eq!(server.tick_hz, 20);
+    assert!(server.rounds >= 30, "{server:?}");
+    assert!(server.zone_ticks >= 4 * 30, "{server:?}");
+    assert_eq!(server.zone_tick_ms.count, server.zone_ticks);
+    assert!(server.missed_ticks >= server.overruns, "{server:?}");
+    assert_eq!(server.workers, 2);
 
     // The interval log holds the same measurements as the report.
     let merged = merge_logs(&[log_path]).expect("the run's log merges");

@@ -1,6 +1,6 @@
 //! Child processes of a scenario: locating the prebuilt binaries, pinning with
-//! `taskset`, a guard that kills and reaps on drop, and the line parsers for what the
-//! children print (`listening on ADDR`, missed-tick warnings).
+//! `taskset`, a guard that kills and reaps on drop, the parser for the addresses the
+//! children print on stdout (`listening on ADDR`), and a bounded tail of their logs.
 
 use anyhow::{Context, bail};
 use std::collections::VecDeque;
@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -121,14 +120,10 @@ impl Drop for ChildGuard {
     }
 }
 
-/// What a server's stderr reported, collected by a reader thread.
+/// The last lines of a child's stderr (its logs), for error messages. Nothing is
+/// measured from log text: figures come from the server's own counters.
 #[derive(Debug, Default)]
 pub(crate) struct LogWatch {
-    /// Sum of `missed=N` over "zone ticks overran their deadline" warnings.
-    pub(crate) missed_ticks: AtomicU64,
-    /// Number of such warnings.
-    pub(crate) overrun_warnings: AtomicU64,
-    /// The last lines, for error messages.
     tail: Mutex<VecDeque<String>>,
 }
 
@@ -143,10 +138,6 @@ impl LogWatch {
     }
 
     fn observe(&self, line: &str) {
-        if let Some(missed) = parse_missed(line) {
-            self.missed_ticks.fetch_add(missed, Ordering::Relaxed);
-            self.overrun_warnings.fetch_add(1, Ordering::Relaxed);
-        }
         let mut tail = self
             .tail
             .lock()
@@ -154,12 +145,7 @@ impl LogWatch {
         if tail.len() == LOG_TAIL_LINES {
             tail.pop_front();
         }
-        tail.push_back(strip_ansi(line));
-    }
-
-    /// Missed ticks counted so far.
-    pub(crate) fn missed(&self) -> u64 {
-        self.missed_ticks.load(Ordering::Relaxed)
+        tail.push_back(line.to_owned());
     }
 }
 
@@ -171,15 +157,14 @@ pub(crate) fn watch_log(stderr: impl Read + Send + 'static) -> Arc<LogWatch> {
     watch
 }
 
-/// Reads `stdout` on a thread and sends the first `listening on ADDR` address.
+/// Reads `stdout` on a thread and sends every `listening on ADDR` address, in order.
 pub(crate) fn watch_listening(stdout: impl Read + Send + 'static) -> mpsc::Receiver<SocketAddr> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
-        // Keep draining after the address so the child never blocks on a full pipe.
+        // Keep draining after the addresses so the child never blocks on a full pipe.
         for_each_line(stdout, |line| {
-            if !sent && let Some(addr) = parse_listening(line) {
-                sent = tx.send(addr).is_ok();
+            if let Some(addr) = parse_listening(line) {
+                let _ = tx.send(addr);
             }
         });
     });
@@ -217,39 +202,12 @@ fn for_each_line(input: impl Read, mut f: impl FnMut(&str)) {
     }
 }
 
-/// The address in a line like `ZoneMesh dev server listening on 127.0.0.1:4433 (QUIC)`.
+/// The address in a line like `ZoneMesh dev server listening on 127.0.0.1:4433 (QUIC)`
+/// or `ZoneMesh admin endpoint listening on http://127.0.0.1:9100`.
 pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-/// The `missed=N` of a "zone ticks overran their deadline" warning (ANSI colours or not).
-pub(crate) fn parse_missed(line: &str) -> Option<u64> {
-    let line = strip_ansi(line);
-    if !line.contains("zone ticks overran their deadline") {
-        return None;
-    }
-    let (_, rest) = line.split_once("missed=")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let addr = rest.split_whitespace().next()?;
+    addr.strip_prefix("http://").unwrap_or(addr).parse().ok()
 }
 
 #[cfg(test)]
@@ -272,26 +230,22 @@ mod tests {
     }
 
     #[test]
-    fn missed_ticks_plain_and_coloured() {
-        let plain = "2026-01-01T00:00:00Z  WARN zonemesh_server::zone::worker: zone ticks overran their deadline missed=3";
-        assert_eq!(parse_missed(plain), Some(3));
-        let coloured = "\u{1b}[33m WARN\u{1b}[0m zone ticks overran their deadline \u{1b}[3mmissed\u{1b}[0m\u{1b}[2m=\u{1b}[0m12";
-        assert_eq!(parse_missed(coloured), Some(12));
-        assert_eq!(parse_missed("WARN something else missed=4"), None);
-        assert_eq!(parse_missed("zone ticks overran their deadline"), None);
+    fn admin_endpoint_line() {
+        let line = "ZoneMesh admin endpoint listening on http://127.0.0.1:9100";
+        assert_eq!(
+            parse_listening(line),
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
     }
 
     #[test]
-    fn log_watch_sums_and_keeps_a_bounded_tail() {
+    fn log_watch_keeps_a_bounded_tail() {
         let w = LogWatch::default();
         for i in 0..50 {
             w.observe(&format!("line {i}"));
         }
-        w.observe("zone ticks overran their deadline missed=2");
-        w.observe("zone ticks overran their deadline missed=5");
-        assert_eq!(w.missed(), 7);
-        assert_eq!(w.overrun_warnings.load(Ordering::Relaxed), 2);
         assert_eq!(w.tail().lines().count(), LOG_TAIL_LINES);
+        assert!(w.tail().ends_with("line 49"));
     }
 
     #[test]

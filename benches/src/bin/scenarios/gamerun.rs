@@ -31,10 +31,12 @@ pub(crate) struct GameRun {
     pub(crate) load: SwarmSpec,
     /// The swarm's report.
     pub(crate) swarm: SwarmReport,
-    /// Missed ticks the server logged while the swarm ran.
+    /// Ticks the server fell behind by while the swarm ran (its own counter).
     pub(crate) missed_ticks: u64,
-    /// Overrun warnings the server logged while the swarm ran.
-    pub(crate) overrun_warnings: u64,
+    /// Worker rounds that overran while the swarm ran (its own counter).
+    pub(crate) overruns: u64,
+    /// The server's zone tick time over the run, milliseconds.
+    pub(crate) zone_tick_ms: crate::swarm::Percentiles,
     /// Server CPU with no bot (cores), before the swarm.
     pub(crate) server_idle_cores: f64,
     /// Server CPU in the steady window (all bots connected), cores.
@@ -92,27 +94,20 @@ pub(crate) fn run(
 
     let json_dir = tempfile::tempdir().context("cannot create a report directory")?;
     let json = json_dir.path().join("swarm.json");
-    let missed_before = srv.log.missed();
-    let warnings_before = srv
-        .log
-        .overrun_warnings
-        .load(std::sync::atomic::Ordering::Relaxed);
     let busy_before = (procfs::machine_busy_s(clk_tck)?, srv.sample(clk_tck)?.cpu_s);
-    let mut swarm = load.spawn(placement, srv.addr, srv.data_dir(), &json)?;
+    let mut swarm = load.spawn(placement, srv.addr, srv.admin, srv.data_dir(), &json)?;
     let limit = Duration::from_secs_f64(load.duration_s) + SWARM_SLACK;
     let driven = drive::drive(&mut || srv.sample(clk_tck), &mut swarm, clk_tck, limit)?;
     drop(swarm);
     let busy_after = procfs::machine_busy_s(clk_tck)?;
-    // Let the log reader catch up with the last tick's warning.
-    std::thread::sleep(Duration::from_millis(200));
-    let missed_ticks = srv.log.missed() - missed_before;
-    let overrun_warnings = srv
-        .log
-        .overrun_warnings
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - warnings_before;
     let report =
         SwarmReport::read(&json).with_context(|| format!("swarm exit ok: {}", driven.load_ok))?;
+    let server_side = report.server.clone().with_context(|| {
+        format!(
+            "the swarm's report has no server figures (its admin endpoint did not answer); errors: {:?}",
+            report.errors
+        )
+    })?;
 
     let server_cpu = drive::last_cpu_s(&driven.server) - busy_before.1;
     let swarm_cpu_s = drive::last_cpu_s(&driven.load);
@@ -124,8 +119,9 @@ pub(crate) fn run(
         server: server.clone(),
         load: load.clone(),
         swarm: report,
-        missed_ticks,
-        overrun_warnings,
+        missed_ticks: server_side.missed_ticks,
+        overruns: server_side.overruns,
+        zone_tick_ms: server_side.zone_tick_ms,
         server_idle_cores,
         server_steady_cores: steady_cpu / steady_wall,
         steady_window_s: steady_wall,

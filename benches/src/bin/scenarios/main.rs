@@ -18,7 +18,9 @@ mod swarm;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use scenarios::Ctx;
+use server::ServerSpec;
 use std::path::PathBuf;
+use swarm::SwarmSpec;
 
 // The baseline's echo server should allocate like the server under test.
 #[global_allocator]
@@ -78,12 +80,47 @@ enum Command {
     Memory,
     /// Everything, in one run.
     All,
+    /// One measured run of a world and load you choose, printed as JSON (the
+    /// server's missed ticks and tick times, the swarm's report, CPU and memory).
+    Point(PointArgs),
     /// (internal) the raw quinn echo server of the transport baseline.
     #[command(hide = true)]
     EchoServer(echo::EchoServerArgs),
     /// (internal) the load client of the transport baseline.
     #[command(hide = true)]
     EchoClient(echo::EchoClientArgs),
+}
+
+/// The world and load of `point`.
+#[derive(Debug, clap::Args)]
+struct PointArgs {
+    /// Bots (wandering, 20 inputs/s).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    point_bots: u64,
+    /// The server's tick rate.
+    #[arg(long, default_value_t = 20)]
+    tick_hz: u32,
+    /// Zones per side.
+    #[arg(long, default_value_t = 4)]
+    zones: u32,
+    /// Zone side, world units.
+    #[arg(long, default_value_t = 256.0)]
+    zone_size: f64,
+    /// NPCs in the whole world.
+    #[arg(long, default_value_t = 4000)]
+    npcs: u64,
+}
+
+impl PointArgs {
+    fn server_spec(&self) -> ServerSpec {
+        ServerSpec {
+            tick_hz: self.tick_hz,
+            zones: self.zones,
+            zone_size: self.zone_size,
+            npcs: self.npcs,
+            ..ServerSpec::demo()
+        }
+    }
 }
 
 /// Bots for latency when no capacity is known.
@@ -160,6 +197,12 @@ fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<()> {
             scenarios::memory(ctx, cli.bots.unwrap_or(MEMORY_BOTS), cli.soak_secs).map(drop)
         }
         Command::All => run_all(cli, ctx),
+        Command::Point(ref args) => {
+            let load = SwarmSpec::wander(args.point_bots, ctx.secs);
+            let run = gamerun::run(&ctx.placement, ctx.clk_tck, &args.server_spec(), &load)?;
+            println!("{}", serde_json::to_string(&run)?);
+            Ok(())
+        }
         Command::EchoServer(_) | Command::EchoClient(_) => Ok(()),
     }
 }

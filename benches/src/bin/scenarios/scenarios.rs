@@ -48,8 +48,8 @@ pub(crate) fn step_failure(run: &GameRun) -> Option<String> {
     let mut why = Vec::new();
     if run.missed_ticks > 0 {
         why.push(format!(
-            "{} missed ticks ({} warnings)",
-            run.missed_ticks, run.overrun_warnings
+            "{} missed ticks ({} rounds overran)",
+            run.missed_ticks, run.overruns
         ));
     }
     if let Some(w) = run.swarm.insanity(run.server.tick_hz) {

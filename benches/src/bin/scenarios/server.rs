@@ -1,6 +1,8 @@
 //! The server under test: `zonemesh dev` started from the prebuilt binary on a fresh
-//! data directory, pinned, with its stdout parsed for the address and its stderr
-//! watched for missed-tick warnings.
+//! data directory, pinned, with its admin endpoint on loopback. Its stdout is parsed
+//! for the QUIC and admin addresses; its stderr (logs) is kept only for error
+//! messages. Missed ticks and tick times come from the server's own counters, read
+//! by the swarm from the admin endpoint.
 
 use crate::child::{self, ChildGuard, LogWatch, Placement};
 use crate::procfs;
@@ -62,6 +64,7 @@ impl ServerSpec {
             // The whole world stays loaded: no zone retires during a run.
             ("--keep-warm", "all".to_owned()),
             ("--max-connections", "20000".to_owned()),
+            ("--admin", "127.0.0.1:0".to_owned()),
         ] {
             args.push(flag.into());
             args.push(value);
@@ -73,8 +76,10 @@ impl ServerSpec {
 /// A running server; killed when dropped.
 #[derive(Debug)]
 pub(crate) struct Server {
-    /// Where it listens.
+    /// Where it listens (QUIC).
     pub(crate) addr: SocketAddr,
+    /// Its admin endpoint (HTTP).
+    pub(crate) admin: SocketAddr,
     /// Its stderr, watched.
     pub(crate) log: Arc<LogWatch>,
     /// Its data directory (dev certificate and secret for the swarm); removed on drop,
@@ -100,8 +105,11 @@ impl Server {
         let log = child::watch_log(stderr.context("server stderr not piped")?);
         let listening = child::watch_listening(stdout.context("server stdout not piped")?);
         let addr = child::await_listening(&listening, START_TIMEOUT, "server", Some(&log))?;
+        let admin =
+            child::await_listening(&listening, START_TIMEOUT, "admin endpoint", Some(&log))?;
         Ok(Self {
             addr,
+            admin,
             log,
             guard,
             data,

@@ -44,6 +44,7 @@ impl SwarmSpec {
         &self,
         placement: &Placement,
         server: SocketAddr,
+        admin: SocketAddr,
         dev_data: &Path,
         json: &Path,
     ) -> anyhow::Result<ChildGuard> {
@@ -53,6 +54,8 @@ impl SwarmSpec {
             .arg(server.to_string())
             .arg("--dev-data")
             .arg(dev_data)
+            .arg("--server-admin")
+            .arg(admin.to_string())
             .arg("--json")
             .arg(json)
             .args(["--bots", &self.bots.to_string()])
@@ -122,6 +125,22 @@ pub(crate) struct SwarmReport {
     pub(crate) bytes_down_per_bot_per_s: f64,
     /// UDP bytes sent per bot per second.
     pub(crate) bytes_up_per_bot_per_s: f64,
+    /// What the server itself reported over the run (from its admin endpoint).
+    #[serde(default)]
+    pub(crate) server: Option<ServerSide>,
+}
+
+/// The server's own figures over a swarm run, as the swarm's report carries them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ServerSide {
+    /// Ticks the server fell behind by.
+    pub(crate) missed_ticks: u64,
+    /// Worker rounds that overran.
+    pub(crate) overruns: u64,
+    /// Worker rounds in the window.
+    pub(crate) rounds: u64,
+    /// One zone's tick time.
+    pub(crate) zone_tick_ms: Percentiles,
 }
 
 impl SwarmReport {
@@ -180,7 +199,10 @@ mod tests {
       "first_snapshot_ms":{"count":100,"p50":3.0,"p90":4.0,"p99":5.0,"p999":5.0,"max":5.0,"mean":3.1},
       "input_to_visible_ms":{"count":38900,"p50":40.1,"p90":60.0,"p99":80.2,"p999":95.5,"max":120.0,"mean":41.0},
       "jitter_ms":{"count":38000,"p50":0.5,"p90":1.0,"p99":3.0,"p999":5.0,"max":9.0,"mean":0.6},
-      "snapshots_per_bot_per_s":19.98,"bytes_down_per_bot_per_s":14000.5,"bytes_up_per_bot_per_s":2100.0}"#;
+      "snapshots_per_bot_per_s":19.98,"bytes_down_per_bot_per_s":14000.5,"bytes_up_per_bot_per_s":2100.0,
+      "server":{"window_s":19.9,"tick_hz":20,"workers":1,"rounds":398,"overruns":2,"missed_ticks":3,
+        "zone_ticks":6368,"zone_tick_ms":{"count":6368,"p50":0.4,"p90":0.6,"p99":1.2,"p999":60.0,"max":75.5,"mean":0.45},
+        "round_ms":{"count":398,"p50":6.0,"p90":7.0,"p99":9.0,"p999":80.0,"max":80.0,"mean":6.2}}}"#;
 
     #[test]
     fn parses_the_swarm_report() {
@@ -189,6 +211,18 @@ mod tests {
         assert!((r.input_to_visible_ms.p999 - 95.5).abs() < 1e-9);
         assert!((r.bytes_down_per_bot_per_s - 14000.5).abs() < 1e-9);
         assert_eq!(r.insanity(20), None);
+        let server = r.server.expect("the server's figures");
+        assert_eq!(
+            (server.missed_ticks, server.overruns, server.rounds),
+            (3, 2, 398)
+        );
+        assert!((server.zone_tick_ms.p99 - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_report_without_server_figures_says_so() {
+        let without = REPORT.replace(r#""server":{"#, r#""ignored":{"#);
+        assert_eq!(SwarmReport::parse(&without).unwrap().server, None);
     }
 
     #[test]

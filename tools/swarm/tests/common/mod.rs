@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tempfile::TempDir;
+use zonemesh_server::admin::{AdminConfig, AdminServer};
 use zonemesh_server::dev::{DevWorld, start_dev_server};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NodeConfig, Server};
@@ -19,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct TestServer {
     pub server: Server,
     pub addr: SocketAddr,
+    /// Its admin endpoint (loopback, no token).
+    pub admin: AdminServer,
     pub data: TempDir,
 }
 
@@ -46,9 +49,17 @@ impl TestServer {
             .await
             .expect("server starts");
         let addr = dev.server.local_addr().expect("bound");
+        let admin_config = AdminConfig {
+            listen,
+            token: None,
+        };
+        let admin = AdminServer::start(admin_config, dev.server.status_source())
+            .await
+            .expect("admin endpoint starts");
         Self {
             server: dev.server,
             addr,
+            admin,
             data,
         }
     }
@@ -61,6 +72,7 @@ impl TestServer {
         config.n_endpoints = 2;
         config.seed = 1;
         config.interval = Duration::from_millis(500);
+        config.server_admin = Some(zonemesh_ctl::AdminClient::new(self.admin.local_addr()));
         config
     }
 }

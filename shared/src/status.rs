@@ -1,0 +1,276 @@
+//! What a node says about itself to programs: the JSON document its admin endpoint
+//! serves at `/status`, read by the swarm, the scenario runner and operators' tools.
+//!
+//! Counters are cumulative since the node started, so a reader measures a window by
+//! taking the document twice and subtracting ([`TickTotals::since`]). Tick times are
+//! sent as histograms (every occupied bucket with its count) rather than as
+//! percentiles, because percentiles of a window cannot be computed from percentiles of
+//! two cumulative documents, while histograms subtract exactly.
+
+use serde::{Deserialize, Serialize};
+
+/// The `/status` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatusReport {
+    /// The server's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime_s: f64,
+    /// Simulation rate every zone ticks at.
+    pub tick_hz: u16,
+    /// Zone worker threads.
+    pub workers: usize,
+    /// Authenticated sessions now.
+    pub sessions: usize,
+    /// Connections answered `Busy` because the node was full, since start.
+    pub busy_answers: u64,
+    /// Inputs dropped because a zone inbox was full, since start.
+    pub inbox_input_drops: u64,
+    /// Tick counters and tick-time histograms over every zone, since start.
+    pub ticks: TickTotals,
+    /// The zones in memory now.
+    pub zones: Vec<ZoneStatusReport>,
+}
+
+/// Tick figures of a node, cumulative since it started (zones that left memory
+/// included).
+///
+/// A worker thread ticks each of its zones once per *round*. When a round ends after
+/// the next round was due, the deadlines it passed are *missed ticks*: every zone of
+/// that worker simulated that many ticks fewer than its rate asks for (the simulation
+/// never speeds up to catch up). `missed_ticks` counts them once per worker, not once
+/// per zone, so it reads as "ticks the node fell behind by".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TickTotals {
+    /// Worker rounds completed.
+    pub rounds: u64,
+    /// Rounds that ended after the next one was due.
+    pub overruns: u64,
+    /// Deadlines passed by overrunning rounds (see above).
+    pub missed_ticks: u64,
+    /// Zone ticks simulated (one per zone per round).
+    pub zone_ticks: u64,
+    /// How long one zone's tick took, microseconds.
+    pub zone_tick_us: BucketCounts,
+    /// How long one worker round (every zone of the worker) took, microseconds.
+    pub round_us: BucketCounts,
+}
+
+impl TickTotals {
+    /// The figures of the window between `earlier` and `self` (two documents of the
+    /// same node, `earlier` taken first). `None` when `earlier` is not older: a
+    /// different or restarted node.
+    pub fn since(&self, earlier: &Self) -> Option<Self> {
+        Some(Self {
+            rounds: self.rounds.checked_sub(earlier.rounds)?,
+            overruns: self.overruns.checked_sub(earlier.overruns)?,
+            missed_ticks: self.missed_ticks.checked_sub(earlier.missed_ticks)?,
+            zone_ticks: self.zone_ticks.checked_sub(earlier.zone_ticks)?,
+            zone_tick_us: self.zone_tick_us.since(&earlier.zone_tick_us)?,
+            round_us: self.round_us.since(&earlier.round_us)?,
+        })
+    }
+}
+
+/// A histogram as its occupied buckets: `(value, count)` pairs in increasing value
+/// order, each value standing for every sample within its bucket (the server's
+/// histograms keep two significant digits, so within 1 %).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketCounts(pub Vec<(u64, u64)>);
+
+impl BucketCounts {
+    /// Samples recorded.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value at quantile `q` (0..=1): the smallest bucket value with at least
+    /// `q` of the samples at or below it; 0 when empty.
+    pub fn value_at_quantile(&self, q: f64) -> u64 {
+        let total = self.len();
+        if total == 0 {
+            return 0;
+        }
+        // Nearest-rank: the ceil(q * total)-th sample, at least the first.
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for &(value, n) in &self.0 {
+            seen += n;
+            if seen >= rank {
+                return value;
+            }
+        }
+        self.max()
+    }
+
+    /// The largest bucket value with a sample; 0 when empty.
+    pub fn max(&self) -> u64 {
+        self.0
+            .iter()
+            .rev()
+            .find(|&&(_, n)| n > 0)
+            .map_or(0, |&(v, _)| v)
+    }
+
+    /// The buckets of `self` minus those of `earlier`; `None` when `earlier` holds a
+    /// bucket `self` lacks or counts more in one (it is not an earlier state of the
+    /// same histogram).
+    pub fn since(&self, earlier: &Self) -> Option<Self> {
+        let mut out = Vec::with_capacity(self.0.len());
+        let mut old = earlier.0.iter().peekable();
+        for &(value, n) in &self.0 {
+            let mut before = 0;
+            while let Some(&&(v, m)) = old.peek() {
+                if v > value {
+                    break;
+                }
+                if v < value && m > 0 {
+                    return None;
+                }
+                if v == value {
+                    before = m;
+                }
+                old.next();
+            }
+            let left = n.checked_sub(before)?;
+            if left > 0 {
+                out.push((value, left));
+            }
+        }
+        if old.any(|&(_, m)| m > 0) {
+            return None;
+        }
+        Some(Self(out))
+    }
+}
+
+/// One zone in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneStatusReport {
+    /// Grid column.
+    pub x: u16,
+    /// Grid row.
+    pub y: u16,
+    /// Ticks this zone simulated since it was loaded.
+    pub ticks: u64,
+    /// Ticks this zone fell behind by since it was loaded (its worker's overruns).
+    pub missed_ticks: u64,
+    /// Median tick time since it was loaded, milliseconds.
+    pub tick_p50_ms: f64,
+    /// 99th-percentile tick time since it was loaded, milliseconds.
+    pub tick_p99_ms: f64,
+    /// Connected players in the zone.
+    pub players: usize,
+    /// Entities with a network identity (players included).
+    pub entities: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(pairs: &[(u64, u64)]) -> BucketCounts {
+        BucketCounts(pairs.to_vec())
+    }
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let b = buckets(&[(10, 50), (20, 49), (900, 1)]);
+        assert_eq!(b.len(), 100);
+        assert_eq!(b.value_at_quantile(0.0), 10);
+        assert_eq!(b.value_at_quantile(0.5), 10);
+        assert_eq!(b.value_at_quantile(0.51), 20);
+        assert_eq!(b.value_at_quantile(0.99), 20);
+        assert_eq!(b.value_at_quantile(0.999), 900);
+        assert_eq!(b.max(), 900);
+        assert_eq!(BucketCounts::default().value_at_quantile(0.5), 0);
+        assert_eq!(BucketCounts::default().max(), 0);
+    }
+
+    #[test]
+    fn a_window_subtracts_bucket_by_bucket() {
+        let start = buckets(&[(10, 5), (30, 1)]);
+        let end = buckets(&[(10, 7), (20, 3), (30, 1), (40, 2)]);
+        assert_eq!(
+            end.since(&start),
+            Some(buckets(&[(10, 2), (20, 3), (40, 2)]))
+        );
+        assert_eq!(end.since(&end), Some(BucketCounts::default()));
+    }
+
+    #[test]
+    fn a_later_histogram_is_not_an_earlier_one() {
+        let a = buckets(&[(10, 5)]);
+        let b = buckets(&[(10, 4), (20, 1)]);
+        assert_eq!(a.since(&b), None, "fewer in a bucket");
+        assert_eq!(buckets(&[(20, 1)]).since(&buckets(&[(10, 1)])), None);
+        assert_eq!(
+            buckets(&[(10, 1)]).since(&buckets(&[(10, 1), (20, 1)])),
+            None
+        );
+    }
+
+    #[test]
+    fn totals_of_a_window_and_of_a_restarted_node() {
+        let earlier = TickTotals {
+            rounds: 10,
+            overruns: 1,
+            missed_ticks: 3,
+            zone_ticks: 40,
+            zone_tick_us: buckets(&[(100, 40)]),
+            round_us: buckets(&[(400, 10)]),
+        };
+        let later = TickTotals {
+            rounds: 30,
+            overruns: 2,
+            missed_ticks: 8,
+            zone_ticks: 120,
+            zone_tick_us: buckets(&[(100, 100), (5000, 20)]),
+            round_us: buckets(&[(400, 25), (60000, 5)]),
+        };
+        let window = later.since(&earlier).expect("same node");
+        assert_eq!(window.rounds, 20);
+        assert_eq!(window.overruns, 1);
+        assert_eq!(window.missed_ticks, 5);
+        assert_eq!(window.zone_ticks, 80);
+        assert_eq!(window.zone_tick_us, buckets(&[(100, 60), (5000, 20)]));
+        assert_eq!(window.round_us, buckets(&[(400, 15), (60000, 5)]));
+        assert_eq!(earlier.since(&later), None);
+    }
+
+    #[test]
+    fn the_document_round_trips_through_json() {
+        let report = NodeStatusReport {
+            version: "0.1.0".into(),
+            uptime_s: 1.5,
+            tick_hz: 20,
+            workers: 2,
+            sessions: 3,
+            busy_answers: 0,
+            inbox_input_drops: 4,
+            ticks: TickTotals {
+                zone_tick_us: buckets(&[(7, 1)]),
+                ..TickTotals::default()
+            },
+            zones: vec![ZoneStatusReport {
+                x: 1,
+                y: 2,
+                ticks: 9,
+                missed_ticks: 0,
+                tick_p50_ms: 0.1,
+                tick_p99_ms: 0.2,
+                players: 1,
+                entities: 5,
+            }],
+        };
+        let json = serde_json::to_string(&report).expect("serialises");
+        assert!(json.contains(r#""zone_tick_us":[[7,1]]"#), "{json}");
+        let back: NodeStatusReport = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, report);
+    }
+}

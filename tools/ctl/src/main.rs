@@ -1,0 +1,104 @@
+//! `zonemesh-ctl`: ask a running node's admin endpoint how it is doing.
+//!
+//! `zonemesh-ctl --admin 127.0.0.1:9100 status` prints the node's tick figures and
+//! zones; `--json` prints the status document as the endpoint served it.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zonemesh_ctl::AdminClient;
+use zonemesh_shared::status::NodeStatusReport;
+
+#[derive(Debug, Parser)]
+#[command(name = "zonemesh-ctl", version, about = "ZoneMesh admin client")]
+struct Cli {
+    /// The node's admin endpoint (its `--admin` address).
+    #[arg(long)]
+    admin: SocketAddr,
+    /// File whose first line is the endpoint's bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tick figures, sessions and zones of the node.
+    Status,
+}
+
+fn main() -> ExitCode {
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let mut client = AdminClient::new(cli.admin);
+    if let Some(path) = &cli.token_file {
+        let token = zonemesh_ctl::read_token_file(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?;
+        client.token = Some(token);
+    }
+    match cli.command {
+        Command::Status => {
+            let status = client.status()?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status_table(&status));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The human form of a status document.
+fn status_table(s: &NodeStatusReport) -> String {
+    let t = &s.ticks;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node: version {}, up {:.0} s, {} Hz, {} workers, {} sessions",
+        s.version, s.uptime_s, s.tick_hz, s.workers, s.sessions
+    );
+    let _ = writeln!(
+        out,
+        "ticks: {} rounds, {} overran, {} missed ticks; zone tick p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        t.rounds,
+        t.overruns,
+        t.missed_ticks,
+        ms(t.zone_tick_us.value_at_quantile(0.5)),
+        ms(t.zone_tick_us.value_at_quantile(0.99)),
+        ms(t.zone_tick_us.max()),
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:>8} {:>9} {:>10} {:>9}",
+        "zone", "players", "entities", "tick p99", "missed"
+    );
+    for z in &s.zones {
+        let _ = writeln!(
+            out,
+            "{:>6} {:>8} {:>9} {:>7.2} ms {:>9}",
+            format!("{}:{}", z.x, z.y),
+            z.players,
+            z.entities,
+            z.tick_p99_ms,
+            z.missed_ticks
+        );
+    }
+    out
+}
