@@ -102,3 +102,51 @@ fn status_table(s: &NodeStatusReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonemesh_shared::status::{BucketCounts, TickTotals, ZoneStatusReport};
+
+    #[test]
+    fn the_table_shows_ticks_and_every_zone() {
+        let status = NodeStatusReport {
+            version: "0.1.0".into(),
+            uptime_s: 12.0,
+            tick_hz: 20,
+            workers: 1,
+            sessions: 3,
+            busy_answers: 0,
+            inbox_input_drops: 0,
+            ticks: TickTotals {
+                rounds: 240,
+                overruns: 2,
+                missed_ticks: 5,
+                zone_ticks: 240,
+                zone_tick_us: BucketCounts(vec![(1500, 238), (120_000, 2)]),
+                round_us: BucketCounts(vec![(1600, 240)]),
+            },
+            zones: vec![ZoneStatusReport {
+                x: 1,
+                y: 0,
+                ticks: 240,
+                missed_ticks: 5,
+                tick_p50_ms: 1.5,
+                tick_p99_ms: 120.0,
+                players: 3,
+                entities: 4003,
+            }],
+        };
+        let table = status_table(&status);
+        for needle in [
+            "20 Hz, 1 workers, 3 sessions",
+            "240 rounds, 2 overran, 5 missed ticks",
+            "p50 1.50 ms",
+            "max 120.00 ms",
+            "1:0",
+            "4003",
+        ] {
+            assert!(table.contains(needle), "{needle:?} missing from\n{table}");
+        }
+    }
+}

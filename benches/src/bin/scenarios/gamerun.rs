@@ -37,6 +37,8 @@ pub(crate) struct GameRun {
     pub(crate) overruns: u64,
     /// The server's zone tick time over the run, milliseconds.
     pub(crate) zone_tick_ms: crate::swarm::Percentiles,
+    /// The server's worker round time over the run, milliseconds.
+    pub(crate) round_ms: crate::swarm::Percentiles,
     /// Server CPU with no bot (cores), before the swarm.
     pub(crate) server_idle_cores: f64,
     /// Server CPU in the steady window (all bots connected), cores.
@@ -122,6 +124,7 @@ pub(crate) fn run(
         missed_ticks: server_side.missed_ticks,
         overruns: server_side.overruns,
         zone_tick_ms: server_side.zone_tick_ms,
+        round_ms: server_side.round_ms,
         server_idle_cores,
         server_steady_cores: steady_cpu / steady_wall,
         steady_window_s: steady_wall,

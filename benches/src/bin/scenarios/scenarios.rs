@@ -72,9 +72,9 @@ pub(crate) fn capacity(ctx: &Ctx, steps: &[u64]) -> anyhow::Result<(u64, Vec<Gam
         ctx.secs
     );
     println!(
-        "| bots | NPCs | missed ticks | zone tick p99 / max (ms) | server CPU (cores, steady) | swarm CPU (cores) | snapshots/bot/s | input→visible p99 (ms) | RSS/bot (KiB) | other load (cores) | verdict |"
+        "| bots | NPCs | missed ticks | round p99 / max (ms) | zone tick p99 / max (ms) | server CPU (cores, steady) | swarm CPU (cores) | snapshots/bot/s | input→visible p99 (ms) | RSS/bot (KiB) | other load (cores) | verdict |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut best = 0;
     let mut runs = Vec::new();
     for &bots in steps {
@@ -99,9 +99,11 @@ pub(crate) fn capacity(ctx: &Ctx, steps: &[u64]) -> anyhow::Result<(u64, Vec<Gam
 fn print_capacity_row(run: &GameRun, failure: Option<&str>) {
     let bots = run.load.bots;
     println!(
-        "| {bots} | {} | {} | {:.2} / {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+        "| {bots} | {} | {} | {:.1} / {:.1} | {:.2} / {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
         run.server.npcs,
         run.missed_ticks,
+        run.round_ms.p99,
+        run.round_ms.max,
         run.zone_tick_ms.p99,
         run.zone_tick_ms.max,
         run.server_steady_cores,
@@ -184,7 +186,7 @@ pub(crate) fn print_latency(runs: &LatencyRuns) {
         .map_or(50.0, |r| 1000.0 / f64::from(r.server.tick_hz));
     println!("| metric | median [min–max] | × tick ({tick_ms} ms) |");
     println!("|---|---:|---:|");
-    let rows: [(&str, Figure); 8] = [
+    let rows: [(&str, Figure); 9] = [
         ("input→visible p50 (ms)", |r| {
             r.swarm.input_to_visible_ms.p50
         }),
@@ -196,8 +198,13 @@ pub(crate) fn print_latency(runs: &LatencyRuns) {
         }),
         ("jitter p99 (ms)", |r| r.swarm.jitter_ms.p99),
         ("missed ticks (server's counter)", |r| r.missed_ticks as f64),
-        ("zone tick p99 (ms, server's histogram)", |r| r.zone_tick_ms.p99),
-        ("zone tick max (ms, server's histogram)", |r| r.zone_tick_ms.max),
+        ("round p99 (ms, server's histogram)", |r| r.round_ms.p99),
+        ("zone tick p99 (ms, server's histogram)", |r| {
+            r.zone_tick_ms.p99
+        }),
+        ("zone tick max (ms, server's histogram)", |r| {
+            r.zone_tick_ms.max
+        }),
         ("other load on the machine (cores)", |r| r.other_cores),
     ];
     for (name, f) in rows {
@@ -449,8 +456,8 @@ fn print_memory(runs: &[GameRun], soak: &GameRun) {
     let missed = Spread::of(runs.iter().map(|r| r.missed_ticks as f64));
     println!("| missed ticks (server's counter) | {} |", show(missed, 0));
     println!(
-        "| soak: missed ticks; zone tick p99 / max (ms) | {}; {:.2} / {:.1} |",
-        soak.missed_ticks, soak.zone_tick_ms.p99, soak.zone_tick_ms.max
+        "| soak: missed ticks; round p99 / max (ms) | {}; {:.1} / {:.1} |",
+        soak.missed_ticks, soak.round_ms.p99, soak.round_ms.max
     );
     match soak_growth(soak) {
         Some((kib, per_min)) => println!(

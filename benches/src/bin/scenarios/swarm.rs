@@ -141,6 +141,9 @@ pub(crate) struct ServerSide {
     pub(crate) rounds: u64,
     /// One zone's tick time.
     pub(crate) zone_tick_ms: Percentiles,
+    /// One worker round's time (every zone of the worker once): a round longer than
+    /// the tick period is what misses ticks.
+    pub(crate) round_ms: Percentiles,
 }
 
 impl SwarmReport {
@@ -217,6 +220,7 @@ mod tests {
             (3, 2, 398)
         );
         assert!((server.zone_tick_ms.p99 - 1.2).abs() < 1e-9);
+        assert!((server.round_ms.max - 80.0).abs() < 1e-9);
     }
 
     #[test]
