@@ -19,6 +19,7 @@ pub mod codec;
 pub mod control;
 pub mod datagram;
 pub mod ids;
+pub mod node;
 pub mod quant;
 pub mod status;
 pub mod token;

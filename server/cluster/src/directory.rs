@@ -1,0 +1,304 @@
+//! One node's partition of the zone directory: `zone → (host, epoch)` for the zones
+//! whose ring range this node owns in its current view.
+//!
+//! - A lookup of a zone nobody holds *places* it (see [`placement`](crate::placement))
+//!   and remembers the choice as a pending entry (epoch 0), so every other lookup of
+//!   that zone gets the same answer: many players racing for a cold zone cause one
+//!   activation.
+//! - Registering is compare-and-set on the epoch: an entry is replaced only by a
+//!   higher epoch (or the same host confirming), so a late registration of a lost
+//!   activation cannot overwrite its successor.
+//! - When the ring changes, entries of ranges this node lost are dropped (their hosts
+//!   re-register with the new owner), and for a while after any change, lookups of
+//!   unknown zones answer `Retry` instead of placing, to give hosts time to
+//!   re-register. Correctness does not rest on this: the store grants a zone to one
+//!   live node only, and a node told to activate a zone held elsewhere registers the
+//!   real holder instead.
+//! - Entries whose host left the view are removed and reported, so the caller can
+//!   bring those zones back elsewhere.
+
+use std::collections::BTreeMap;
+
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::NodeRef;
+
+use crate::Millis;
+use crate::membership::View;
+use crate::msg::LookupAnswer;
+use crate::placement::{Candidate, PlacementPolicy, place};
+use crate::ring::Ring;
+
+/// Directory timing and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    /// How long a placement may stay unconfirmed before the zone is placed again.
+    pub placing_timeout_ms: u64,
+    /// After a view change, how long lookups of unknown zones answer `Retry`.
+    pub reregister_grace_ms: u64,
+    /// Most entries one partition holds; beyond it lookups of new zones answer `Retry`
+    /// (the ring spreads zones, so reaching it means the cluster is undersized).
+    pub max_entries: usize,
+    /// How first activations are placed.
+    pub placement: PlacementPolicy,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            placing_timeout_ms: 10_000,
+            reregister_grace_ms: 1_000,
+            max_entries: 1 << 20,
+            placement: PlacementPolicy::default(),
+        }
+    }
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The node holding (or chosen to activate) the zone.
+    pub host: NodeRef,
+    /// The registered epoch; 0 while the chosen node activates.
+    pub epoch: u64,
+    /// When the entry was written.
+    pub since: Millis,
+}
+
+/// One node's directory partition.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    config: DirectoryConfig,
+    entries: BTreeMap<ZoneId, DirEntry>,
+    grace_until: Millis,
+    /// Placements made per node since the entry was written: the load estimate used
+    /// between two load reports.
+    n_placed: BTreeMap<NodeRef, u64>,
+}
+
+impl Directory {
+    /// An empty partition.
+    pub fn new(config: DirectoryConfig) -> Self {
+        Self {
+            config,
+            entries: BTreeMap::new(),
+            grace_until: Millis(0),
+            n_placed: BTreeMap::new(),
+        }
+    }
+
+    /// Answers a lookup of `zone` from `requester`, placing the zone if nobody holds
+    /// it. The caller has checked that this node owns the zone's range.
+    pub fn lookup(
+        &mut self,
+        now: Millis,
+        zone: ZoneId,
+        requester: NodeRef,
+        view: &View,
+    ) -> LookupAnswer {
+        if let Some(entry) = self.live_entry(now, zone, view) {
+            return LookupAnswer::Host {
+                host: entry.host,
+                epoch: entry.epoch,
+            };
+        }
+        if now < self.grace_until || self.entries.len() >= self.config.max_entries {
+            return LookupAnswer::Retry;
+        }
+        match self.place(now, zone, Some(requester), view) {
+            Some(host) => LookupAnswer::Host { host, epoch: 0 },
+            None => LookupAnswer::Retry,
+        }
+    }
+
+    /// Places `zone` on a live member and records the choice.
+    pub fn place(
+        &mut self,
+        now: Millis,
+        zone: ZoneId,
+        requester: Option<NodeRef>,
+        view: &View,
+    ) -> Option<NodeRef> {
+        let candidates: Vec<Candidate> = view
+            .members()
+            .map(|m| Candidate {
+                node: m.node,
+                load: self.n_placed.get(&m.node).copied().unwrap_or(0),
+            })
+            .collect();
+        let host = place(self.config.placement, zone, requester, &candidates)?;
+        *self.n_placed.entry(host).or_default() += 1;
+        self.entries.insert(
+            zone,
+            DirEntry {
+                host,
+                epoch: 0,
+                since: now,
+            },
+        );
+        Some(host)
+    }
+
+    fn live_entry(&self, now: Millis, zone: ZoneId, view: &View) -> Option<DirEntry> {
+        let entry = *self.entries.get(&zone)?;
+        let expired = entry.epoch == 0
+            && now.since(entry.since).as_millis() >= u128::from(self.config.placing_timeout_ms);
+        (view.is_live(entry.host) && !expired).then_some(entry)
+    }
+
+    /// Compare-and-set registration; returns the entry now in place.
+    pub fn register(&mut self, now: Millis, zone: ZoneId, host: NodeRef, epoch: u64) -> DirEntry {
+        let accept = match self.entries.get(&zone) {
+            None => true,
+            Some(current) => {
+                epoch > current.epoch || (epoch == current.epoch && host == current.host)
+            }
+        };
+        if accept {
+            self.entries.insert(
+                zone,
+                DirEntry {
+                    host,
+                    epoch,
+                    since: now,
+                },
+            );
+        }
+        self.entries[&zone]
+    }
+
+    /// Removes the entry if it is still `host` at `epoch`.
+    pub fn unregister(&mut self, zone: ZoneId, host: NodeRef, epoch: u64) {
+        if self
+            .entries
+            .get(&zone)
+            .is_some_and(|e| e.host == host && e.epoch == epoch)
+        {
+            self.entries.remove(&zone);
+        }
+    }
+
+    /// Adapts to a new view: drops entries of ranges `me` no longer owns, starts the
+    /// re-registration grace, and removes entries whose host left, returning their
+    /// zones (to be brought back elsewhere).
+    pub fn on_view_change(
+        &mut self,
+        now: Millis,
+        me: NodeRef,
+        view: &View,
+        ring: &Ring,
+    ) -> Vec<ZoneId> {
+        self.grace_until = now + self.config.reregister_grace_ms;
+        self.entries.retain(|zone, _| ring.owner(*zone) == Some(me));
+        self.n_placed.retain(|node, _| view.is_live(*node));
+        let orphaned: Vec<ZoneId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !view.is_live(e.host))
+            .map(|(zone, _)| *zone)
+            .collect();
+        for zone in &orphaned {
+            self.entries.remove(zone);
+        }
+        orphaned
+    }
+
+    /// The entry for `zone`, if any.
+    pub fn entry(&self, zone: ZoneId) -> Option<DirEntry> {
+        self.entries.get(&zone).copied()
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the partition is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::membership::{Member, MembershipEvent};
+
+    fn view_of(ids: &[u64]) -> View {
+        let member = |id: u64| Member {
+            node: NodeRef::new(id, 1),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+        };
+        let mut view = View::new(member(ids[0]));
+        for &id in &ids[1..] {
+            view.apply(MembershipEvent::Up(member(id)));
+        }
+        view
+    }
+
+    #[test]
+    fn racing_lookups_get_one_placement() {
+        let view = view_of(&[1, 2, 3]);
+        let mut dir = Directory::new(DirectoryConfig::default());
+        let first = dir.lookup(Millis(0), ZoneId(5), NodeRef::new(2, 1), &view);
+        assert_eq!(
+            first,
+            LookupAnswer::Host {
+                host: NodeRef::new(2, 1),
+                epoch: 0
+            }
+        );
+        for requester in [1, 3, 2] {
+            let again = dir.lookup(Millis(10), ZoneId(5), NodeRef::new(requester, 1), &view);
+            assert_eq!(
+                again, first,
+                "later requesters are sent to the first choice"
+            );
+        }
+    }
+
+    #[test]
+    fn registration_is_compare_and_set_on_the_epoch() {
+        let mut dir = Directory::new(DirectoryConfig::default());
+        let (a, b) = (NodeRef::new(1, 1), NodeRef::new(2, 1));
+        assert_eq!(dir.register(Millis(0), ZoneId(1), a, 3).host, a);
+        assert_eq!(
+            dir.register(Millis(1), ZoneId(1), b, 2).host,
+            a,
+            "older epoch refused"
+        );
+        assert_eq!(
+            dir.register(Millis(1), ZoneId(1), b, 3).host,
+            a,
+            "same epoch, other host refused"
+        );
+        assert_eq!(dir.register(Millis(2), ZoneId(1), b, 4).host, b);
+        dir.unregister(ZoneId(1), a, 3);
+        assert_eq!(
+            dir.entry(ZoneId(1)).map(|e| e.host),
+            Some(b),
+            "stale unregister ignored"
+        );
+    }
+
+    #[test]
+    fn entries_of_a_dead_host_are_reported() {
+        let mut view = view_of(&[1, 2]);
+        let me = NodeRef::new(1, 1);
+        let ring = Ring::new([me], Default::default());
+        let mut dir = Directory::new(DirectoryConfig::default());
+        dir.register(Millis(0), ZoneId(7), NodeRef::new(2, 1), 1);
+        view.apply(MembershipEvent::Down(NodeRef::new(2, 1)));
+        assert_eq!(
+            dir.on_view_change(Millis(5), me, &view, &ring),
+            vec![ZoneId(7)]
+        );
+        assert!(dir.is_empty());
+        assert_eq!(
+            dir.lookup(Millis(6), ZoneId(8), me, &view),
+            LookupAnswer::Retry,
+            "grace"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The inputs of [`NodeCore`]: membership events, node messages, store replies and
+//! timeouts.
+
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::NodeRef;
+
+use super::{Hosted, NodeCore, NodeEvent};
+use crate::Millis;
+use crate::lease::LeaseChange;
+use crate::membership::MembershipEvent;
+use crate::msg::{Envelope, LeaseGrant, LookupAnswer, NodeMsg, StoreCall, StoreReply};
+use crate::ring::Ring;
+
+impl NodeCore {
+    /// Folds a membership event in. When the set of live members changes: the ring is
+    /// rebuilt, the directory drops what it no longer owns and brings back zones whose
+    /// host died, this node re-registers its zones whose directory owner changed, and
+    /// the store is asked which zones a departed run held.
+    pub fn handle_membership(&mut self, now: Millis, event: MembershipEvent) {
+        let replaced = match event {
+            MembershipEvent::Up(member) => self
+                .view
+                .member(member.node.id)
+                .map(|known| known.node)
+                .filter(|known| {
+                    *known != member.node && known.incarnation < member.node.incarnation
+                }),
+            MembershipEvent::Down(node) => self.view.is_live(node).then_some(node),
+        };
+        if !self.view.apply(event) {
+            return;
+        }
+        let old_ring = std::mem::replace(
+            &mut self.ring,
+            Ring::new(self.view.members().map(|m| m.node), self.config.ring),
+        );
+        if let Some(gone) = replaced {
+            self.store_calls
+                .push_back(StoreCall::ZonesHeldBy { node: gone });
+        }
+        self.after_view_change(now, &old_ring);
+        self.drain_local(now);
+    }
+
+    fn after_view_change(&mut self, now: Millis, old_ring: &Ring) {
+        let orphaned = self
+            .directory
+            .on_view_change(now, self.me, &self.view, &self.ring);
+        for zone in orphaned {
+            self.bring_back(now, zone);
+        }
+        let view = &self.view;
+        self.cache.retain(|_, (host, _)| view.is_live(*host));
+        let moved: Vec<(ZoneId, u64)> = self
+            .active_zones()
+            .filter(|(zone, _)| old_ring.owner(*zone) != self.ring.owner(*zone))
+            .collect();
+        for (zone, epoch) in moved {
+            self.register_here(zone, epoch);
+        }
+        // Lookups sent to an owner of the old ring are asked again of the new one.
+        let pending: Vec<ZoneId> = self.lookups.keys().copied().collect();
+        for zone in pending {
+            if old_ring.owner(zone) != self.ring.owner(zone) {
+                self.send_lookup(now, zone);
+            }
+        }
+    }
+
+    /// Places `zone` again (its host died) and asks the chosen node to activate it.
+    fn bring_back(&mut self, now: Millis, zone: ZoneId) {
+        if self.ring.owner(zone) != Some(self.me) {
+            return;
+        }
+        match self.directory.place(now, zone, None, &self.view) {
+            Some(host) if host == self.me => self.start_activation(now, zone),
+            Some(host) => self.send(host, NodeMsg::Activate { zone }),
+            None => {}
+        }
+    }
+
+    /// Handles a message from another node.
+    pub fn handle_message(&mut self, now: Millis, envelope: Envelope) {
+        self.dispatch(now, envelope);
+        self.drain_local(now);
+    }
+
+    pub(super) fn dispatch(&mut self, now: Millis, envelope: Envelope) {
+        if envelope.to != self.me {
+            self.counters.n_misaddressed += 1;
+            return;
+        }
+        let from = envelope.from;
+        match envelope.msg {
+            NodeMsg::Lookup { zone } => self.answer_lookup(now, from, zone),
+            NodeMsg::LookupReply { zone, answer } => self.handle_lookup_reply(now, zone, answer),
+            NodeMsg::Register { zone, host, epoch } => {
+                if self.ring.owner(zone) == Some(self.me) {
+                    self.directory.register(now, zone, host, epoch);
+                }
+            }
+            NodeMsg::Unregister { zone, host, epoch } => {
+                self.directory.unregister(zone, host, epoch)
+            }
+            NodeMsg::Activate { zone } => self.start_activation(now, zone),
+        }
+    }
+
+    fn answer_lookup(&mut self, now: Millis, from: NodeRef, zone: ZoneId) {
+        let answer = if self.ring.owner(zone) == Some(self.me) {
+            self.directory.lookup(now, zone, from, &self.view)
+        } else {
+            LookupAnswer::NotOwner
+        };
+        self.send(from, NodeMsg::LookupReply { zone, answer });
+    }
+
+    fn handle_lookup_reply(&mut self, now: Millis, zone: ZoneId, answer: LookupAnswer) {
+        match answer {
+            LookupAnswer::Host { host, .. } => {
+                self.lookups.remove(&zone);
+                if !self.view.is_live(host) {
+                    return;
+                }
+                self.remember_host(now, zone, host);
+                if host == self.me {
+                    self.start_activation(now, zone);
+                }
+            }
+            LookupAnswer::NotOwner | LookupAnswer::Retry => {
+                if let Some(pending) = self.lookups.get_mut(&zone) {
+                    pending.resend_at = now + self.config.limits.lookup_retry_ms;
+                }
+            }
+        }
+    }
+
+    /// Handles the store's answer to a call from [`poll_store_call`](Self::poll_store_call).
+    pub fn handle_store_reply(&mut self, now: Millis, reply: StoreReply) {
+        match reply {
+            StoreReply::Lease { request, grant } => self.handle_lease(now, request, grant),
+            StoreReply::Activated {
+                zone,
+                epoch,
+                lease_generation,
+            } => {
+                self.handle_activated(zone, epoch, lease_generation);
+            }
+            StoreReply::Held {
+                zone,
+                holder,
+                epoch,
+                lease_left_ms,
+            } => {
+                self.handle_held(now, zone, holder, epoch, lease_left_ms);
+            }
+            StoreReply::NoLease { zone } => self.retry_activation_later(now, zone),
+            StoreReply::Released { .. } => {}
+            StoreReply::ZonesHeld { node, zones } => {
+                if !self.view.is_live(node) {
+                    for zone in zones {
+                        let hosted_by_dead =
+                            self.directory.entry(zone).is_none_or(|e| e.host == node);
+                        if hosted_by_dead {
+                            self.bring_back(now, zone);
+                        }
+                    }
+                }
+            }
+            StoreReply::Unavailable { call } => self.defer(now, call),
+        }
+        self.drain_local(now);
+    }
+
+    fn handle_lease(&mut self, now: Millis, request: u64, grant: Option<LeaseGrant>) {
+        match self.lease.handle_reply(request, grant) {
+            LeaseChange::Renewed | LeaseChange::Ignored => {}
+            LeaseChange::Lapsed { generation } => self.drop_zones_of_older_leases(now, generation),
+            LeaseChange::Superseded => {
+                self.stopping = true;
+                let zones: Vec<ZoneId> = self.hosted.keys().copied().collect();
+                self.hosted.clear();
+                for zone in zones {
+                    self.events.push_back(NodeEvent::ZoneLost { zone });
+                }
+                self.events.push_back(NodeEvent::Superseded);
+            }
+        }
+    }
+
+    /// After a lapse, zones activated under an older lease may belong to someone else
+    /// now: they are dropped and activated again (the store says whether they still
+    /// are ours).
+    fn drop_zones_of_older_leases(&mut self, now: Millis, generation: u64) {
+        let stale: Vec<ZoneId> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| matches!(h, Hosted::Active { lease_generation, .. } if *lease_generation != generation))
+            .map(|(zone, _)| *zone)
+            .collect();
+        for zone in stale {
+            self.hosted.remove(&zone);
+            self.events.push_back(NodeEvent::ZoneLost { zone });
+            self.start_activation(now, zone);
+        }
+    }
+
+    fn handle_activated(&mut self, zone: ZoneId, epoch: u64, lease_generation: u64) {
+        let activating = matches!(self.hosted.get(&zone), Some(Hosted::Activating { .. }));
+        let current = self
+            .lease
+            .generation()
+            .is_none_or(|g| g <= lease_generation);
+        if !activating || !current || self.stopping {
+            // Not wanted any more, or granted under a lease that has since lapsed:
+            // hand it straight back.
+            self.store_calls
+                .push_back(StoreCall::Release { zone, epoch });
+            if activating {
+                self.hosted.remove(&zone);
+            }
+            return;
+        }
+        self.hosted.insert(
+            zone,
+            Hosted::Active {
+                epoch,
+                lease_generation,
+            },
+        );
+        self.events.push_back(NodeEvent::ZoneActive { zone, epoch });
+        self.register_here(zone, epoch);
+    }
+
+    /// Tells the zone's directory owner that this node holds it at `epoch`.
+    fn register_here(&mut self, zone: ZoneId, epoch: u64) {
+        let host = self.me;
+        self.send_to_owner(zone, NodeMsg::Register { zone, host, epoch });
+    }
+
+    fn handle_held(
+        &mut self,
+        now: Millis,
+        zone: ZoneId,
+        holder: NodeRef,
+        epoch: u64,
+        lease_left_ms: u64,
+    ) {
+        if !matches!(self.hosted.get(&zone), Some(Hosted::Activating { .. })) {
+            return;
+        }
+        if self.view.is_live(holder) {
+            // The holder is alive: tell the directory the truth and send players there.
+            self.hosted.remove(&zone);
+            self.remember_host(now, zone, holder);
+            self.send_to_owner(
+                zone,
+                NodeMsg::Register {
+                    zone,
+                    host: holder,
+                    epoch,
+                },
+            );
+        } else {
+            // The holder is unknown to our view but its lease still runs: it is dead,
+            // or alive and not yet in our view. Ask again when the lease ends, or sooner
+            // (by then our view may know it and players can be sent there).
+            let wait_ms = (lease_left_ms + 1).min(self.config.limits.activation_timeout_ms);
+            self.hosted.insert(
+                zone,
+                Hosted::Activating {
+                    retry_at: now + wait_ms,
+                },
+            );
+        }
+    }
+
+    fn retry_activation_later(&mut self, now: Millis, zone: ZoneId) {
+        if let Some(Hosted::Activating { retry_at }) = self.hosted.get_mut(&zone) {
+            *retry_at = now + self.config.limits.activation_retry_ms;
+        }
+    }
+
+    fn defer(&mut self, now: Millis, call: StoreCall) {
+        match call {
+            StoreCall::Activate { zone } => self.retry_activation_later(now, zone),
+            // The next renewal is already scheduled.
+            StoreCall::RenewLease { .. } => {}
+            StoreCall::Release { .. } | StoreCall::ZonesHeldBy { .. } => {
+                if self.deferred.len() >= self.config.limits.max_deferred_calls {
+                    self.deferred.pop_front();
+                }
+                self.deferred
+                    .push_back((now + self.config.limits.activation_retry_ms, call));
+            }
+        }
+    }
+
+    /// Runs what is due: lease renewal, activation retries, lookup resends, deferred
+    /// store calls.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if let Some(request) = self.lease.poll_renewal(now) {
+            self.store_calls
+                .push_back(StoreCall::RenewLease { request });
+        }
+        let due: Vec<ZoneId> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| matches!(h, Hosted::Activating { retry_at, .. } if *retry_at <= now))
+            .map(|(zone, _)| *zone)
+            .collect();
+        for zone in due {
+            self.ask_store_to_activate(now, zone);
+        }
+        let resend: Vec<ZoneId> = self
+            .lookups
+            .iter()
+            .filter(|(_, p)| p.resend_at <= now)
+            .map(|(zone, _)| *zone)
+            .collect();
+        for zone in resend {
+            self.send_lookup(now, zone);
+        }
+        while self.deferred.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, call)) = self.deferred.pop_front() {
+                self.store_calls.push_back(call);
+            }
+        }
+        self.drain_local(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let activations = self.hosted.values().filter_map(|h| match h {
+            Hosted::Activating { retry_at, .. } => Some(*retry_at),
+            _ => None,
+        });
+        let lookups = self.lookups.values().map(|p| p.resend_at);
+        let deferred = self.deferred.front().map(|(at, _)| *at);
+        self.lease
+            .next_renewal()
+            .into_iter()
+            .chain(activations)
+            .chain(lookups)
+            .chain(deferred)
+            .min()
+    }
+}

@@ -1,0 +1,421 @@
+//! [`NodeCore`]: one node's cluster brain. It folds membership events into its view and
+//! ring, keeps its directory partition, tracks the zones it hosts and its lease, answers
+//! players ([`NodeCore::admit`]) and says whether it may accept inputs for a zone
+//! ([`NodeCore::accepts_inputs`]).
+//!
+//! Driving contract: after any `handle_*`, `admit` or `release` call, drain
+//! [`poll_message`](NodeCore::poll_message) (envelopes to other nodes),
+//! [`poll_store_call`](NodeCore::poll_store_call) (calls the driver makes on the store,
+//! answering with [`handle_store_reply`](NodeCore::handle_store_reply)) and
+//! [`poll_event`](NodeCore::poll_event); then call
+//! [`handle_timeout`](NodeCore::handle_timeout) no later than
+//! [`poll_timeout`](NodeCore::poll_timeout). Messages to itself are handled inside.
+//!
+//! Safety rests on the store and the lease, not on the directory: the store grants a
+//! zone to a run only if no other run holds it with a live lease, and a node accepts
+//! inputs only for zones it holds while its own lease is live by its own clock. The
+//! directory only makes finding the holder fast; when it is wrong (views differ, a
+//! message was lost) the store's `Held` answer corrects it.
+
+mod handlers;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::NodeRef;
+
+use crate::Millis;
+use crate::admission::{Admission, AdmissionFacts, NextStep, ZoneHere, decide};
+use crate::directory::{Directory, DirectoryConfig};
+use crate::lease::{Lease, LeaseConfig};
+use crate::membership::{Member, View};
+use crate::msg::{Envelope, NodeMsg, StoreCall};
+use crate::ring::{Ring, RingConfig};
+
+/// Timing and limits of a node core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeConfig {
+    /// Ring shape.
+    pub ring: RingConfig,
+    /// Directory partition settings.
+    pub directory: DirectoryConfig,
+    /// Lease timing.
+    pub lease: LeaseConfig,
+    /// Lookup, cache and retry limits.
+    pub limits: NodeLimits,
+}
+
+/// Bounds on what a node core keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// A lookup unanswered for this long is sent again.
+    pub lookup_timeout_ms: u64,
+    /// After `NotOwner` or `Retry`, wait this long before asking again.
+    pub lookup_retry_ms: u64,
+    /// Lookups in flight at once; beyond it players are answered `Busy`.
+    pub max_lookups: usize,
+    /// How long a cached "zone lives there" is trusted.
+    pub cache_ttl_ms: u64,
+    /// Cached locations kept; when full the cache is emptied (it refills on demand).
+    pub max_cache: usize,
+    /// Wait before retrying an activation the store refused for lack of a lease or
+    /// could not answer.
+    pub activation_retry_ms: u64,
+    /// An activation call unanswered for this long is made again (the store treats a
+    /// repeat from the holder as a new activation of its own zone).
+    pub activation_timeout_ms: u64,
+    /// Store calls waiting for a retry; beyond it the oldest is dropped (each is
+    /// repeated by the timer or the next player anyway).
+    pub max_deferred_calls: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            lookup_timeout_ms: 1_000,
+            lookup_retry_ms: 200,
+            max_lookups: 4_096,
+            cache_ttl_ms: 5_000,
+            max_cache: 65_536,
+            activation_retry_ms: 500,
+            activation_timeout_ms: 2_000,
+            max_deferred_calls: 1_024,
+        }
+    }
+}
+
+/// Something the driver (and the zone runtime) must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The zone is now held here at `epoch`: load it and serve it.
+    ZoneActive {
+        /// The zone.
+        zone: ZoneId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// The zone is no longer held here (lease lapsed, or released): stop serving it.
+    ZoneLost {
+        /// The zone.
+        zone: ZoneId,
+    },
+    /// A newer run of this node exists: stop serving altogether.
+    Superseded,
+}
+
+/// A zone this node holds or is activating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hosted {
+    Activating {
+        /// When to ask the store (again). While a call is out this is its timeout:
+        /// an unanswered call (lost, or its reply lost) is made again then.
+        retry_at: Millis,
+    },
+    Active {
+        epoch: u64,
+        lease_generation: u64,
+    },
+}
+
+/// A lookup in flight or waiting to be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingLookup {
+    /// When to send it (again).
+    resend_at: Millis,
+    /// Times sent; after [`MAX_LOOKUP_ATTEMPTS`] it is dropped (the next player asking
+    /// starts a new one).
+    attempts: u32,
+}
+
+/// Sends of one lookup before it is given up.
+const MAX_LOOKUP_ATTEMPTS: u32 = 10;
+
+/// Counters of a node core since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCounters {
+    /// Lookups sent to other nodes.
+    pub n_lookups_sent: u64,
+    /// Players redirected to another node.
+    pub n_redirects: u64,
+    /// Store activations asked for.
+    pub n_activations_asked: u64,
+    /// Messages dropped because they named another run as receiver.
+    pub n_misaddressed: u64,
+}
+
+/// One node's cluster core. See the module docs for the driving contract.
+#[derive(Debug)]
+pub struct NodeCore {
+    me: NodeRef,
+    config: NodeConfig,
+    view: View,
+    ring: Ring,
+    lease: Lease,
+    directory: Directory,
+    hosted: BTreeMap<ZoneId, Hosted>,
+    cache: HashMap<ZoneId, (NodeRef, Millis)>,
+    lookups: BTreeMap<ZoneId, PendingLookup>,
+    deferred: VecDeque<(Millis, StoreCall)>,
+    outbox: VecDeque<Envelope>,
+    local: VecDeque<Envelope>,
+    store_calls: VecDeque<StoreCall>,
+    events: VecDeque<NodeEvent>,
+    stopping: bool,
+    counters: NodeCounters,
+}
+
+impl NodeCore {
+    /// The core of node run `me`, knowing only itself.
+    pub fn new(me: Member, config: NodeConfig) -> Self {
+        let view = View::new(me);
+        let ring = Ring::new(view.members().map(|m| m.node), config.ring);
+        Self {
+            me: me.node,
+            config,
+            view,
+            ring,
+            lease: Lease::new(config.lease),
+            directory: Directory::new(config.directory),
+            hosted: BTreeMap::new(),
+            cache: HashMap::new(),
+            lookups: BTreeMap::new(),
+            deferred: VecDeque::new(),
+            outbox: VecDeque::new(),
+            local: VecDeque::new(),
+            store_calls: VecDeque::new(),
+            events: VecDeque::new(),
+            stopping: false,
+            counters: NodeCounters::default(),
+        }
+    }
+
+    /// What to answer a player asking for `zone`. `redirected` says the player was sent
+    /// here by another node: then a cached location elsewhere is not trusted (the
+    /// sender believed otherwise) and the zone is looked up afresh.
+    pub fn admit(&mut self, now: Millis, zone: ZoneId, redirected: bool) -> Admission {
+        if redirected && self.cached_host(now, zone).is_some_and(|h| h != self.me) {
+            self.cache.remove(&zone);
+        }
+        let facts = AdmissionFacts {
+            me: self.me,
+            here: self.zone_here(zone),
+            lease_valid: self.lease.is_valid(now),
+            known_host: self.cached_host(now, zone),
+            stopping: self.stopping,
+            lookups_full: self.lookups.len() >= self.config.limits.max_lookups,
+        };
+        let (answer, step) = decide(facts);
+        match step {
+            NextStep::Nothing => {}
+            NextStep::Lookup => self.start_lookup(now, zone),
+            NextStep::Activate => self.start_activation(now, zone),
+        }
+        if matches!(answer, Admission::Redirect { .. }) {
+            self.counters.n_redirects += 1;
+        }
+        self.drain_local(now);
+        answer
+    }
+
+    /// Whether this node may apply inputs to `zone` now: it holds the zone and its lease
+    /// is live by its own clock. The invariant the cluster keeps: at any moment at most
+    /// one node answers `true` for a zone.
+    pub fn accepts_inputs(&self, now: Millis, zone: ZoneId) -> bool {
+        !self.stopping
+            && self.lease.is_valid(now)
+            && matches!(self.hosted.get(&zone), Some(Hosted::Active { .. }))
+    }
+
+    /// Gives `zone` up (it went idle and its final checkpoint is written).
+    pub fn release(&mut self, now: Millis, zone: ZoneId) {
+        if let Some(Hosted::Active { epoch, .. }) = self.hosted.remove(&zone) {
+            self.store_calls
+                .push_back(StoreCall::Release { zone, epoch });
+            self.send_to_owner(
+                zone,
+                NodeMsg::Unregister {
+                    zone,
+                    host: self.me,
+                    epoch,
+                },
+            );
+            self.events.push_back(NodeEvent::ZoneLost { zone });
+        }
+        self.drain_local(now);
+    }
+
+    /// The next message for another node.
+    pub fn poll_message(&mut self) -> Option<Envelope> {
+        self.outbox.pop_front()
+    }
+
+    /// The next call for the store.
+    pub fn poll_store_call(&mut self) -> Option<StoreCall> {
+        self.store_calls.pop_front()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// This node run.
+    pub fn me(&self) -> NodeRef {
+        self.me
+    }
+
+    /// The current view.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The directory partition.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Zones held here (active), with their epochs.
+    pub fn active_zones(&self) -> impl Iterator<Item = (ZoneId, u64)> + '_ {
+        self.hosted
+            .iter()
+            .filter_map(|(zone, hosted)| match hosted {
+                Hosted::Active { epoch, .. } => Some((*zone, *epoch)),
+                Hosted::Activating { .. } => None,
+            })
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+
+    /// Whether this run stopped serving (superseded).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// One line on what this node knows of `zone`, for failure reports and logs.
+    pub fn describe_zone(&self, now: Millis, zone: ZoneId) -> String {
+        format!(
+            "{}: owner {:?} entry {:?} here {:?} cached {:?} lookup {:?} lease {}",
+            zone.0,
+            self.ring.owner(zone).map(|o| o.id),
+            self.directory.entry(zone).map(|e| (e.host, e.epoch)),
+            self.zone_here(zone),
+            self.cache.get(&zone),
+            self.lookups.get(&zone),
+            self.lease.is_valid(now),
+        )
+    }
+
+    fn zone_here(&self, zone: ZoneId) -> ZoneHere {
+        match self.hosted.get(&zone) {
+            None => ZoneHere::NotHosted,
+            Some(Hosted::Activating { .. }) => ZoneHere::Activating,
+            Some(Hosted::Active { epoch, .. }) => ZoneHere::Active { epoch: *epoch },
+        }
+    }
+
+    fn cached_host(&self, now: Millis, zone: ZoneId) -> Option<NodeRef> {
+        let (host, at) = *self.cache.get(&zone)?;
+        let fresh = now.since(at).as_millis() < u128::from(self.config.limits.cache_ttl_ms);
+        (fresh && self.view.is_live(host)).then_some(host)
+    }
+
+    fn remember_host(&mut self, now: Millis, zone: ZoneId, host: NodeRef) {
+        if self.cache.len() >= self.config.limits.max_cache {
+            self.cache.clear();
+        }
+        self.cache.insert(zone, (host, now));
+    }
+
+    fn start_lookup(&mut self, now: Millis, zone: ZoneId) {
+        if self.lookups.contains_key(&zone) || self.lookups.len() >= self.config.limits.max_lookups
+        {
+            return;
+        }
+        self.lookups.insert(
+            zone,
+            PendingLookup {
+                resend_at: now,
+                attempts: 0,
+            },
+        );
+        self.send_lookup(now, zone);
+    }
+
+    fn send_lookup(&mut self, now: Millis, zone: ZoneId) {
+        let resend_at = now + self.config.limits.lookup_timeout_ms;
+        let Some(pending) = self.lookups.get_mut(&zone) else {
+            return;
+        };
+        if pending.attempts >= MAX_LOOKUP_ATTEMPTS {
+            self.lookups.remove(&zone);
+            return;
+        }
+        pending.attempts += 1;
+        pending.resend_at = resend_at;
+        if self.ring.owner(zone) != Some(self.me) {
+            self.counters.n_lookups_sent += 1;
+        }
+        self.send_to_owner(zone, NodeMsg::Lookup { zone });
+    }
+
+    fn start_activation(&mut self, now: Millis, zone: ZoneId) {
+        if self.hosted.contains_key(&zone) || self.stopping {
+            return;
+        }
+        self.hosted
+            .insert(zone, Hosted::Activating { retry_at: now });
+        self.ask_store_to_activate(now, zone);
+    }
+
+    fn ask_store_to_activate(&mut self, now: Millis, zone: ZoneId) {
+        let Some(Hosted::Activating { retry_at }) = self.hosted.get_mut(&zone) else {
+            return;
+        };
+        if now < *retry_at {
+            return;
+        }
+        *retry_at = now + self.config.limits.activation_timeout_ms;
+        self.counters.n_activations_asked += 1;
+        self.store_calls.push_back(StoreCall::Activate { zone });
+    }
+
+    /// Sends `msg` to the directory owner of `zone` (handled inside if that is us).
+    fn send_to_owner(&mut self, zone: ZoneId, msg: NodeMsg) {
+        if let Some(owner) = self.ring.owner(zone) {
+            self.send(owner, msg);
+        }
+    }
+
+    fn send(&mut self, to: NodeRef, msg: NodeMsg) {
+        let envelope = Envelope {
+            from: self.me,
+            to,
+            msg,
+        };
+        if to == self.me {
+            self.local.push_back(envelope);
+        } else {
+            self.outbox.push_back(envelope);
+        }
+    }
+
+    /// Handles messages this node sent itself. Local chains end after two hops (a
+    /// lookup, then its answer), so this settles; the bound guards against a logic
+    /// error turning into a hang.
+    fn drain_local(&mut self, now: Millis) {
+        let mut budget = 1usize << 20;
+        while let Some(envelope) = self.local.pop_front() {
+            assert!(budget > 0, "local message loop did not settle");
+            budget -= 1;
+            self.dispatch(now, envelope);
+        }
+    }
+}

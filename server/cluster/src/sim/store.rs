@@ -1,0 +1,153 @@
+//! The simulated store: the contract the real stores implement for clusters, as a
+//! linearizable in-memory model. Node leases by run, zone rows with epoch and holder,
+//! activation only when no other run holds the zone with a live lease.
+
+use std::collections::BTreeMap;
+
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::{Incarnation, NodeId, NodeRef};
+
+use crate::Millis;
+use crate::msg::{LeaseGrant, StoreCall, StoreReply};
+
+#[derive(Debug, Clone, Copy)]
+struct LeaseRow {
+    expires: Millis,
+    generation: u64,
+}
+
+/// A zone's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZoneRow {
+    /// Latest epoch handed out.
+    pub epoch: u64,
+    /// The run holding it, if any.
+    pub holder: Option<NodeRef>,
+}
+
+/// The store model.
+#[derive(Debug, Clone)]
+pub struct SimStore {
+    lease_ms: u64,
+    leases: BTreeMap<NodeRef, LeaseRow>,
+    newest: BTreeMap<NodeId, Incarnation>,
+    zones: BTreeMap<ZoneId, ZoneRow>,
+    n_activations: u64,
+    respects_leases: bool,
+}
+
+impl SimStore {
+    /// A store granting leases of `lease_ms`.
+    pub fn new(lease_ms: u64) -> Self {
+        Self {
+            lease_ms,
+            leases: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            zones: BTreeMap::new(),
+            n_activations: 0,
+            respects_leases: true,
+        }
+    }
+
+    /// Turns the holder check off (a deliberately broken store, to show the checker
+    /// catches what it would cause).
+    pub fn set_respects_leases(&mut self, respects: bool) {
+        self.respects_leases = respects;
+    }
+
+    /// Carries out `call` from `from` at store time `now`.
+    pub fn call(&mut self, now: Millis, from: NodeRef, call: StoreCall) -> StoreReply {
+        match call {
+            StoreCall::RenewLease { request } => StoreReply::Lease {
+                request,
+                grant: self.renew(now, from),
+            },
+            StoreCall::Activate { zone } => self.activate(now, from, zone),
+            StoreCall::Release { zone, epoch } => {
+                let row = self.zones.entry(zone).or_default();
+                if row.epoch == epoch && row.holder == Some(from) {
+                    row.holder = None;
+                }
+                StoreReply::Released { zone }
+            }
+            StoreCall::ZonesHeldBy { node } => StoreReply::ZonesHeld {
+                node,
+                zones: self
+                    .zones
+                    .iter()
+                    .filter(|(_, row)| row.holder == Some(node))
+                    .map(|(zone, _)| *zone)
+                    .collect(),
+            },
+        }
+    }
+
+    fn renew(&mut self, now: Millis, from: NodeRef) -> Option<LeaseGrant> {
+        let newest = self.newest.entry(from.id).or_insert(from.incarnation);
+        if *newest > from.incarnation {
+            return None;
+        }
+        *newest = from.incarnation;
+        let expires = now + self.lease_ms;
+        let row = self.leases.entry(from).or_insert(LeaseRow {
+            expires,
+            generation: 0,
+        });
+        // A lease that ran out (expiry is exclusive) may have let others take this
+        // run's zones: the new grant gets a new generation so the run drops them.
+        if row.expires <= now {
+            row.generation += 1;
+        }
+        row.expires = expires;
+        Some(LeaseGrant {
+            duration_ms: self.lease_ms,
+            generation: row.generation,
+        })
+    }
+
+    fn live_lease(&self, now: Millis, node: NodeRef) -> Option<LeaseRow> {
+        self.leases.get(&node).copied().filter(|l| l.expires > now)
+    }
+
+    fn activate(&mut self, now: Millis, from: NodeRef, zone: ZoneId) -> StoreReply {
+        let Some(own) = self.live_lease(now, from) else {
+            return StoreReply::NoLease { zone };
+        };
+        let row = self.zones.get(&zone).copied().unwrap_or_default();
+        let other_holder = row.holder.filter(|h| *h != from && self.respects_leases);
+        if let Some((holder, lease)) =
+            other_holder.and_then(|h| Some((h, self.live_lease(now, h)?)))
+        {
+            return StoreReply::Held {
+                zone,
+                holder,
+                epoch: row.epoch,
+                lease_left_ms: lease.expires.since(now).as_millis() as u64,
+            };
+        }
+        let epoch = row.epoch + 1;
+        self.zones.insert(
+            zone,
+            ZoneRow {
+                epoch,
+                holder: Some(from),
+            },
+        );
+        self.n_activations += 1;
+        StoreReply::Activated {
+            zone,
+            epoch,
+            lease_generation: own.generation,
+        }
+    }
+
+    /// The zone's row.
+    pub fn zone(&self, zone: ZoneId) -> ZoneRow {
+        self.zones.get(&zone).copied().unwrap_or_default()
+    }
+
+    /// Activations granted so far.
+    pub fn n_activations(&self) -> u64 {
+        self.n_activations
+    }
+}

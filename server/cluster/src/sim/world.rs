@@ -1,0 +1,684 @@
+//! The simulated world: node slots (each holding the current run of one node, or
+//! nothing while it is down), the store, the network, the players, and the fault
+//! schedule; [`run`] drives it from a seed.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::NodeRef;
+
+use super::check::{Violation, check_owners};
+use super::net::{Endpoint, Net, NetFaults, Packet};
+use super::rng::SimRng;
+use super::store::SimStore;
+use crate::Millis;
+use crate::admission::Admission;
+use crate::membership::Member;
+use crate::membership::swim::{Swim, lan_config};
+use crate::msg::Envelope;
+use crate::node::{NodeConfig, NodeCore};
+
+/// What one simulation run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Drives every random choice.
+    pub seed: u64,
+    /// Node slots.
+    pub n_nodes: usize,
+    /// Zones players ask for.
+    pub n_zones: u32,
+    /// Players.
+    pub n_players: usize,
+    /// How long faults are injected.
+    pub fault_ms: u64,
+    /// After the faults, how long the cluster has to serve every player.
+    pub settle_ms: u64,
+    /// Network faults during the fault phase (after it: no loss, same delays).
+    pub net: NetFaults,
+    /// Chance per second of the fault phase that a node crashes.
+    pub crash_chance: f64,
+    /// Chance per second that a link (node–node or node–store) is cut.
+    pub partition_chance: f64,
+    /// Chance per second that one cut heals.
+    pub heal_chance: f64,
+    /// The node cores' settings.
+    pub node: NodeConfig,
+    /// Most steps before the run is declared stuck.
+    pub max_steps: u64,
+    /// Whether the store refuses to activate a zone whose holder's lease is live.
+    /// Only turned off to show that the checker catches the resulting double owners.
+    pub store_respects_leases: bool,
+}
+
+impl SimConfig {
+    /// A small cluster with every kind of fault: 3–5 nodes, 12 zones, 40 players,
+    /// 40 s of faults and 30 s to settle. The node count follows from the seed.
+    pub fn with_faults(seed: u64) -> Self {
+        Self {
+            seed,
+            n_nodes: 3 + (seed % 3) as usize,
+            n_zones: 12,
+            n_players: 40,
+            fault_ms: 40_000,
+            settle_ms: 30_000,
+            net: NetFaults {
+                loss: 0.05,
+                min_delay_ms: 1,
+                max_delay_ms: 40,
+            },
+            crash_chance: 0.04,
+            partition_chance: 0.05,
+            heal_chance: 0.15,
+            node: NodeConfig::default(),
+            max_steps: 5_000_000,
+            store_respects_leases: true,
+        }
+    }
+
+    /// No faults at all: `n_nodes` nodes, `n_players` players over `n_zones` zones, 20 s.
+    pub fn calm(seed: u64, n_nodes: usize, n_zones: u32, n_players: usize) -> Self {
+        Self {
+            n_nodes,
+            n_zones,
+            n_players,
+            fault_ms: 0,
+            settle_ms: 20_000,
+            net: NetFaults {
+                loss: 0.0,
+                min_delay_ms: 1,
+                max_delay_ms: 5,
+            },
+            crash_chance: 0.0,
+            partition_chance: 0.0,
+            heal_chance: 0.0,
+            ..Self::with_faults(seed)
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Steps taken.
+    pub n_steps: u64,
+    /// Activations the store granted.
+    pub n_activations: u64,
+    /// Node crashes injected.
+    pub n_crashes: u64,
+    /// Links cut.
+    pub n_cuts: u64,
+    /// Gossip bytes sent by all nodes.
+    pub n_gossip_bytes: u64,
+    /// Node-to-node directory messages sent.
+    pub n_node_messages: u64,
+    /// Players redirected.
+    pub n_redirects: u64,
+}
+
+/// A failed run: which seed, when, and what broke.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// The seed that replays it.
+    pub seed: u64,
+    /// The step at which the check failed.
+    pub step: u64,
+    /// Simulated time of the failure.
+    pub at: Millis,
+    /// What broke.
+    pub violation: Violation,
+    /// The nodes' and the store's state at the failure, for reading the failure.
+    pub state: String,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {} ({}): {}\n  replay: cargo run -p zonemesh-cluster --release --bin cluster-sim -- --seed {}",
+            self.seed, self.step, self.at, self.violation, self.seed
+        )?;
+        write!(f, "\n{}", self.state)
+    }
+}
+
+struct Run {
+    core: NodeCore,
+    swim: Swim,
+}
+
+struct Slot {
+    run: Option<Run>,
+    incarnation: u64,
+    restart_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlayerState {
+    Asking {
+        slot: usize,
+        at: Millis,
+        hops: u32,
+        redirected: bool,
+    },
+    Playing {
+        slot: usize,
+        node: NodeRef,
+        check_at: Millis,
+    },
+}
+
+struct Player {
+    zone: ZoneId,
+    state: PlayerState,
+}
+
+/// Redirects a player follows before starting over at a random node.
+const MAX_HOPS: u32 = 4;
+/// How often a playing player checks that its node still serves it.
+const PLAY_CHECK_MS: u64 = 500;
+/// Base port of the slots' (fictional) addresses.
+const BASE_PORT: u16 = 7000;
+
+/// The simulated world.
+pub struct World {
+    config: SimConfig,
+    rng: SimRng,
+    now: Millis,
+    slots: Vec<Slot>,
+    store: SimStore,
+    net: Net,
+    players: Vec<Player>,
+    next_fault_at: Millis,
+    faults: NetFaults,
+    report: SimReport,
+}
+
+impl fmt::Debug for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("World")
+            .field("seed", &self.config.seed)
+            .field("now", &self.now)
+            .finish()
+    }
+}
+
+/// Runs one seeded simulation to the end, checking after every step.
+pub fn run(config: SimConfig) -> Result<SimReport, SimFailure> {
+    let mut world = World::new(config);
+    world.run()
+}
+
+fn node_id(slot: usize) -> u64 {
+    (slot as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+}
+
+fn slot_addr(slot: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], BASE_PORT + slot as u16))
+}
+
+impl World {
+    /// A world at time zero with every node started and joining through slot 0.
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = SimRng::new(config.seed);
+        let players = (0..config.n_players)
+            .map(|_| Player {
+                zone: ZoneId(rng.index(config.n_zones as usize) as u32),
+                state: PlayerState::Asking {
+                    slot: rng.index(config.n_nodes),
+                    at: Millis(rng.range(0, 3_000)),
+                    hops: 0,
+                    redirected: false,
+                },
+            })
+            .collect();
+        let slots = (0..config.n_nodes)
+            .map(|_| Slot {
+                run: None,
+                incarnation: 0,
+                restart_at: Some(Millis(0)),
+            })
+            .collect();
+        let mut store = SimStore::new(config.node.lease.duration_ms);
+        store.set_respects_leases(config.store_respects_leases);
+        Self {
+            faults: config.net,
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
+            next_fault_at: Millis(1_000),
+            config,
+            rng,
+            now: Millis(0),
+            slots,
+            store,
+            net: Net::default(),
+            players,
+        }
+    }
+
+    fn run(&mut self) -> Result<SimReport, SimFailure> {
+        let fault_end = Millis(self.config.fault_ms);
+        let end = fault_end + self.config.settle_ms;
+        let mut faults_stopped = false;
+        while self.now < end {
+            self.report.n_steps += 1;
+            if self.report.n_steps > self.config.max_steps {
+                return Err(self.failure(Violation::Unserved {
+                    n_players: self.players.len(),
+                    zones: Vec::new(),
+                }));
+            }
+            if !faults_stopped && self.now >= fault_end {
+                self.stop_faults();
+                faults_stopped = true;
+            }
+            self.step()?;
+            self.now = self.next_time().min(end).max(self.now);
+        }
+        self.check_served()?;
+        self.report.n_activations = self.store.n_activations();
+        self.report.n_gossip_bytes = self.net.n_gossip_bytes;
+        self.report.n_node_messages = self.net.n_node_messages;
+        Ok(self.report.clone())
+    }
+
+    /// Handles everything due at `now`, checking the invariants after each handler.
+    fn step(&mut self) -> Result<(), SimFailure> {
+        while let Some(packet) = self.net.pop_due(self.now) {
+            self.deliver(packet);
+            self.check()?;
+        }
+        for slot in 0..self.slots.len() {
+            if self.restart_if_due(slot) | self.fire_timers(slot) {
+                self.check()?;
+            }
+        }
+        for i in 0..self.players.len() {
+            if self.step_player(i) {
+                self.check()?;
+            }
+        }
+        if self.now >= self.next_fault_at && self.now < Millis(self.config.fault_ms) {
+            self.inject_faults();
+            self.next_fault_at = self.now + 1_000;
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    fn next_time(&self) -> Millis {
+        let timers = self.slots.iter().filter_map(|slot| {
+            let run = slot.run.as_ref()?;
+            [run.core.poll_timeout(), run.swim.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        });
+        let restarts = self.slots.iter().filter_map(|s| s.restart_at);
+        let players = self.players.iter().map(|p| match p.state {
+            PlayerState::Asking { at, .. } => at,
+            PlayerState::Playing { check_at, .. } => check_at,
+        });
+        let faults = (self.now < Millis(self.config.fault_ms)).then_some(self.next_fault_at);
+        timers
+            .chain(restarts)
+            .chain(players)
+            .chain(faults)
+            .chain(self.net.next_arrival())
+            .min()
+            .unwrap_or(self.now + 1_000)
+    }
+
+    fn check(&self) -> Result<(), SimFailure> {
+        let cores = self
+            .slots
+            .iter()
+            .filter_map(|s| s.run.as_ref().map(|r| &r.core));
+        check_owners(self.now, cores, &self.store).map_err(|v| self.failure(v))
+    }
+
+    fn failure(&self, violation: Violation) -> SimFailure {
+        let mut zones = match &violation {
+            Violation::TwoOwners { zone, .. } | Violation::NotTheHolder { zone, .. } => vec![*zone],
+            Violation::Unserved { zones, .. } => zones.clone(),
+        };
+        zones.sort_unstable();
+        zones.dedup();
+        SimFailure {
+            seed: self.config.seed,
+            step: self.report.n_steps,
+            at: self.now,
+            state: self.dump(&zones),
+            violation,
+        }
+    }
+
+    /// The state around `zones`, one line per node plus the store's rows.
+    fn dump(&self, zones: &[ZoneId]) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(run) = &slot.run else {
+                let _ = writeln!(out, "  slot {i}: down");
+                continue;
+            };
+            let core = &run.core;
+            let owners: Vec<String> = zones
+                .iter()
+                .map(|z| core.describe_zone(self.now, *z))
+                .collect();
+            let active: Vec<u32> = core.active_zones().map(|(z, _)| z.0).collect();
+            let _ = writeln!(
+                out,
+                "  slot {i} {}: view {:?} v{}, swim {} members, active {active:?}, {owners:?}",
+                core.me(),
+                core.view()
+                    .members()
+                    .map(|m| m.node.to_string())
+                    .collect::<Vec<_>>(),
+                core.view().version(),
+                run.swim.n_members(),
+            );
+        }
+        for zone in zones {
+            let _ = writeln!(out, "  store {}: {:?}", zone.0, self.store.zone(*zone));
+        }
+        let asking: Vec<String> = self
+            .players
+            .iter()
+            .filter(|p| zones.contains(&p.zone))
+            .map(|p| format!("{}:{:?}", p.zone.0, p.state))
+            .take(6)
+            .collect();
+        let _ = writeln!(out, "  players {asking:?}");
+        out
+    }
+
+    fn check_served(&self) -> Result<(), SimFailure> {
+        let unserved: Vec<ZoneId> = self
+            .players
+            .iter()
+            .filter(|p| !self.is_served(p))
+            .map(|p| p.zone)
+            .collect();
+        if unserved.is_empty() {
+            return Ok(());
+        }
+        let zones = unserved.iter().take(5).copied().collect();
+        Err(self.failure(Violation::Unserved {
+            n_players: unserved.len(),
+            zones,
+        }))
+    }
+
+    fn is_served(&self, player: &Player) -> bool {
+        let PlayerState::Playing { slot, node, .. } = player.state else {
+            return false;
+        };
+        self.slots[slot].run.as_ref().is_some_and(|run| {
+            run.core.me() == node && run.core.accepts_inputs(self.now, player.zone)
+        })
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        let now = self.now;
+        match packet {
+            Packet::Gossip { to, bytes } => {
+                if let Some(run) = self.slots[to].run.as_mut() {
+                    // A packet foca rejects is dropped, as a real driver would.
+                    let _ = run.swim.handle_data(now, &bytes);
+                    self.flush(to);
+                }
+            }
+            Packet::Node { to, bytes } => {
+                let Ok(envelope) = Envelope::decode(&bytes) else {
+                    return;
+                };
+                if let Some(run) = self.slots[to].run.as_mut() {
+                    run.core.handle_message(now, envelope);
+                    self.flush(to);
+                }
+            }
+            Packet::Call { from, node, call } => {
+                let reply = self.store.call(now, node, call);
+                let packet = Packet::Reply {
+                    to: from,
+                    node,
+                    reply,
+                };
+                self.net
+                    .send(now, Endpoint::Store, packet, self.faults, &mut self.rng);
+            }
+            Packet::Reply { to, node, reply } => {
+                if let Some(run) = self.slots[to].run.as_mut().filter(|r| r.core.me() == node) {
+                    run.core.handle_store_reply(now, reply);
+                    self.flush(to);
+                }
+            }
+        }
+    }
+
+    /// Fires the slot's due timers; returns whether any fired.
+    fn fire_timers(&mut self, slot: usize) -> bool {
+        let now = self.now;
+        let Some(run) = self.slots[slot].run.as_mut() else {
+            return false;
+        };
+        let swim_due = run.swim.poll_timeout().is_some_and(|t| t <= now);
+        if swim_due {
+            run.swim.handle_timeout(now);
+        }
+        let core_due = run.core.poll_timeout().is_some_and(|t| t <= now);
+        if core_due {
+            run.core.handle_timeout(now);
+        }
+        self.flush(slot);
+        swim_due || core_due
+    }
+
+    /// Moves everything a node produced onto the network (and membership events from
+    /// its SWIM core into its node core).
+    fn flush(&mut self, slot: usize) {
+        let now = self.now;
+        let from = Endpoint::Node(slot);
+        let n_slots = self.slots.len();
+        let Some(run) = self.slots[slot].run.as_mut() else {
+            return;
+        };
+        // Bounded: each pass drains queues that only grow from the handlers above.
+        for _ in 0..64 {
+            let mut moved = false;
+            while let Some(event) = run.swim.poll_event() {
+                run.core.handle_membership(now, event);
+                moved = true;
+            }
+            while let Some((addr, bytes)) = run.swim.poll_transmit() {
+                let to = usize::from(addr.port() - BASE_PORT);
+                self.net.send(
+                    now,
+                    from,
+                    Packet::Gossip { to, bytes },
+                    self.faults,
+                    &mut self.rng,
+                );
+                moved = true;
+            }
+            while let Some(envelope) = run.core.poll_message() {
+                let to = slot_of(envelope.to, n_slots);
+                let packet = Packet::Node {
+                    to,
+                    bytes: envelope.encode(),
+                };
+                self.net.send(now, from, packet, self.faults, &mut self.rng);
+                moved = true;
+            }
+            while let Some(call) = run.core.poll_store_call() {
+                let packet = Packet::Call {
+                    from: slot,
+                    node: run.core.me(),
+                    call,
+                };
+                self.net.send(now, from, packet, self.faults, &mut self.rng);
+                moved = true;
+            }
+            while run.core.poll_event().is_some() {}
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Starts a new run in the slot if one is due; returns whether it did.
+    fn restart_if_due(&mut self, slot: usize) -> bool {
+        if self.slots[slot].restart_at.is_none_or(|at| at > self.now) {
+            return false;
+        }
+        let s = &mut self.slots[slot];
+        s.restart_at = None;
+        s.incarnation += 1;
+        let me = Member {
+            node: NodeRef::new(node_id(slot), s.incarnation),
+            addr: slot_addr(slot),
+        };
+        let n_nodes = self.config.n_nodes as u32;
+        let mut swim = Swim::new(me, lan_config(n_nodes), self.rng.next_u64());
+        let seeds: Vec<SocketAddr> = (0..self.slots.len())
+            .filter(|&i| i != slot)
+            .map(slot_addr)
+            .collect();
+        // Joining fails only for an oversized packet, which announcements never are.
+        let _ = swim.join(self.now, &seeds);
+        let core = NodeCore::new(me, self.config.node);
+        self.slots[slot].run = Some(Run { core, swim });
+        self.flush(slot);
+        true
+    }
+
+    /// Moves player `i` if it is due; returns whether it did.
+    fn step_player(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let zone = self.players[i].zone;
+        match self.players[i].state {
+            PlayerState::Asking {
+                slot,
+                at,
+                hops,
+                redirected,
+            } if at <= now => {
+                self.players[i].state = self.ask(slot, zone, hops, redirected);
+                true
+            }
+            PlayerState::Playing {
+                slot,
+                node,
+                check_at,
+            } if check_at <= now => {
+                let still = self.slots[slot]
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.core.me() == node && r.core.accepts_inputs(now, zone));
+                self.players[i].state = if still {
+                    PlayerState::Playing {
+                        slot,
+                        node,
+                        check_at: now + PLAY_CHECK_MS,
+                    }
+                } else {
+                    self.ask_anew(200)
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn ask(&mut self, slot: usize, zone: ZoneId, hops: u32, redirected: bool) -> PlayerState {
+        let now = self.now;
+        let Some(run) = self.slots[slot].run.as_mut() else {
+            return self.ask_anew(500);
+        };
+        let answer = run.core.admit(now, zone, redirected);
+        let me = run.core.me();
+        self.flush(slot);
+        match answer {
+            Admission::Welcome { .. } => PlayerState::Playing {
+                slot,
+                node: me,
+                check_at: now + PLAY_CHECK_MS,
+            },
+            Admission::Redirect { to } if hops < MAX_HOPS => {
+                self.report.n_redirects += 1;
+                let slot = slot_of(to, self.slots.len());
+                PlayerState::Asking {
+                    slot,
+                    at: now + 2,
+                    hops: hops + 1,
+                    redirected: true,
+                }
+            }
+            Admission::Redirect { .. } | Admission::Busy { .. } | Admission::Refuse(_) => {
+                self.ask_anew(500)
+            }
+            Admission::Loading { retry_after_ms } => PlayerState::Asking {
+                slot,
+                at: now + u64::from(retry_after_ms),
+                hops,
+                redirected: false,
+            },
+        }
+    }
+
+    fn ask_anew(&mut self, after_ms: u64) -> PlayerState {
+        PlayerState::Asking {
+            slot: self.rng.index(self.slots.len()),
+            at: self.now + after_ms,
+            hops: 0,
+            redirected: false,
+        }
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.slots.len();
+        if self.rng.chance(self.config.crash_chance) {
+            let slot = self.rng.index(n);
+            if self.slots[slot].run.take().is_some() {
+                self.report.n_crashes += 1;
+                self.slots[slot].restart_at = Some(self.now + self.rng.range(1_000, 8_000));
+            }
+        }
+        if self.rng.chance(self.config.partition_chance) {
+            let a = Endpoint::Node(self.rng.index(n));
+            let b = if self.rng.chance(0.3) {
+                Endpoint::Store
+            } else {
+                Endpoint::Node(self.rng.index(n))
+            };
+            if a != b {
+                self.net.cut(a, b);
+                self.report.n_cuts += 1;
+            }
+        }
+        if self.rng.chance(self.config.heal_chance) {
+            self.net.heal_one(&mut self.rng);
+        }
+    }
+
+    fn stop_faults(&mut self) {
+        self.net.heal_all();
+        self.faults.loss = 0.0;
+        for slot in &mut self.slots {
+            if slot.run.is_none() {
+                slot.restart_at = Some(self.now);
+            }
+        }
+    }
+}
+
+/// The slot of a node run (slots are numbered by node id).
+fn slot_of(node: NodeRef, n_slots: usize) -> usize {
+    (0..n_slots).find(|&s| node_id(s) == node.id.0).unwrap_or(0)
+}
