@@ -250,6 +250,9 @@ pub struct DevServer {
     pub secret_path: PathBuf,
     /// True when this start created the identity.
     pub created_identity: bool,
+    /// This run of the node: the id kept in the data directory and the incarnation
+    /// this start took.
+    pub node: zonemesh_shared::node::NodeRef,
 }
 
 /// Starts the demo world on `listen` with the dev identity kept under `data`.
@@ -261,6 +264,8 @@ pub async fn start_dev_server(
 ) -> anyhow::Result<DevServer> {
     world.node.layout.validate().map_err(anyhow::Error::msg)?;
     let identity = load_or_create(data)?;
+    let node = crate::identity::start_incarnation(data)?;
+    tracing::info!(%node, "node identity (id/incarnation)");
     let bounds = world.node.layout.world_bounds().max;
     let game = demo_game(DemoConfig {
         npcs: world.npcs,
@@ -285,5 +290,6 @@ pub async fn start_dev_server(
         cert_path: identity.cert_path,
         secret_path: identity.secret_path,
         created_identity: identity.created,
+        node,
     })
 }

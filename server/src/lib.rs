@@ -9,6 +9,7 @@ pub mod admin;
 pub mod demo;
 pub mod dev;
 pub mod game;
+pub mod identity;
 pub mod link;
 pub mod net;
 pub mod node;
