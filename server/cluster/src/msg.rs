@@ -86,10 +86,15 @@ pub enum StoreCall {
         request: u64,
     },
     /// Take `zone` for this node run: granted only if no other run holds it with a
-    /// live lease.
+    /// live lease. Idempotent per attempt: the store answers a repeat of the attempt
+    /// that made this run the holder with the same epoch instead of a new one (a call
+    /// the driver retried, or the network delivered twice, must not move the epoch
+    /// past the one the node is using).
     Activate {
         /// The zone.
         zone: ZoneId,
+        /// Names this activation attempt; repeats of one attempt carry the same number.
+        attempt: u64,
     },
     /// Give `zone` up (after its final checkpoint at `epoch`).
     Release {

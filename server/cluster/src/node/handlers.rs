@@ -4,7 +4,7 @@
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
-use super::{Hosted, NodeCore, NodeEvent};
+use super::{ActiveZone, NodeCore, NodeEvent};
 use crate::Millis;
 use crate::lease::LeaseChange;
 use crate::membership::MembershipEvent;
@@ -178,8 +178,9 @@ impl NodeCore {
             LeaseChange::Lapsed { generation } => self.drop_zones_of_older_leases(now, generation),
             LeaseChange::Superseded => {
                 self.stopping = true;
-                let zones: Vec<ZoneId> = self.hosted.keys().copied().collect();
-                self.hosted.clear();
+                let zones: Vec<ZoneId> = self.active.keys().copied().collect();
+                self.active.clear();
+                self.activating.clear();
                 for zone in zones {
                     self.events.push_back(NodeEvent::ZoneLost { zone });
                 }
@@ -193,20 +194,31 @@ impl NodeCore {
     /// are ours).
     fn drop_zones_of_older_leases(&mut self, now: Millis, generation: u64) {
         let stale: Vec<ZoneId> = self
-            .hosted
+            .active
             .iter()
-            .filter(|(_, h)| matches!(h, Hosted::Active { lease_generation, .. } if *lease_generation != generation))
+            .filter(|(_, active)| active.lease_generation != generation)
             .map(|(zone, _)| *zone)
             .collect();
         for zone in stale {
-            self.hosted.remove(&zone);
+            self.active.remove(&zone);
             self.events.push_back(NodeEvent::ZoneLost { zone });
             self.start_activation(now, zone);
         }
     }
 
     fn handle_activated(&mut self, zone: ZoneId, epoch: u64, lease_generation: u64) {
-        let activating = matches!(self.hosted.get(&zone), Some(Hosted::Activating { .. }));
+        if let Some(active) = self.active.get_mut(&zone) {
+            // A repeated call (the first looked lost) was granted too: the newer epoch
+            // is ours as well and the only one the store still accepts writes for.
+            if epoch > active.epoch {
+                active.epoch = epoch;
+                active.lease_generation = lease_generation;
+                self.events.push_back(NodeEvent::ZoneActive { zone, epoch });
+                self.register_here(zone, epoch);
+            }
+            return;
+        }
+        let activating = self.activating.remove(&zone).is_some();
         let current = self
             .lease
             .generation()
@@ -216,14 +228,11 @@ impl NodeCore {
             // hand it straight back.
             self.store_calls
                 .push_back(StoreCall::Release { zone, epoch });
-            if activating {
-                self.hosted.remove(&zone);
-            }
             return;
         }
-        self.hosted.insert(
+        self.active.insert(
             zone,
-            Hosted::Active {
+            ActiveZone {
                 epoch,
                 lease_generation,
             },
@@ -246,12 +255,12 @@ impl NodeCore {
         epoch: u64,
         lease_left_ms: u64,
     ) {
-        if !matches!(self.hosted.get(&zone), Some(Hosted::Activating { .. })) {
+        if !self.activating.contains_key(&zone) {
             return;
         }
         if self.view.is_live(holder) {
             // The holder is alive: tell the directory the truth and send players there.
-            self.hosted.remove(&zone);
+            self.activating.remove(&zone);
             self.remember_host(now, zone, holder);
             self.send_to_owner(
                 zone,
@@ -266,24 +275,21 @@ impl NodeCore {
             // or alive and not yet in our view. Ask again when the lease ends, or sooner
             // (by then our view may know it and players can be sent there).
             let wait_ms = (lease_left_ms + 1).min(self.config.limits.activation_timeout_ms);
-            self.hosted.insert(
-                zone,
-                Hosted::Activating {
-                    retry_at: now + wait_ms,
-                },
-            );
+            if let Some(activating) = self.activating.get_mut(&zone) {
+                activating.retry_at = now + wait_ms;
+            }
         }
     }
 
     fn retry_activation_later(&mut self, now: Millis, zone: ZoneId) {
-        if let Some(Hosted::Activating { retry_at }) = self.hosted.get_mut(&zone) {
-            *retry_at = now + self.config.limits.activation_retry_ms;
+        if let Some(activating) = self.activating.get_mut(&zone) {
+            activating.retry_at = now + self.config.limits.activation_retry_ms;
         }
     }
 
     fn defer(&mut self, now: Millis, call: StoreCall) {
         match call {
-            StoreCall::Activate { zone } => self.retry_activation_later(now, zone),
+            StoreCall::Activate { zone, .. } => self.retry_activation_later(now, zone),
             // The next renewal is already scheduled.
             StoreCall::RenewLease { .. } => {}
             StoreCall::Release { .. } | StoreCall::ZonesHeldBy { .. } => {
@@ -304,9 +310,9 @@ impl NodeCore {
                 .push_back(StoreCall::RenewLease { request });
         }
         let due: Vec<ZoneId> = self
-            .hosted
+            .activating
             .iter()
-            .filter(|(_, h)| matches!(h, Hosted::Activating { retry_at, .. } if *retry_at <= now))
+            .filter(|(_, activating)| activating.retry_at <= now)
             .map(|(zone, _)| *zone)
             .collect();
         for zone in due {
@@ -331,10 +337,7 @@ impl NodeCore {
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let activations = self.hosted.values().filter_map(|h| match h {
-            Hosted::Activating { retry_at, .. } => Some(*retry_at),
-            _ => None,
-        });
+        let activations = self.activating.values().map(|a| a.retry_at);
         let lookups = self.lookups.values().map(|p| p.resend_at);
         let deferred = self.deferred.front().map(|(at, _)| *at);
         self.lease

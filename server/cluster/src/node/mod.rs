@@ -87,7 +87,9 @@ impl Default for NodeLimits {
 /// Something the driver (and the zone runtime) must know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// The zone is now held here at `epoch`: load it and serve it.
+    /// The zone is now held here at `epoch`: load it and serve it. Sent again with a
+    /// higher epoch if a repeated activation call was granted too; writes must then
+    /// carry the new epoch.
     ZoneActive {
         /// The zone.
         zone: ZoneId,
@@ -103,18 +105,23 @@ pub enum NodeEvent {
     Superseded,
 }
 
-/// A zone this node holds or is activating.
+/// A zone this node holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hosted {
-    Activating {
-        /// When to ask the store (again). While a call is out this is its timeout:
-        /// an unanswered call (lost, or its reply lost) is made again then.
-        retry_at: Millis,
-    },
-    Active {
-        epoch: u64,
-        lease_generation: u64,
-    },
+struct ActiveZone {
+    epoch: u64,
+    /// The lease generation it was granted under; a lapse to another generation
+    /// drops it.
+    lease_generation: u64,
+}
+
+/// A store activation under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Activating {
+    /// When to ask the store (again). While a call is out this is its timeout: an
+    /// unanswered call (lost, or its reply lost) is made again then.
+    retry_at: Millis,
+    /// The attempt's number; repeats of the call carry it so the store can tell.
+    attempt: u64,
 }
 
 /// A lookup in flight or waiting to be repeated.
@@ -152,7 +159,10 @@ pub struct NodeCore {
     ring: Ring,
     lease: Lease,
     directory: Directory,
-    hosted: BTreeMap<ZoneId, Hosted>,
+    active: BTreeMap<ZoneId, ActiveZone>,
+    /// Zones whose store activation is under way.
+    activating: BTreeMap<ZoneId, Activating>,
+    next_attempt: u64,
     cache: HashMap<ZoneId, (NodeRef, Millis)>,
     lookups: BTreeMap<ZoneId, PendingLookup>,
     deferred: VecDeque<(Millis, StoreCall)>,
@@ -176,7 +186,9 @@ impl NodeCore {
             ring,
             lease: Lease::new(config.lease),
             directory: Directory::new(config.directory),
-            hosted: BTreeMap::new(),
+            active: BTreeMap::new(),
+            activating: BTreeMap::new(),
+            next_attempt: 1,
             cache: HashMap::new(),
             lookups: BTreeMap::new(),
             deferred: VecDeque::new(),
@@ -221,14 +233,12 @@ impl NodeCore {
     /// is live by its own clock. The invariant the cluster keeps: at any moment at most
     /// one node answers `true` for a zone.
     pub fn accepts_inputs(&self, now: Millis, zone: ZoneId) -> bool {
-        !self.stopping
-            && self.lease.is_valid(now)
-            && matches!(self.hosted.get(&zone), Some(Hosted::Active { .. }))
+        !self.stopping && self.lease.is_valid(now) && self.active.contains_key(&zone)
     }
 
     /// Gives `zone` up (it went idle and its final checkpoint is written).
     pub fn release(&mut self, now: Millis, zone: ZoneId) {
-        if let Some(Hosted::Active { epoch, .. }) = self.hosted.remove(&zone) {
+        if let Some(ActiveZone { epoch, .. }) = self.active.remove(&zone) {
             self.store_calls
                 .push_back(StoreCall::Release { zone, epoch });
             self.send_to_owner(
@@ -281,12 +291,9 @@ impl NodeCore {
 
     /// Zones held here (active), with their epochs.
     pub fn active_zones(&self) -> impl Iterator<Item = (ZoneId, u64)> + '_ {
-        self.hosted
+        self.active
             .iter()
-            .filter_map(|(zone, hosted)| match hosted {
-                Hosted::Active { epoch, .. } => Some((*zone, *epoch)),
-                Hosted::Activating { .. } => None,
-            })
+            .map(|(zone, active)| (*zone, active.epoch))
     }
 
     /// Counters since start.
@@ -314,10 +321,12 @@ impl NodeCore {
     }
 
     fn zone_here(&self, zone: ZoneId) -> ZoneHere {
-        match self.hosted.get(&zone) {
-            None => ZoneHere::NotHosted,
-            Some(Hosted::Activating { .. }) => ZoneHere::Activating,
-            Some(Hosted::Active { epoch, .. }) => ZoneHere::Active { epoch: *epoch },
+        match (self.active.get(&zone), self.activating.contains_key(&zone)) {
+            (Some(active), _) => ZoneHere::Active {
+                epoch: active.epoch,
+            },
+            (None, true) => ZoneHere::Activating,
+            (None, false) => ZoneHere::NotHosted,
         }
     }
 
@@ -367,24 +376,33 @@ impl NodeCore {
     }
 
     fn start_activation(&mut self, now: Millis, zone: ZoneId) {
-        if self.hosted.contains_key(&zone) || self.stopping {
+        if self.active.contains_key(&zone) || self.activating.contains_key(&zone) || self.stopping {
             return;
         }
-        self.hosted
-            .insert(zone, Hosted::Activating { retry_at: now });
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        self.activating.insert(
+            zone,
+            Activating {
+                retry_at: now,
+                attempt,
+            },
+        );
         self.ask_store_to_activate(now, zone);
     }
 
     fn ask_store_to_activate(&mut self, now: Millis, zone: ZoneId) {
-        let Some(Hosted::Activating { retry_at }) = self.hosted.get_mut(&zone) else {
+        let Some(activating) = self.activating.get_mut(&zone) else {
             return;
         };
-        if now < *retry_at {
+        if now < activating.retry_at {
             return;
         }
-        *retry_at = now + self.config.limits.activation_timeout_ms;
+        activating.retry_at = now + self.config.limits.activation_timeout_ms;
+        let attempt = activating.attempt;
         self.counters.n_activations_asked += 1;
-        self.store_calls.push_back(StoreCall::Activate { zone });
+        self.store_calls
+            .push_back(StoreCall::Activate { zone, attempt });
     }
 
     /// Sends `msg` to the directory owner of `zone` (handled inside if that is us).

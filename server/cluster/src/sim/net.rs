@@ -77,6 +77,8 @@ pub struct NetFaults {
     pub min_delay_ms: u64,
     /// Longest one-way delay (a spread reorders packets).
     pub max_delay_ms: u64,
+    /// Probability a packet is delivered twice (with independent delays).
+    pub duplicate: f64,
 }
 
 /// The network.
@@ -109,6 +111,13 @@ impl Net {
         if self.is_cut(from, packet.destination()) || rng.chance(faults.loss) {
             return;
         }
+        if rng.chance(faults.duplicate) {
+            self.put_in_flight(now, packet.clone(), faults, rng);
+        }
+        self.put_in_flight(now, packet, faults, rng);
+    }
+
+    fn put_in_flight(&mut self, now: Millis, packet: Packet, faults: NetFaults, rng: &mut SimRng) {
         let at = now + rng.range(faults.min_delay_ms, faults.max_delay_ms);
         self.in_flight.insert((at, self.next_seq), packet);
         self.next_seq += 1;

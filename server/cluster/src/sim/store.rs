@@ -23,6 +23,8 @@ pub struct ZoneRow {
     pub epoch: u64,
     /// The run holding it, if any.
     pub holder: Option<NodeRef>,
+    /// The activation attempt that made the holder hold it.
+    pub attempt: u64,
 }
 
 /// The store model.
@@ -62,7 +64,7 @@ impl SimStore {
                 request,
                 grant: self.renew(now, from),
             },
-            StoreCall::Activate { zone } => self.activate(now, from, zone),
+            StoreCall::Activate { zone, attempt } => self.activate(now, from, zone, attempt),
             StoreCall::Release { zone, epoch } => {
                 let row = self.zones.entry(zone).or_default();
                 if row.epoch == epoch && row.holder == Some(from) {
@@ -109,11 +111,19 @@ impl SimStore {
         self.leases.get(&node).copied().filter(|l| l.expires > now)
     }
 
-    fn activate(&mut self, now: Millis, from: NodeRef, zone: ZoneId) -> StoreReply {
+    fn activate(&mut self, now: Millis, from: NodeRef, zone: ZoneId, attempt: u64) -> StoreReply {
         let Some(own) = self.live_lease(now, from) else {
             return StoreReply::NoLease { zone };
         };
         let row = self.zones.get(&zone).copied().unwrap_or_default();
+        if row.holder == Some(from) && row.attempt == attempt {
+            // A repeat of the call that made this run the holder.
+            return StoreReply::Activated {
+                zone,
+                epoch: row.epoch,
+                lease_generation: own.generation,
+            };
+        }
         let other_holder = row.holder.filter(|h| *h != from && self.respects_leases);
         if let Some((holder, lease)) =
             other_holder.and_then(|h| Some((h, self.live_lease(now, h)?)))
@@ -131,6 +141,7 @@ impl SimStore {
             ZoneRow {
                 epoch,
                 holder: Some(from),
+                attempt,
             },
         );
         self.n_activations += 1;

@@ -66,6 +66,7 @@ impl SimConfig {
                 loss: 0.05,
                 min_delay_ms: 1,
                 max_delay_ms: 40,
+                duplicate: 0.01,
             },
             crash_chance: 0.04,
             partition_chance: 0.05,
@@ -88,6 +89,7 @@ impl SimConfig {
                 loss: 0.0,
                 min_delay_ms: 1,
                 max_delay_ms: 5,
+                duplicate: 0.0,
             },
             crash_chance: 0.0,
             partition_chance: 0.0,
@@ -670,6 +672,7 @@ impl World {
     fn stop_faults(&mut self) {
         self.net.heal_all();
         self.faults.loss = 0.0;
+        self.faults.duplicate = 0.0;
         for slot in &mut self.slots {
             if slot.run.is_none() {
                 slot.restart_at = Some(self.now);
