@@ -60,3 +60,21 @@ fn a_seed_replays_exactly() {
     let b = run(SimConfig::with_faults(42)).expect("seed 42 passes");
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_dead_nodes_zones_serve_again_and_a_join_moves_about_one_nth() {
+    use zonemesh_cluster::sim::scale::{ScaleConfig, measure};
+    let report = measure(ScaleConfig {
+        seed: 7,
+        n_nodes: 10,
+        n_zones: 1_000,
+        n_joins: 100,
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.n_zones_failed_over > 0, "{report:?}");
+    assert!(report.detect_all_ms < 60_000, "the dead node was never detected: {report:?}");
+    assert!(report.failover_ms < 60_000, "its zones never served again: {report:?}");
+    assert!(report.failover_ms >= 4_000, "zones moved before the lease could run out: {report:?}");
+    assert!((0.03..0.2).contains(&report.moved_on_join), "{report:?}");
+    assert!(report.gossip_bytes_per_node_s > 0.0);
+}

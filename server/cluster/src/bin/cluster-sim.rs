@@ -3,9 +3,12 @@
 //!
 //! `cargo run -p zonemesh-cluster --release --bin cluster-sim -- --seeds 5000`
 //! `cargo run -p zonemesh-cluster --release --bin cluster-sim -- --seed 1234`
+//! `cargo run -p zonemesh-cluster --release --bin cluster-sim -- --scale 1000 --zones 100000`
+//! (scaling figures of one large simulated cluster; see SCALING.md)
 
 use std::process::ExitCode;
 
+use zonemesh_cluster::sim::scale::{ScaleConfig, measure};
 use zonemesh_cluster::sim::{SimConfig, run};
 
 fn main() -> ExitCode {
@@ -16,11 +19,21 @@ fn main() -> ExitCode {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<u64>().ok())
     };
+    if let Some(n_nodes) = value("--scale") {
+        return scale(ScaleConfig {
+            seed: value("--seed").unwrap_or(1),
+            n_nodes: n_nodes as usize,
+            n_zones: value("--zones").unwrap_or(n_nodes * 100) as u32,
+            n_joins: value("--joins").unwrap_or(1_000) as usize,
+        });
+    }
     let (first, count) = match (value("--seed"), value("--seeds")) {
         (Some(seed), _) => (seed, 1),
         (None, Some(n)) => (value("--from").unwrap_or(0), n),
         (None, None) => {
-            eprintln!("usage: cluster-sim (--seed N | --seeds COUNT [--from FIRST])");
+            eprintln!(
+                "usage: cluster-sim (--seed N | --seeds COUNT [--from FIRST] | --scale NODES [--zones Z] [--joins J] [--seed N])"
+            );
             return ExitCode::from(2);
         }
     };
@@ -43,4 +56,34 @@ fn main() -> ExitCode {
         "{count} seeds from {first} passed: {n_steps} steps, {n_crashes} crashes, {n_cuts} cut links, {n_activations} activations"
     );
     ExitCode::SUCCESS
+}
+
+fn scale(config: ScaleConfig) -> ExitCode {
+    let started = std::time::Instant::now();
+    match measure(config) {
+        Ok(r) => {
+            println!(
+                "nodes {} zones {}: gossip {:.0} B/node/s; {:.2} directory messages per join; \
+                 {} per death; ring moves {:.2}% on join, {:.2}% on leave; \
+                 detection first {} ms, all {} ms; failover of {} zones {} ms (simulated in {:.0} s)",
+                r.n_nodes,
+                r.n_zones,
+                r.gossip_bytes_per_node_s,
+                r.messages_per_join,
+                r.messages_per_death,
+                r.moved_on_join * 100.0,
+                r.moved_on_leave * 100.0,
+                r.detect_first_ms,
+                r.detect_all_ms,
+                r.n_zones_failed_over,
+                r.failover_ms,
+                started.elapsed().as_secs_f64(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
 }

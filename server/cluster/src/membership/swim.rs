@@ -208,6 +208,24 @@ impl Swim {
         Ok(())
     }
 
+    /// Starts from a known member list instead of learning it by gossip (a simulated
+    /// cluster that has long been up; or a node restoring what it knew). The members
+    /// are not re-broadcast: the cluster already knows them.
+    pub fn bootstrap(&mut self, now: Millis, members: &[Member]) -> Result<(), SwimError> {
+        self.now = now;
+        let me = self.foca.identity().node;
+        let known = members.iter().filter(|m| m.node != me).map(|m| {
+            foca::Member::alive(SwimId {
+                node: m.node,
+                addr: m.addr,
+                rejoin: 0,
+            })
+        });
+        let result = self.foca.apply_many(known, false, &mut self.runtime);
+        self.collect();
+        result.map_err(SwimError)
+    }
+
     /// Handles a packet from the gossip socket.
     pub fn handle_data(&mut self, now: Millis, data: &[u8]) -> Result<(), SwimError> {
         self.now = now;

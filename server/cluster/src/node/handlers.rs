@@ -17,27 +17,41 @@ impl NodeCore {
     /// host died, this node re-registers its zones whose directory owner changed, and
     /// the store is asked which zones a departed run held.
     pub fn handle_membership(&mut self, now: Millis, event: MembershipEvent) {
-        let replaced = match event {
-            MembershipEvent::Up(member) => self
-                .view
-                .member(member.node.id)
-                .map(|known| known.node)
-                .filter(|known| {
-                    *known != member.node && known.incarnation < member.node.incarnation
-                }),
-            MembershipEvent::Down(node) => self.view.is_live(node).then_some(node),
-        };
-        if !self.view.apply(event) {
+        self.handle_membership_batch(now, [event]);
+    }
+
+    /// Folds several membership events in at once, rebuilding the ring once (a node
+    /// learning a large cluster at start gets hundreds of events together).
+    pub fn handle_membership_batch(
+        &mut self,
+        now: Millis,
+        events: impl IntoIterator<Item = MembershipEvent>,
+    ) {
+        let mut changed = false;
+        for event in events {
+            let gone = match event {
+                MembershipEvent::Up(member) => self
+                    .view
+                    .member(member.node.id)
+                    .map(|known| known.node)
+                    .filter(|known| known.incarnation < member.node.incarnation),
+                MembershipEvent::Down(node) => self.view.is_live(node).then_some(node),
+            };
+            if self.view.apply(event) {
+                changed = true;
+                if let Some(gone) = gone {
+                    self.store_calls
+                        .push_back(StoreCall::ZonesHeldBy { node: gone });
+                }
+            }
+        }
+        if !changed {
             return;
         }
         let old_ring = std::mem::replace(
             &mut self.ring,
             Ring::new(self.view.members().map(|m| m.node), self.config.ring),
         );
-        if let Some(gone) = replaced {
-            self.store_calls
-                .push_back(StoreCall::ZonesHeldBy { node: gone });
-        }
         self.after_view_change(now, &old_ring);
         self.drain_local(now);
     }

@@ -33,6 +33,9 @@ pub enum Violation {
         /// Who the store says holds it.
         store_holder: Option<NodeRef>,
     },
+    /// The run took more steps than allowed (a livelock, or a configuration far too
+    /// large for the step budget).
+    StepLimit,
     /// After the faults stopped, some players were still not served.
     Unserved {
         /// How many players.
@@ -58,6 +61,7 @@ impl fmt::Display for Violation {
                 f,
                 "{node} accepted inputs for {zone} at epoch {epoch}, store has epoch {store_epoch} held by {store_holder:?}"
             ),
+            Violation::StepLimit => write!(f, "step limit reached"),
             Violation::Unserved { n_players, zones } => {
                 write!(
                     f,

@@ -14,6 +14,7 @@
 mod check;
 mod net;
 mod rng;
+pub mod scale;
 mod store;
 mod world;
 

@@ -74,12 +74,7 @@ impl SimStore {
             }
             StoreCall::ZonesHeldBy { node } => StoreReply::ZonesHeld {
                 node,
-                zones: self
-                    .zones
-                    .iter()
-                    .filter(|(_, row)| row.holder == Some(node))
-                    .map(|(zone, _)| *zone)
-                    .collect(),
+                zones: self.zones_held_by(node),
             },
         }
     }
@@ -150,6 +145,15 @@ impl SimStore {
             epoch,
             lease_generation: own.generation,
         }
+    }
+
+    /// The zones `node` holds.
+    pub fn zones_held_by(&self, node: NodeRef) -> Vec<ZoneId> {
+        self.zones
+            .iter()
+            .filter(|(_, row)| row.holder == Some(node))
+            .map(|(zone, _)| *zone)
+            .collect()
     }
 
     /// The zone's row.

@@ -49,6 +49,16 @@ pub struct SimConfig {
     /// Whether the store refuses to activate a zone whose holder's lease is live.
     /// Only turned off to show that the checker catches the resulting double owners.
     pub store_respects_leases: bool,
+    /// Start every node knowing every other (a cluster long up) instead of joining
+    /// through the seeds; large clusters are measured this way.
+    pub bootstrap: bool,
+    /// At time zero, have a random node ask for every zone, so all are active.
+    pub warm_zones: bool,
+    /// Check safety after every step (true) or once per simulated second (large runs,
+    /// where a check over every zone after every packet would dominate).
+    pub check_every_step: bool,
+    /// Players first ask between these times (ms).
+    pub players_start_ms: (u64, u64),
 }
 
 impl SimConfig {
@@ -74,6 +84,10 @@ impl SimConfig {
             node: NodeConfig::default(),
             max_steps: 5_000_000,
             store_respects_leases: true,
+            bootstrap: false,
+            warm_zones: false,
+            check_every_step: true,
+            players_start_ms: (0, 3_000),
         }
     }
 
@@ -181,6 +195,8 @@ struct Player {
 const MAX_HOPS: u32 = 4;
 /// How often a playing player checks that its node still serves it.
 const PLAY_CHECK_MS: u64 = 500;
+/// Slots every node announces itself to.
+const N_SEEDS: usize = 3;
 /// Base port of the slots' (fictional) addresses.
 const BASE_PORT: u16 = 7000;
 
@@ -195,6 +211,9 @@ pub struct World {
     players: Vec<Player>,
     next_fault_at: Millis,
     faults: NetFaults,
+    faults_stopped: bool,
+    warmed: bool,
+    next_check_at: Millis,
     report: SimReport,
 }
 
@@ -230,7 +249,7 @@ impl World {
                 zone: ZoneId(rng.index(config.n_zones as usize) as u32),
                 state: PlayerState::Asking {
                     slot: rng.index(config.n_nodes),
-                    at: Millis(rng.range(0, 3_000)),
+                    at: Millis(rng.range(config.players_start_ms.0, config.players_start_ms.1)),
                     hops: 0,
                     redirected: false,
                 },
@@ -252,6 +271,9 @@ impl World {
                 ..SimReport::default()
             },
             next_fault_at: Millis(1_000),
+            faults_stopped: false,
+            warmed: false,
+            next_check_at: Millis(0),
             config,
             rng,
             now: Millis(0),
@@ -263,29 +285,38 @@ impl World {
     }
 
     fn run(&mut self) -> Result<SimReport, SimFailure> {
+        let end = Millis(self.config.fault_ms + self.config.settle_ms);
+        self.run_until(end)?;
+        self.check_served()?;
+        Ok(self.report())
+    }
+
+    /// What the run measured so far.
+    pub fn report(&self) -> SimReport {
+        SimReport {
+            n_activations: self.store.n_activations(),
+            n_gossip_bytes: self.net.n_gossip_bytes,
+            n_node_messages: self.net.n_node_messages,
+            ..self.report.clone()
+        }
+    }
+
+    /// Runs every event due up to `end`, then sets the clock to `end`.
+    pub fn run_until(&mut self, end: Millis) -> Result<(), SimFailure> {
         let fault_end = Millis(self.config.fault_ms);
-        let end = fault_end + self.config.settle_ms;
-        let mut faults_stopped = false;
         while self.now < end {
             self.report.n_steps += 1;
             if self.report.n_steps > self.config.max_steps {
-                return Err(self.failure(Violation::Unserved {
-                    n_players: self.players.len(),
-                    zones: Vec::new(),
-                }));
+                return Err(self.failure(Violation::StepLimit));
             }
-            if !faults_stopped && self.now >= fault_end {
+            if !self.faults_stopped && self.now >= fault_end {
                 self.stop_faults();
-                faults_stopped = true;
+                self.faults_stopped = true;
             }
             self.step()?;
             self.now = self.next_time().min(end).max(self.now);
         }
-        self.check_served()?;
-        self.report.n_activations = self.store.n_activations();
-        self.report.n_gossip_bytes = self.net.n_gossip_bytes;
-        self.report.n_node_messages = self.net.n_node_messages;
-        Ok(self.report.clone())
+        Ok(())
     }
 
     /// Handles everything due at `now`, checking the invariants after each handler.
@@ -298,6 +329,10 @@ impl World {
             if self.restart_if_due(slot) | self.fire_timers(slot) {
                 self.check()?;
             }
+        }
+        if self.config.warm_zones && !self.warmed {
+            self.warm_all_zones();
+            self.check()?;
         }
         for i in 0..self.players.len() {
             if self.step_player(i) {
@@ -335,7 +370,13 @@ impl World {
             .unwrap_or(self.now + 1_000)
     }
 
-    fn check(&self) -> Result<(), SimFailure> {
+    fn check(&mut self) -> Result<(), SimFailure> {
+        if !self.config.check_every_step {
+            if self.now < self.next_check_at {
+                return Ok(());
+            }
+            self.next_check_at = self.now + 1_000;
+        }
         let cores = self
             .slots
             .iter()
@@ -347,6 +388,7 @@ impl World {
         let mut zones = match &violation {
             Violation::TwoOwners { zone, .. } | Violation::NotTheHolder { zone, .. } => vec![*zone],
             Violation::Unserved { zones, .. } => zones.clone(),
+            Violation::StepLimit => Vec::new(),
         };
         zones.sort_unstable();
         zones.dedup();
@@ -493,10 +535,10 @@ impl World {
         };
         // Bounded: each pass drains queues that only grow from the handlers above.
         for _ in 0..64 {
-            let mut moved = false;
-            while let Some(event) = run.swim.poll_event() {
-                run.core.handle_membership(now, event);
-                moved = true;
+            let events: Vec<_> = std::iter::from_fn(|| run.swim.poll_event()).collect();
+            let mut moved = !events.is_empty();
+            if moved {
+                run.core.handle_membership_batch(now, events);
             }
             while let Some((addr, bytes)) = run.swim.poll_transmit() {
                 let to = usize::from(addr.port() - BASE_PORT);
@@ -548,12 +590,24 @@ impl World {
         };
         let n_nodes = self.config.n_nodes as u32;
         let mut swim = Swim::new(me, lan_config(n_nodes), self.rng.next_u64());
-        let seeds: Vec<SocketAddr> = (0..self.slots.len())
+        // A few seeds, as a real deployment lists: announcing to every node would
+        // cost N² packets in a large cluster.
+        let seeds: Vec<SocketAddr> = (0..self.slots.len().min(N_SEEDS))
             .filter(|&i| i != slot)
             .map(slot_addr)
             .collect();
-        // Joining fails only for an oversized packet, which announcements never are.
+        // Joining and bootstrapping fail only for an oversized packet, which neither
+        // sends.
         let _ = swim.join(self.now, &seeds);
+        if self.config.bootstrap && self.now == Millis(0) {
+            let everyone: Vec<Member> = (0..self.slots.len())
+                .map(|i| Member {
+                    node: NodeRef::new(node_id(i), 1),
+                    addr: slot_addr(i),
+                })
+                .collect();
+            let _ = swim.bootstrap(self.now, &everyone);
+        }
         let core = NodeCore::new(me, self.config.node);
         self.slots[slot].run = Some(Run { core, swim });
         self.flush(slot);
@@ -631,6 +685,65 @@ impl World {
                 hops,
                 redirected: false,
             },
+        }
+    }
+
+    /// The simulated time.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Crashes the run in `slot` (it is not restarted) and returns which run it was.
+    pub fn kill(&mut self, slot: usize) -> NodeRef {
+        let s = &mut self.slots[slot];
+        s.restart_at = None;
+        let run = s.run.take();
+        self.report.n_crashes += 1;
+        run.map_or(NodeRef::new(node_id(slot), s.incarnation), |r| r.core.me())
+    }
+
+    /// The zones the store says `node` holds.
+    pub fn zones_held_by(&self, node: NodeRef) -> Vec<ZoneId> {
+        self.store.zones_held_by(node)
+    }
+
+    /// How many live runs no longer have `node` in their view, and how many are live.
+    pub fn views_without(&self, node: NodeRef) -> (usize, usize) {
+        let live: Vec<&NodeCore> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.run.as_ref().map(|r| &r.core))
+            .collect();
+        let without = live
+            .iter()
+            .filter(|core| !core.view().is_live(node))
+            .count();
+        (without, live.len())
+    }
+
+    /// Whether every zone in `zones` is held, per the store, by a live run that
+    /// accepts inputs for it.
+    pub fn all_served(&self, zones: &[ZoneId]) -> bool {
+        zones.iter().all(|zone| {
+            let Some(holder) = self.store.zone(*zone).holder else {
+                return false;
+            };
+            self.slots
+                .iter()
+                .filter_map(|s| s.run.as_ref())
+                .any(|r| r.core.me() == holder && r.core.accepts_inputs(self.now, *zone))
+        })
+    }
+
+    /// Has a random live node ask for every zone (keep-warm at start).
+    fn warm_all_zones(&mut self) {
+        self.warmed = true;
+        for zone in 0..self.config.n_zones {
+            let slot = self.rng.index(self.slots.len());
+            if let Some(run) = self.slots[slot].run.as_mut() {
+                run.core.admit(self.now, ZoneId(zone), false);
+                self.flush(slot);
+            }
         }
     }
 
