@@ -16,7 +16,7 @@ use std::time::Duration;
 use zonemesh_server::demo::{DemoConfig, demo_game};
 use zonemesh_server::game::SessionId;
 use zonemesh_server::link::ClientLink;
-use zonemesh_server::persist::ZoneActivation;
+use zonemesh_server::persist::{RecordVersions, ZoneActivation};
 use zonemesh_server::zone::{WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneMessage, ZoneRouter};
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::quant::Vec2;
@@ -68,6 +68,7 @@ fn demo_zone(entities: usize, players: usize) -> (Zone, Vec<Arc<ClientLink>>) {
                 link: Arc::clone(&link),
                 spawn,
                 saved: None,
+                versions: RecordVersions::after(None),
             };
             ctx.router.send(id, join).expect("inbox has room");
             link

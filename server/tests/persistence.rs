@@ -1,9 +1,11 @@
 //! Persistence over real QUIC: player records and persistent components survive a
-//! restart, durable actions are acknowledged after commit and applied once, and a
-//! slow store makes first connections wait (`Loading`) without a stampede of loads.
+//! restart, durable actions are acknowledged after commit and applied once, a slow
+//! store makes first connections wait (`Loading`) without a stampede of loads, and
+//! every session saves its player at a higher version than the sessions before it.
 
 mod common;
 
+use bytes::Bytes;
 use common::{
     TestServer, TestWorld, action_answer, coins, drive, own_position, pick_up_coin,
     wait_own_position, within,
@@ -12,6 +14,7 @@ use std::time::Duration;
 use zonemesh_client::{Client, ErrorCode, Event};
 use zonemesh_server::demo::ACTION_PICK_UP_COIN;
 use zonemesh_server::persist::KeepWarm;
+use zonemesh_store::PlayerRecord;
 
 #[tokio::test]
 async fn durable_actions_commit_before_the_ack_and_apply_once() {
@@ -98,6 +101,56 @@ async fn players_and_their_coins_survive_a_restart() {
         coins(c) == Some(1)
     })
     .await;
+}
+
+#[tokio::test]
+async fn each_session_saves_above_the_last_and_older_writes_are_refused() {
+    let server = TestServer::start(TestWorld::default()).await;
+    let name = "returning";
+    let mut last_version = 0;
+    for generation in 1..=3u64 {
+        let mut client = server.connect(name).await;
+        wait_own_position(&mut client).await;
+        client.close().await;
+        // The session's records carry its generation; each is above the last's.
+        let record = server
+            .wait_player_record(name, "the session's record saved", |r| {
+                r.version >> 32 == generation
+            })
+            .await;
+        assert!(record.version > last_version, "{generation}: {record:?}");
+        last_version = record.version;
+    }
+
+    // A hand-made write from a stale writer, under the zone's current epoch: refused
+    // at an equal and at an older version, and the stored record stays.
+    let store = server.server.store();
+    let stored = store.load_player(name).await.expect("load").expect("saved");
+    let epoch = store
+        .zone_epoch(stored.zone)
+        .await
+        .expect("epoch")
+        .expect("the zone is active");
+    for version in [stored.version, 1 << 32] {
+        let forged = PlayerRecord {
+            x: stored.x + 1.0,
+            data: Bytes::from_static(b"forged"),
+            version,
+            ..stored.clone()
+        };
+        let outcome = store
+            .save_players(stored.zone, epoch, vec![forged])
+            .await
+            .expect("the write itself succeeds");
+        assert_eq!(outcome.stale_players, vec![name.to_owned()]);
+    }
+    let kept = store.load_player(name).await.expect("load").expect("saved");
+    assert!(
+        kept.version >= stored.version && kept.version >> 32 == 3,
+        "{kept:?}"
+    );
+    assert_ne!(kept.data, Bytes::from_static(b"forged"));
+    assert!(store.stats().n_stale_player_records >= 2);
 }
 
 #[tokio::test]

@@ -206,6 +206,8 @@ impl<'a> Coins<'a> {
             .await
             .context("cannot load the player")?;
         if existing.is_none() {
+            // Refused only if another connection of the player created it first: the
+            // record exists either way.
             save(store, epoch, new_record(player)).await?;
         }
         Ok(Self::Stored {
@@ -239,6 +241,7 @@ fn new_record(player: &str) -> PlayerRecord {
         y: 0.0,
         data: Bytes::copy_from_slice(&0u32.to_le_bytes()),
         updated_at_unix_ms: unix_ms(),
+        version: 1,
     }
 }
 
@@ -258,15 +261,20 @@ async fn add_coin(store: &dyn Store, epoch: u64, player: &str) -> anyhow::Result
     record.data = Bytes::copy_from_slice(&coins.to_le_bytes());
     record.zone = ZONE.0;
     record.updated_at_unix_ms = unix_ms();
-    save(store, epoch, record).await?;
+    record.version = record.version.saturating_add(1);
+    if !save(store, epoch, record).await? {
+        bail!("a concurrent save of the player won; the coin was not added");
+    }
     Ok(coins)
 }
 
-async fn save(store: &dyn Store, epoch: u64, record: PlayerRecord) -> anyhow::Result<()> {
-    store
+/// Saves `record`; false if the store refused it for holding a newer version.
+async fn save(store: &dyn Store, epoch: u64, record: PlayerRecord) -> anyhow::Result<bool> {
+    let outcome = store
         .save_players(ZONE.0, epoch, vec![record])
         .await
-        .context("cannot save the player")
+        .context("cannot save the player")?;
+    Ok(outcome.is_complete())
 }
 
 /// Writes a message; `false` if the client has gone (after the measurement a client

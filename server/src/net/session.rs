@@ -8,6 +8,7 @@ use super::limits::{RateLimiter, RateVerdict, SlowClientDetector};
 use super::transport::DATAGRAM_SEND_BUFFER;
 use super::{Shared, close_code};
 use crate::link::ClientLink;
+use crate::persist::RecordVersions;
 use crate::persist::players::PlayerLookup;
 use crate::zone::CommittedAction;
 use crate::zone::{SendError, ZoneMessage};
@@ -174,6 +175,8 @@ async fn join(
             )));
         }
     };
+    // The session's records are newer than any the loaded record's session made.
+    let versions = RecordVersions::after(record.as_ref().map(|r| r.version));
     let (zone, spawn, saved) = placement(&claims.player, record, shared);
     let directory = shared.host.directory();
     if !directory.reserve_arrival_within(zone, JOIN_WAIT).await {
@@ -190,6 +193,7 @@ async fn join(
         link: Arc::clone(&link),
         spawn,
         saved,
+        versions,
     };
     let sent = shared.zones.router.send(zone, message);
     if sent.is_err() {

@@ -250,6 +250,9 @@ impl ZoneHost {
         let zones = self.pool.stop();
         let mut waits = Vec::with_capacity(zones.len());
         for mut zone in zones {
+            // Players in flight between zones are in an inbox, not a world: take them
+            // in (or save them, if their session ended) so the final save has them.
+            zone.handle_pending_messages();
             if let Some(job) = zone.checkpoint_job(true) {
                 waits.push((zone.id(), self.writer.submit_and_wait(job)));
             }

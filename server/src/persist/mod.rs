@@ -7,6 +7,7 @@
 //! - [`host`]: the async driver (loads, preloading, final saves);
 //! - [`writer`]: the bounded, coalescing checkpoint queue and its writer task;
 //! - [`players`]: single-flight player record loads;
+//! - [`version`]: the versions that order a player's records across sessions;
 //! - [`state`]: the saved formats and capture/restore against an ECS world.
 
 pub mod directory;
@@ -14,8 +15,10 @@ pub mod host;
 pub mod lifecycle;
 pub mod players;
 pub mod state;
+pub mod version;
 pub mod writer;
 
 pub use directory::ZoneDirectory;
 pub use host::{KeepWarm, ZoneActivation, ZoneHost};
+pub use version::RecordVersions;
 pub use writer::{CheckpointJob, CheckpointWriter};

@@ -3,17 +3,25 @@
 //!
 //! Policy (bounded by construction): at most one pending checkpoint per zone. A newer
 //! zone state replaces an unwritten older one (newest wins: the older one is a subset
-//! of history nobody needs); player records merge by name, newest wins. So the queue
-//! holds at most one zone state per zone and one record per player, however far the
-//! store falls behind. Records handed over but not yet committed are still found by
+//! of history nobody needs); player records merge by name, the higher version wins
+//! (the store would refuse the lower one anyway). So the queue holds at most one zone
+//! state per zone and one record per player, however far the store falls behind.
+//! Records handed over but not yet committed are still found by
 //! [`CheckpointWriter::unsaved_player`], so a player who reconnects at once gets the
 //! position it just left, not an older stored one.
+//!
+//! Records the store refuses as stale (it holds a newer version: the player moved on
+//! to another zone or session) are not failures: the rest of the checkpoint commits,
+//! and the refusal is counted and logged once per write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 use zonemesh_shared::ids::ZoneId;
-use zonemesh_store::{Checkpoint, PlayerRecord, Store, StoreError, ZoneSnapshot};
+use zonemesh_store::{Checkpoint, PlayerRecord, SaveOutcome, Store, StoreError, ZoneSnapshot};
+
+/// Most refused player names one log line lists.
+const STALE_NAMES_LOGGED: usize = 5;
 
 /// What one zone wants saved.
 #[derive(Debug)]
@@ -46,6 +54,8 @@ pub struct WriterStats {
     pub failed: u64,
     /// Zone states replaced before they were written (newest wins).
     pub superseded: u64,
+    /// Player records the store refused because it held a newer version.
+    pub stale_players: u64,
 }
 
 /// The node's checkpoint queue and writer.
@@ -102,7 +112,7 @@ impl CheckpointWriter {
                 let newer = entry
                     .players
                     .get(&p.player)
-                    .is_none_or(|old| old.updated_at_unix_ms <= p.updated_at_unix_ms);
+                    .is_none_or(|old| old.version < p.version);
                 if newer {
                     entry.players.insert(p.player.clone(), p);
                 }
@@ -119,7 +129,7 @@ impl CheckpointWriter {
         let in_flight = crate::link::lock(&self.in_flight);
         queued
             .chain(in_flight.get(player))
-            .max_by_key(|r| r.updated_at_unix_ms)
+            .max_by_key(|r| r.version)
             .cloned()
     }
 
@@ -173,14 +183,33 @@ impl CheckpointWriter {
         }
     }
 
-    fn record(&self, zone: ZoneId, result: &Result<(), StoreError>) {
+    fn record(&self, zone: ZoneId, result: &Result<SaveOutcome, StoreError>) {
         let mut stats = crate::link::lock(&self.stats);
         match result {
-            Ok(()) => stats.committed += 1,
+            Ok(outcome) => {
+                stats.committed += 1;
+                stats.stale_players += outcome.stale_players.len() as u64;
+                log_stale(zone, outcome);
+            }
             Err(e) => {
                 stats.failed += 1;
                 tracing::error!(?zone, error = %e, "checkpoint not saved");
             }
         }
     }
+}
+
+/// One warning per write that had player records refused, naming a few of them.
+fn log_stale(zone: ZoneId, outcome: &SaveOutcome) {
+    if outcome.is_complete() {
+        return;
+    }
+    let n_stale = outcome.stale_players.len();
+    let shown = &outcome.stale_players[..n_stale.min(STALE_NAMES_LOGGED)];
+    tracing::warn!(
+        ?zone,
+        n_stale,
+        players = ?shown,
+        "store kept newer records of these players; this zone's older ones were skipped"
+    );
 }

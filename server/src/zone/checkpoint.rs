@@ -1,6 +1,8 @@
 //! A zone's side of persistence: capturing its state and its players' records into a
 //! checkpoint job for the writer (never waiting for the store), and restoring a
-//! joining player's saved components.
+//! joining player's saved components. Every record takes the next version from its
+//! player's [`RecordVersions`](crate::persist::RecordVersions), so each save of a
+//! session is newer than the one before.
 
 use super::{PlayerSlot, Zone};
 use crate::game::{PersistRegistry, Position};
@@ -36,10 +38,14 @@ impl Zone {
         } else {
             None
         };
-        let slots: Vec<_> = self.players.values().map(|s| s.entity).collect();
+        let slots: Vec<_> = self
+            .players
+            .values_mut()
+            .map(|s| (s.entity, s.versions.next_version()))
+            .collect();
         let players = slots
             .into_iter()
-            .filter_map(|e| self.player_record(e))
+            .filter_map(|(entity, version)| self.player_record(entity, version))
             .collect();
         Some(CheckpointJob {
             zone: self.id,
@@ -64,8 +70,12 @@ impl Zone {
         }
     }
 
-    /// The record of the player whose entity is `entity`.
-    pub(super) fn player_record(&self, entity: bevy_ecs::entity::Entity) -> Option<PlayerRecord> {
+    /// The record of the player whose entity is `entity`, at `version`.
+    fn player_record(
+        &self,
+        entity: bevy_ecs::entity::Entity,
+        version: u64,
+    ) -> Option<PlayerRecord> {
         let e = self.world.get_entity(entity).ok()?;
         let name = e.get::<crate::game::Player>()?.name.clone();
         let pos = e.get::<Position>()?.0;
@@ -83,15 +93,17 @@ impl Zone {
             y: pos.y,
             data: Bytes::from(data),
             updated_at_unix_ms: unix_ms(),
+            version,
         })
     }
 
     /// Saves the record of a player leaving the server (not the zone state).
-    pub(super) fn save_leaving_player(&self, slot: &PlayerSlot) {
+    pub(super) fn save_leaving_player(&self, slot: &mut PlayerSlot) {
         let Some(persistence) = &self.ctx.persistence else {
             return;
         };
-        if let Some(record) = self.player_record(slot.entity) {
+        let version = slot.versions.next_version();
+        if let Some(record) = self.player_record(slot.entity, version) {
             persistence.writer.submit(CheckpointJob {
                 zone: self.id,
                 epoch: self.epoch,

@@ -11,6 +11,7 @@
 
 use crate::game::SessionId;
 use crate::link::ClientLink;
+use crate::persist::RecordVersions;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,9 @@ pub struct PlayerTransfer {
     pub view: ClientView,
     /// The player's replicated components (restored through the game's registry).
     pub components: Vec<ComponentValue>,
+    /// The versions of the player's saved records: the target zone continues the
+    /// sequence, so its saves are newer than any the source zone made.
+    pub versions: RecordVersions,
 }
 
 /// A message for a zone.
@@ -54,6 +58,9 @@ pub enum ZoneMessage {
         spawn: Vec2,
         /// The player's saved game data (persistent components), if any.
         saved: Option<bytes::Bytes>,
+        /// The versions this session gives the player's records (a generation above
+        /// the record it loaded).
+        versions: RecordVersions,
     },
     /// Inputs and acknowledgements from a player's datagram.
     Input {

@@ -30,7 +30,7 @@ use crate::game::{
     WorldRules, ZoneInfo,
 };
 use crate::link::ClientLink;
-use crate::persist::{CheckpointWriter, ZoneActivation, ZoneDirectory};
+use crate::persist::{CheckpointWriter, RecordVersions, ZoneActivation, ZoneDirectory};
 use bevy_ecs::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +103,8 @@ struct PlayerSlot {
     entity: Entity,
     link: Arc<ClientLink>,
     view: ClientView,
+    /// The versions of the records this zone saves for the player.
+    versions: RecordVersions,
 }
 
 /// One zone: world, schedule, inbox, players and replication state.
@@ -334,8 +336,13 @@ impl Zone {
 
     fn handle(&mut self, msg: ZoneMessage) {
         match msg {
-            ZoneMessage::Join { link, spawn, saved } => {
-                self.join(link, spawn, saved.as_deref());
+            ZoneMessage::Join {
+                link,
+                spawn,
+                saved,
+                versions,
+            } => {
+                self.join(link, spawn, saved.as_deref(), versions);
                 self.arrived();
             }
             ZoneMessage::Input {

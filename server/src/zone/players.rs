@@ -5,6 +5,10 @@
 //! exactly one `TransferIn` message between two zones. The leaving zone despawns the
 //! entity only after the neighbour's inbox accepted the transfer; if it is full the
 //! player stays (clamped back inside) and the transfer is retried next tick.
+//!
+//! A player whose session ends is saved wherever it is: in a zone (the tick after the
+//! close), or in flight (the zone receiving the transfer saves it instead of taking
+//! it in). The versions of its records travel with it, so saves keep increasing.
 
 use super::{PlayerSlot, Zone, ZoneMessage};
 use crate::game::{
@@ -12,8 +16,8 @@ use crate::game::{
     PlayerInput, Position, ReplicaComponents, Replicated, SessionId, Velocity, ZoneCounters,
 };
 use crate::link::ClientLink;
+use crate::persist::RecordVersions;
 use crate::zone::messages::{PlayerTransfer, SendError};
-use bevy_ecs::prelude::*;
 use std::sync::Arc;
 use zonemesh_replication::ClientView;
 use zonemesh_shared::control::ServerControl;
@@ -23,7 +27,13 @@ use zonemesh_shared::quant::Vec2;
 
 impl Zone {
     /// Creates a player entity for a new session and welcomes it.
-    pub(super) fn join(&mut self, link: Arc<ClientLink>, spawn: Vec2, saved: Option<&[u8]>) {
+    pub(super) fn join(
+        &mut self,
+        link: Arc<ClientLink>,
+        spawn: Vec2,
+        saved: Option<&[u8]>,
+        versions: RecordVersions,
+    ) {
         if link.is_closed() {
             return;
         }
@@ -64,13 +74,17 @@ impl Zone {
             zone: self.id,
             tick_hz: self.ctx.config.tick_hz,
         });
-        self.insert_slot(link, entity, ClientView::new(self.ctx.config.view.clone()));
+        let view = ClientView::new(self.ctx.config.view.clone());
+        self.insert_slot(PlayerSlot {
+            entity,
+            link,
+            view,
+            versions,
+        });
     }
 
-    fn insert_slot(&mut self, link: Arc<ClientLink>, entity: Entity, view: ClientView) {
-        let previous = self
-            .players
-            .insert(link.session(), PlayerSlot { entity, link, view });
+    fn insert_slot(&mut self, slot: PlayerSlot) {
+        let previous = self.players.insert(slot.link.session(), slot);
         if let Some(old) = previous {
             // A session id is unique per connection, so this means the same session
             // joined twice; keep the newest entity and never leave an orphan behind.
@@ -160,10 +174,15 @@ impl Zone {
             .map(|(s, _)| *s)
             .collect();
         for session in closed {
-            if let Some(slot) = self.players.remove(&session) {
-                self.save_leaving_player(&slot);
-                self.world.despawn(slot.entity);
-            }
+            self.remove_player(session);
+        }
+    }
+
+    /// Takes a player whose session ended out of the world, saving its record.
+    fn remove_player(&mut self, session: SessionId) {
+        if let Some(mut slot) = self.players.remove(&session) {
+            self.save_leaving_player(&mut slot);
+            self.world.despawn(slot.entity);
         }
     }
 
@@ -254,6 +273,7 @@ impl Zone {
                 .unwrap_or_default(),
             link: slot.link,
             view: slot.view,
+            versions: slot.versions,
         };
         self.world.despawn(slot.entity);
         Some(transfer)
@@ -267,11 +287,14 @@ impl Zone {
 
     /// Takes over a player crossing in from a neighbour, keeping its id and view.
     pub(super) fn accept_transfer(&mut self, transfer: PlayerTransfer) {
-        if transfer.link.is_closed() {
-            return; // The session ended in flight: nothing left to continue.
-        }
         let link = Arc::clone(&transfer.link);
         self.spawn_transferred(transfer);
+        if link.is_closed() {
+            // The session ended in flight. Its progress since the last save lives only
+            // in the transfer: save it as any leaving player is saved, then let it go.
+            self.remove_player(link.session());
+            return;
+        }
         link.push_control(ServerControl::ZoneChanged { zone: self.id });
     }
 
@@ -300,7 +323,12 @@ impl Zone {
         ));
         registry.restore(&mut entity, &t.components);
         let entity = entity.id();
-        self.insert_slot(t.link, entity, t.view);
+        self.insert_slot(PlayerSlot {
+            entity,
+            link: t.link,
+            view: t.view,
+            versions: t.versions,
+        });
     }
 
     /// Names of the players here.

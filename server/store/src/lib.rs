@@ -5,7 +5,9 @@
 //! ([`Store::save_players`]) and durable actions ([`Store::commit_action`], idempotent
 //! by [`ActionId`]). Every write is fenced by the zone's epoch, which
 //! [`Store::activate_zone`] bumps by compare-and-set, so a zone's stale owner can never
-//! overwrite a newer one ([`StoreError::StaleEpoch`]).
+//! overwrite a newer one ([`StoreError::StaleEpoch`]). Player records carry a
+//! version and a write replaces only an older one (reported in [`SaveOutcome`]), so
+//! a stale node can never overwrite a player's newer progress either.
 //!
 //! Backends:
 //! - [`RedbStore`]: the embedded default, one redb file in the data directory;
@@ -36,6 +38,6 @@ pub use slow::SlowStore;
 pub use spec::{EMBEDDED_FILE_NAME, StoreSpec, embedded_path, open_store};
 pub use store::{Store, StoreFuture, StoreStats};
 pub use types::{
-    ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord,
-    ZoneSnapshot,
+    ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome,
+    ZoneRecord, ZoneSnapshot,
 };

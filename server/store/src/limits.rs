@@ -24,8 +24,9 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// a player with more gets [`StoreError::TooLarge`].
 pub const MAX_ACTIONS_PER_READ: usize = 10_000;
 
-/// Largest value of the timestamps and ticks the store keeps. PostgreSQL has no
-/// unsigned 64-bit integer, so every backend caps them at `i64::MAX` alike.
+/// Largest value of the timestamps, ticks and player record versions the store keeps.
+/// PostgreSQL has no unsigned 64-bit integer, so every backend caps them at
+/// `i64::MAX` alike.
 pub const MAX_STORED_U64: u64 = i64::MAX as u64;
 
 /// Checks that a tick or timestamp fits [`MAX_STORED_U64`].
@@ -85,6 +86,7 @@ pub fn validate_player(zone: u32, record: &PlayerRecord) -> Result<(), StoreErro
         )));
     }
     validate_stored_u64("player updated_at_unix_ms", record.updated_at_unix_ms)?;
+    validate_stored_u64("player version", record.version)?;
     if record.data.len() > MAX_PLAYER_DATA_BYTES {
         return Err(StoreError::too_large(
             "player data bytes",
@@ -185,6 +187,7 @@ mod tests {
             y: 2.0,
             data: Bytes::from_static(b"d"),
             updated_at_unix_ms: 5,
+            version: 1,
         }
     }
 
@@ -236,6 +239,18 @@ mod tests {
         assert!(matches!(
             validate_player(3, &late),
             Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn versions_fit_a_signed_column() {
+        let mut record = player("a", 3);
+        record.version = MAX_STORED_U64;
+        assert!(validate_player(3, &record).is_ok());
+        record.version = MAX_STORED_U64 + 1;
+        assert!(matches!(
+            validate_player(3, &record),
+            Err(StoreError::InvalidInput(message)) if message.contains("version")
         ));
     }
 

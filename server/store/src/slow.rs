@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+use crate::types::{
+    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
+};
 use crate::{Store, StoreFuture, StoreStats};
 
 /// Wraps a store and sleeps `delay` before forwarding each operation. The delay is a
@@ -45,7 +47,12 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         })
     }
 
-    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()> {
+    fn checkpoint(
+        &self,
+        zone: u32,
+        epoch: u64,
+        checkpoint: Checkpoint,
+    ) -> StoreFuture<'_, SaveOutcome> {
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
             self.inner.checkpoint(zone, epoch, checkpoint).await
@@ -57,7 +64,7 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         zone: u32,
         epoch: u64,
         players: Vec<PlayerRecord>,
-    ) -> StoreFuture<'_, ()> {
+    ) -> StoreFuture<'_, SaveOutcome> {
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
             self.inner.save_players(zone, epoch, players).await

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::StoreError;
-use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+use crate::types::{
+    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
+};
 
 /// The future every store operation returns. Boxed so that `Store` stays object safe
 /// (the server holds an `Arc<dyn Store>`).
@@ -28,9 +30,16 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// - A write is durable once its future resolves `Ok` (redb: committed and fsynced;
 ///   PostgreSQL: committed). Dropping the future instead leaves it unknown whether the
 ///   write happened; so does [`StoreError::ConnectionLost`] or [`StoreError::Timeout`].
-/// - Player records are last-writer-wins across zones: the fence orders the writes of
-///   one zone, not those of a player who moved between zones, so a zone must not save
-///   a player it has already handed to a neighbour.
+/// - Player records are versioned ([`PlayerRecord::version`]), because the fence
+///   orders the writes of one zone, not those of a player who moved between zones or
+///   reconnected elsewhere. Every player record a write carries (in `checkpoint` and
+///   `save_players`) is applied only if the store holds no record of that player or
+///   holds one with a strictly lower version; otherwise that record alone is skipped
+///   and the rest of the call still commits (a zone checkpoint must not fail because
+///   one of its players has moved on). Skipped players are reported in the returned
+///   [`SaveOutcome`] and counted in [`StoreStats::n_stale_player_records`]. The
+///   comparison and the write are atomic per record, so racing writers of one player
+///   end with the highest version stored, whatever the order they commit in.
 pub trait Store: Send + Sync + fmt::Debug {
     /// A short name of the backend ("redb", "postgres"), for logs.
     fn backend(&self) -> &'static str;
@@ -40,16 +49,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn activate_zone<'a>(&'a self, zone: u32, node: &'a str) -> StoreFuture<'a, Activation>;
 
     /// Writes a zone's state (if given) and player records in one transaction, fenced
-    /// by `(zone, epoch)`.
-    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()>;
+    /// by `(zone, epoch)`. Player records older than the stored ones are skipped and
+    /// reported in the outcome.
+    fn checkpoint(
+        &self,
+        zone: u32,
+        epoch: u64,
+        checkpoint: Checkpoint,
+    ) -> StoreFuture<'_, SaveOutcome>;
 
-    /// Upserts player records (e.g. on disconnect), fenced by `(zone, epoch)`.
+    /// Upserts player records (e.g. on disconnect), fenced by `(zone, epoch)`. Records
+    /// older than the stored ones are skipped and reported in the outcome.
     fn save_players(
         &self,
         zone: u32,
         epoch: u64,
         players: Vec<PlayerRecord>,
-    ) -> StoreFuture<'_, ()>;
+    ) -> StoreFuture<'_, SaveOutcome>;
 
     /// Commits a durable action, fenced by `(zone, epoch)`. Idempotent by id: a second
     /// commit returns [`ActionCommit::AlreadyCommitted`] with the original and changes
@@ -101,6 +117,9 @@ pub struct StoreStats {
     pub n_epoch_reads: u64,
     /// Writes rejected by fencing (`StaleEpoch` or `EpochNotGranted`).
     pub n_fencing_rejections: u64,
+    /// Player records skipped because the store held an equal or newer version (each
+    /// refused record counts once; the calls carrying them succeeded).
+    pub n_stale_player_records: u64,
     /// Calls that failed for any other reason.
     pub n_errors: u64,
 }
@@ -125,6 +144,7 @@ const N_OPS: usize = 8;
 pub(crate) struct Counters {
     calls: [AtomicU64; N_OPS],
     fencing_rejections: AtomicU64,
+    stale_player_records: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -150,6 +170,22 @@ impl Counters {
         })
     }
 
+    /// Like [`Self::counted`] for a player-writing call, also counting the records its
+    /// outcome reports as stale.
+    pub(crate) fn counted_save<'a>(
+        &'a self,
+        op: Op,
+        work: impl Future<Output = Result<SaveOutcome, StoreError>> + Send + 'a,
+    ) -> StoreFuture<'a, SaveOutcome> {
+        self.counted(op, async move {
+            let outcome = work.await?;
+            let n_stale = u64::try_from(outcome.stale_players.len()).unwrap_or(u64::MAX);
+            self.stale_player_records
+                .fetch_add(n_stale, Ordering::Relaxed);
+            Ok(outcome)
+        })
+    }
+
     /// The current counts.
     pub(crate) fn snapshot(&self) -> StoreStats {
         let calls = |op: Op| self.calls[op as usize].load(Ordering::Relaxed);
@@ -163,6 +199,7 @@ impl Counters {
             n_action_reads: calls(Op::ActionsForPlayer),
             n_epoch_reads: calls(Op::ZoneEpoch),
             n_fencing_rejections: self.fencing_rejections.load(Ordering::Relaxed),
+            n_stale_player_records: self.stale_player_records.load(Ordering::Relaxed),
             n_errors: self.errors.load(Ordering::Relaxed),
         }
     }
@@ -199,5 +236,22 @@ mod tests {
         assert_eq!(stats.n_fencing_rejections, 1);
         assert_eq!(stats.n_errors, 1);
         assert_eq!(stats.n_activations, 0);
+        assert_eq!(stats.n_stale_player_records, 0);
+    }
+
+    #[tokio::test]
+    async fn stale_player_records_are_counted_per_record() {
+        let counters = Counters::default();
+        let outcome = SaveOutcome {
+            stale_players: vec!["a".into(), "b".into()],
+        };
+        let saved = counters
+            .counted_save(Op::SavePlayers, async { Ok(outcome) })
+            .await;
+        assert_eq!(saved.map(|o| o.stale_players.len()).ok(), Some(2));
+        let stats = counters.snapshot();
+        assert_eq!(stats.n_stale_player_records, 2);
+        assert_eq!(stats.n_player_saves, 1);
+        assert_eq!((stats.n_errors, stats.n_fencing_rejections), (0, 0));
     }
 }

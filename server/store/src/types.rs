@@ -62,6 +62,13 @@ pub struct PlayerRecord {
     pub data: Bytes,
     /// Wall-clock time of the save, milliseconds since the Unix epoch (informational).
     pub updated_at_unix_ms: u64,
+    /// Orders the records of one player: a write is applied only over a stored record
+    /// with a strictly lower version (see [`Store`](crate::Store)), so a stale writer
+    /// can never replace newer progress. The store gives it no meaning beyond the
+    /// order; the server composes it from a session generation and a sequence. At most
+    /// [`MAX_STORED_U64`](crate::limits::MAX_STORED_U64) (PostgreSQL keeps it in a
+    /// `BIGINT`); records written before versions existed read back as 0.
+    pub version: u64,
 }
 
 /// The identity of a durable action: committing the same id twice is a no-op.
@@ -127,6 +134,24 @@ pub struct Activation {
     pub epoch: u64,
     /// The zone's saved state, if any, read in the same transaction as the epoch bump.
     pub record: Option<ZoneRecord>,
+}
+
+/// What a player-writing call ([`Store::checkpoint`](crate::Store::checkpoint),
+/// [`Store::save_players`](crate::Store::save_players)) did with the records it was
+/// given: every record was written except those listed here, which the store refused
+/// because it already held a record of that player with an equal or higher version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveOutcome {
+    /// Players whose record was refused as stale, in name order (empty when every
+    /// record was written).
+    pub stale_players: Vec<String>,
+}
+
+impl SaveOutcome {
+    /// True when every record was written.
+    pub fn is_complete(&self) -> bool {
+        self.stale_players.is_empty()
+    }
 }
 
 /// One atomic checkpoint of a zone: its state (optional) and its players.

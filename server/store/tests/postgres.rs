@@ -101,8 +101,9 @@ async fn schema_migration_is_idempotent() {
         )
         .await
         .expect("versions");
-    let versions: Vec<i64> = versions.iter().map(|row| row.get(0)).collect();
-    assert_eq!(versions, vec![1]);
+    let mut versions: Vec<i64> = versions.iter().map(|row| row.get(0)).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, vec![1, 2]);
     fixture.cleanup().await;
 }
 
@@ -185,11 +186,70 @@ async fn a_schema_newer_than_supported_is_refused() {
             result,
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             })
         ),
         "{result:?}"
     );
+    fixture.cleanup().await;
+}
+
+/// A database as schema version 1 left it (before player versions), with one player.
+const V1_PLAYERS: &str = "
+CREATE TABLE zonemesh_schema_version (version BIGINT PRIMARY KEY);
+INSERT INTO zonemesh_schema_version (version) VALUES (1);
+CREATE TABLE zone_epochs (zone BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
+CREATE TABLE zone_state (
+    zone BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    tick BIGINT NOT NULL,
+    saved_at_unix_ms BIGINT NOT NULL,
+    state BYTEA NOT NULL
+);
+CREATE TABLE actions (
+    id BYTEA PRIMARY KEY,
+    player TEXT NOT NULL,
+    zone BIGINT NOT NULL,
+    kind INTEGER NOT NULL,
+    payload BYTEA NOT NULL,
+    epoch BIGINT NOT NULL
+);
+CREATE TABLE players (
+    player TEXT PRIMARY KEY,
+    zone BIGINT NOT NULL,
+    x REAL NOT NULL,
+    y REAL NOT NULL,
+    data BYTEA NOT NULL,
+    updated_at_unix_ms BIGINT NOT NULL
+);
+INSERT INTO players VALUES ('old-timer', 3, 1.5, -2.0, '\\x6f6c64', 1700000000000);
+";
+
+#[tokio::test]
+async fn a_version_one_database_migrates_and_its_players_read_as_version_zero() {
+    let Some(fixture) =
+        make("a_version_one_database_migrates_and_its_players_read_as_version_zero").await
+    else {
+        return;
+    };
+    fixture
+        .admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\"; {V1_PLAYERS}",
+            schema = fixture.schema
+        ))
+        .await
+        .expect("create a version-1 database");
+    let store = fixture.open().await;
+    let old = store
+        .load_player("old-timer")
+        .await
+        .expect("load")
+        .expect("kept through the migration");
+    assert_eq!((old.zone, old.x, old.y), (3, 1.5, -2.0));
+    assert_eq!(old.data.as_ref(), b"old");
+    conformance::check_pre_version_record(&store, old).await;
     fixture.cleanup().await;
 }
 

@@ -103,6 +103,61 @@ async fn a_damaged_page_fails_the_integrity_check() {
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
 }
 
+/// A player record in the embedded codec's format 1 (written before versions).
+fn format_one_player(name: &str, zone: u32, x: f32, y: f32, data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![1u8];
+    let name_len = u16::try_from(name.len()).expect("short name");
+    bytes.extend_from_slice(&name_len.to_le_bytes());
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(&zone.to_le_bytes());
+    bytes.extend_from_slice(&x.to_le_bytes());
+    bytes.extend_from_slice(&y.to_le_bytes());
+    bytes.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    let data_len = u32::try_from(data.len()).expect("small data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Writes a file as the schema-1 store did: its schema version and one player.
+fn write_schema_one_file(path: &std::path::Path) {
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let players: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("players");
+    let db = redb::Database::create(path).expect("create");
+    let txn = db.begin_write().expect("begin");
+    {
+        let mut table = txn.open_table(meta).expect("meta");
+        table.insert("schema_version", 1).expect("insert");
+        let mut table = txn.open_table(players).expect("players");
+        let record = format_one_player("veteran", 4, 2.5, -1.0, b"old bag");
+        table.insert("veteran", record.as_slice()).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_file_from_before_player_versions_opens_and_reads_as_version_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.redb");
+    write_schema_one_file(&path);
+
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path).expect("an old file opens"));
+    let old = store
+        .load_player("veteran")
+        .await
+        .expect("load")
+        .expect("kept");
+    assert_eq!((old.zone, old.x, old.y), (4, 2.5, -1.0));
+    assert_eq!(old.data.as_ref(), b"old bag");
+    let newer = conformance::check_pre_version_record(&store, old).await;
+    drop(store);
+    let store = RedbStore::open(&path).expect("reopens");
+    assert_eq!(
+        store.load_player("veteran").await.expect("load"),
+        Some(newer)
+    );
+}
+
 #[test]
 fn opening_in_a_missing_directory_is_an_io_error() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -14,6 +14,7 @@ use zonemesh_server::persist::KeepWarm;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig, Server, ServerStatus};
 use zonemesh_shared::quant::Vec2;
+use zonemesh_store::PlayerRecord;
 
 /// How long any wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -140,6 +141,30 @@ impl TestServer {
                 .map(|z| (&z.zone, &z.player_names))
                 .collect::<Vec<_>>()
         );
+    }
+}
+
+impl TestServer {
+    /// Waits until the store holds a record of `player` for which `check` holds,
+    /// re-reading it every 10 ms, and returns that record.
+    pub async fn wait_player_record(
+        &self,
+        player: &str,
+        what: &str,
+        check: impl Fn(&PlayerRecord) -> bool,
+    ) -> PlayerRecord {
+        let store = self.server.store();
+        within(what, async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                let stored = store.load_player(player).await.expect("store readable");
+                if let Some(record) = stored.filter(|r| check(r)) {
+                    return record;
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -4,14 +4,20 @@
 //! rewrite of old files; integers are little-endian, strings and blobs are
 //! length-prefixed. Decoding never trusts the bytes: any truncation, trailing garbage,
 //! unknown format or invalid UTF-8 is [`StoreError::Corrupt`], never a panic.
+//!
+//! Formats: every value is written in format 1, except player records, which are
+//! written in format 2 (format 1 plus the record version). A format-1 player record,
+//! written before versions existed, still decodes, with version 0.
 
 use bytes::Bytes;
 
 use crate::StoreError;
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
-/// The only value format so far.
+/// The first value format, still written for everything but player records.
 const FORMAT_V1: u8 = 1;
+/// Player records with a version (after `updated_at_unix_ms`).
+const FORMAT_V2: u8 = 2;
 
 /// A zone's latest epoch and the node that took it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,9 +30,15 @@ pub(crate) struct EpochEntry {
 struct Writer(Vec<u8>);
 
 impl Writer {
+    /// A value in [`FORMAT_V1`].
     fn new(capacity: usize) -> Self {
+        Self::with_format(FORMAT_V1, capacity)
+    }
+
+    /// A value in `format`.
+    fn with_format(format: u8, capacity: usize) -> Self {
         let mut bytes = Vec::with_capacity(capacity + 1);
-        bytes.push(FORMAT_V1);
+        bytes.push(format);
         Self(bytes)
     }
 
@@ -69,14 +81,24 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// Starts reading a value of kind `what`, checking its format byte.
+    /// Starts reading a value of kind `what` in [`FORMAT_V1`].
     fn new(bytes: &'a [u8], what: &'static str) -> Result<Self, StoreError> {
+        Self::with_formats(bytes, what, &[FORMAT_V1]).map(|(reader, _)| reader)
+    }
+
+    /// Starts reading a value of kind `what` in one of `known` formats; returns the
+    /// reader and the value's format.
+    fn with_formats(
+        bytes: &'a [u8],
+        what: &'static str,
+        known: &[u8],
+    ) -> Result<(Self, u8), StoreError> {
         let mut reader = Self { bytes, what };
         let [format] = reader.array::<1>()?;
-        if format != FORMAT_V1 {
+        if !known.contains(&format) {
             return Err(reader.corrupt(&format!("unknown format {format}")));
         }
-        Ok(reader)
+        Ok((reader, format))
     }
 
     fn corrupt(&self, detail: &str) -> StoreError {
@@ -184,28 +206,38 @@ pub(crate) fn decode_zone(bytes: &[u8]) -> Result<ZoneRecord, StoreError> {
     Ok(record)
 }
 
-/// Encodes a player record.
+/// Encodes a player record (always in [`FORMAT_V2`]).
 pub(crate) fn encode_player(record: &PlayerRecord) -> Vec<u8> {
-    let mut w = Writer::new(20 + 2 + record.player.len() + 4 + record.data.len());
+    let len = 28 + 2 + record.player.len() + 4 + record.data.len();
+    let mut w = Writer::with_format(FORMAT_V2, len);
     w.str(&record.player);
     w.u32(record.zone);
     w.f32(record.x);
     w.f32(record.y);
     w.u64(record.updated_at_unix_ms);
+    w.u64(record.version);
     w.blob(&record.data);
     w.0
 }
 
-/// Decodes a player record.
+/// Decodes a player record in [`FORMAT_V2`], or in [`FORMAT_V1`] (written before
+/// records had versions) as version 0, so any versioned write replaces it.
 pub(crate) fn decode_player(bytes: &[u8]) -> Result<PlayerRecord, StoreError> {
-    let mut r = Reader::new(bytes, "player record")?;
+    let (mut r, format) = Reader::with_formats(bytes, "player record", &[FORMAT_V1, FORMAT_V2])?;
+    let player = r.string()?;
+    let zone = r.u32()?;
+    let x = r.f32()?;
+    let y = r.f32()?;
+    let updated_at_unix_ms = r.u64()?;
+    let version = if format == FORMAT_V1 { 0 } else { r.u64()? };
     let record = PlayerRecord {
-        player: r.string()?,
-        zone: r.u32()?,
-        x: r.f32()?,
-        y: r.f32()?,
-        updated_at_unix_ms: r.u64()?,
+        player,
+        zone,
+        x,
+        y,
         data: r.blob()?,
+        updated_at_unix_ms,
+        version,
     };
     r.finish()?;
     Ok(record)
@@ -248,6 +280,7 @@ mod tests {
             y: 1e6,
             data: Bytes::from_static(b"inventory"),
             updated_at_unix_ms: 1_700_000_000_000,
+            version: (7 << 32) | 3,
         }
     }
 
@@ -312,10 +345,53 @@ mod tests {
         }
     }
 
+    /// A player record exactly as the format-1 encoder (before versions) wrote it.
+    fn encode_player_v1(record: &PlayerRecord) -> Vec<u8> {
+        let mut w = Writer::new(64);
+        w.str(&record.player);
+        w.u32(record.zone);
+        w.f32(record.x);
+        w.f32(record.y);
+        w.u64(record.updated_at_unix_ms);
+        w.blob(&record.data);
+        w.0
+    }
+
+    #[test]
+    fn a_player_record_written_before_versions_decodes_as_version_zero() {
+        let old = encode_player_v1(&player());
+        assert_eq!(old[0], FORMAT_V1);
+        let expected = PlayerRecord {
+            version: 0,
+            ..player()
+        };
+        assert_eq!(decode_player(&old).ok(), Some(expected));
+        for len in 0..old.len() {
+            assert!(matches!(
+                decode_player(&old[..len]),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        // New records are written in format 2 and keep their version.
+        let new = encode_player(&player());
+        assert_eq!(new[0], FORMAT_V2);
+        assert_eq!(
+            decode_player(&new).map(|r| r.version).ok(),
+            Some((7 << 32) | 3)
+        );
+    }
+
     #[test]
     fn unknown_format_and_bad_utf8_are_corrupt() {
         let mut bytes = encode_player(&player());
-        bytes[0] = 2;
+        bytes[0] = 3;
+        assert!(matches!(decode_player(&bytes), Err(StoreError::Corrupt(_))));
+        // Format 2 is for player records only.
+        let mut bytes = encode_zone(&zone());
+        bytes[0] = FORMAT_V2;
+        assert!(matches!(decode_zone(&bytes), Err(StoreError::Corrupt(_))));
+        let mut bytes = encode_player(&player());
+        bytes[0] = 0;
         assert!(matches!(decode_player(&bytes), Err(StoreError::Corrupt(_))));
         let mut bytes = encode_epoch(&EpochEntry {
             epoch: 1,

@@ -18,7 +18,9 @@ use redb::{Builder, Database, DatabaseError, StorageError};
 use tokio::sync::Semaphore;
 
 use crate::store::{Counters, Op};
-use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+use crate::types::{
+    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
+};
 use crate::{Store, StoreError, StoreFuture, StoreStats, limits};
 
 /// Options of [`RedbStore::open_with`].
@@ -177,8 +179,13 @@ impl Store for RedbStore {
         })
     }
 
-    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()> {
-        self.counters.counted(Op::Checkpoint, async move {
+    fn checkpoint(
+        &self,
+        zone: u32,
+        epoch: u64,
+        checkpoint: Checkpoint,
+    ) -> StoreFuture<'_, SaveOutcome> {
+        self.counters.counted_save(Op::Checkpoint, async move {
             limits::validate_checkpoint(zone, &checkpoint)?;
             self.run(move |db| ops::checkpoint(db, zone, epoch, checkpoint))
                 .await
@@ -190,8 +197,8 @@ impl Store for RedbStore {
         zone: u32,
         epoch: u64,
         players: Vec<PlayerRecord>,
-    ) -> StoreFuture<'_, ()> {
-        self.counters.counted(Op::SavePlayers, async move {
+    ) -> StoreFuture<'_, SaveOutcome> {
+        self.counters.counted_save(Op::SavePlayers, async move {
             limits::validate_player_batch(zone, &players)?;
             self.run(move |db| ops::save_players(db, zone, epoch, &players))
                 .await

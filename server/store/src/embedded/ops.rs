@@ -9,7 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::codec::{self, EpochEntry};
 use crate::types::{
-    ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord,
+    ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome,
+    ZoneRecord,
 };
 use crate::{StoreError, fence, limits};
 
@@ -28,8 +29,11 @@ const PLAYER_ACTIONS: TableDefinition<(&str, u128), ()> = TableDefinition::new("
 
 /// The key of the schema version in [`META`].
 const SCHEMA_VERSION_KEY: &str = "schema_version";
-/// The layout this build writes and understands.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+/// The layout this build writes and understands. Version 2 writes player records
+/// with a version (codec format 2); a version-1 file needs no rewrite (its player
+/// records read as version 0), so opening one just records version 2, which keeps an
+/// older build from misreading the new records.
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// Maps any redb error: corruption becomes [`StoreError::Corrupt`], the rest
 /// [`StoreError::Database`].
@@ -59,8 +63,8 @@ pub(crate) fn init(db: &Database) -> Result<(), StoreError> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(_) => {}
-            None => {
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(_) | None => {
                 meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
                     .map_err(from_redb)?;
             }
@@ -127,10 +131,23 @@ fn check_fence(txn: &WriteTransaction, zone: u32, epoch: u64) -> Result<(), Stor
     fence::check(zone, current, epoch)
 }
 
-/// Upserts player records inside a write transaction.
-fn put_players(txn: &WriteTransaction, players: &[PlayerRecord]) -> Result<(), StoreError> {
+/// Upserts player records inside a write transaction, each only over an older stored
+/// version; returns the names skipped as stale, in name order.
+fn put_players(
+    txn: &WriteTransaction,
+    players: &[PlayerRecord],
+) -> Result<SaveOutcome, StoreError> {
     let mut table = txn.open_table(PLAYERS).map_err(from_redb)?;
+    let mut stale_players = Vec::new();
     for record in players {
+        let stored = match table.get(record.player.as_str()).map_err(from_redb)? {
+            Some(guard) => Some(codec::decode_player(guard.value())?.version),
+            None => None,
+        };
+        if stored.is_some_and(|stored| stored >= record.version) {
+            stale_players.push(record.player.clone());
+            continue;
+        }
         table
             .insert(
                 record.player.as_str(),
@@ -138,7 +155,8 @@ fn put_players(txn: &WriteTransaction, players: &[PlayerRecord]) -> Result<(), S
             )
             .map_err(from_redb)?;
     }
-    Ok(())
+    stale_players.sort_unstable();
+    Ok(SaveOutcome { stale_players })
 }
 
 /// Writes a checkpoint, fenced, in one transaction.
@@ -147,7 +165,7 @@ pub(crate) fn checkpoint(
     zone: u32,
     epoch: u64,
     checkpoint: Checkpoint,
-) -> Result<(), StoreError> {
+) -> Result<SaveOutcome, StoreError> {
     let txn = db.begin_write().map_err(from_redb)?;
     check_fence(&txn, zone, epoch)?;
     if let Some(snapshot) = checkpoint.zone_state {
@@ -155,8 +173,9 @@ pub(crate) fn checkpoint(
         let mut states = txn.open_table(ZONE_STATE).map_err(from_redb)?;
         states.insert(zone, record.as_slice()).map_err(from_redb)?;
     }
-    put_players(&txn, &checkpoint.players)?;
-    txn.commit().map_err(from_redb)
+    let outcome = put_players(&txn, &checkpoint.players)?;
+    txn.commit().map_err(from_redb)?;
+    Ok(outcome)
 }
 
 /// Upserts player records, fenced, in one transaction.
@@ -165,11 +184,12 @@ pub(crate) fn save_players(
     zone: u32,
     epoch: u64,
     players: &[PlayerRecord],
-) -> Result<(), StoreError> {
+) -> Result<SaveOutcome, StoreError> {
     let txn = db.begin_write().map_err(from_redb)?;
     check_fence(&txn, zone, epoch)?;
-    put_players(&txn, players)?;
-    txn.commit().map_err(from_redb)
+    let outcome = put_players(&txn, players)?;
+    txn.commit().map_err(from_redb)?;
+    Ok(outcome)
 }
 
 /// Commits an action once, fenced. A known id leaves the transaction uncommitted.

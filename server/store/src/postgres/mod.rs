@@ -18,7 +18,9 @@ use tokio_postgres::{Client, Config};
 
 use self::pool::{OpFuture, Pool, PoolConfig};
 use crate::store::{Counters, Op};
-use crate::types::{ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord};
+use crate::types::{
+    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
+};
 use crate::{Store, StoreError, StoreFuture, StoreStats, limits};
 
 /// The schema used when none is configured.
@@ -194,12 +196,17 @@ impl Store for PostgresStore {
         })
     }
 
-    fn checkpoint(&self, zone: u32, epoch: u64, checkpoint: Checkpoint) -> StoreFuture<'_, ()> {
-        self.counters.counted(Op::Checkpoint, async move {
+    fn checkpoint(
+        &self,
+        zone: u32,
+        epoch: u64,
+        checkpoint: Checkpoint,
+    ) -> StoreFuture<'_, SaveOutcome> {
+        self.counters.counted_save(Op::Checkpoint, async move {
             limits::validate_checkpoint(zone, &checkpoint)?;
             let checkpoint = Arc::new(checkpoint);
             self.pool
-                .run(move |client: &mut Client| -> OpFuture<'_, ()> {
+                .run(move |client: &mut Client| -> OpFuture<'_, SaveOutcome> {
                     let checkpoint = Arc::clone(&checkpoint);
                     Box::pin(async move { ops::checkpoint(client, zone, epoch, &checkpoint).await })
                 })
@@ -212,12 +219,12 @@ impl Store for PostgresStore {
         zone: u32,
         epoch: u64,
         players: Vec<PlayerRecord>,
-    ) -> StoreFuture<'_, ()> {
-        self.counters.counted(Op::SavePlayers, async move {
+    ) -> StoreFuture<'_, SaveOutcome> {
+        self.counters.counted_save(Op::SavePlayers, async move {
             limits::validate_player_batch(zone, &players)?;
             let players = Arc::new(players);
             self.pool
-                .run(move |client: &mut Client| -> OpFuture<'_, ()> {
+                .run(move |client: &mut Client| -> OpFuture<'_, SaveOutcome> {
                     let players = Arc::clone(&players);
                     Box::pin(async move { ops::save_players(client, zone, epoch, &players).await })
                 })

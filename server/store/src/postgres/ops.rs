@@ -7,6 +7,14 @@
 //! waits for the activation and sees the new epoch. Plain SQL only; under
 //! SERIALIZABLE databases (CockroachDB) the same conflict surfaces as a serialization
 //! failure, which the pool retries.
+//!
+//! Player versions: the upsert's `DO UPDATE ... WHERE players.version <
+//! EXCLUDED.version` compares against the row as it is when the statement locks it
+//! (the newest committed version, even one committed after the transaction began), so
+//! racing writers of one player end with the highest version stored. Rows it leaves
+//! alone are not in its `RETURNING` list; that is how skipped players are found.
+
+use std::collections::HashSet;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Transaction};
@@ -14,18 +22,22 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 use super::pool::OpError;
 use super::rows::{self, to_i64};
 use crate::types::{
-    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, ZoneRecord, ZoneSnapshot,
+    ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
+    ZoneSnapshot,
 };
 use crate::{StoreError, fence, limits};
 
-/// Rows per multi-row `INSERT` of players: 6 parameters each, far below the protocol's
-/// 65535-parameter limit, and few statements even for a full batch.
+/// Rows per multi-row `INSERT` of players: [`PLAYER_PARAMS`] parameters each, far
+/// below the protocol's 65535-parameter limit, and few statements even for a full
+/// batch.
 const PLAYER_ROWS_PER_STATEMENT: usize = 1000;
 
 /// Columns of a `zone_state` read.
 const ZONE_COLUMNS: &str = "epoch, tick, saved_at_unix_ms, state";
 /// Columns of a `players` read or write, in parameter order.
-const PLAYER_COLUMNS: &str = "player, zone, x, y, data, updated_at_unix_ms";
+const PLAYER_COLUMNS: &str = "player, zone, x, y, data, updated_at_unix_ms, version";
+/// Parameters per player row: one per column of [`PLAYER_COLUMNS`].
+const PLAYER_PARAMS: usize = 7;
 /// Columns of an `actions` read.
 const ACTION_COLUMNS: &str = "id, player, zone, kind, payload";
 
@@ -74,15 +86,15 @@ pub(crate) async fn checkpoint(
     zone: u32,
     epoch: u64,
     checkpoint: &Checkpoint,
-) -> Result<(), OpError> {
+) -> Result<SaveOutcome, OpError> {
     let tx = client.transaction().await?;
     check_fence(&tx, zone, epoch).await?;
     if let Some(snapshot) = &checkpoint.zone_state {
         write_zone(&tx, zone, epoch, snapshot).await?;
     }
-    write_players(&tx, &checkpoint.players).await?;
+    let outcome = write_players(&tx, &checkpoint.players).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(outcome)
 }
 
 /// Upserts players, fenced, in one transaction.
@@ -91,12 +103,12 @@ pub(crate) async fn save_players(
     zone: u32,
     epoch: u64,
     players: &[PlayerRecord],
-) -> Result<(), OpError> {
+) -> Result<SaveOutcome, OpError> {
     let tx = client.transaction().await?;
     check_fence(&tx, zone, epoch).await?;
-    write_players(&tx, players).await?;
+    let outcome = write_players(&tx, players).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(outcome)
 }
 
 /// Upserts the zone's state row, stamped with the fencing epoch.
@@ -132,6 +144,7 @@ struct PlayerParams<'a> {
     y: f32,
     data: &'a [u8],
     updated_at_unix_ms: i64,
+    version: i64,
 }
 
 impl<'a> PlayerParams<'a> {
@@ -143,6 +156,7 @@ impl<'a> PlayerParams<'a> {
             y: record.y,
             data: &record.data,
             updated_at_unix_ms: to_i64("player updated_at_unix_ms", record.updated_at_unix_ms)?,
+            version: to_i64("player version", record.version)?,
         })
     }
 
@@ -154,50 +168,60 @@ impl<'a> PlayerParams<'a> {
         params.push(&self.y);
         params.push(&self.data);
         params.push(&self.updated_at_unix_ms);
+        params.push(&self.version);
     }
 }
 
 /// Upserts players with multi-row statements, in name order so that concurrent
-/// batches lock rows in the same order.
-async fn write_players(tx: &Transaction<'_>, players: &[PlayerRecord]) -> Result<(), OpError> {
+/// batches lock rows in the same order. Each row replaces only an older version;
+/// returns the players whose row was left alone, in name order.
+async fn write_players(
+    tx: &Transaction<'_>,
+    players: &[PlayerRecord],
+) -> Result<SaveOutcome, OpError> {
     let mut sorted: Vec<&PlayerRecord> = players.iter().collect();
     sorted.sort_unstable_by(|a, b| a.player.cmp(&b.player));
+    let mut stale_players = Vec::new();
     for chunk in sorted.chunks(PLAYER_ROWS_PER_STATEMENT) {
         let rows = chunk
             .iter()
             .map(|record| PlayerParams::new(record))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut params = Vec::with_capacity(rows.len() * 6);
+        let mut params = Vec::with_capacity(rows.len() * PLAYER_PARAMS);
         for row in &rows {
             row.push_into(&mut params);
         }
-        tx.execute(&players_upsert_sql(rows.len()), &params).await?;
+        let written = tx.query(&players_upsert_sql(rows.len()), &params).await?;
+        let written = written
+            .iter()
+            .map(|row| rows::column::<String>(row, "player"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        let skipped = chunk.iter().filter(|r| !written.contains(&r.player));
+        stale_players.extend(skipped.map(|r| r.player.clone()));
     }
-    Ok(())
+    Ok(SaveOutcome { stale_players })
 }
 
-/// `INSERT INTO players ... VALUES (...), ... ON CONFLICT DO UPDATE` for `n_rows` rows.
+/// `INSERT INTO players ... VALUES (...), ... ON CONFLICT DO UPDATE ... WHERE older
+/// RETURNING player` for `n_rows` rows.
 pub(crate) fn players_upsert_sql(n_rows: usize) -> String {
     let mut sql = format!("INSERT INTO players ({PLAYER_COLUMNS}) VALUES ");
     for row in 0..n_rows {
-        let base = row * 6;
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6
-        ));
+        let base = row * PLAYER_PARAMS;
+        let placeholders: Vec<String> = (1..=PLAYER_PARAMS)
+            .map(|i| format!("${}", base + i))
+            .collect();
+        sql.push_str(&format!("({})", placeholders.join(", ")));
     }
     sql.push_str(
         " ON CONFLICT (player) DO UPDATE SET zone = EXCLUDED.zone, x = EXCLUDED.x,
           y = EXCLUDED.y, data = EXCLUDED.data,
-          updated_at_unix_ms = EXCLUDED.updated_at_unix_ms",
+          updated_at_unix_ms = EXCLUDED.updated_at_unix_ms, version = EXCLUDED.version
+          WHERE players.version < EXCLUDED.version
+          RETURNING player",
     );
     sql
 }
@@ -323,10 +347,14 @@ mod tests {
     #[test]
     fn player_upsert_numbers_every_parameter_once() {
         let sql = players_upsert_sql(2);
-        assert!(sql.contains("($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"));
-        assert!(!sql.contains("$13"));
+        assert!(sql.contains("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"));
+        assert!(!sql.contains("$15"));
         assert!(sql.contains("ON CONFLICT (player) DO UPDATE"));
+        assert!(sql.contains("WHERE players.version < EXCLUDED.version"));
+        assert!(sql.contains("RETURNING player"));
         let full = players_upsert_sql(PLAYER_ROWS_PER_STATEMENT);
-        assert!(full.contains(&format!("${}", PLAYER_ROWS_PER_STATEMENT * 6)));
+        let last = PLAYER_ROWS_PER_STATEMENT * PLAYER_PARAMS;
+        assert!(full.contains(&format!("${last})")));
+        assert!(!full.contains(&format!("${}", last + 1)));
     }
 }

@@ -1,7 +1,8 @@
 //! Conversions between the store's types and PostgreSQL columns.
 //!
 //! PostgreSQL has no unsigned integers, so `u32` zones live in `BIGINT`, `u16` kinds in
-//! `INTEGER`, `u64` counters in `BIGINT` (inputs are validated to fit) and action ids in
+//! `INTEGER`, `u64` counters and player versions in `BIGINT` (inputs are validated to
+//! fit, see [`MAX_STORED_U64`](crate::limits::MAX_STORED_U64)) and action ids in
 //! 16-byte big-endian `BYTEA` (so byte order is id order). Reading never trusts a row:
 //! a value out of range or of the wrong type is [`StoreError::Corrupt`].
 
@@ -64,6 +65,7 @@ pub(crate) fn player_record(row: &Row) -> Result<PlayerRecord, StoreError> {
             "player updated_at_unix_ms",
             column(row, "updated_at_unix_ms")?,
         )?,
+        version: to_u64("player version", column(row, "version")?)?,
     })
 }
 

@@ -13,7 +13,7 @@ use super::pool::OpError;
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: epochs, zone state, players and durable actions.
 const V1: &str = "
@@ -48,8 +48,14 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_by_player ON actions (player, id);
 ";
 
+/// Version 2: player records carry a version; rows written before it read as 0, so
+/// any versioned write replaces them.
+const V2: &str = "
+ALTER TABLE players ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+";
+
 /// Every migration, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// Attempts of the whole migration when a concurrent migrator races our DDL.
 const MAX_ATTEMPTS: u32 = 3;
@@ -136,9 +142,9 @@ mod tests {
         assert!(versions.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(versions.last(), Some(&SCHEMA_VERSION));
         for (_, ddl) in MIGRATIONS {
-            // Idempotent DDL only: every CREATE must be guarded.
+            // Idempotent DDL only: every CREATE and added column must be guarded.
             assert_eq!(
-                ddl.matches("CREATE").count(),
+                ddl.matches("CREATE").count() + ddl.matches("ADD COLUMN").count(),
                 ddl.matches("IF NOT EXISTS").count()
             );
         }

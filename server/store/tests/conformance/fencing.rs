@@ -198,7 +198,7 @@ pub(crate) async fn racing_activation_and_checkpoint_linearize(fixture: &impl Fi
         let taken = taker.await.expect("join").expect("activate");
         let loaded = taken.record.map(|record| record.state);
         match written {
-            Ok(()) => assert_eq!(loaded, Some(state), "round {round}: write after load"),
+            Ok(_) => assert_eq!(loaded, Some(state), "round {round}: write after load"),
             Err(StoreError::StaleEpoch { .. }) => assert_ne!(loaded, Some(state)),
             Err(other) => panic!("round {round}: {other:?}"),
         }

@@ -19,10 +19,12 @@ use zonemesh_store::{
 mod fencing;
 mod limits;
 mod records;
+mod versions;
 
 pub(crate) use fencing::*;
 pub(crate) use limits::*;
 pub(crate) use records::*;
+pub(crate) use versions::*;
 
 /// A boxed future, for the fixture trait.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -65,6 +67,12 @@ macro_rules! conformance_tests {
             oversized_inputs_are_rejected_and_change_nothing,
             invalid_inputs_are_rejected,
             reads_do_not_bump_epochs_and_stats_count_calls,
+            newer_player_versions_replace_older_ones,
+            equal_and_older_versions_are_refused_and_reported,
+            a_mixed_batch_commits_everything_but_the_stale_records,
+            racing_saves_of_one_player_keep_the_highest_version,
+            reopen_keeps_player_versions,
+            versions_beyond_a_signed_column_are_invalid,
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {
@@ -92,7 +100,7 @@ macro_rules! conformance_tests {
 
 // ---- builders -------------------------------------------------------------------
 
-/// A player record in `zone` at `(x, 0)` with `data`.
+/// A player record in `zone` at `(x, -x)` with `data`, at version 1.
 pub(crate) fn player(name: &str, zone: u32, x: f32, data: &'static [u8]) -> PlayerRecord {
     PlayerRecord {
         player: name.to_owned(),
@@ -101,6 +109,15 @@ pub(crate) fn player(name: &str, zone: u32, x: f32, data: &'static [u8]) -> Play
         y: -x,
         data: Bytes::from_static(data),
         updated_at_unix_ms: 1_700_000_000_000,
+        version: 1,
+    }
+}
+
+/// [`player`] at `version`.
+pub(crate) fn versioned(name: &str, zone: u32, version: u64, data: &'static [u8]) -> PlayerRecord {
+    PlayerRecord {
+        version,
+        ..player(name, zone, version as f32, data)
     }
 }
 

@@ -104,6 +104,7 @@ pub(crate) async fn player_round_trip_and_overwrite(fixture: &impl Fixture) {
     assert_eq!(store.load_player("dana").await.expect("load"), Some(first));
     let moved = PlayerRecord {
         updated_at_unix_ms: 1_700_000_000_500,
+        version: 2,
         ..player("dana", 21, 7.5, b"v2")
     };
     store
