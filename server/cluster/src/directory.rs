@@ -118,8 +118,22 @@ impl Directory {
         requester: Option<NodeRef>,
         view: &View,
     ) -> Option<NodeRef> {
+        self.place_excluding(now, zone, requester, view, None)
+    }
+
+    /// Places `zone` on a live member other than `excluded` (a node reported dead that
+    /// this view still lists) and records the choice.
+    pub fn place_excluding(
+        &mut self,
+        now: Millis,
+        zone: ZoneId,
+        requester: Option<NodeRef>,
+        view: &View,
+        excluded: Option<NodeRef>,
+    ) -> Option<NodeRef> {
         let candidates: Vec<Candidate> = view
             .members()
+            .filter(|m| Some(m.node) != excluded)
             .map(|m| Candidate {
                 node: m.node,
                 load: self.n_placed.get(&m.node).copied().unwrap_or(0),

@@ -58,6 +58,14 @@ pub enum NodeMsg {
         /// The zone to bring back.
         zone: ZoneId,
     },
+    /// A deputy of the zone's directory owner saw `host` die while holding `zone`; the
+    /// owner brings the zone back even if its own view has not caught up yet.
+    HostDied {
+        /// The zone.
+        zone: ZoneId,
+        /// The dead run.
+        host: NodeRef,
+    },
 }
 
 /// A directory owner's answer.
@@ -180,6 +188,7 @@ const TAG_LOOKUP_REPLY: u8 = 2;
 const TAG_REGISTER: u8 = 3;
 const TAG_UNREGISTER: u8 = 4;
 const TAG_ACTIVATE: u8 = 5;
+const TAG_HOST_DIED: u8 = 6;
 
 const ANSWER_HOST: u8 = 1;
 const ANSWER_NOT_OWNER: u8 = 2;
@@ -211,6 +220,11 @@ impl Envelope {
                 w.u8(TAG_ACTIVATE);
                 w.u32(zone.0);
             }
+            NodeMsg::HostDied { zone, host } => {
+                w.u8(TAG_HOST_DIED);
+                w.u32(zone.0);
+                host.encode(&mut w);
+            }
         }
         w.into_vec()
     }
@@ -238,6 +252,10 @@ impl Envelope {
             }
             TAG_ACTIVATE => NodeMsg::Activate {
                 zone: ZoneId(r.u32()?),
+            },
+            TAG_HOST_DIED => NodeMsg::HostDied {
+                zone: ZoneId(r.u32()?),
+                host: NodeRef::decode(&mut r)?,
             },
             tag => return Err(unknown("node message", tag)),
         };
@@ -321,6 +339,7 @@ mod tests {
                 epoch: 0,
             },
             NodeMsg::Activate { zone: z },
+            NodeMsg::HostDied { zone: z, host: a },
         ];
         msgs.into_iter()
             .map(|msg| Envelope {

@@ -59,6 +59,28 @@ impl Ring {
         Some(self.points[i % self.points.len()].1)
     }
 
+    /// The first `n` distinct nodes clockwise from `zone`: its owner, then the nodes
+    /// that would own it if the ones before them left.
+    pub fn successors(&self, zone: ZoneId, n: usize) -> Vec<NodeRef> {
+        let mut found: Vec<NodeRef> = Vec::with_capacity(n);
+        if self.points.is_empty() {
+            return found;
+        }
+        let start = self
+            .points
+            .partition_point(|&(point, _)| point < zone_hash(zone));
+        for k in 0..self.points.len() {
+            let node = self.points[(start + k) % self.points.len()].1;
+            if !found.contains(&node) {
+                found.push(node);
+                if found.len() == n {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     /// Whether the ring has no members.
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
@@ -136,6 +158,22 @@ mod tests {
         );
         let share = moved.len() as f64 / f64::from(n_zones);
         assert!((0.05..0.16).contains(&share), "moved share {share}");
+    }
+
+    #[test]
+    fn successors_start_with_the_owner_and_are_distinct() {
+        let ring = Ring::new(nodes(5), RingConfig::default());
+        for z in 0..500 {
+            let next = ring.successors(ZoneId(z), 3);
+            assert_eq!(next.len(), 3);
+            assert_eq!(Some(next[0]), ring.owner(ZoneId(z)));
+            assert!(next[0] != next[1] && next[1] != next[2] && next[0] != next[2]);
+        }
+        assert_eq!(
+            ring.successors(ZoneId(1), 9).len(),
+            5,
+            "no more than the members"
+        );
     }
 
     #[test]

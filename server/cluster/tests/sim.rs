@@ -72,9 +72,18 @@ fn a_dead_nodes_zones_serve_again_and_a_join_moves_about_one_nth() {
     })
     .unwrap_or_else(|f| panic!("{f}"));
     assert!(report.n_zones_failed_over > 0, "{report:?}");
-    assert!(report.detect_all_ms < 60_000, "the dead node was never detected: {report:?}");
-    assert!(report.failover_ms < 60_000, "its zones never served again: {report:?}");
-    assert!(report.failover_ms >= 4_000, "zones moved before the lease could run out: {report:?}");
+    assert!(
+        report.detect_all_ms < 60_000,
+        "the dead node was never detected: {report:?}"
+    );
+    assert!(
+        report.failover_ms < 60_000,
+        "its zones never served again: {report:?}"
+    );
+    assert!(
+        report.failover_ms >= 4_000,
+        "zones moved before the lease could run out: {report:?}"
+    );
     assert!((0.03..0.2).contains(&report.moved_on_join), "{report:?}");
     assert!(report.gossip_bytes_per_node_s > 0.0);
 }

@@ -11,6 +11,9 @@ use crate::membership::MembershipEvent;
 use crate::msg::{Envelope, LeaseGrant, LookupAnswer, NodeMsg, StoreCall, StoreReply};
 use crate::ring::Ring;
 
+/// Nodes after a zone's directory owner on the ring that report its host's death.
+const N_DEPUTIES: usize = 2;
+
 impl NodeCore {
     /// Folds a membership event in. When the set of live members changes: the ring is
     /// rebuilt, the directory drops what it no longer owns and brings back zones whose
@@ -83,10 +86,17 @@ impl NodeCore {
 
     /// Places `zone` again (its host died) and asks the chosen node to activate it.
     fn bring_back(&mut self, now: Millis, zone: ZoneId) {
+        self.bring_back_without(now, zone, None);
+    }
+
+    fn bring_back_without(&mut self, now: Millis, zone: ZoneId, dead: Option<NodeRef>) {
         if self.ring.owner(zone) != Some(self.me) {
             return;
         }
-        match self.directory.place(now, zone, None, &self.view) {
+        match self
+            .directory
+            .place_excluding(now, zone, None, &self.view, dead)
+        {
             Some(host) if host == self.me => self.start_activation(now, zone),
             Some(host) => self.send(host, NodeMsg::Activate { zone }),
             None => {}
@@ -117,6 +127,7 @@ impl NodeCore {
                 self.directory.unregister(zone, host, epoch)
             }
             NodeMsg::Activate { zone } => self.start_activation(now, zone),
+            NodeMsg::HostDied { zone, host } => self.bring_back_if_held_by(now, zone, host),
         }
     }
 
@@ -173,17 +184,33 @@ impl NodeCore {
             StoreReply::ZonesHeld { node, zones } => {
                 if !self.view.is_live(node) {
                     for zone in zones {
-                        let hosted_by_dead =
-                            self.directory.entry(zone).is_none_or(|e| e.host == node);
-                        if hosted_by_dead {
-                            self.bring_back(now, zone);
-                        }
+                        self.handle_orphan(now, zone, node);
                     }
                 }
             }
             StoreReply::Unavailable { call } => self.defer(now, call),
         }
         self.drain_local(now);
+    }
+
+    /// A zone whose holder `dead` died: its directory owner brings it back; its two
+    /// deputies (the next nodes on the ring) tell the owner, so a death the owner has
+    /// not noticed yet (SWIM spreads news to most nodes fast, to the last ones
+    /// sometimes only after a full probe round) does not hold the zone up.
+    fn handle_orphan(&mut self, now: Millis, zone: ZoneId, dead: NodeRef) {
+        let successors = self.ring.successors(zone, N_DEPUTIES + 1);
+        match successors.iter().position(|n| *n == self.me) {
+            Some(0) => self.bring_back_if_held_by(now, zone, dead),
+            Some(_) => self.send(successors[0], NodeMsg::HostDied { zone, host: dead }),
+            None => {}
+        }
+    }
+
+    fn bring_back_if_held_by(&mut self, now: Millis, zone: ZoneId, dead: NodeRef) {
+        let held_by_dead = self.directory.entry(zone).is_none_or(|e| e.host == dead);
+        if held_by_dead {
+            self.bring_back_without(now, zone, Some(dead));
+        }
     }
 
     fn handle_lease(&mut self, now: Millis, request: u64, grant: Option<LeaseGrant>) {
