@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md at the repository root for the big picture.
 
 pub mod admin;
+pub mod cluster;
 pub mod demo;
 pub mod dev;
 pub mod game;

@@ -4,7 +4,7 @@
 
 mod registry;
 mod session;
-mod transport;
+pub(crate) mod transport;
 
 mod actions;
 pub mod limits;

@@ -96,17 +96,7 @@ impl NetLimits {
 /// Builds quinn's server configuration from the identity and limits: what the server
 /// listens with, public so baselines and tools can serve the same transport.
 pub fn server_config(tls: TlsIdentity, limits: &NetLimits) -> anyhow::Result<quinn::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 unavailable")?
-        .with_no_client_auth()
-        .with_single_cert(tls.certs, tls.key)
-        .context("certificate and key do not form a usable TLS identity")?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .context("TLS configuration unusable for QUIC")?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut config = tls_server(tls, ALPN)?;
     config.transport_config(Arc::new(transport(limits)?));
     config.max_incoming(limits.max_pending_handshakes);
     config.incoming_buffer_size(16 * 1024);
@@ -114,6 +104,22 @@ pub fn server_config(tls: TlsIdentity, limits: &NetLimits) -> anyhow::Result<qui
         u64::try_from(limits.max_pending_handshakes).unwrap_or(u64::MAX) * 16 * 1024,
     );
     Ok(config)
+}
+
+/// A QUIC server configuration with TLS 1.3 (ring), `tls` as identity, no client
+/// certificates and the one ALPN `alpn`; the caller adds its transport limits.
+pub(crate) fn tls_server(tls: TlsIdentity, alpn: &[u8]) -> anyhow::Result<quinn::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 unavailable")?
+        .with_no_client_auth()
+        .with_single_cert(tls.certs, tls.key)
+        .context("certificate and key do not form a usable TLS identity")?;
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .context("TLS configuration unusable for QUIC")?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
 }
 
 fn transport(limits: &NetLimits) -> anyhow::Result<TransportConfig> {

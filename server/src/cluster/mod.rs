@@ -1,0 +1,7 @@
+//! The IO side of clustering: the node-to-node QUIC transport ([`transport`]) with its
+//! cluster-secret handshake ([`auth`]). The decisions (membership, directory, leases,
+//! admission) live in the sans-IO crate `zonemesh-cluster`; this module only moves
+//! their bytes.
+
+pub mod auth;
+pub mod transport;
