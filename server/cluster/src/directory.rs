@@ -243,6 +243,7 @@ mod tests {
         let member = |id: u64| Member {
             node: NodeRef::new(id, 1),
             addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
         };
         let mut view = View::new(member(ids[0]));
         for &id in &ids[1..] {

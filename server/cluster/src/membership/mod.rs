@@ -17,6 +17,8 @@ pub struct Member {
     pub node: NodeRef,
     /// Where its node-to-node endpoint listens.
     pub addr: SocketAddr,
+    /// Where players connect to it (the address a redirect names).
+    pub client_addr: SocketAddr,
 }
 
 /// A change in who is alive.
@@ -134,6 +136,7 @@ mod tests {
         Member {
             node: NodeRef::new(id, incarnation),
             addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
         }
     }
 

@@ -54,6 +54,8 @@ pub struct SwimId {
     pub node: NodeRef,
     /// The node's node-to-node address; also foca's notion of "the same member".
     pub addr: SocketAddr,
+    /// Where players connect to the node.
+    pub client_addr: SocketAddr,
     /// Bumped when this run was declared down and rejoins.
     pub rejoin: u32,
 }
@@ -65,6 +67,7 @@ impl SwimId {
         Self {
             node: NodeRef::new(0, 0),
             addr,
+            client_addr: addr,
             rejoin: 0,
         }
     }
@@ -73,6 +76,7 @@ impl SwimId {
         Member {
             node: self.node,
             addr: self.addr,
+            client_addr: self.client_addr,
         }
     }
 }
@@ -171,6 +175,7 @@ impl Swim {
         let identity = SwimId {
             node: me.node,
             addr: me.addr,
+            client_addr: me.client_addr,
             rejoin: 0,
         };
         let rng = Pcg64Mcg::new(u128::from(seed) << 1 | 1);
@@ -218,6 +223,7 @@ impl Swim {
             foca::Member::alive(SwimId {
                 node: m.node,
                 addr: m.addr,
+                client_addr: m.client_addr,
                 rejoin: 0,
             })
         });

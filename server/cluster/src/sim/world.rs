@@ -240,6 +240,14 @@ fn slot_addr(slot: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], BASE_PORT + slot as u16))
 }
 
+fn slot_member(slot: usize, incarnation: u64) -> Member {
+    Member {
+        node: NodeRef::new(node_id(slot), incarnation),
+        addr: slot_addr(slot),
+        client_addr: SocketAddr::from(([127, 0, 0, 2], BASE_PORT + slot as u16)),
+    }
+}
+
 impl World {
     /// A world at time zero with every node started and joining through slot 0.
     pub fn new(config: SimConfig) -> Self {
@@ -584,10 +592,7 @@ impl World {
         let s = &mut self.slots[slot];
         s.restart_at = None;
         s.incarnation += 1;
-        let me = Member {
-            node: NodeRef::new(node_id(slot), s.incarnation),
-            addr: slot_addr(slot),
-        };
+        let me = slot_member(slot, s.incarnation);
         let n_nodes = self.config.n_nodes as u32;
         let mut swim = Swim::new(me, lan_config(n_nodes), self.rng.next_u64());
         // A few seeds, as a real deployment lists: announcing to every node would
@@ -600,12 +605,7 @@ impl World {
         // sends.
         let _ = swim.join(self.now, &seeds);
         if self.config.bootstrap && self.now == Millis(0) {
-            let everyone: Vec<Member> = (0..self.slots.len())
-                .map(|i| Member {
-                    node: NodeRef::new(node_id(i), 1),
-                    addr: slot_addr(i),
-                })
-                .collect();
+            let everyone: Vec<Member> = (0..self.slots.len()).map(|i| slot_member(i, 1)).collect();
             let _ = swim.bootstrap(self.now, &everyone);
         }
         let core = NodeCore::new(me, self.config.node);
