@@ -47,13 +47,25 @@ pub enum ErrorCode {
     Busy = 10,
     /// The same player connected again; the older session is closed.
     Replaced = 11,
+    /// A redirect token's signature did not match: forged, or altered on the way.
+    RedirectForged = 12,
+    /// A redirect token had expired; the client must ask an entry node again.
+    RedirectExpired = 13,
+    /// A redirect token was presented a second time while still valid.
+    RedirectReplayed = 14,
+    /// A redirect token names another node, or another run of this one; the client must
+    /// ask an entry node where its zone lives now.
+    RedirectMisaddressed = 15,
+    /// A redirect token was signed with a key this node does not hold (rotated out, or
+    /// the nodes' key rings disagree).
+    RedirectUnknownKey = 16,
 }
 
 impl ErrorCode {
-    /// The code for a wire value; unknown values map to `Internal`.
-    pub fn from_u16(v: u16) -> Self {
+    /// Every code, in wire-value order (wire values are `0..ALL.len()`).
+    pub const ALL: [ErrorCode; 17] = {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 12] = [
+        [
             Normal,
             ProtocolViolation,
             FrameTooLarge,
@@ -66,8 +78,20 @@ impl ErrorCode {
             Internal,
             Busy,
             Replaced,
-        ];
-        ALL.into_iter().find(|c| *c as u16 == v).unwrap_or(Internal)
+            RedirectForged,
+            RedirectExpired,
+            RedirectReplayed,
+            RedirectMisaddressed,
+            RedirectUnknownKey,
+        ]
+    };
+
+    /// The code for a wire value; unknown values map to `Internal`.
+    pub fn from_u16(v: u16) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|c| *c as u16 == v)
+            .unwrap_or(Self::Internal)
     }
 }
 
@@ -495,8 +519,9 @@ mod tests {
 
     #[test]
     fn error_codes_roundtrip_and_unknown_maps_to_internal() {
-        for v in 0..12u16 {
-            assert_eq!(ErrorCode::from_u16(v) as u16, v);
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i, "ALL is in wire-value order");
+            assert_eq!(ErrorCode::from_u16(code as u16), code);
         }
         assert_eq!(ErrorCode::from_u16(999), ErrorCode::Internal);
     }

@@ -1,4 +1,4 @@
-//! Wire protocol, identifiers, codec and session tokens shared by the ZoneMesh server,
+//! Wire protocol, identifiers, codec, session and redirect tokens shared by the ZoneMesh server,
 //! the client SDK and the tools. This crate does no IO and depends on no runtime.
 //!
 //! The protocol has two channels over one QUIC connection negotiated with [`ALPN`]:
@@ -21,6 +21,8 @@ pub mod datagram;
 pub mod ids;
 pub mod node;
 pub mod quant;
+pub mod redirect;
+pub mod replay;
 pub mod status;
 pub mod token;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use zonemesh_shared::control::ErrorCode;
 
 /// Number of distinct [`ErrorCode`] values (wire values are `0..ERROR_CODES`).
-const ERROR_CODES: usize = ErrorCode::Replaced as usize + 1;
+const ERROR_CODES: usize = ErrorCode::ALL.len();
 
 /// Connection and session bookkeeping shared by all connection tasks.
 #[derive(Debug, Default)]
