@@ -112,6 +112,10 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The store's clock read a time before the Unix epoch or beyond what the store
+    /// keeps (`i64::MAX` ms): lease times would be meaningless. Nothing was written.
+    #[error("store clock unusable: {0}")]
+    Clock(String),
     /// A blocking task running a transaction failed (panicked or was cancelled).
     #[error("store task failed: {0}")]
     TaskFailed(String),

@@ -9,6 +9,10 @@
 //! version and a write replaces only an older one (reported in [`SaveOutcome`]), so
 //! a stale node can never overwrite a player's newer progress either.
 //!
+//! For clusters the store also keeps node leases by run and which run holds each zone
+//! ([`Store::renew_lease`], [`Store::activate_zone_leased`]): a zone is granted only
+//! when no other run holds it under a live lease, decided by the store's own clock.
+//!
 //! Backends:
 //! - [`RedbStore`]: the embedded default, one redb file in the data directory;
 //! - [`PostgresStore`]: PostgreSQL or any Postgres-wire database, for clusters.
@@ -21,6 +25,7 @@
 //! their last save, and no acknowledged durable action (acknowledge only after
 //! [`Store::commit_action`] returned `Ok`).
 
+mod cluster;
 mod embedded;
 mod error;
 mod fence;
@@ -31,6 +36,7 @@ mod spec;
 mod store;
 mod types;
 
+pub use cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
 pub use embedded::{RedbOptions, RedbStore};
 pub use error::{BoxError, StoreError};
 pub use postgres::{DEFAULT_SCHEMA, MAX_POOL_SIZE, PostgresOptions, PostgresStore};

@@ -3,6 +3,7 @@
 //! reaches a transaction.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::StoreError;
 use crate::types::{Checkpoint, DurableAction, PlayerRecord, ZoneSnapshot};
@@ -23,6 +24,16 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Most actions [`Store::actions_for_player`](crate::Store::actions_for_player) returns;
 /// a player with more gets [`StoreError::TooLarge`].
 pub const MAX_ACTIONS_PER_READ: usize = 10_000;
+
+/// Longest lease [`Store::renew_lease`](crate::Store::renew_lease) grants. Leases
+/// last seconds; an hour is far past any sane setting and keeps expiries in range.
+pub const MAX_LEASE_MS: u64 = 60 * 60 * 1000;
+/// Most zones [`Store::zones_held_by`](crate::Store::zones_held_by) lists. Policy:
+/// truncate (the lowest zones, with [`HeldZones::truncated`](crate::HeldZones::truncated)
+/// set) rather than fail, because the caller is failing over a dead run's zones:
+/// each one it activates elsewhere leaves the list, so asking again makes progress,
+/// where an error would block the failover of a large node for good.
+pub const MAX_ZONES_PER_HOLDER_READ: usize = 10_000;
 
 /// Largest value of the timestamps, ticks and player record versions the store keeps.
 /// PostgreSQL has no unsigned 64-bit integer, so every backend caps them at
@@ -54,6 +65,26 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Checks a lease duration and returns it in whole milliseconds (fractions are cut):
+/// at least 1 ms (a zero lease would be over the moment it is granted) and at most
+/// [`MAX_LEASE_MS`].
+pub fn validate_lease(duration: Duration) -> Result<u64, StoreError> {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return Err(StoreError::InvalidInput(format!(
+            "lease duration {duration:?} is under 1 ms"
+        )));
+    }
+    if millis > MAX_LEASE_MS {
+        return Err(StoreError::TooLarge {
+            what: "lease duration ms",
+            size: millis,
+            max: MAX_LEASE_MS,
+        });
+    }
+    Ok(millis)
 }
 
 /// Checks a zone snapshot's size.
@@ -296,6 +327,27 @@ mod tests {
                 what: "zone state bytes",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn leases_are_whole_milliseconds_within_bounds() {
+        assert_eq!(validate_lease(Duration::from_micros(1_500)).ok(), Some(1));
+        assert_eq!(
+            validate_lease(Duration::from_millis(MAX_LEASE_MS)).ok(),
+            Some(MAX_LEASE_MS)
+        );
+        assert!(matches!(
+            validate_lease(Duration::from_micros(999)),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            validate_lease(Duration::from_millis(MAX_LEASE_MS + 1)),
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_lease(Duration::MAX),
+            Err(StoreError::TooLarge { .. })
         ));
     }
 

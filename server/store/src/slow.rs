@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -33,6 +34,18 @@ impl<S: Store + ?Sized> SlowStore<S> {
     pub fn inner(&self) -> &Arc<S> {
         &self.inner
     }
+
+    /// Waits the delay, then starts `call` (only then, so the inner store counts the
+    /// call when it really starts, as if the store itself were slow).
+    fn delayed<'a, T: 'a>(
+        &'a self,
+        call: impl FnOnce() -> StoreFuture<'a, T> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            call().await
+        })
+    }
 }
 
 impl<S: Store + ?Sized> Store for SlowStore<S> {
@@ -41,10 +54,7 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
     }
 
     fn activate_zone<'a>(&'a self, zone: u32, node: &'a str) -> StoreFuture<'a, Activation> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.activate_zone(zone, node).await
-        })
+        self.delayed(move || self.inner.activate_zone(zone, node))
     }
 
     fn checkpoint(
@@ -53,10 +63,7 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         epoch: u64,
         checkpoint: Checkpoint,
     ) -> StoreFuture<'_, SaveOutcome> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.checkpoint(zone, epoch, checkpoint).await
-        })
+        self.delayed(move || self.inner.checkpoint(zone, epoch, checkpoint))
     }
 
     fn save_players(
@@ -65,10 +72,7 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         epoch: u64,
         players: Vec<PlayerRecord>,
     ) -> StoreFuture<'_, SaveOutcome> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.save_players(zone, epoch, players).await
-        })
+        self.delayed(move || self.inner.save_players(zone, epoch, players))
     }
 
     fn commit_action(
@@ -77,38 +81,52 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         epoch: u64,
         action: DurableAction,
     ) -> StoreFuture<'_, ActionCommit> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.commit_action(zone, epoch, action).await
-        })
+        self.delayed(move || self.inner.commit_action(zone, epoch, action))
     }
 
     fn load_zone(&self, zone: u32) -> StoreFuture<'_, Option<ZoneRecord>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.load_zone(zone).await
-        })
+        self.delayed(move || self.inner.load_zone(zone))
     }
 
     fn load_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<PlayerRecord>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.load_player(player).await
-        })
+        self.delayed(move || self.inner.load_player(player))
     }
 
     fn actions_for_player<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Vec<DurableAction>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.actions_for_player(player).await
-        })
+        self.delayed(move || self.inner.actions_for_player(player))
     }
 
     fn zone_epoch(&self, zone: u32) -> StoreFuture<'_, Option<u64>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.zone_epoch(zone).await
-        })
+        self.delayed(move || self.inner.zone_epoch(zone))
+    }
+
+    fn renew_lease(
+        &self,
+        node: NodeRun,
+        duration: Duration,
+    ) -> StoreFuture<'_, Option<LeaseGrant>> {
+        self.delayed(move || self.inner.renew_lease(node, duration))
+    }
+
+    fn activate_zone_leased(
+        &self,
+        zone: u32,
+        node: NodeRun,
+        attempt: u64,
+    ) -> StoreFuture<'_, LeasedActivation> {
+        self.delayed(move || self.inner.activate_zone_leased(zone, node, attempt))
+    }
+
+    fn release_zone(&self, zone: u32, node: NodeRun, epoch: u64) -> StoreFuture<'_, bool> {
+        self.delayed(move || self.inner.release_zone(zone, node, epoch))
+    }
+
+    fn zones_held_by(&self, node: NodeRun) -> StoreFuture<'_, HeldZones> {
+        self.delayed(move || self.inner.zones_held_by(node))
+    }
+
+    fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>> {
+        self.delayed(move || self.inner.zone_holder(zone))
     }
 
     fn stats(&self) -> StoreStats {
@@ -136,6 +154,13 @@ mod tests {
         assert_eq!(slow.zone_epoch(5).await.ok(), Some(Some(1)));
         assert!(started.elapsed() >= delay);
         assert_eq!(slow.stats().n_activations, 1);
+        let started = Instant::now();
+        let run = NodeRun::new(1, 1);
+        let grant = slow.renew_lease(run, Duration::from_secs(5)).await;
+        assert!(started.elapsed() >= delay);
+        assert_eq!(grant.ok().flatten().map(|g| g.generation), Some(0));
+        assert_eq!(slow.zone_holder(5).await.ok(), Some(None));
+        assert_eq!(slow.stats().n_lease_renewals, 1);
         assert_eq!(slow.stats(), inner.stats());
         assert_eq!(slow.backend(), "redb");
         // The wrapper also takes the trait object the server holds.

@@ -5,8 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::StoreError;
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -40,6 +42,31 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   [`SaveOutcome`] and counted in [`StoreStats::n_stale_player_records`]. The
 ///   comparison and the write are atomic per record, so racing writers of one player
 ///   end with the highest version stored, whatever the order they commit in.
+///
+/// Cluster operations (the contract of the cluster crate's store model, `SimStore`):
+/// - Leases belong to a run ([`NodeRun`]: node id and incarnation).
+///   [`renew_lease`](Self::renew_lease) sets the run's lease to expire at the store's
+///   now + duration; once a newer incarnation of the same id has renewed, older ones
+///   get `None` for good. A run's first lease has generation 0; a renewal after the
+///   lease ran out (expiry is exclusive) bumps the generation by one.
+/// - [`activate_zone_leased`](Self::activate_zone_leased) grants a zone, in one
+///   transaction, only while the caller's own lease is live and no other run holds
+///   the zone under a live lease; it takes epoch = latest + 1 like `activate_zone` and
+///   records the caller as holder with the attempt number. A repeat of the attempt
+///   that made the caller the holder returns the same epoch (a retried call must not
+///   move the epoch past the one the node uses). Concurrent activations serialize.
+/// - [`release_zone`](Self::release_zone) clears the holder only for the holder at
+///   the zone's latest epoch, and never bumps the epoch.
+/// - The store's own clock decides every lease (redb: the system clock read in the
+///   write transaction; PostgreSQL: `clock_timestamp()` in the transaction), so nodes
+///   never compare clocks with each other.
+/// - Epoch fencing of writes is the same for both activations. An `activate_zone`
+///   (the single-node path) clears the holder: the holder always names the run
+///   holding the zone's latest epoch, or no one.
+///
+/// The cluster operations are part of this trait, not a second one, because every
+/// backend must carry them (there is no partial backend) and the server holds one
+/// `Arc<dyn Store>` for both its zones and its cluster driver.
 pub trait Store: Send + Sync + fmt::Debug {
     /// A short name of the backend ("redb", "postgres"), for logs.
     fn backend(&self) -> &'static str;
@@ -91,6 +118,35 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The zone's latest epoch, `None` if it was never activated.
     fn zone_epoch(&self, zone: u32) -> StoreFuture<'_, Option<u64>>;
 
+    /// Renews `node`'s lease for `duration` (whole milliseconds, 1 ms to
+    /// [`MAX_LEASE_MS`](crate::limits::MAX_LEASE_MS)) from the store's now. `None`
+    /// when a newer incarnation of the node id has renewed: this run is superseded.
+    fn renew_lease(&self, node: NodeRun, duration: Duration)
+    -> StoreFuture<'_, Option<LeaseGrant>>;
+
+    /// Takes `zone` for `node` if its lease is live and no other run holds the zone
+    /// under a live lease; `attempt` names the attempt so that a repeat of it returns
+    /// the same epoch. See [`LeasedActivation`].
+    fn activate_zone_leased(
+        &self,
+        zone: u32,
+        node: NodeRun,
+        attempt: u64,
+    ) -> StoreFuture<'_, LeasedActivation>;
+
+    /// Gives `zone` up: clears its holder if `node` holds it at `epoch`, the zone's
+    /// latest. Returns whether it did. The epoch stays; the next activation bumps it.
+    fn release_zone(&self, zone: u32, node: NodeRun, epoch: u64) -> StoreFuture<'_, bool>;
+
+    /// The zones `node` holds, in ascending order, bounded by
+    /// [`MAX_ZONES_PER_HOLDER_READ`](crate::limits::MAX_ZONES_PER_HOLDER_READ)
+    /// (truncated past it, see [`HeldZones`]). Held is held: the lease is not checked.
+    fn zones_held_by(&self, node: NodeRun) -> StoreFuture<'_, HeldZones>;
+
+    /// The run holding `zone` and the zone's epoch, `None` when no run holds it (for
+    /// tools and tests).
+    fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>>;
+
     /// A snapshot of how many operations of each kind this handle has been asked to do.
     fn stats(&self) -> StoreStats;
 }
@@ -115,6 +171,16 @@ pub struct StoreStats {
     pub n_action_reads: u64,
     /// `zone_epoch` calls.
     pub n_epoch_reads: u64,
+    /// `renew_lease` calls.
+    pub n_lease_renewals: u64,
+    /// `activate_zone_leased` calls.
+    pub n_leased_activations: u64,
+    /// `release_zone` calls.
+    pub n_releases: u64,
+    /// `zones_held_by` calls.
+    pub n_held_zone_reads: u64,
+    /// `zone_holder` calls.
+    pub n_holder_reads: u64,
     /// Writes rejected by fencing (`StaleEpoch` or `EpochNotGranted`).
     pub n_fencing_rejections: u64,
     /// Player records skipped because the store held an equal or newer version (each
@@ -135,9 +201,15 @@ pub(crate) enum Op {
     LoadPlayer,
     ActionsForPlayer,
     ZoneEpoch,
+    RenewLease,
+    ActivateLeased,
+    ReleaseZone,
+    ZonesHeldBy,
+    ZoneHolder,
 }
 
-const N_OPS: usize = 8;
+/// One counter per [`Op`]; the last variant fixes the count.
+const N_OPS: usize = Op::ZoneHolder as usize + 1;
 
 /// Lock-free counters behind [`Store::stats`], one set per store handle.
 #[derive(Debug, Default)]
@@ -198,6 +270,11 @@ impl Counters {
             n_player_loads: calls(Op::LoadPlayer),
             n_action_reads: calls(Op::ActionsForPlayer),
             n_epoch_reads: calls(Op::ZoneEpoch),
+            n_lease_renewals: calls(Op::RenewLease),
+            n_leased_activations: calls(Op::ActivateLeased),
+            n_releases: calls(Op::ReleaseZone),
+            n_held_zone_reads: calls(Op::ZonesHeldBy),
+            n_holder_reads: calls(Op::ZoneHolder),
             n_fencing_rejections: self.fencing_rejections.load(Ordering::Relaxed),
             n_stale_player_records: self.stale_player_records.load(Ordering::Relaxed),
             n_errors: self.errors.load(Ordering::Relaxed),

@@ -103,7 +103,7 @@ async fn schema_migration_is_idempotent() {
         .expect("versions");
     let mut versions: Vec<i64> = versions.iter().map(|row| row.get(0)).collect();
     versions.sort_unstable();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     fixture.cleanup().await;
 }
 
@@ -186,7 +186,7 @@ async fn a_schema_newer_than_supported_is_refused() {
             result,
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             })
         ),
         "{result:?}"
@@ -223,6 +223,7 @@ CREATE TABLE players (
     updated_at_unix_ms BIGINT NOT NULL
 );
 INSERT INTO players VALUES ('old-timer', 3, 1.5, -2.0, '\\x6f6c64', 1700000000000);
+INSERT INTO zone_epochs VALUES (7, 4, 'old-node');
 ";
 
 #[tokio::test]
@@ -250,6 +251,8 @@ async fn a_version_one_database_migrates_and_its_players_read_as_version_zero() 
     assert_eq!((old.zone, old.x, old.y), (3, 1.5, -2.0));
     assert_eq!(old.data.as_ref(), b"old");
     conformance::check_pre_version_record(&store, old).await;
+    // Zone 7 of `V1_PLAYERS`: held by no run after the migration.
+    conformance::check_pre_cluster_zone(&*store, 7).await;
     fixture.cleanup().await;
 }
 

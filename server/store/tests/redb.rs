@@ -158,6 +158,44 @@ async fn a_file_from_before_player_versions_opens_and_reads_as_version_zero() {
     );
 }
 
+/// A zone epoch entry in the embedded codec's format 1 (written before clusters).
+fn format_one_epoch(epoch: u64, owner: &str) -> Vec<u8> {
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&epoch.to_le_bytes());
+    let owner_len = u16::try_from(owner.len()).expect("short owner");
+    bytes.extend_from_slice(&owner_len.to_le_bytes());
+    bytes.extend_from_slice(owner.as_bytes());
+    bytes
+}
+
+/// Writes a file as the schema-2 store did: its schema version and zone 3 at epoch 4.
+fn write_schema_two_file(path: &std::path::Path) {
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let epochs: redb::TableDefinition<u32, &[u8]> = redb::TableDefinition::new("zone_epochs");
+    let db = redb::Database::create(path).expect("create");
+    let txn = db.begin_write().expect("begin");
+    {
+        let mut table = txn.open_table(meta).expect("meta");
+        table.insert("schema_version", 2).expect("insert");
+        let mut table = txn.open_table(epochs).expect("zone epochs");
+        let entry = format_one_epoch(4, "old-node");
+        table.insert(3, entry.as_slice()).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_file_from_before_clusters_opens_with_its_zones_held_by_no_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.redb");
+    write_schema_two_file(&path);
+    let store = RedbStore::open(&path).expect("an old file opens");
+    let run = conformance::check_pre_cluster_zone(&store, 3).await;
+    drop(store);
+    let store = RedbStore::open(&path).expect("reopens");
+    assert_eq!(store.zone_holder(3).await.expect("holder"), Some((run, 5)));
+}
+
 #[test]
 fn opening_in_a_missing_directory_is_an_io_error() {
     let dir = tempfile::tempdir().expect("temp dir");

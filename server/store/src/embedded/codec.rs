@@ -5,25 +5,37 @@
 //! length-prefixed. Decoding never trusts the bytes: any truncation, trailing garbage,
 //! unknown format or invalid UTF-8 is [`StoreError::Corrupt`], never a panic.
 //!
-//! Formats: every value is written in format 1, except player records, which are
-//! written in format 2 (format 1 plus the record version). A format-1 player record,
-//! written before versions existed, still decodes, with version 0.
+//! Formats: every value is written in format 1, except player records and zone epoch
+//! entries, which are written in format 2. A player record's format 2 adds the record
+//! version; a format-1 record, written before versions existed, still decodes, with
+//! version 0. A zone epoch entry's format 2 adds the holder (a flag byte, then the
+//! run and its attempt); a format-1 entry, written before clusters, decodes with no
+//! holder. Node lease rows are new and written in format 1.
 
 use bytes::Bytes;
 
 use crate::StoreError;
+use crate::cluster::{Holder, LeaseRow, NodeRun};
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
 /// The first value format, still written for everything but player records.
 const FORMAT_V1: u8 = 1;
-/// Player records with a version (after `updated_at_unix_ms`).
-const FORMAT_V2: u8 = 2;
 
-/// A zone's latest epoch and the node that took it.
+/// Player records with a version, zone epoch entries with a holder.
+const FORMAT_V2: u8 = 2;
+/// Holder flag of a format-2 epoch entry: no run holds the zone.
+const NO_HOLDER: u8 = 0;
+/// Holder flag of a format-2 epoch entry: a run and its attempt follow.
+const HAS_HOLDER: u8 = 1;
+
+/// A zone's latest epoch, the node that took it, and the run holding it (leased
+/// activations only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EpochEntry {
     pub(crate) epoch: u64,
+    /// Who took the epoch, for tools (a node name, or a run for leased activations).
     pub(crate) owner: String,
+    pub(crate) holder: Option<Holder>,
 }
 
 /// Appends fields to a value buffer.
@@ -164,23 +176,72 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes a zone's epoch entry.
+/// Encodes a zone's epoch entry (always in [`FORMAT_V2`]).
 pub(crate) fn encode_epoch(entry: &EpochEntry) -> Vec<u8> {
-    let mut w = Writer::new(8 + 2 + entry.owner.len());
+    let mut w = Writer::with_format(FORMAT_V2, 8 + 2 + entry.owner.len() + 25);
     w.u64(entry.epoch);
     w.str(&entry.owner);
+    match entry.holder {
+        None => w.0.push(NO_HOLDER),
+        Some(holder) => {
+            w.0.push(HAS_HOLDER);
+            w.u64(holder.run.id);
+            w.u64(holder.run.incarnation);
+            w.u64(holder.attempt);
+        }
+    }
     w.0
 }
 
-/// Decodes a zone's epoch entry.
+/// Decodes a zone's epoch entry in [`FORMAT_V2`], or in [`FORMAT_V1`] (written
+/// before clusters) with no holder.
 pub(crate) fn decode_epoch(bytes: &[u8]) -> Result<EpochEntry, StoreError> {
-    let mut r = Reader::new(bytes, "zone epoch")?;
-    let entry = EpochEntry {
-        epoch: r.u64()?,
-        owner: r.string()?,
+    let (mut r, format) = Reader::with_formats(bytes, "zone epoch", &[FORMAT_V1, FORMAT_V2])?;
+    let epoch = r.u64()?;
+    let owner = r.string()?;
+    let holder = if format == FORMAT_V1 {
+        None
+    } else {
+        decode_holder(&mut r)?
     };
     r.finish()?;
-    Ok(entry)
+    Ok(EpochEntry {
+        epoch,
+        owner,
+        holder,
+    })
+}
+
+/// The holder part of a format-2 epoch entry.
+fn decode_holder(r: &mut Reader<'_>) -> Result<Option<Holder>, StoreError> {
+    let [flag] = r.array::<1>()?;
+    match flag {
+        NO_HOLDER => Ok(None),
+        HAS_HOLDER => Ok(Some(Holder {
+            run: NodeRun::new(r.u64()?, r.u64()?),
+            attempt: r.u64()?,
+        })),
+        other => Err(r.corrupt(&format!("unknown holder flag {other}"))),
+    }
+}
+
+/// Encodes a run's lease.
+pub(crate) fn encode_lease(row: &LeaseRow) -> Vec<u8> {
+    let mut w = Writer::new(16);
+    w.u64(row.expires_unix_ms);
+    w.u64(row.generation);
+    w.0
+}
+
+/// Decodes a run's lease.
+pub(crate) fn decode_lease(bytes: &[u8]) -> Result<LeaseRow, StoreError> {
+    let mut r = Reader::new(bytes, "node lease")?;
+    let row = LeaseRow {
+        expires_unix_ms: r.u64()?,
+        generation: r.u64()?,
+    };
+    r.finish()?;
+    Ok(row)
 }
 
 /// Encodes a zone record.
@@ -314,11 +375,40 @@ mod tests {
             Some(action())
         );
         assert_eq!(decode_zone(&encode_zone(&zone())).ok(), Some(zone()));
-        let entry = EpochEntry {
+        for entry in [epoch_entry(None), epoch_entry(Some(holder()))] {
+            assert_eq!(decode_epoch(&encode_epoch(&entry)).ok(), Some(entry));
+        }
+        let lease = LeaseRow {
+            expires_unix_ms: 1_700_000_000_123,
+            generation: 4,
+        };
+        assert_eq!(decode_lease(&encode_lease(&lease)).ok(), Some(lease));
+    }
+
+    fn holder() -> Holder {
+        Holder {
+            run: NodeRun::new(u64::MAX, u64::MAX - 1),
+            attempt: u64::MAX - 2,
+        }
+    }
+
+    fn epoch_entry(holder: Option<Holder>) -> EpochEntry {
+        EpochEntry {
             epoch: 12,
             owner: "node-a".into(),
-        };
-        assert_eq!(decode_epoch(&encode_epoch(&entry)).ok(), Some(entry));
+            holder,
+        }
+    }
+
+    #[test]
+    fn an_epoch_entry_written_before_clusters_decodes_without_a_holder() {
+        // Format 1, exactly as the pre-cluster encoder wrote it: epoch, owner.
+        let mut old = Writer::new(16);
+        old.u64(12);
+        old.str("node-a");
+        assert_eq!(decode_epoch(&old.0).ok(), Some(epoch_entry(None)));
+        let new = encode_epoch(&epoch_entry(Some(holder())));
+        assert_eq!(new[0], FORMAT_V2);
     }
 
     type Decoder = fn(&[u8]) -> Result<(), StoreError>;
@@ -329,11 +419,18 @@ mod tests {
             encode_player(&player()),
             encode_action(&action()),
             encode_zone(&zone()),
+            encode_epoch(&epoch_entry(Some(holder()))),
+            encode_lease(&LeaseRow {
+                expires_unix_ms: 1,
+                generation: 2,
+            }),
         ];
-        let decoders: [Decoder; 3] = [
+        let decoders: [Decoder; 5] = [
             |b| decode_player(b).map(drop),
             |b| decode_action(b).map(drop),
             |b| decode_zone(b).map(drop),
+            |b| decode_epoch(b).map(drop),
+            |b| decode_lease(b).map(drop),
         ];
         for (bytes, decode) in encoded.iter().zip(decoders) {
             for len in 0..bytes.len() {
@@ -396,9 +493,15 @@ mod tests {
         let mut bytes = encode_epoch(&EpochEntry {
             epoch: 1,
             owner: "ab".into(),
+            holder: None,
         });
-        let last = bytes.len() - 1;
-        bytes[last] = 0xff;
+        // The owner's last byte sits just before the holder flag.
+        let owner_end = bytes.len() - 2;
+        bytes[owner_end] = 0xff;
+        assert!(matches!(decode_epoch(&bytes), Err(StoreError::Corrupt(_))));
+        let mut bytes = encode_epoch(&epoch_entry(None));
+        let flag = bytes.len() - 1;
+        bytes[flag] = 2;
         assert!(matches!(decode_epoch(&bytes), Err(StoreError::Corrupt(_))));
     }
 }

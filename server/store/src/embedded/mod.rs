@@ -7,16 +7,19 @@
 //! future is dropped still finishes its transaction: a write may commit after its
 //! caller stopped waiting.
 
+mod cluster_ops;
 mod codec;
 mod ops;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Builder, Database, DatabaseError, StorageError};
 use tokio::sync::Semaphore;
 
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -242,6 +245,50 @@ impl Store for RedbStore {
     fn zone_epoch(&self, zone: u32) -> StoreFuture<'_, Option<u64>> {
         self.counters.counted(Op::ZoneEpoch, async move {
             self.run(move |db| ops::zone_epoch(db, zone)).await
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        node: NodeRun,
+        duration: Duration,
+    ) -> StoreFuture<'_, Option<LeaseGrant>> {
+        self.counters.counted(Op::RenewLease, async move {
+            let duration_ms = limits::validate_lease(duration)?;
+            self.run(move |db| cluster_ops::renew_lease(db, node, duration_ms))
+                .await
+        })
+    }
+
+    fn activate_zone_leased(
+        &self,
+        zone: u32,
+        node: NodeRun,
+        attempt: u64,
+    ) -> StoreFuture<'_, LeasedActivation> {
+        self.counters.counted(Op::ActivateLeased, async move {
+            self.run(move |db| cluster_ops::activate_leased(db, zone, node, attempt))
+                .await
+        })
+    }
+
+    fn release_zone(&self, zone: u32, node: NodeRun, epoch: u64) -> StoreFuture<'_, bool> {
+        self.counters.counted(Op::ReleaseZone, async move {
+            self.run(move |db| cluster_ops::release_zone(db, zone, node, epoch))
+                .await
+        })
+    }
+
+    fn zones_held_by(&self, node: NodeRun) -> StoreFuture<'_, HeldZones> {
+        self.counters.counted(Op::ZonesHeldBy, async move {
+            self.run(move |db| cluster_ops::zones_held_by(db, node))
+                .await
+        })
+    }
+
+    fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>> {
+        self.counters.counted(Op::ZoneHolder, async move {
+            self.run(move |db| cluster_ops::zone_holder(db, zone)).await
         })
     }
 

@@ -17,9 +17,9 @@ use crate::{StoreError, fence, limits};
 /// Store-level metadata, e.g. the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// zone → encoded [`EpochEntry`].
-const ZONE_EPOCHS: TableDefinition<u32, &[u8]> = TableDefinition::new("zone_epochs");
+pub(super) const ZONE_EPOCHS: TableDefinition<u32, &[u8]> = TableDefinition::new("zone_epochs");
 /// zone → encoded [`ZoneRecord`].
-const ZONE_STATE: TableDefinition<u32, &[u8]> = TableDefinition::new("zone_state");
+pub(super) const ZONE_STATE: TableDefinition<u32, &[u8]> = TableDefinition::new("zone_state");
 /// player name → encoded [`PlayerRecord`].
 const PLAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("players");
 /// action id → encoded [`DurableAction`].
@@ -30,10 +30,12 @@ const PLAYER_ACTIONS: TableDefinition<(&str, u128), ()> = TableDefinition::new("
 /// The key of the schema version in [`META`].
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The layout this build writes and understands. Version 2 writes player records
-/// with a version (codec format 2); a version-1 file needs no rewrite (its player
-/// records read as version 0), so opening one just records version 2, which keeps an
-/// older build from misreading the new records.
-pub(crate) const SCHEMA_VERSION: u64 = 2;
+/// with a version (codec format 2); version 3 adds the node lease tables and writes
+/// zone epoch entries with a holder (codec format 2). Older files need no rewrite
+/// (their player records read as version 0, their zones as held by no run), so
+/// opening one just records version 3, which keeps an older build from misreading
+/// the new values.
+pub(crate) const SCHEMA_VERSION: u64 = 3;
 
 /// Maps any redb error: corruption becomes [`StoreError::Corrupt`], the rest
 /// [`StoreError::Database`].
@@ -74,12 +76,13 @@ pub(crate) fn init(db: &Database) -> Result<(), StoreError> {
         txn.open_table(PLAYERS).map_err(from_redb)?;
         txn.open_table(ACTIONS).map_err(from_redb)?;
         txn.open_table(PLAYER_ACTIONS).map_err(from_redb)?;
+        super::cluster_ops::create_tables(&txn)?;
     }
     txn.commit().map_err(from_redb)
 }
 
 /// Reads a zone's epoch entry from an open table.
-fn read_epoch(
+pub(super) fn read_epoch(
     table: &impl ReadableTable<u32, &'static [u8]>,
     zone: u32,
 ) -> Result<Option<EpochEntry>, StoreError> {
@@ -90,7 +93,7 @@ fn read_epoch(
 }
 
 /// Reads a zone record from an open table.
-fn read_zone(
+pub(super) fn read_zone(
     table: &impl ReadableTable<u32, &'static [u8]>,
     zone: u32,
 ) -> Result<Option<ZoneRecord>, StoreError> {
@@ -100,7 +103,8 @@ fn read_zone(
     codec::decode_zone(guard.value()).map(Some)
 }
 
-/// Bumps the zone's epoch and reads its state, in one write transaction.
+/// Bumps the zone's epoch and reads its state, in one write transaction. The zone is
+/// then held by no run (see the `Store` contract).
 pub(crate) fn activate(db: &Database, zone: u32, node: &str) -> Result<Activation, StoreError> {
     let txn = db.begin_write().map_err(from_redb)?;
     let activation = {
@@ -109,6 +113,7 @@ pub(crate) fn activate(db: &Database, zone: u32, node: &str) -> Result<Activatio
         let entry = EpochEntry {
             epoch: fence::next_epoch(current)?,
             owner: node.to_owned(),
+            holder: None,
         };
         epochs
             .insert(zone, codec::encode_epoch(&entry).as_slice())

@@ -5,6 +5,7 @@
 //! connection and created or migrated on connect. Connections are plain TCP (`NoTls`);
 //! run the database on a private network or behind a TLS-terminating proxy.
 
+mod cluster_ops;
 mod ops;
 mod pool;
 mod rows;
@@ -17,6 +18,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use self::pool::{OpFuture, Pool, PoolConfig};
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -296,6 +298,72 @@ impl Store for PostgresStore {
                 .run(|client: &mut Client| -> OpFuture<'_, Option<u64>> {
                     Box::pin(ops::zone_epoch(client, zone))
                 })
+                .await
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        node: NodeRun,
+        duration: Duration,
+    ) -> StoreFuture<'_, Option<LeaseGrant>> {
+        self.counters.counted(Op::RenewLease, async move {
+            let duration_ms = limits::validate_lease(duration)?;
+            self.pool
+                .run(
+                    move |client: &mut Client| -> OpFuture<'_, Option<LeaseGrant>> {
+                        Box::pin(cluster_ops::renew_lease(client, node, duration_ms))
+                    },
+                )
+                .await
+        })
+    }
+
+    fn activate_zone_leased(
+        &self,
+        zone: u32,
+        node: NodeRun,
+        attempt: u64,
+    ) -> StoreFuture<'_, LeasedActivation> {
+        self.counters.counted(Op::ActivateLeased, async move {
+            self.pool
+                .run(
+                    move |client: &mut Client| -> OpFuture<'_, LeasedActivation> {
+                        Box::pin(cluster_ops::activate_leased(client, zone, node, attempt))
+                    },
+                )
+                .await
+        })
+    }
+
+    fn release_zone(&self, zone: u32, node: NodeRun, epoch: u64) -> StoreFuture<'_, bool> {
+        self.counters.counted(Op::ReleaseZone, async move {
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, bool> {
+                    Box::pin(cluster_ops::release_zone(client, zone, node, epoch))
+                })
+                .await
+        })
+    }
+
+    fn zones_held_by(&self, node: NodeRun) -> StoreFuture<'_, HeldZones> {
+        self.counters.counted(Op::ZonesHeldBy, async move {
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, HeldZones> {
+                    Box::pin(cluster_ops::zones_held_by(client, node))
+                })
+                .await
+        })
+    }
+
+    fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>> {
+        self.counters.counted(Op::ZoneHolder, async move {
+            self.pool
+                .run(
+                    move |client: &mut Client| -> OpFuture<'_, Option<(NodeRun, u64)>> {
+                        Box::pin(cluster_ops::zone_holder(client, zone))
+                    },
+                )
                 .await
         })
     }

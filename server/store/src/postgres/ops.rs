@@ -41,7 +41,8 @@ const PLAYER_PARAMS: usize = 7;
 /// Columns of an `actions` read.
 const ACTION_COLUMNS: &str = "id, player, zone, kind, payload";
 
-/// Bumps the zone's epoch and reads its state in one transaction.
+/// Bumps the zone's epoch and reads its state in one transaction. The zone is then
+/// held by no run (see the `Store` contract).
 pub(crate) async fn activate(
     client: &mut Client,
     zone: u32,
@@ -52,7 +53,8 @@ pub(crate) async fn activate(
         .query_one(
             "INSERT INTO zone_epochs (zone, epoch, owner) VALUES ($1, 1, $2)
              ON CONFLICT (zone) DO UPDATE
-             SET epoch = zone_epochs.epoch + 1, owner = EXCLUDED.owner
+             SET epoch = zone_epochs.epoch + 1, owner = EXCLUDED.owner,
+                 holder_id = NULL, holder_incarnation = NULL, attempt = NULL
              RETURNING epoch",
             &[&i64::from(zone), &node],
         )
@@ -268,7 +270,10 @@ pub(crate) async fn commit_action(
 }
 
 /// Reads a zone's state row through any client or transaction.
-async fn read_zone(client: &impl GenericClient, zone: u32) -> Result<Option<ZoneRecord>, OpError> {
+pub(super) async fn read_zone(
+    client: &impl GenericClient,
+    zone: u32,
+) -> Result<Option<ZoneRecord>, OpError> {
     let row = client
         .query_opt(
             &format!("SELECT {ZONE_COLUMNS} FROM zone_state WHERE zone = $1"),

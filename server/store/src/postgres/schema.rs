@@ -13,7 +13,7 @@ use super::pool::OpError;
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: epochs, zone state, players and durable actions.
 const V1: &str = "
@@ -54,8 +54,33 @@ const V2: &str = "
 ALTER TABLE players ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
 ";
 
+/// Version 3: the cluster contract. `node_incarnations` keeps the newest incarnation
+/// of each node id (its row is also the lock that serializes the id's renewals);
+/// `node_leases` keeps one lease per run; `zone_epochs` gains the holding run and its
+/// attempt (NULL together: rows from before read as held by no run). Node ids,
+/// incarnations and attempts are `u64` bit patterns (see `rows::to_bits`); lease
+/// expiries are milliseconds since the Unix epoch by the database's clock.
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS node_incarnations (
+    node_id BIGINT PRIMARY KEY,
+    incarnation BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_leases (
+    node_id BIGINT NOT NULL,
+    incarnation BIGINT NOT NULL,
+    expires_at_unix_ms BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    PRIMARY KEY (node_id, incarnation)
+);
+ALTER TABLE zone_epochs ADD COLUMN IF NOT EXISTS holder_id BIGINT;
+ALTER TABLE zone_epochs ADD COLUMN IF NOT EXISTS holder_incarnation BIGINT;
+ALTER TABLE zone_epochs ADD COLUMN IF NOT EXISTS attempt BIGINT;
+CREATE INDEX IF NOT EXISTS zones_by_holder
+    ON zone_epochs (holder_id, holder_incarnation, zone);
+";
+
 /// Every migration, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Attempts of the whole migration when a concurrent migrator races our DDL.
 const MAX_ATTEMPTS: u32 = 3;

@@ -17,11 +17,15 @@ use zonemesh_store::{
 };
 
 mod fencing;
+mod holders;
+mod leases;
 mod limits;
 mod records;
 mod versions;
 
 pub(crate) use fencing::*;
+pub(crate) use holders::*;
+pub(crate) use leases::*;
 pub(crate) use limits::*;
 pub(crate) use records::*;
 pub(crate) use versions::*;
@@ -73,6 +77,19 @@ macro_rules! conformance_tests {
             racing_saves_of_one_player_keep_the_highest_version,
             reopen_keeps_player_versions,
             versions_beyond_a_signed_column_are_invalid,
+            lease_generations_grow_only_after_a_lapse,
+            superseded_incarnations_get_no_lease,
+            activation_without_a_live_lease_is_refused,
+            a_zone_held_under_a_live_lease_is_refused,
+            a_lapsed_holder_is_replaced_and_fenced,
+            repeated_attempts_keep_the_epoch,
+            racing_leased_activations_grant_exactly_one,
+            a_released_zone_is_free_at_once,
+            zones_held_by_lists_exactly_the_held_zones,
+            a_single_node_activation_clears_the_holder,
+            ids_beyond_the_signed_range_roundtrip,
+            reopen_keeps_leases_and_holders,
+            lease_limits_and_cluster_stats,
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {

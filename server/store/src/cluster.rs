@@ -1,0 +1,476 @@
+//! The store's cluster contract: node leases by run and leased zone activation, as
+//! public types and as pure rules both backends apply inside their transactions.
+//!
+//! The rules are those of the cluster crate's store model (`SimStore`): a run renews
+//! its lease; a newer incarnation of the same node id supersedes every older one; a
+//! lease that ran out (expiry is exclusive) comes back with the next generation; a
+//! zone is granted to a run only while that run's lease is live and no other run
+//! holds the zone under a live lease; a repeat of the attempt that made a run the
+//! holder gets the same epoch back. Every time is the *store's* clock in milliseconds
+//! since the Unix epoch, read inside the transaction, so nodes never compare clocks
+//! with each other.
+//!
+//! Keeping the rules here, free of IO, is what makes the two backends agree: each only
+//! reads the rows, asks these functions, and writes what they decided.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::limits::{MAX_STORED_U64, MAX_ZONES_PER_HOLDER_READ};
+use crate::types::{Activation, ZoneRecord};
+use crate::{StoreError, fence};
+
+/// One run of one node: its stable id and which start of it this is. The store's own
+/// plain form of the cluster's `NodeRef` (the store crate does not depend on the
+/// shared crate), converted by the caller. Every `u64` is valid, including those
+/// above `i64::MAX` (PostgreSQL keeps them bit for bit in `BIGINT`s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeRun {
+    /// The node's stable id (random).
+    pub id: u64,
+    /// Which start of that node; a higher one supersedes every lower one.
+    pub incarnation: u64,
+}
+
+impl NodeRun {
+    /// The `incarnation`-th run of node `id`.
+    pub const fn new(id: u64, incarnation: u64) -> Self {
+        Self { id, incarnation }
+    }
+}
+
+impl fmt::Display for NodeRun {
+    /// The form the cluster logs use (`NodeRef`'s): 16 hex digits, `/`, incarnation.
+    /// The store also writes it as the zone's owner name for tools.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}/{}", self.id, self.incarnation)
+    }
+}
+
+/// A granted lease (the answer to [`Store::renew_lease`](crate::Store::renew_lease)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// Lease length from the moment the store granted it.
+    pub duration_ms: u64,
+    /// 0 for a run's first lease; grows by one every time the run renewed after its
+    /// lease had run out. Zones activated under an older generation may have been
+    /// taken by others meanwhile.
+    pub generation: u64,
+}
+
+/// What [`Store::activate_zone_leased`](crate::Store::activate_zone_leased) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeasedActivation {
+    /// The zone is the caller's: a new epoch, or the same one for a repeated attempt.
+    Activated {
+        /// The epoch and the zone's saved state, as [`Store::activate_zone`](crate::Store::activate_zone) returns them.
+        activation: Activation,
+        /// The generation of the caller's lease the activation was made under.
+        lease_generation: u64,
+    },
+    /// Another run holds the zone under a live lease; nothing changed.
+    Held {
+        /// The run holding it.
+        holder: NodeRun,
+        /// The epoch it holds.
+        epoch: u64,
+        /// How long the holder's lease runs if not renewed (ms from the store's now).
+        lease_left_ms: u64,
+    },
+    /// The caller's own lease is not live (never granted or run out); nothing changed.
+    NoLease,
+}
+
+/// The zones one run holds (the answer to [`Store::zones_held_by`](crate::Store::zones_held_by)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeldZones {
+    /// Held zones in ascending order, at most
+    /// [`MAX_ZONES_PER_HOLDER_READ`](crate::limits::MAX_ZONES_PER_HOLDER_READ).
+    pub zones: Vec<u32>,
+    /// True when the run holds more than were listed (the lowest ones are listed).
+    /// Zones the caller then activates elsewhere stop being the run's, so asking
+    /// again lists the rest.
+    pub truncated: bool,
+}
+
+impl HeldZones {
+    /// The answer from the ascending held zones a backend read, one past the limit at
+    /// most (that one only tells "more" from "exactly at the limit").
+    pub(crate) fn bounded(mut zones: Vec<u32>) -> Self {
+        let truncated = zones.len() > MAX_ZONES_PER_HOLDER_READ;
+        zones.truncate(MAX_ZONES_PER_HOLDER_READ);
+        Self { zones, truncated }
+    }
+}
+
+/// A run's lease as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseRow {
+    /// Store time the lease runs out at (exclusive: at this instant it is over).
+    pub(crate) expires_unix_ms: u64,
+    /// See [`LeaseGrant::generation`].
+    pub(crate) generation: u64,
+}
+
+impl LeaseRow {
+    /// Whether the lease is live at store time `now_ms`.
+    pub(crate) fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_unix_ms > now_ms
+    }
+}
+
+/// The run holding a zone, as stored next to the zone's epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// The run.
+    pub(crate) run: NodeRun,
+    /// The activation attempt that made it the holder.
+    pub(crate) attempt: u64,
+}
+
+/// A zone's epoch row: its latest epoch and holder, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ZoneRow {
+    pub(crate) epoch: u64,
+    pub(crate) holder: Option<Holder>,
+}
+
+/// What a renewal does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// A newer incarnation of the node id has renewed: no lease, nothing written.
+    Superseded,
+    /// Write `row` as the run's lease. When `newest` is set the run is the node id's
+    /// newest incarnation for the first time and the backend records it.
+    Grant { row: LeaseRow, newest: bool },
+}
+
+/// The renewal rule. `newest` is the newest incarnation of `run.id` that ever renewed,
+/// `current` the run's stored lease.
+pub(crate) fn renew(
+    now_ms: u64,
+    run: NodeRun,
+    newest: Option<u64>,
+    current: Option<LeaseRow>,
+    duration_ms: u64,
+) -> Result<Renewal, StoreError> {
+    if newest.is_some_and(|newest| newest > run.incarnation) {
+        return Ok(Renewal::Superseded);
+    }
+    let expires_unix_ms = now_ms
+        .checked_add(duration_ms)
+        .filter(|expires| *expires <= MAX_STORED_U64)
+        .ok_or_else(|| StoreError::Clock(format!("lease expiry past {MAX_STORED_U64} ms")))?;
+    // A lease that ran out may have let others take this run's zones: the new grant
+    // gets a new generation so the run drops them. A first lease is generation 0.
+    let generation = match current {
+        None => 0,
+        Some(row) if row.is_live(now_ms) => row.generation,
+        Some(row) => row.generation.checked_add(1).ok_or_else(|| {
+            StoreError::Corrupt(format!("lease generation {} cannot grow", row.generation))
+        })?,
+    };
+    Ok(Renewal::Grant {
+        row: LeaseRow {
+            expires_unix_ms,
+            generation,
+        },
+        newest: newest.is_none_or(|newest| newest < run.incarnation),
+    })
+}
+
+/// Everything an activation decision reads, at one store time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ActivationView {
+    /// The store's now.
+    pub(crate) now_ms: u64,
+    /// The caller's lease.
+    pub(crate) own_lease: Option<LeaseRow>,
+    /// The zone's row, `None` if it was never activated.
+    pub(crate) zone: Option<ZoneRow>,
+    /// The lease of the zone's holder (only read when the holder is another run).
+    pub(crate) holder_lease: Option<LeaseRow>,
+}
+
+/// What an activation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Refuse: the caller's lease is not live.
+    NoLease,
+    /// Refuse: another run holds the zone under a live lease.
+    Held {
+        holder: NodeRun,
+        epoch: u64,
+        lease_left_ms: u64,
+    },
+    /// A repeat of the attempt that made the caller the holder: same epoch, no write.
+    Repeat { epoch: u64, lease_generation: u64 },
+    /// Write epoch `epoch` with the caller as holder.
+    Take { epoch: u64, lease_generation: u64 },
+}
+
+impl Decision {
+    /// Whether the caller gets the zone (and so the zone's saved state is read).
+    pub(crate) fn grants(&self) -> bool {
+        matches!(self, Self::Repeat { .. } | Self::Take { .. })
+    }
+}
+
+/// The answer to the caller for `decision`; `record` is the zone's saved state, read
+/// in the same transaction when the decision grants the zone.
+pub(crate) fn answer(decision: Decision, record: Option<ZoneRecord>) -> LeasedActivation {
+    match decision {
+        Decision::NoLease => LeasedActivation::NoLease,
+        Decision::Held {
+            holder,
+            epoch,
+            lease_left_ms,
+        } => LeasedActivation::Held {
+            holder,
+            epoch,
+            lease_left_ms,
+        },
+        Decision::Repeat {
+            epoch,
+            lease_generation,
+        }
+        | Decision::Take {
+            epoch,
+            lease_generation,
+        } => LeasedActivation::Activated {
+            activation: Activation { epoch, record },
+            lease_generation,
+        },
+    }
+}
+
+/// The activation rule for `caller`'s attempt `attempt`.
+pub(crate) fn decide_activation(
+    view: &ActivationView,
+    caller: NodeRun,
+    attempt: u64,
+) -> Result<Decision, StoreError> {
+    let Some(own) = view.own_lease.filter(|l| l.is_live(view.now_ms)) else {
+        return Ok(Decision::NoLease);
+    };
+    let lease_generation = own.generation;
+    let holder = view.zone.and_then(|row| row.holder);
+    if let (Some(row), Some(holder)) = (view.zone, holder) {
+        if holder.run == caller && holder.attempt == attempt {
+            return Ok(Decision::Repeat {
+                epoch: row.epoch,
+                lease_generation,
+            });
+        }
+        let live = view.holder_lease.filter(|l| l.is_live(view.now_ms));
+        if let Some(lease) = live.filter(|_| holder.run != caller) {
+            return Ok(Decision::Held {
+                holder: holder.run,
+                epoch: row.epoch,
+                lease_left_ms: lease.expires_unix_ms - view.now_ms,
+            });
+        }
+    }
+    Ok(Decision::Take {
+        epoch: fence::next_epoch(view.zone.map(|row| row.epoch))?,
+        lease_generation,
+    })
+}
+
+/// Whether a release by `node` at `epoch` clears the zone's holder: only the holder,
+/// and only at the zone's latest epoch (a stale release must not free a newer grant).
+pub(crate) fn may_release(row: &ZoneRow, node: NodeRun, epoch: u64) -> bool {
+    row.epoch == epoch && row.holder.is_some_and(|holder| holder.run == node)
+}
+
+/// A store clock reading in milliseconds since the Unix epoch, checked to fit every
+/// backend's columns.
+pub(crate) fn clock_ms(millis: i128) -> Result<u64, StoreError> {
+    u64::try_from(millis)
+        .ok()
+        .filter(|ms| *ms <= MAX_STORED_U64)
+        .ok_or_else(|| StoreError::Clock(format!("{millis} ms since the Unix epoch")))
+}
+
+/// The local system clock as store time (the embedded backend's clock).
+pub(crate) fn system_now_ms() -> Result<u64, StoreError> {
+    let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i128::try_from(since.as_millis()).unwrap_or(i128::MAX),
+        Err(before) => -i128::try_from(before.duration().as_millis()).unwrap_or(i128::MAX),
+    };
+    clock_ms(millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeRun = NodeRun::new(u64::MAX, 2);
+    const B: NodeRun = NodeRun::new(7, 1);
+
+    fn lease(expires_unix_ms: u64, generation: u64) -> Option<LeaseRow> {
+        Some(LeaseRow {
+            expires_unix_ms,
+            generation,
+        })
+    }
+
+    fn granted(renewal: Result<Renewal, StoreError>) -> (LeaseRow, bool) {
+        match renewal {
+            Ok(Renewal::Grant { row, newest }) => (row, newest),
+            other => panic!("expected a grant, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leases_start_at_generation_zero_and_grow_only_after_a_lapse() {
+        let (first, newest) = granted(renew(1_000, A, None, None, 100));
+        assert_eq!(
+            (first.expires_unix_ms, first.generation, newest),
+            (1_100, 0, true)
+        );
+        let (kept, newest) = granted(renew(1_099, A, Some(2), Some(first), 100));
+        assert_eq!(
+            (kept.expires_unix_ms, kept.generation, newest),
+            (1_199, 0, false)
+        );
+        // Expiry is exclusive: renewing exactly at it is after the lapse.
+        let (lapsed, _) = granted(renew(1_199, A, Some(2), Some(kept), 100));
+        assert_eq!(lapsed.generation, 1);
+    }
+
+    #[test]
+    fn an_older_incarnation_is_superseded_and_a_newer_one_recorded() {
+        assert_eq!(
+            renew(5, A, Some(3), None, 10).ok(),
+            Some(Renewal::Superseded)
+        );
+        let (_, newest) = granted(renew(5, A, Some(1), None, 10));
+        assert!(newest);
+    }
+
+    #[test]
+    fn expiries_beyond_the_stored_range_are_clock_errors() {
+        let result = renew(MAX_STORED_U64, A, None, None, 1);
+        assert!(matches!(result, Err(StoreError::Clock(_))), "{result:?}");
+    }
+
+    fn view(
+        own: Option<LeaseRow>,
+        zone: Option<ZoneRow>,
+        holder: Option<LeaseRow>,
+    ) -> ActivationView {
+        ActivationView {
+            now_ms: 100,
+            own_lease: own,
+            zone,
+            holder_lease: holder,
+        }
+    }
+
+    fn held_by(run: NodeRun, epoch: u64, attempt: u64) -> Option<ZoneRow> {
+        Some(ZoneRow {
+            epoch,
+            holder: Some(Holder { run, attempt }),
+        })
+    }
+
+    #[test]
+    fn activation_needs_a_live_own_lease() {
+        let expired = view(lease(100, 0), None, None);
+        assert_eq!(
+            decide_activation(&expired, A, 1).ok(),
+            Some(Decision::NoLease)
+        );
+        let none = view(None, None, None);
+        assert_eq!(decide_activation(&none, A, 1).ok(), Some(Decision::NoLease));
+        let live = view(lease(101, 3), None, None);
+        assert_eq!(
+            decide_activation(&live, A, 1).ok(),
+            Some(Decision::Take {
+                epoch: 1,
+                lease_generation: 3
+            })
+        );
+    }
+
+    #[test]
+    fn another_runs_live_lease_holds_the_zone_until_it_runs_out() {
+        let held = view(lease(500, 0), held_by(B, 4, 9), lease(130, 0));
+        assert_eq!(
+            decide_activation(&held, A, 1).ok(),
+            Some(Decision::Held {
+                holder: B,
+                epoch: 4,
+                lease_left_ms: 30
+            })
+        );
+        let lapsed = view(lease(500, 0), held_by(B, 4, 9), lease(100, 0));
+        assert_eq!(
+            decide_activation(&lapsed, A, 1).ok(),
+            Some(Decision::Take {
+                epoch: 5,
+                lease_generation: 0
+            })
+        );
+    }
+
+    #[test]
+    fn the_holder_repeating_its_attempt_keeps_the_epoch_and_a_new_attempt_bumps_it() {
+        let mine = view(lease(500, 2), held_by(A, 4, 9), lease(500, 2));
+        assert_eq!(
+            decide_activation(&mine, A, 9).ok(),
+            Some(Decision::Repeat {
+                epoch: 4,
+                lease_generation: 2
+            })
+        );
+        assert_eq!(
+            decide_activation(&mine, A, 10).ok(),
+            Some(Decision::Take {
+                epoch: 5,
+                lease_generation: 2
+            })
+        );
+    }
+
+    #[test]
+    fn only_the_holder_at_the_latest_epoch_releases() {
+        let row = held_by(A, 4, 9).expect("row");
+        assert!(may_release(&row, A, 4));
+        assert!(!may_release(&row, A, 3));
+        assert!(!may_release(&row, B, 4));
+        let free = ZoneRow {
+            epoch: 4,
+            holder: None,
+        };
+        assert!(!may_release(&free, A, 4));
+    }
+
+    #[test]
+    fn clock_readings_must_fit_the_stored_range() {
+        assert_eq!(clock_ms(1_700_000_000_000).ok(), Some(1_700_000_000_000));
+        assert!(matches!(clock_ms(-1), Err(StoreError::Clock(_))));
+        assert!(matches!(
+            clock_ms(i128::from(MAX_STORED_U64) + 1),
+            Err(StoreError::Clock(_))
+        ));
+        assert!(system_now_ms().is_ok_and(|now| now > 1_600_000_000_000));
+    }
+
+    #[test]
+    fn held_zone_lists_are_truncated_past_the_limit() {
+        let all: Vec<u32> = (0..=u32::try_from(MAX_ZONES_PER_HOLDER_READ).expect("fits")).collect();
+        let listed = HeldZones::bounded(all.clone());
+        assert!(listed.truncated);
+        assert_eq!(listed.zones, all[..MAX_ZONES_PER_HOLDER_READ]);
+        let exact = HeldZones::bounded(all[..MAX_ZONES_PER_HOLDER_READ].to_vec());
+        assert!(!exact.truncated);
+        assert_eq!(exact.zones.len(), MAX_ZONES_PER_HOLDER_READ);
+    }
+
+    #[test]
+    fn runs_print_like_node_refs() {
+        assert_eq!(NodeRun::new(0xab, 3).to_string(), "00000000000000ab/3");
+    }
+}

@@ -1,0 +1,322 @@
+//! The SQL of the cluster operations: node leases and leased zone activation, one
+//! transaction per call; the decisions themselves are [`crate::cluster`]'s rules.
+//!
+//! Serialization: a renewal first locks its node id's `node_incarnations` row
+//! (`INSERT ... ON CONFLICT DO NOTHING`, then `SELECT ... FOR UPDATE`), so the renewals
+//! of one id run one at a time and an older incarnation cannot renew after a newer
+//! one was recorded. An activation locks the zone's `zone_epochs` row `FOR UPDATE`,
+//! the row `activate_zone` upserts and every fenced write reads `FOR SHARE`, so
+//! activations of a zone serialize with each other and with its writes. A zone never
+//! activated has no row to lock: the activation inserts it with `ON CONFLICT DO
+//! NOTHING`, and when a racing activation inserted it first (no row inserted), it
+//! decides again on the row, now visible (READ COMMITTED: every statement sees what
+//! committed before it started).
+//!
+//! Time: `clock_timestamp()`, read after the locks are held, so a transaction that
+//! waited for a lock never decides with a time from before it waited (`now()` would
+//! be the transaction's start).
+
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use super::ops::read_zone;
+use super::pool::OpError;
+use super::rows::{self, run_params, to_bits};
+use crate::StoreError;
+use crate::cluster::{
+    self, ActivationView, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation, NodeRun,
+    Renewal, ZoneRow,
+};
+use crate::limits::MAX_ZONES_PER_HOLDER_READ;
+
+/// The database clock in whole milliseconds since the Unix epoch.
+const NOW_MS: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms";
+/// Columns of a zone row with its holder.
+const ZONE_ROW_COLUMNS: &str = "epoch, holder_id, holder_incarnation, attempt";
+
+/// Reads the store's clock.
+async fn store_now(client: &impl GenericClient) -> Result<u64, OpError> {
+    let row = client.query_one(NOW_MS, &[]).await?;
+    let millis: i64 = rows::column(&row, "now_ms")?;
+    Ok(cluster::clock_ms(i128::from(millis))?)
+}
+
+/// Reads a run's lease.
+async fn read_lease(
+    client: &impl GenericClient,
+    run: NodeRun,
+) -> Result<Option<LeaseRow>, OpError> {
+    let (id, incarnation) = run_params(run);
+    let row = client
+        .query_opt(
+            "SELECT expires_at_unix_ms, generation FROM node_leases
+             WHERE node_id = $1 AND incarnation = $2",
+            &[&id, &incarnation],
+        )
+        .await?;
+    Ok(row.as_ref().map(rows::lease_row).transpose()?)
+}
+
+/// Renews `run`'s lease for `duration_ms` from the database clock's now.
+pub(crate) async fn renew_lease(
+    client: &mut Client,
+    run: NodeRun,
+    duration_ms: u64,
+) -> Result<Option<LeaseGrant>, OpError> {
+    let tx = client.transaction().await?;
+    let newest = lock_newest_incarnation(&tx, run).await?;
+    let now_ms = store_now(&tx).await?;
+    let current = read_lease(&tx, run).await?;
+    let renewal = cluster::renew(now_ms, run, Some(newest), current, duration_ms)?;
+    let Renewal::Grant { row, newest } = renewal else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    if newest {
+        record_newest_incarnation(&tx, run, now_ms).await?;
+    }
+    write_lease(&tx, run, row).await?;
+    tx.commit().await?;
+    Ok(Some(LeaseGrant {
+        duration_ms,
+        generation: row.generation,
+    }))
+}
+
+/// Locks the node id's row (creating it with `run`'s incarnation on its first renewal)
+/// and returns the newest incarnation recorded.
+async fn lock_newest_incarnation(tx: &Transaction<'_>, run: NodeRun) -> Result<u64, OpError> {
+    let (id, incarnation) = run_params(run);
+    tx.execute(
+        "INSERT INTO node_incarnations (node_id, incarnation) VALUES ($1, $2)
+         ON CONFLICT (node_id) DO NOTHING",
+        &[&id, &incarnation],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT incarnation FROM node_incarnations WHERE node_id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+    Ok(rows::from_bits(rows::column(&row, "incarnation")?))
+}
+
+/// Records `run` as its id's newest incarnation and deletes the run-out leases of the
+/// older ones, which can never be renewed again (a missing lease and a run-out one
+/// mean the same to every rule; this keeps one row per restart from piling up).
+async fn record_newest_incarnation(
+    tx: &Transaction<'_>,
+    run: NodeRun,
+    now_ms: u64,
+) -> Result<(), OpError> {
+    let (id, incarnation) = run_params(run);
+    tx.execute(
+        "UPDATE node_incarnations SET incarnation = $2 WHERE node_id = $1",
+        &[&id, &incarnation],
+    )
+    .await?;
+    // Every other incarnation of the id is older now; `<>` because the bit patterns
+    // do not order like the numbers.
+    tx.execute(
+        "DELETE FROM node_leases
+         WHERE node_id = $1 AND incarnation <> $2 AND expires_at_unix_ms <= $3",
+        &[&id, &incarnation, &rows::to_i64("store time", now_ms)?],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Upserts a run's lease.
+async fn write_lease(tx: &Transaction<'_>, run: NodeRun, row: LeaseRow) -> Result<(), OpError> {
+    let (id, incarnation) = run_params(run);
+    tx.execute(
+        "INSERT INTO node_leases (node_id, incarnation, expires_at_unix_ms, generation)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (node_id, incarnation) DO UPDATE
+         SET expires_at_unix_ms = EXCLUDED.expires_at_unix_ms,
+             generation = EXCLUDED.generation",
+        &[
+            &id,
+            &incarnation,
+            &rows::to_i64("lease expiry", row.expires_unix_ms)?,
+            &rows::to_i64("lease generation", row.generation)?,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Activates `zone` for `caller` if the lease rules allow it, in one transaction.
+pub(crate) async fn activate_leased(
+    client: &mut Client,
+    zone: u32,
+    caller: NodeRun,
+    attempt: u64,
+) -> Result<LeasedActivation, OpError> {
+    let tx = client.transaction().await?;
+    // A second pass only follows a racing activation that created the zone's row;
+    // rows are never deleted, so that pass finds it and decides.
+    for _pass in 0..2 {
+        if let Some(answer) = try_activate(&tx, zone, caller, attempt).await? {
+            tx.commit().await?;
+            return Ok(answer);
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "zone {zone}'s epoch row was inserted and then vanished"
+    ))
+    .into())
+}
+
+/// One decision on the locked zone row; `None` when a racing activation created the
+/// row first.
+async fn try_activate(
+    tx: &Transaction<'_>,
+    zone: u32,
+    caller: NodeRun,
+    attempt: u64,
+) -> Result<Option<LeasedActivation>, OpError> {
+    let zone_row = lock_zone(tx, zone).await?;
+    let now_ms = store_now(tx).await?;
+    let holder_lease = match zone_row.and_then(|row| row.holder) {
+        Some(holder) => read_lease(tx, holder.run).await?,
+        None => None,
+    };
+    let view = ActivationView {
+        now_ms,
+        own_lease: read_lease(tx, caller).await?,
+        zone: zone_row,
+        holder_lease,
+    };
+    let decision = cluster::decide_activation(&view, caller, attempt)?;
+    if let Decision::Take { epoch, .. } = decision {
+        let holder = Holding {
+            zone,
+            epoch,
+            run: caller,
+            attempt,
+        };
+        if !write_holder(tx, &holder, zone_row.is_some()).await? {
+            return Ok(None);
+        }
+    }
+    let record = if decision.grants() {
+        read_zone(tx, zone).await?
+    } else {
+        None
+    };
+    Ok(Some(cluster::answer(decision, record)))
+}
+
+/// Locks and reads the zone's row, `None` when the zone was never activated.
+async fn lock_zone(tx: &Transaction<'_>, zone: u32) -> Result<Option<ZoneRow>, OpError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {ZONE_ROW_COLUMNS} FROM zone_epochs WHERE zone = $1 FOR UPDATE"),
+            &[&i64::from(zone)],
+        )
+        .await?;
+    Ok(row.as_ref().map(rows::zone_row).transpose()?)
+}
+
+/// A zone granted to a run at an epoch.
+struct Holding {
+    zone: u32,
+    epoch: u64,
+    run: NodeRun,
+    attempt: u64,
+}
+
+/// Writes the new epoch and holder: updates the locked row, or inserts the first one.
+/// Returns false when a racing activation inserted the row first (nothing written).
+async fn write_holder(
+    tx: &Transaction<'_>,
+    holding: &Holding,
+    row_exists: bool,
+) -> Result<bool, OpError> {
+    let sql = if row_exists {
+        "UPDATE zone_epochs SET epoch = $2, owner = $3, holder_id = $4,
+             holder_incarnation = $5, attempt = $6
+         WHERE zone = $1"
+    } else {
+        "INSERT INTO zone_epochs (zone, epoch, owner, holder_id, holder_incarnation, attempt)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (zone) DO NOTHING"
+    };
+    let (id, incarnation) = run_params(holding.run);
+    let written = tx
+        .execute(
+            sql,
+            &[
+                &i64::from(holding.zone),
+                &rows::to_i64("epoch", holding.epoch)?,
+                &holding.run.to_string(),
+                &id,
+                &incarnation,
+                &to_bits(holding.attempt),
+            ],
+        )
+        .await?;
+    Ok(written == 1)
+}
+
+/// Clears `zone`'s holder if `node` holds it at `epoch`: the rule of
+/// `cluster::may_release`, as one statement (and so atomic by itself).
+pub(crate) async fn release_zone(
+    client: &mut Client,
+    zone: u32,
+    node: NodeRun,
+    epoch: u64,
+) -> Result<bool, OpError> {
+    // Stored epochs fit a BIGINT, so a larger one names no grant.
+    let Ok(epoch) = i64::try_from(epoch) else {
+        return Ok(false);
+    };
+    let (id, incarnation) = run_params(node);
+    let released = client
+        .execute(
+            "UPDATE zone_epochs SET holder_id = NULL, holder_incarnation = NULL, attempt = NULL
+             WHERE zone = $1 AND epoch = $2 AND holder_id = $3 AND holder_incarnation = $4",
+            &[&i64::from(zone), &epoch, &id, &incarnation],
+        )
+        .await?;
+    Ok(released == 1)
+}
+
+/// Lists the zones `node` holds, in zone order, through the holder index.
+pub(crate) async fn zones_held_by(
+    client: &mut Client,
+    node: NodeRun,
+) -> Result<HeldZones, OpError> {
+    let (id, incarnation) = run_params(node);
+    // One row past the limit tells "exactly at the limit" from "more".
+    let fetch = i64::try_from(MAX_ZONES_PER_HOLDER_READ + 1).unwrap_or(i64::MAX);
+    let found = client
+        .query(
+            "SELECT zone FROM zone_epochs WHERE holder_id = $1 AND holder_incarnation = $2
+             ORDER BY zone LIMIT $3",
+            &[&id, &incarnation, &fetch],
+        )
+        .await?;
+    let zones = found
+        .iter()
+        .map(|row| rows::to_zone(rows::column(row, "zone")?))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HeldZones::bounded(zones))
+}
+
+/// The run holding `zone` and the zone's epoch.
+pub(crate) async fn zone_holder(
+    client: &mut Client,
+    zone: u32,
+) -> Result<Option<(NodeRun, u64)>, OpError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {ZONE_ROW_COLUMNS} FROM zone_epochs WHERE zone = $1"),
+            &[&i64::from(zone)],
+        )
+        .await?;
+    let Some(row) = row.as_ref().map(rows::zone_row).transpose()? else {
+        return Ok(None);
+    };
+    Ok(row.holder.map(|holder| (holder.run, row.epoch)))
+}
