@@ -4,4 +4,6 @@
 //! their bytes.
 
 pub mod auth;
+pub mod driver;
+pub mod store_calls;
 pub mod transport;

@@ -1,0 +1,338 @@
+//! The tokio driver of one node's cluster cores: it owns the SWIM core and the node
+//! transport, shares the node core (behind a short lock) with the connection tasks
+//! that ask it where players go, carries the core's store calls out through
+//! [`StoreCalls`], and tells the zone runtime what changed through [`ClusterEvents`].
+//!
+//! One task, one loop: wait for a packet, a store reply, a wake-up from
+//! [`Cluster::admit`] or the next deadline; handle it; move every output on.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use zonemesh_cluster::admission::Admission;
+use zonemesh_cluster::membership::Member;
+use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
+use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
+use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
+use zonemesh_cluster::{Millis, ZoneId};
+use zonemesh_shared::node::NodeRef;
+
+use super::transport::{NodePacket, NodeTransport, Received, TransportConfig};
+use crate::dev::TlsIdentity;
+
+/// Store calls in flight at once; more are answered `Unavailable` at once (the core
+/// retries them).
+pub const MAX_STORE_CALLS: usize = 64;
+/// Longest the driver sleeps without a deadline (a guard, not a timer).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Carries the core's store calls out (the cluster operations of the real store).
+pub trait StoreCalls: Send + Sync + 'static {
+    /// Makes `call` for node run `node`; failures come back as
+    /// [`StoreReply::Unavailable`].
+    fn call(
+        &self,
+        node: NodeRef,
+        call: StoreCall,
+    ) -> Pin<Box<dyn Future<Output = StoreReply> + Send>>;
+}
+
+/// What the zone runtime hears from the cluster. Called on the driver task: must not
+/// block (hand the work to another task).
+pub trait ClusterEvents: Send + Sync + 'static {
+    /// `zone` is held here at `epoch` (again, with a newer epoch, after a repeat).
+    fn zone_active(&self, zone: ZoneId, epoch: u64);
+    /// `zone` is no longer held here.
+    fn zone_lost(&self, zone: ZoneId);
+    /// A newer run of this node exists; stop serving.
+    fn superseded(&self);
+}
+
+/// How a node joins its cluster.
+#[derive(Debug)]
+pub struct ClusterConfig {
+    /// This node run.
+    pub me: NodeRef,
+    /// Where the node endpoint listens.
+    pub node_listen: SocketAddr,
+    /// Where players connect to this node (published to the others for redirects).
+    pub client_addr: SocketAddr,
+    /// Node addresses to announce to (any live members; the node's own is skipped).
+    pub seeds: Vec<SocketAddr>,
+    /// The cluster secret.
+    pub secret: Vec<u8>,
+    /// TLS identity of the node endpoint.
+    pub tls: TlsIdentity,
+    /// The cores' settings.
+    pub node: NodeConfig,
+    /// Failure-detector settings.
+    pub swim: SwimConfig,
+}
+
+struct Shared {
+    core: Mutex<NodeCore>,
+    wake: Notify,
+    stop: Notify,
+    origin: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn core(&self) -> MutexGuard<'_, NodeCore> {
+        // The core is only touched through its own methods, which keep it consistent
+        // at every return; a panic elsewhere while holding the lock leaves it usable.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running cluster membership and directory for one node.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    transport: NodeTransport,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Binds the node endpoint, announces to the seeds and starts the driver task.
+    /// Must run inside a tokio runtime.
+    pub fn start(
+        config: ClusterConfig,
+        store: Arc<dyn StoreCalls>,
+        events: Arc<dyn ClusterEvents>,
+    ) -> anyhow::Result<Self> {
+        let (transport, inbox) = NodeTransport::start(TransportConfig {
+            listen: config.node_listen,
+            me: config.me,
+            secret: config.secret,
+            tls: config.tls,
+            inbox_capacity: 8_192,
+            max_peers: 4_096,
+        })?;
+        let me = Member {
+            node: config.me,
+            addr: transport.local_addr()?,
+            client_addr: config.client_addr,
+        };
+        let origin = Instant::now();
+        let mut swim = Swim::new(me, config.swim, rand::random());
+        let seeds: Vec<SocketAddr> = config.seeds.into_iter().filter(|s| *s != me.addr).collect();
+        swim.join(Millis(0), &seeds)?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(NodeCore::new(me, config.node)),
+            wake: Notify::new(),
+            stop: Notify::new(),
+            origin,
+        });
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            swim,
+            transport: transport.clone(),
+            store,
+            events,
+            calls: JoinSet::new(),
+        };
+        let task = tokio::spawn(driver.run(inbox));
+        Ok(Self {
+            shared,
+            transport,
+            task,
+        })
+    }
+
+    /// What to answer a player asking for `zone` (see
+    /// [`NodeCore::admit`](zonemesh_cluster::node::NodeCore::admit)).
+    pub fn admit(&self, zone: ZoneId, redirected: bool) -> Admission {
+        let answer = self
+            .shared
+            .core()
+            .admit(self.shared.now(), zone, redirected);
+        self.shared.wake.notify_one();
+        answer
+    }
+
+    /// Whether this node may apply inputs to `zone` now.
+    pub fn accepts_inputs(&self, zone: ZoneId) -> bool {
+        self.shared.core().accepts_inputs(self.shared.now(), zone)
+    }
+
+    /// The live members as this node sees them, itself included.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.core().view().members().copied().collect()
+    }
+
+    /// The address players use to reach `node`, if it is a live member.
+    pub fn client_addr_of(&self, node: NodeRef) -> Option<SocketAddr> {
+        let core = self.shared.core();
+        core.view()
+            .member(node.id)
+            .filter(|m| m.node == node)
+            .map(|m| m.client_addr)
+    }
+
+    /// Zones held here with their epochs.
+    pub fn active_zones(&self) -> Vec<(ZoneId, u64)> {
+        self.shared.core().active_zones().collect()
+    }
+
+    /// This node run.
+    pub fn me(&self) -> NodeRef {
+        self.shared.core().me()
+    }
+
+    /// Where the node endpoint listens.
+    pub fn node_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.transport.local_addr()
+    }
+
+    /// The node transport (counters, peers).
+    pub fn transport(&self) -> &NodeTransport {
+        &self.transport
+    }
+
+    /// Leaves the cluster (announcing it, so others need not wait to detect it) and
+    /// stops the driver and the endpoint.
+    pub async fn stop(self) {
+        self.shared.stop.notify_one();
+        // The driver ends at once on the stop signal; a join error means it panicked,
+        // which has already been reported by tokio.
+        let _ = self.task.await;
+        self.transport.shutdown().await;
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    swim: Swim,
+    transport: NodeTransport,
+    store: Arc<dyn StoreCalls>,
+    events: Arc<dyn ClusterEvents>,
+    calls: JoinSet<StoreReply>,
+}
+
+impl Driver {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Received>) {
+        loop {
+            self.flush();
+            let deadline = self.next_deadline();
+            tokio::select! {
+                () = self.shared.stop.notified() => break,
+                received = inbox.recv() => match received {
+                    Some(received) => self.handle_received(received),
+                    None => break,
+                },
+                Some(reply) = self.calls.join_next() => {
+                    if let Ok(reply) = reply {
+                        let now = self.shared.now();
+                        self.shared.core().handle_store_reply(now, reply);
+                    }
+                }
+                () = self.shared.wake.notified() => {}
+                () = tokio::time::sleep_until(deadline) => self.fire_timers(),
+            }
+        }
+        let now = self.shared.now();
+        // Leaving fails only for an oversized packet, which a leave is not.
+        let _ = self.swim.leave(now);
+        self.flush();
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let core = self.shared.core().poll_timeout();
+        let next = [core, self.swim.poll_timeout()].into_iter().flatten().min();
+        let wait = next.map_or(IDLE_WAKE, |at| at.since(self.shared.now()).min(IDLE_WAKE));
+        tokio::time::Instant::now() + wait
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.shared.now();
+        self.swim.handle_timeout(now);
+        self.shared.core().handle_timeout(now);
+    }
+
+    fn handle_received(&mut self, received: Received) {
+        let now = self.shared.now();
+        match received.packet {
+            NodePacket::Gossip(bytes) => {
+                if let Err(e) = self.swim.handle_data(now, &bytes) {
+                    tracing::debug!(from = %received.from, "gossip packet dropped: {e}");
+                }
+            }
+            NodePacket::Message(bytes) => match Envelope::decode(&bytes) {
+                // The sender proved its identity in the handshake; a message claiming
+                // another sender is dropped.
+                Ok(envelope) if envelope.from == received.from => {
+                    self.shared.core().handle_message(now, envelope);
+                }
+                Ok(_) => {
+                    tracing::debug!(from = %received.from, "node message with a foreign sender dropped")
+                }
+                Err(e) => {
+                    tracing::debug!(from = %received.from, "malformed node message dropped: {e}")
+                }
+            },
+        }
+    }
+
+    /// Moves every output: membership events into the core, gossip and messages onto
+    /// the transport, store calls onto tasks, events to the runtime.
+    fn flush(&mut self) {
+        let now = self.shared.now();
+        let events: Vec<_> = std::iter::from_fn(|| self.swim.poll_event()).collect();
+        let mut core = self.shared.core();
+        if !events.is_empty() {
+            core.handle_membership_batch(now, events);
+        }
+        while let Some((addr, bytes)) = self.swim.poll_transmit() {
+            self.transport.send(addr, &NodePacket::Gossip(bytes));
+        }
+        while let Some(envelope) = core.poll_message() {
+            match core.view().member(envelope.to.id) {
+                Some(member) => self.transport.send(
+                    member.addr,
+                    &NodePacket::Message(Bytes::from(envelope.encode())),
+                ),
+                None => {
+                    tracing::debug!(to = %envelope.to, "message to a node not in the view dropped")
+                }
+            }
+        }
+        let me = core.me();
+        let mut refused = Vec::new();
+        while let Some(call) = core.poll_store_call() {
+            if self.calls.len() >= MAX_STORE_CALLS {
+                refused.push(StoreReply::Unavailable { call });
+            } else {
+                self.calls.spawn(self.store.call(me, call));
+            }
+        }
+        for reply in refused {
+            core.handle_store_reply(now, reply);
+        }
+        let node_events: Vec<NodeEvent> = std::iter::from_fn(|| core.poll_event()).collect();
+        drop(core);
+        for event in node_events {
+            match event {
+                NodeEvent::ZoneActive { zone, epoch } => self.events.zone_active(zone, epoch),
+                NodeEvent::ZoneLost { zone } => self.events.zone_lost(zone),
+                NodeEvent::Superseded => self.events.superseded(),
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The cluster driver over real QUIC on loopback: three nodes that know only a seed
+//! find each other through SWIM over the authenticated node transport, a node that
+//! stops is dropped from the others' views, and while the store cannot be reached no
+//! node takes a lease, so none accepts inputs and players are told to wait. On a real
+//! (embedded) store: a zone gets one holder, the other nodes redirect to it, and when
+//! its node stops the zone comes back on another node by itself, once.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zonemesh_cluster::ZoneId;
+use zonemesh_cluster::admission::Admission;
+use zonemesh_cluster::lease::LeaseConfig;
+use zonemesh_cluster::membership::swim::lan_config;
+use zonemesh_cluster::msg::{StoreCall, StoreReply};
+use zonemesh_cluster::node::NodeConfig;
+use zonemesh_server::cluster::driver::{Cluster, ClusterConfig, ClusterEvents, StoreCalls};
+use zonemesh_server::cluster::store_calls::StoreAdapter;
+use zonemesh_server::dev::load_or_create;
+use zonemesh_shared::node::NodeRef;
+use zonemesh_store::{RedbStore, Store};
+
+const SECRET: &[u8] = b"cluster-secret-0123456789abcdef!";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A store that cannot be reached: every call fails, as during an outage.
+struct UnreachableStore;
+
+impl StoreCalls for UnreachableStore {
+    fn call(
+        &self,
+        _node: NodeRef,
+        call: StoreCall,
+    ) -> Pin<Box<dyn Future<Output = StoreReply> + Send>> {
+        Box::pin(async move { StoreReply::Unavailable { call } })
+    }
+}
+
+/// Zone changes are not expected here: no activation can succeed without the store.
+struct NoZones;
+
+impl ClusterEvents for NoZones {
+    fn zone_active(&self, zone: ZoneId, epoch: u64) {
+        panic!("{zone} became active at epoch {epoch} without a store");
+    }
+    fn zone_lost(&self, _zone: ZoneId) {}
+    fn superseded(&self) {}
+}
+
+fn start_node(id: u64, seeds: Vec<SocketAddr>) -> (Cluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = load_or_create(dir.path()).expect("dev identity");
+    let config = ClusterConfig {
+        me: NodeRef::new(id, 1),
+        node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16)),
+        seeds,
+        secret: SECRET.to_vec(),
+        tls: identity.tls,
+        node: Default::default(),
+        swim: lan_config(3),
+    };
+    let cluster = Cluster::start(config, Arc::new(UnreachableStore), Arc::new(NoZones))
+        .expect("cluster starts");
+    (cluster, dir)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_and_a_stopped_node_leaves_every_view() {
+    let (a, _a_dir) = start_node(1, Vec::new());
+    let seed = a.node_addr().expect("addr");
+    let (b, _b_dir) = start_node(2, vec![seed]);
+    let (c, _c_dir) = start_node(3, vec![seed]);
+
+    until("every node sees three members", || {
+        [&a, &b, &c].iter().all(|n| n.members().len() == 3)
+    })
+    .await;
+    assert_eq!(
+        b.client_addr_of(c.me()),
+        Some(SocketAddr::from(([127, 0, 0, 1], 40_003)))
+    );
+
+    // Without a store nobody holds a lease: players wait, nobody accepts inputs.
+    for node in [&a, &b, &c] {
+        assert!(matches!(
+            node.admit(ZoneId(5), false),
+            Admission::Loading { .. }
+        ));
+        assert!(!node.accepts_inputs(ZoneId(5)));
+        assert!(node.active_zones().is_empty());
+    }
+
+    let gone = c.me();
+    c.stop().await;
+    until("the stopped node left both views", || {
+        [&a, &b]
+            .iter()
+            .all(|n| n.members().iter().all(|m| m.node != gone))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Records the zones the cluster made active here.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(ZoneId, u64)>>);
+
+impl ClusterEvents for Recorded {
+    fn zone_active(&self, zone: ZoneId, epoch: u64) {
+        self.0.lock().expect("lock").push((zone, epoch));
+    }
+    fn zone_lost(&self, _zone: ZoneId) {}
+    fn superseded(&self) {}
+}
+
+/// Short leases so that failover in the test takes seconds, not tens of seconds.
+fn short_leases() -> NodeConfig {
+    NodeConfig {
+        lease: LeaseConfig {
+            duration_ms: 2_000,
+            renew_every_ms: 500,
+            drift_margin_ms: 200,
+        },
+        ..NodeConfig::default()
+    }
+}
+
+fn start_on_store(
+    id: u64,
+    seeds: Vec<SocketAddr>,
+    store: &Arc<dyn Store>,
+) -> (Cluster, Arc<Recorded>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = load_or_create(dir.path()).expect("dev identity");
+    let node = short_leases();
+    let config = ClusterConfig {
+        me: NodeRef::new(id, 1),
+        node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + id as u16)),
+        seeds,
+        secret: SECRET.to_vec(),
+        tls: identity.tls,
+        node,
+        swim: lan_config(3),
+    };
+    let lease = Duration::from_millis(node.lease.duration_ms);
+    let calls = Arc::new(StoreAdapter::new(Arc::clone(store), lease));
+    let events = Arc::new(Recorded::default());
+    let cluster = Cluster::start(config, calls, Arc::clone(&events) as Arc<dyn ClusterEvents>)
+        .expect("cluster starts");
+    (cluster, events, dir)
+}
+
+async fn admitted(node: &Cluster, zone: ZoneId) -> Admission {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = node.admit(zone, false);
+        if !matches!(answer, Admission::Loading { .. }) {
+            return answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{zone} still loading"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_has_one_holder_others_redirect_and_it_fails_over_when_its_node_stops() {
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(store_dir.path().join("zonemesh.redb")).expect("store"));
+    let (a, a_events, _a_dir) = start_on_store(1, Vec::new(), &store);
+    let seed = a.node_addr().expect("addr");
+    let (b, _b_events, _b_dir) = start_on_store(2, vec![seed], &store);
+    let (c, _c_events, _c_dir) = start_on_store(3, vec![seed], &store);
+    until("every node sees three members", || {
+        [&a, &b, &c].iter().all(|n| n.members().len() == 3)
+    })
+    .await;
+
+    let zone = ZoneId(7);
+    assert!(matches!(
+        admitted(&a, zone).await,
+        Admission::Welcome { epoch: 1 }
+    ));
+    assert!(a.accepts_inputs(zone));
+    assert_eq!(a_events.0.lock().expect("lock").as_slice(), &[(zone, 1)]);
+    for other in [&b, &c] {
+        assert_eq!(
+            admitted(other, zone).await,
+            Admission::Redirect { to: a.me() }
+        );
+        assert!(!other.accepts_inputs(zone));
+    }
+    let holder = store
+        .zone_holder(zone.0)
+        .await
+        .expect("read")
+        .expect("held");
+    assert_eq!((holder.0.id, holder.1), (1, 1));
+
+    // a stops: once its lease has run out, the zone comes back on b or c by itself.
+    let gone = a.me();
+    a.stop().await;
+    until("the zone is held again", || {
+        [&b, &c].iter().any(|n| n.accepts_inputs(zone))
+    })
+    .await;
+    let holder = store
+        .zone_holder(zone.0)
+        .await
+        .expect("read")
+        .expect("held");
+    assert_ne!(holder.0.id, gone.id.0);
+    assert_eq!(holder.1, 2, "one new activation, epoch 2");
+    assert_eq!(
+        [&b, &c].iter().filter(|n| n.accepts_inputs(zone)).count(),
+        1,
+        "exactly one node accepts inputs"
+    );
+    b.stop().await;
+    c.stop().await;
+}
