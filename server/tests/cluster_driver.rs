@@ -238,3 +238,70 @@ async fn a_zone_has_one_holder_others_redirect_and_it_fails_over_when_its_node_s
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_players_racing_for_ten_cold_zones_cause_ten_activations() {
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(store_dir.path().join("zonemesh.redb")).expect("store"));
+    let (a, _a_events, _a_dir) = start_on_store(1, Vec::new(), &store);
+    let seed = a.node_addr().expect("addr");
+    let (b, _b_events, _b_dir) = start_on_store(2, vec![seed], &store);
+    let (c, _c_events, _c_dir) = start_on_store(3, vec![seed], &store);
+    let nodes = [a, b, c];
+    until("every node sees three members", || {
+        nodes.iter().all(|n| n.members().len() == 3)
+    })
+    .await;
+
+    // 100 players, each asking a node for one of 10 zones, all at once; each keeps
+    // asking (following redirects) until welcomed.
+    let nodes = Arc::new(nodes);
+    let mut players = tokio::task::JoinSet::new();
+    for player in 0..100_u32 {
+        let nodes = Arc::clone(&nodes);
+        players.spawn(async move {
+            let zone = ZoneId(100 + player % 10);
+            let mut at = (player % 3) as usize;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                match nodes[at].admit(zone, false) {
+                    Admission::Welcome { epoch } => return (zone, nodes[at].me(), epoch),
+                    Admission::Redirect { to } => {
+                        at = nodes
+                            .iter()
+                            .position(|n| n.me() == to)
+                            .expect("redirect to a member");
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "player never welcomed"
+                );
+            }
+        });
+    }
+    let mut welcomed = std::collections::HashMap::new();
+    while let Some(result) = players.join_next().await {
+        let (zone, node, epoch) = result.expect("player task");
+        let first = *welcomed.entry(zone).or_insert((node, epoch));
+        assert_eq!(
+            first,
+            (node, epoch),
+            "{zone} was served by two nodes or epochs"
+        );
+    }
+    assert_eq!(welcomed.len(), 10);
+    for zone in welcomed.keys() {
+        assert_eq!(
+            store.zone_epoch(zone.0).await.expect("read"),
+            Some(1),
+            "{zone} activated more than once"
+        );
+    }
+    let nodes = Arc::into_inner(nodes).expect("players done");
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -163,8 +163,11 @@ pub enum StoreReply {
     ZonesHeld {
         /// The node asked about.
         node: NodeRef,
-        /// Its zones (bounded by the store's read limit).
+        /// Its zones (bounded by the store's read limit, lowest first).
         zones: Vec<ZoneId>,
+        /// More zones are held than were listed; asking again (once the listed ones
+        /// moved) lists the rest.
+        truncated: bool,
     },
     /// The store could not be reached or failed; the call may be retried.
     Unavailable {

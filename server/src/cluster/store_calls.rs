@@ -132,6 +132,7 @@ impl StoreAdapter {
                 StoreReply::ZonesHeld {
                     node: dead,
                     zones: held.zones.into_iter().map(ZoneId).collect(),
+                    truncated: held.truncated,
                 }
             }
         })

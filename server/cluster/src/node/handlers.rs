@@ -181,10 +181,19 @@ impl NodeCore {
             }
             StoreReply::NoLease { zone } => self.retry_activation_later(now, zone),
             StoreReply::Released { .. } => {}
-            StoreReply::ZonesHeld { node, zones } => {
+            StoreReply::ZonesHeld {
+                node,
+                zones,
+                truncated,
+            } => {
                 if !self.view.is_live(node) {
                     for zone in zones {
                         self.handle_orphan(now, zone, node);
+                    }
+                    if truncated {
+                        // The listed zones leave the dead run's list as they are
+                        // activated elsewhere; asking again later lists the rest.
+                        self.defer(now, StoreCall::ZonesHeldBy { node });
                     }
                 }
             }

@@ -85,6 +85,8 @@ pub fn measure(config: ScaleConfig) -> Result<ScaleReport, SimFailure> {
         warm_zones: true,
         check_every_step: false,
         max_steps: u64::MAX,
+        // As many as the real stores list per read (`MAX_ZONES_PER_HOLDER_READ`).
+        store_zones_per_read: 10_000,
         ..SimConfig::with_faults(config.seed)
     };
     let mut world = World::new(sim);

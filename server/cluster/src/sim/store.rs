@@ -36,6 +36,7 @@ pub struct SimStore {
     zones: BTreeMap<ZoneId, ZoneRow>,
     n_activations: u64,
     respects_leases: bool,
+    zones_per_read: usize,
 }
 
 impl SimStore {
@@ -48,7 +49,14 @@ impl SimStore {
             zones: BTreeMap::new(),
             n_activations: 0,
             respects_leases: true,
+            zones_per_read: usize::MAX,
         }
+    }
+
+    /// Lists at most `n` zones per `ZonesHeldBy` answer (and says it truncated), as the
+    /// real stores do for very large nodes.
+    pub fn set_zones_per_read(&mut self, n: usize) {
+        self.zones_per_read = n.max(1);
     }
 
     /// Turns the holder check off (a deliberately broken store, to show the checker
@@ -72,10 +80,16 @@ impl SimStore {
                 }
                 StoreReply::Released { zone }
             }
-            StoreCall::ZonesHeldBy { node } => StoreReply::ZonesHeld {
-                node,
-                zones: self.zones_held_by(node),
-            },
+            StoreCall::ZonesHeldBy { node } => {
+                let mut zones = self.zones_held_by(node);
+                let truncated = zones.len() > self.zones_per_read;
+                zones.truncate(self.zones_per_read);
+                StoreReply::ZonesHeld {
+                    node,
+                    zones,
+                    truncated,
+                }
+            }
         }
     }
 

@@ -59,6 +59,9 @@ pub struct SimConfig {
     pub check_every_step: bool,
     /// Players first ask between these times (ms).
     pub players_start_ms: (u64, u64),
+    /// Zones the store lists per `ZonesHeldBy` answer. The fault runs use a tiny limit
+    /// so that truncated answers are exercised; the real stores list 10,000.
+    pub store_zones_per_read: usize,
 }
 
 impl SimConfig {
@@ -88,6 +91,7 @@ impl SimConfig {
             warm_zones: false,
             check_every_step: true,
             players_start_ms: (0, 3_000),
+            store_zones_per_read: 3,
         }
     }
 
@@ -272,6 +276,7 @@ impl World {
             .collect();
         let mut store = SimStore::new(config.node.lease.duration_ms);
         store.set_respects_leases(config.store_respects_leases);
+        store.set_zones_per_read(config.store_zones_per_read);
         Self {
             faults: config.net,
             report: SimReport {
