@@ -8,6 +8,7 @@ use crate::error::ClientError;
 use crate::events::{DisconnectReason, Event};
 use crate::replica::Replica;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 use zonemesh_shared::ids::{NetId, ZoneId};
@@ -121,6 +122,21 @@ impl BlockingClient {
     /// The session's counters.
     pub fn stats(&self) -> ClientStats {
         self.client.stats()
+    }
+
+    /// The server address the session is on; see [`Client::remote_address`].
+    pub fn remote_address(&self) -> SocketAddr {
+        self.client.remote_address()
+    }
+
+    /// Redirects followed while connecting; see [`Client::redirects_followed`].
+    pub fn redirects_followed(&self) -> u32 {
+        self.client.redirects_followed()
+    }
+
+    /// Moves to another node while connecting; see [`Client::node_changes`].
+    pub fn node_changes(&self) -> u32 {
+        self.client.node_changes()
     }
 
     /// The player's own entity.

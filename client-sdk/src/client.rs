@@ -15,6 +15,7 @@ use crate::connect::{self, Established, READ_CHUNK};
 use crate::error::ClientError;
 use crate::events::{DisconnectReason, Event};
 use crate::replica::Replica;
+use crate::route::RouteStats;
 use crate::session::ClientCore;
 use bytes::Bytes;
 use quinn::{Connection, ReadError, RecvStream, SendDatagramError, SendStream, VarInt};
@@ -92,6 +93,8 @@ pub struct Client {
     send: SendStream,
     control: ControlReader,
     core: ClientCore,
+    /// How the connect got to this server.
+    route: RouteStats,
     /// The endpoint this client created, drained on `close`; `None` when shared.
     owned_endpoint: Option<quinn::Endpoint>,
 }
@@ -150,6 +153,7 @@ impl Client {
                 open: true,
             },
             core,
+            route: e.route,
             owned_endpoint,
         };
         // Frames that arrived in the same read as `Welcome`.
@@ -192,9 +196,27 @@ impl Client {
         self.conn.rtt()
     }
 
-    /// The server address this session is connected to (after redirects).
+    /// The server address this session is connected to (after redirects): the node
+    /// the session is on now.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// `Redirect` answers this client followed while connecting, over all its
+    /// attempts. At most [`ClientConfig::max_redirects`]: one more ends the connect
+    /// with [`ClientError::TooManyRedirects`].
+    pub fn redirects_followed(&self) -> u32 {
+        self.route.redirects_followed
+    }
+
+    /// How many times the session moved to another node while connecting: each
+    /// completed QUIC handshake with a different server address than the previous
+    /// completed handshake counts once (a redirect or a retry that lands elsewhere).
+    /// The first server reached does not count, nor does a redirect back to the same
+    /// address or to an address that never answered. So a redirect from an entry node
+    /// to the zone's owner gives `redirects_followed() == 1` and `node_changes() == 1`.
+    pub fn node_changes(&self) -> u32 {
+        self.route.node_changes
     }
 
     /// Why the session ended, once it has.

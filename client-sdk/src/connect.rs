@@ -11,6 +11,7 @@ use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::events::close_code;
+use crate::route::{Route, RouteStats};
 use crate::session::Welcome;
 use crate::tls;
 use quinn::{Connecting, Connection, IdleTimeout, RecvStream, SendStream, TransportConfig, VarInt};
@@ -41,6 +42,8 @@ pub(crate) struct Established {
     /// May already hold frames the server sent right after `Welcome`.
     pub(crate) decoder: FrameDecoder,
     pub(crate) welcome: Welcome,
+    /// Redirects followed and node changes on the way here.
+    pub(crate) route: RouteStats,
 }
 
 /// The quinn client configuration: TLS for the configured trust, ALPN, and transport
@@ -106,22 +109,21 @@ pub(crate) async fn establish(
         server_name: config.server_name.clone(),
         token: config.token.clone(),
     };
-    let mut redirects = 0;
+    let mut route = Route::new(config.max_redirects);
     let mut attempts = 0;
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = config.attempt_timeout.min(remaining);
-        let (error, hint) = match attempt(endpoint, &quic, &target, timeout).await {
-            Ok(established) => return Ok(established),
+        let (error, hint) = match attempt(endpoint, &quic, &target, timeout, &mut route).await {
+            Ok(mut established) => {
+                established.route = route.stats();
+                return Ok(established);
+            }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(e, hint)) => (e, hint),
             Err(Failure::Redirect { addr, token }) => {
-                redirects += 1;
-                if redirects > config.max_redirects {
-                    let limit = config.max_redirects;
-                    return Err(ClientError::TooManyRedirects { limit });
-                }
+                route.handle_redirect()?;
                 tracing::debug!(%addr, "redirected");
                 target = redirect_target(endpoint, &addr, token, &target).await?;
                 continue;
@@ -144,6 +146,7 @@ async fn attempt(
     quic: &quinn::ClientConfig,
     target: &Target,
     timeout: Duration,
+    route: &mut Route,
 ) -> Result<Established, Failure> {
     if timeout.is_zero() {
         return Err(Failure::Retry(ClientError::Timeout(timeout), None));
@@ -151,16 +154,22 @@ async fn attempt(
     let connecting = endpoint
         .connect_with(quic.clone(), target.addr, &target.server_name)
         .map_err(|e| Failure::Fatal(e.into()))?;
-    match tokio::time::timeout(timeout, handshake(connecting, &target.token)).await {
+    match tokio::time::timeout(timeout, handshake(connecting, &target.token, route)).await {
         Ok(result) => result,
         // Dropping the unfinished handshake drops the connection, which quinn closes.
         Err(_) => Err(Failure::Retry(ClientError::Timeout(timeout), None)),
     }
 }
 
-/// QUIC handshake, `Hello`, and the server's answer.
-async fn handshake(connecting: Connecting, token: &str) -> Result<Established, Failure> {
+/// QUIC handshake, `Hello`, and the server's answer. A completed handshake is noted
+/// in `route` whatever the answer: the client was on that node.
+async fn handshake(
+    connecting: Connecting,
+    token: &str,
+    route: &mut Route,
+) -> Result<Established, Failure> {
     let conn = connecting.await.map_err(classify_connection_error)?;
+    route.handle_reached(conn.remote_address());
     let (mut send, mut recv) = conn.open_bi().await.map_err(classify_connection_error)?;
     let hello = ClientControl::Hello {
         version: PROTOCOL_VERSION,
@@ -189,6 +198,8 @@ async fn handshake(connecting: Connecting, token: &str) -> Result<Established, F
         recv,
         decoder,
         welcome,
+        // Filled in by `establish`, which owns the route across attempts.
+        route: RouteStats::default(),
     })
 }
 

@@ -41,8 +41,10 @@
 //! - [`Client::connect`]: attempts until welcomed or `connect_deadline` passes. `Busy`
 //!   and `Loading` answers and transient failures are retried with exponential
 //!   backoff and full jitter ([`Backoff`]); `Redirect` is followed (at most
-//!   `max_redirects` times); an `Error` answer fails at once with
-//!   [`ClientError::Rejected`].
+//!   `max_redirects` times, then [`ClientError::TooManyRedirects`]); an `Error`
+//!   answer fails at once with [`ClientError::Rejected`]. How the session got there
+//!   stays observable: [`Client::remote_address`], [`Client::redirects_followed`] and
+//!   [`Client::node_changes`].
 //! - After `Welcome`, every reading call processes what arrived: snapshots update the
 //!   [`Replica`] (delta decoding with per-entity baselines, reordering and sequence
 //!   wraparound handled, interpolation samples kept) and queue [`Event`]s; the client
@@ -78,6 +80,7 @@ mod events;
 mod history;
 mod input;
 mod replica;
+mod route;
 mod seq;
 mod session;
 mod tls;
