@@ -63,7 +63,7 @@ pub struct BotContext {
     pub index: u32,
     /// Player name (unique in the run).
     pub player: String,
-    /// Server address.
+    /// The server this bot starts on (its place in the round-robin spread).
     pub server: SocketAddr,
     /// The shared client endpoint.
     pub endpoint: quinn::Endpoint,
@@ -103,6 +103,8 @@ pub async fn run(mut ctx: BotContext) {
     let mut steering = Steering::new(ctx.behavior, ctx.seed);
     let mut intended = ctx.start_at;
     let mut connected_once = false;
+    // Where the bot's previous session was, to count a rejoin landing elsewhere.
+    let mut last_node = None;
     for _ in 0..SESSIONS_PER_BOT_MAX {
         if !ctx.wait_until(intended).await {
             break;
@@ -110,6 +112,7 @@ pub async fn run(mut ctx: BotContext) {
         let Some(client) = ctx.connect(intended, !connected_once).await else {
             break;
         };
+        ctx.record_route(&client, &mut last_node);
         if !connected_once {
             connected_once = true;
             ctx.recorder.count(|c| c.bots_connected += 1);
@@ -173,6 +176,19 @@ impl BotContext {
             }
             None => None,
         }
+    }
+
+    /// Records how the session got to its node: the SDK's redirects and node changes
+    /// while connecting, plus one node change when it landed elsewhere than the bot's
+    /// previous session (`last_node`, updated here).
+    fn record_route(&self, client: &Client, last_node: &mut Option<SocketAddr>) {
+        let node = client.remote_address();
+        let moved = last_node.replace(node).is_some_and(|last| last != node);
+        self.recorder.count(|c| {
+            c.redirects += u64::from(client.redirects_followed());
+            c.node_changes += u64::from(client.node_changes()) + u64::from(moved);
+            c.session_on(&node.to_string());
+        });
     }
 
     fn failed(&self, phase: &str, e: &ClientError) -> Option<Client> {

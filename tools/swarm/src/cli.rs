@@ -62,9 +62,10 @@ pub struct MergeArgs {
 /// Flags of a swarm run.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Server address (any node; redirects are followed).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub server: Option<SocketAddr>,
+    /// Server address (any node; redirects are followed). Repeat the flag or give a
+    /// comma-separated list to spread the bots round-robin over several (at most 64).
+    #[arg(long, value_name = "ADDR", required = true, value_delimiter = ',')]
+    pub server: Vec<SocketAddr>,
     /// `zonemesh dev` data directory: pins dev-cert.pem, mints tokens from
     /// dev-secret.hex.
     #[arg(
@@ -181,7 +182,9 @@ impl RunArgs {
 
     /// The run these flags describe, checked against every limit.
     pub fn to_config(&self) -> Result<SwarmConfig, String> {
-        let server = self.server.ok_or("--server is required")?;
+        let Some(&server) = self.server.first() else {
+            return Err("--server is required".into());
+        };
         let auth = match (&self.dev_data, &self.cert, &self.token_secret) {
             (Some(dir), None, None) => Auth::DevData(dir.clone()),
             (None, Some(cert), Some(secret)) => Auth::Files {
@@ -191,6 +194,7 @@ impl RunArgs {
             _ => return Err("give either --dev-data or both --cert and --token-secret".into()),
         };
         let mut config = SwarmConfig::new(server, auth);
+        config.servers = self.server.clone();
         config.n_bots = self.bots;
         config.ramp = self.ramp;
         config.duration = self.duration;
@@ -342,6 +346,38 @@ mod tests {
         );
         let cli = parse(&[&base[..], &["--name-prefix", "a b"]].concat()).expect("parses");
         assert!(cli.run.to_config().is_err());
+    }
+
+    #[test]
+    fn several_servers_by_repeating_the_flag_or_a_list() {
+        let base = ["--dev-data", "d", "--server", "127.0.0.1:1,127.0.0.1:2"];
+        let cli = parse(&[&base[..], &["--server", "127.0.0.1:3"]].concat()).expect("parses");
+        let config = cli.run.to_config().expect("valid");
+        let ports: Vec<u16> = config.servers.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [1, 2, 3]);
+        assert_eq!(config.server_for(4).port(), 2, "round-robin by bot index");
+    }
+
+    #[test]
+    fn bad_server_lists_are_refused_with_the_reason() {
+        for bad in [
+            &["--server", "localhost"][..],
+            &["--server", "127.0.0.1:1,"],
+            &["--server", "127.0.0.1:1,,127.0.0.1:2"],
+            &["--server", ""],
+        ] {
+            let err = parse(&[&["--dev-data", "d"][..], bad].concat()).expect_err("refused");
+            assert!(err.to_string().contains("--server"), "{err}");
+        }
+        // Well-formed addresses that make no usable list: refused with the reason.
+        for (servers, reason) in [
+            ("127.0.0.1:1,127.0.0.1:1", "127.0.0.1:1 is listed twice"),
+            ("127.0.0.1:1,[::1]:2", "mix IPv4 and IPv6"),
+        ] {
+            let cli = parse(&["--dev-data", "d", "--server", servers]).expect("parses");
+            let err = cli.run.to_config().expect_err("refused");
+            assert!(err.contains(reason), "{err}");
+        }
     }
 
     #[test]

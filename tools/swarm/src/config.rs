@@ -25,6 +25,8 @@ pub const RAMP_MAX: Duration = Duration::from_secs(600);
 /// Highest input rate per bot. The server accepts 120 input datagrams per second per
 /// client; half of that leaves room for acknowledgements and catch-up after a stall.
 pub const INPUT_HZ_MAX: u32 = 60;
+/// Most servers one run spreads its bots over.
+pub const SERVERS_MAX: usize = 64;
 /// Most client endpoints (UDP sockets) one process opens.
 pub const ENDPOINTS_MAX: usize = 64;
 /// Shortest and longest churn period (time a churning bot stays connected).
@@ -59,8 +61,10 @@ pub enum Auth {
 /// One swarm run, validated by [`SwarmConfig::validate`] before anything starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwarmConfig {
-    /// The server (or any node of it; redirects are followed).
-    pub server: SocketAddr,
+    /// The servers (nodes of a cluster, or one server; redirects are followed). Bot
+    /// `i` starts on `servers[i % len]` ([`SwarmConfig::server_for`]), so the spread
+    /// is deterministic.
+    pub servers: Vec<SocketAddr>,
     /// Certificate and token secret.
     pub auth: Auth,
     /// Bots to run.
@@ -117,6 +121,10 @@ pub enum ConfigError {
         /// The duration given.
         duration: Duration,
     },
+    /// The server list is empty, too long, repeats an address or mixes address
+    /// families.
+    #[error("servers: {0}")]
+    BadServers(String),
     /// The player-name prefix cannot form valid player names.
     #[error("name prefix {prefix:?}: {reason}")]
     BadNamePrefix {
@@ -129,10 +137,11 @@ pub enum ConfigError {
 
 impl SwarmConfig {
     /// A configuration with the defaults of the command line: 100 wandering bots for
-    /// 60 s, 20 inputs per second, 4 endpoints.
+    /// 60 s, 20 inputs per second, 4 endpoints, all on `server` (set
+    /// [`SwarmConfig::servers`] to spread them over several).
     pub fn new(server: SocketAddr, auth: Auth) -> Self {
         Self {
-            server,
+            servers: vec![server],
             auth,
             n_bots: 100,
             ramp: Duration::ZERO,
@@ -153,6 +162,7 @@ impl SwarmConfig {
 
     /// Checks every limit; a run starts only with a configuration that passes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_servers(&self.servers)?;
         check_range("bots", self.n_bots, 1, BOTS_MAX)?;
         check_range("input rate (Hz)", self.input_hz, 1, INPUT_HZ_MAX)?;
         check_range("endpoints", self.n_endpoints, 1, ENDPOINTS_MAX)?;
@@ -190,10 +200,38 @@ impl SwarmConfig {
         Duration::from_secs(1) / self.input_hz.max(1)
     }
 
+    /// The server bot `index` starts on: round-robin by index.
+    pub fn server_for(&self, index: u32) -> SocketAddr {
+        assert!(!self.servers.is_empty(), "a validated config has servers");
+        let i = usize::try_from(index).unwrap_or(usize::MAX) % self.servers.len();
+        self.servers[i]
+    }
+
     /// The player name of bot `index` in the run tagged `run_tag`.
     pub fn player_name(&self, run_tag: &str, index: u32) -> String {
         format!("{}-{run_tag}-{index}", self.name_prefix)
     }
+}
+
+/// One to [`SERVERS_MAX`] distinct addresses of one family: the bots' shared
+/// endpoints are bound for the family of the first.
+fn check_servers(servers: &[SocketAddr]) -> Result<(), ConfigError> {
+    let bad = |reason: String| Err(ConfigError::BadServers(reason));
+    let Some(first) = servers.first() else {
+        return bad("at least one server is required".into());
+    };
+    if servers.len() > SERVERS_MAX {
+        return bad(format!("at most {SERVERS_MAX}, got {}", servers.len()));
+    }
+    for (i, addr) in servers.iter().enumerate() {
+        if servers[..i].contains(addr) {
+            return bad(format!("{addr} is listed twice"));
+        }
+        if addr.is_ipv6() != first.is_ipv6() {
+            return bad(format!("{addr} and {first} mix IPv4 and IPv6"));
+        }
+    }
+    Ok(())
 }
 
 fn check_range<T: PartialOrd + fmt::Display>(
@@ -326,6 +364,32 @@ mod tests {
         let mut c = config();
         c.n_endpoints = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bots_spread_round_robin_over_distinct_servers_of_one_family() {
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        let mut c = config();
+        c.servers = vec![a, b];
+        assert_eq!(c.validate(), Ok(()));
+        let spread: Vec<_> = (0..5).map(|i| c.server_for(i)).collect();
+        assert_eq!(spread, vec![a, b, a, b, a]);
+        for bad in [
+            vec![],
+            vec![a, a],
+            vec![a, "[::1]:3".parse().expect("addr")],
+            (1..=SERVERS_MAX as u16 + 1)
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                .collect(),
+        ] {
+            c.servers = bad;
+            assert!(
+                matches!(c.validate(), Err(ConfigError::BadServers(_))),
+                "{:?} accepted",
+                c.servers
+            );
+        }
     }
 
     #[test]

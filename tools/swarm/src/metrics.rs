@@ -22,6 +22,9 @@ pub const VALUE_MAX: u64 = 3_600_000_000;
 pub const SIGNIFICANT_DIGITS: u8 = 3;
 /// Shards bots record into (see the module comment).
 pub const SHARDS: usize = 8;
+/// Most distinct server addresses `sessions_per_server` keeps; sessions on further
+/// ones (a cluster redirecting over very many nodes) are counted under `other`.
+pub const SERVER_KEYS_MAX: usize = 256;
 
 /// One histogram a swarm records. Latencies are in microseconds; per-bot rates are
 /// recorded once per session when it ends.
@@ -97,6 +100,19 @@ pub struct Counters {
     pub inputs_acknowledged: u64,
     /// `ZoneChanged` events: border crossings.
     pub zone_changes: u64,
+    /// `Redirect` answers the SDK followed while connecting, summed over sessions.
+    #[serde(default)]
+    pub redirects: u64,
+    /// Sessions moving to another node: the SDK's node changes while connecting,
+    /// plus each session that landed on another address than the bot's previous one.
+    #[serde(default)]
+    pub node_changes: u64,
+    /// Bots assigned to each `--server` address (round-robin by bot index).
+    #[serde(default)]
+    pub bots_per_server: BTreeMap<String, u64>,
+    /// Sessions by the address they were welcomed on (after redirects).
+    #[serde(default)]
+    pub sessions_per_server: BTreeMap<String, u64>,
     /// Sessions the server or network ended, by `code/kind`.
     pub disconnects: BTreeMap<String, u64>,
     /// Failures by kind.
@@ -113,6 +129,10 @@ impl Counters {
         self.inputs_sent += other.inputs_sent;
         self.inputs_acknowledged += other.inputs_acknowledged;
         self.zone_changes += other.zone_changes;
+        self.redirects += other.redirects;
+        self.node_changes += other.node_changes;
+        add_map(&mut self.bots_per_server, &other.bots_per_server);
+        add_map(&mut self.sessions_per_server, &other.sessions_per_server);
         add_map(&mut self.disconnects, &other.disconnects);
         add_map(&mut self.errors, &other.errors);
     }
@@ -132,6 +152,17 @@ impl Counters {
     /// Counts one session ended for `reason`.
     pub fn disconnect(&mut self, reason: &str) {
         *self.disconnects.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// Counts one session welcomed on `server` (bounded: see [`SERVER_KEYS_MAX`]).
+    pub fn session_on(&mut self, server: &str) {
+        let known = self.sessions_per_server.contains_key(server);
+        let key = if known || self.sessions_per_server.len() < SERVER_KEYS_MAX {
+            server
+        } else {
+            "other"
+        };
+        *self.sessions_per_server.entry(key.to_owned()).or_default() += 1;
     }
 
     /// Total failures of every kind.
@@ -343,6 +374,27 @@ mod tests {
         hub.drain_into(&mut again);
         assert!(again.histogram(Metric::InputToVisible).is_empty());
         assert_eq!(again.counters, Counters::default());
+    }
+
+    #[test]
+    fn sessions_per_server_stay_bounded() {
+        let mut c = Counters::default();
+        for port in 0..SERVER_KEYS_MAX + 10 {
+            c.session_on(&format!("127.0.0.1:{port}"));
+        }
+        c.session_on("127.0.0.1:0");
+        assert_eq!(c.sessions_per_server.len(), SERVER_KEYS_MAX + 1);
+        assert_eq!(c.sessions_per_server.get("other"), Some(&10));
+        assert_eq!(c.sessions_per_server.get("127.0.0.1:0"), Some(&2));
+    }
+
+    #[test]
+    fn counters_from_an_older_log_line_still_parse() {
+        let old = r#"{"bots_requested":1,"bots_connected":1,"bots_failed":0,"sessions":1,
+            "inputs_sent":0,"inputs_acknowledged":0,"zone_changes":0,"disconnects":{},"errors":{}}"#;
+        let c: Counters = serde_json::from_str(old).expect("parses");
+        assert_eq!((c.redirects, c.node_changes), (0, 0));
+        assert!(c.sessions_per_server.is_empty());
     }
 
     #[test]

@@ -69,6 +69,15 @@ pub struct Report {
     pub inputs_acknowledged: u64,
     /// Border crossings seen (`ZoneChanged`).
     pub zone_changes: u64,
+    /// `Redirect` answers followed while connecting, over every session.
+    pub redirects: u64,
+    /// Sessions moving to another node: at connect (a redirect or retry landing on
+    /// another address) and a rejoin landing elsewhere than the bot's last session.
+    pub node_changes: u64,
+    /// Bots assigned to each `--server` address.
+    pub bots_per_server: BTreeMap<String, u64>,
+    /// Sessions by the address they were welcomed on (after redirects).
+    pub sessions_per_server: BTreeMap<String, u64>,
     /// Sessions the server or network ended, by `code/kind`.
     pub disconnects: BTreeMap<String, u64>,
     /// Failures by kind.
@@ -111,6 +120,10 @@ impl Report {
             inputs_sent: c.inputs_sent,
             inputs_acknowledged: c.inputs_acknowledged,
             zone_changes: c.zone_changes,
+            redirects: c.redirects,
+            node_changes: c.node_changes,
+            bots_per_server: c.bots_per_server.clone(),
+            sessions_per_server: c.sessions_per_server.clone(),
             disconnects: c.disconnects.clone(),
             errors: c.errors.clone(),
             connect_ms: Percentiles::from_micros(set.histogram(Metric::Connect)),
@@ -145,6 +158,14 @@ impl Report {
             out,
             "inputs: {} sent, {} acknowledged; {} zone changes",
             self.inputs_sent, self.inputs_acknowledged, self.zone_changes
+        );
+        let _ = writeln!(
+            out,
+            "routing: {} redirects followed, {} node changes; bots per server: {}; sessions per server: {}",
+            self.redirects,
+            self.node_changes,
+            list(&self.bots_per_server),
+            list(&self.sessions_per_server)
         );
         let _ = writeln!(
             out,
@@ -258,6 +279,10 @@ mod tests {
         set.counters.bots_requested = 2;
         set.counters.bots_connected = 2;
         set.counters.error("connect_timeout");
+        set.counters.redirects = 3;
+        set.counters.node_changes = 2;
+        set.counters.bots_per_server.insert("127.0.0.1:1".into(), 2);
+        set.counters.session_on("127.0.0.1:9");
         set
     }
 
@@ -298,6 +323,10 @@ mod tests {
             "bytes_up_per_bot_per_s",
             "errors",
             "server",
+            "redirects",
+            "node_changes",
+            "bots_per_server",
+            "sessions_per_server",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
@@ -308,6 +337,12 @@ mod tests {
             );
         }
         assert_eq!(json["errors"]["connect_timeout"], 1);
+        assert_eq!(
+            (json["redirects"].as_u64(), json["node_changes"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(json["bots_per_server"]["127.0.0.1:1"], 2);
+        assert_eq!(json["sessions_per_server"]["127.0.0.1:9"], 1);
     }
 
     #[test]
@@ -322,6 +357,8 @@ mod tests {
             "counters incomplete",
             "disconnects: none",
             "server: not asked",
+            "routing: 3 redirects followed, 2 node changes",
+            "bots per server: 127.0.0.1:1 2; sessions per server: 127.0.0.1:9 1",
         ] {
             assert!(table.contains(needle), "{needle:?} missing from\n{table}");
         }

@@ -11,6 +11,7 @@ use crate::histlog::{HistLogError, HistLogWriter, RunSummary};
 use crate::metrics::{Hub, Metric, MetricSet};
 use crate::report::{Progress, Report};
 use crate::server_figures::{ServerFigures, read_status};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write as _};
@@ -73,7 +74,7 @@ pub async fn run(
         &stop,
         start,
     );
-    tracing::info!(bots = config.n_bots, server = %config.server, "swarm started");
+    tracing::info!(bots = config.n_bots, servers = ?config.servers, "swarm started");
     collector
         .run_until_stop(config, start, &mut bots, shutdown)
         .await?;
@@ -111,11 +112,13 @@ async fn server_window(
 }
 
 fn bind_endpoints(config: &SwarmConfig) -> Result<Vec<quinn::Endpoint>, SwarmError> {
+    // Validation keeps every server in the first one's address family.
+    let family_of = config.server_for(0);
     let n = config
         .n_endpoints
         .min(usize::try_from(config.n_bots).unwrap_or(usize::MAX));
     (0..n.max(1))
-        .map(|_| Client::bind_endpoint(config.server).map_err(SwarmError::Endpoint))
+        .map(|_| Client::bind_endpoint(family_of).map_err(SwarmError::Endpoint))
         .collect()
 }
 
@@ -135,7 +138,7 @@ fn spawn_bots(
         let ctx = BotContext {
             index,
             player: config.player_name(&run_tag, index),
-            server: config.server,
+            server: config.server_for(index),
             endpoint: endpoints[index as usize % endpoints.len()].clone(),
             credentials: Arc::clone(credentials),
             recorder: hub.recorder(index),
@@ -150,6 +153,18 @@ fn spawn_bots(
         bots.spawn(bot::run(ctx));
     }
     bots
+}
+
+/// How many bots start on each server: the round-robin spread, by address.
+fn bots_per_server(config: &SwarmConfig) -> BTreeMap<String, u64> {
+    let n_servers = config.servers.len().max(1) as u64;
+    let n_bots = u64::from(config.n_bots);
+    let spread = config.servers.iter().enumerate().map(|(i, addr)| {
+        // Bots i, i + n, i + 2n, ...: the first `n_bots % n` servers get one more.
+        let extra = u64::from((i as u64) < n_bots % n_servers);
+        (addr.to_string(), n_bots / n_servers + extra)
+    });
+    spread.collect()
 }
 
 /// Bot `index`'s start within the ramp: evenly spread, the first at once.
@@ -194,6 +209,7 @@ impl Collector {
         };
         let mut totals = MetricSet::new();
         totals.counters.bots_requested = u64::from(config.n_bots);
+        totals.counters.bots_per_server = bots_per_server(config);
         Ok(Self {
             hub: Hub::new(),
             totals,
@@ -347,5 +363,22 @@ mod tests {
         assert_eq!(offsets, vec![ms(0), ms(500), ms(1000), ms(1500)]);
         c.ramp = Duration::ZERO;
         assert_eq!(ramp_offset(&c, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn bots_per_server_matches_the_round_robin_spread() {
+        let mut c = SwarmConfig::new(
+            "127.0.0.1:1".parse().expect("addr"),
+            Auth::DevData(".".into()),
+        );
+        c.servers.push("127.0.0.1:2".parse().expect("addr"));
+        c.servers.push("127.0.0.1:3".parse().expect("addr"));
+        c.n_bots = 7;
+        let mut by_hand = BTreeMap::<String, u64>::new();
+        for i in 0..c.n_bots {
+            *by_hand.entry(c.server_for(i).to_string()).or_default() += 1;
+        }
+        assert_eq!(bots_per_server(&c), by_hand);
+        assert_eq!(by_hand.get("127.0.0.1:1"), Some(&3));
     }
 }

@@ -1,6 +1,7 @@
 //! The swarm against a real in-process server: every bot connects, latencies are
 //! measured and plausible, nothing fails; churning bots rejoin; bad credentials are
-//! reported per kind; and a run's interval log merges back into the same report.
+//! reported per kind; a run's interval log merges back into the same report; and
+//! bots spread over several servers.
 
 mod common;
 
@@ -136,4 +137,26 @@ async fn bots_with_a_wrong_secret_fail_and_say_why() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_spread_round_robin_over_two_servers() {
+    let a = TestServer::start().await;
+    let b = TestServer::start_sharing_identity(&a).await;
+    let mut config = a.swarm_config(6, Duration::from_secs(2));
+    config.servers = vec![a.addr, b.addr];
+    config.behavior = Behavior::Idle;
+    let report = run_swarm(&config).await;
+    println!("{}", report.table());
+
+    assert_eq!(report.bots_connected, 6, "{:?}", report.errors);
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    let (a_key, b_key) = (a.addr.to_string(), b.addr.to_string());
+    for per_server in [&report.bots_per_server, &report.sessions_per_server] {
+        assert_eq!(per_server.get(&a_key), Some(&3), "{per_server:?}");
+        assert_eq!(per_server.get(&b_key), Some(&3), "{per_server:?}");
+        assert_eq!(per_server.len(), 2, "{per_server:?}");
+    }
+    // Plain servers never redirect, and a bot's one session stays where it started.
+    assert_eq!((report.redirects, report.node_changes), (0, 0));
 }

@@ -11,6 +11,7 @@ use zonemesh_server::admin::{AdminConfig, AdminServer};
 use zonemesh_server::dev::{DevWorld, start_dev_server};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NodeConfig, Server};
+use zonemesh_shared::dev_files;
 use zonemesh_swarm::{Auth, SwarmConfig};
 
 /// Longest any test run may take before the test fails.
@@ -28,7 +29,22 @@ pub struct TestServer {
 impl TestServer {
     /// A 2x2 world of 64-unit zones with a few NPCs; bots see 48 units around them.
     pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// Another server with `other`'s dev identity (certificate, key, token secret) in
+    /// a data directory of its own, so one swarm's credentials work on both, as on
+    /// the nodes of a cluster.
+    pub async fn start_sharing_identity(other: &Self) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
+        for file in [dev_files::CERT, dev_files::KEY, dev_files::SECRET] {
+            std::fs::copy(other.data.path().join(file), data.path().join(file))
+                .expect("copy the dev identity");
+        }
+        Self::start_in(data).await
+    }
+
+    async fn start_in(data: TempDir) -> Self {
         let world = DevWorld {
             node: NodeConfig {
                 layout: WorldLayout {
