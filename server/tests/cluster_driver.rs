@@ -305,3 +305,101 @@ async fn a_hundred_players_racing_for_ten_cold_zones_cause_ten_activations() {
         node.stop().await;
     }
 }
+
+/// The real store behind a switch: while `cut` is set, this node's calls fail as if
+/// the store were unreachable (a partition between one node and the store).
+struct Partitionable {
+    store: StoreAdapter,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StoreCalls for Partitionable {
+    fn call(
+        &self,
+        node: NodeRef,
+        call: StoreCall,
+    ) -> Pin<Box<dyn Future<Output = StoreReply> + Send>> {
+        if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async move { StoreReply::Unavailable { call } });
+        }
+        self.store.call(node, call)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_store_stops_before_another_takes_its_zone() {
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(store_dir.path().join("zonemesh.redb")).expect("store"));
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let node = short_leases();
+    let lease = Duration::from_millis(node.lease.duration_ms);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ClusterConfig {
+        me: NodeRef::new(1, 1),
+        node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 42_001)),
+        seeds: Vec::new(),
+        secret: SECRET.to_vec(),
+        tls: load_or_create(dir.path()).expect("dev identity").tls,
+        node,
+        swim: lan_config(2),
+    };
+    let calls = Arc::new(Partitionable {
+        store: StoreAdapter::new(Arc::clone(&store), lease),
+        cut: Arc::clone(&cut),
+    });
+    let a = Cluster::start(config, calls, Arc::new(Recorded::default())).expect("a starts");
+    let (b, _b_events, _b_dir) = start_on_store(2, vec![a.node_addr().expect("addr")], &store);
+    until("both nodes see each other", || {
+        a.members().len() == 2 && b.members().len() == 2
+    })
+    .await;
+
+    let zone = ZoneId(3);
+    assert!(matches!(
+        admitted(&a, zone).await,
+        Admission::Welcome { .. }
+    ));
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cut_at = tokio::time::Instant::now();
+
+    // b keeps asking for the zone; at no moment may both accept inputs for it.
+    let deadline = cut_at + WAIT;
+    let mut a_stopped_after = None;
+    while !b.accepts_inputs(zone) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never took the zone over"
+        );
+        let (a_accepts, b_accepts) = (a.accepts_inputs(zone), b.accepts_inputs(zone));
+        assert!(
+            !(a_accepts && b_accepts),
+            "two nodes accepted inputs for {zone}"
+        );
+        if !a_accepts && a_stopped_after.is_none() {
+            a_stopped_after = Some(cut_at.elapsed());
+        }
+        let _ = b.admit(zone, false);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !a.accepts_inputs(zone),
+        "a accepts inputs after b took over"
+    );
+    let stopped = a_stopped_after.expect("a stopped before b took over");
+    // The stated bound: lease minus margin after the last answered renewal, which was
+    // at most one renewal interval before the cut.
+    assert!(
+        stopped <= Duration::from_millis(2_000 - 200 + 100),
+        "a stopped only after {stopped:?}"
+    );
+    let holder = store
+        .zone_holder(zone.0)
+        .await
+        .expect("read")
+        .expect("held");
+    assert_eq!((holder.0.id, holder.1), (2, 2));
+    a.stop().await;
+    b.stop().await;
+}

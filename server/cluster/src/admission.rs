@@ -101,7 +101,12 @@ pub fn decide(facts: AdmissionFacts) -> (Admission, NextStep) {
             (Admission::Welcome { epoch }, NextStep::Nothing)
         }
         ZoneHere::Active { .. } => (loading(LEASE_RETRY_MS), NextStep::Nothing),
-        ZoneHere::Activating => (loading(LOADING_RETRY_MS), NextStep::Nothing),
+        // Activating while the store says another live node holds the zone: that node
+        // serves meanwhile (this one only takes over if the holder's lease runs out).
+        ZoneHere::Activating => match facts.known_host {
+            Some(host) if host != facts.me => (Admission::Redirect { to: host }, NextStep::Nothing),
+            _ => (loading(LOADING_RETRY_MS), NextStep::Nothing),
+        },
         ZoneHere::NotHosted => match facts.known_host {
             Some(host) if host == facts.me => (loading(LOADING_RETRY_MS), NextStep::Activate),
             Some(host) => (Admission::Redirect { to: host }, NextStep::Nothing),
@@ -178,6 +183,26 @@ mod tests {
             ..facts()
         };
         assert_eq!(decide(here).1, NextStep::Activate);
+    }
+
+    #[test]
+    fn activating_behind_a_live_holder_redirects_to_it() {
+        let f = AdmissionFacts {
+            here: ZoneHere::Activating,
+            known_host: Some(NodeRef::new(2, 1)),
+            ..facts()
+        };
+        assert_eq!(
+            decide(f).0,
+            Admission::Redirect {
+                to: NodeRef::new(2, 1)
+            }
+        );
+        let alone = AdmissionFacts {
+            here: ZoneHere::Activating,
+            ..facts()
+        };
+        assert!(matches!(decide(alone).0, Admission::Loading { .. }));
     }
 
     #[test]

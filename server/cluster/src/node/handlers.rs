@@ -13,6 +13,8 @@ use crate::ring::Ring;
 
 /// Nodes after a zone's directory owner on the ring that report its host's death.
 const N_DEPUTIES: usize = 2;
+/// Times an activation is retried after the store said a live node holds the zone.
+const MAX_HELD_RETRIES: u32 = 2;
 
 impl NodeCore {
     /// Folds a membership event in. When the set of live members changes: the ring is
@@ -239,6 +241,22 @@ impl NodeCore {
         }
     }
 
+    /// The lease ran out by this node's clock (the store has not answered renewals):
+    /// the zones stop accepting inputs anyway, so they are given up, and their
+    /// directory entries removed, so that players are placed elsewhere as soon as the
+    /// store lets another node in, instead of being sent to a node that cannot serve
+    /// them until its store comes back.
+    fn give_up_zones_without_lease(&mut self) {
+        let zones: Vec<(ZoneId, u64)> = self.active_zones().collect();
+        for (zone, epoch) in zones {
+            self.active.remove(&zone);
+            self.events.push_back(NodeEvent::ZoneLost { zone });
+            let host = self.me;
+            self.send_to_owner(zone, NodeMsg::Unregister { zone, host, epoch });
+            self.cache.remove(&zone);
+        }
+    }
+
     /// After a lapse, zones activated under an older lease may belong to someone else
     /// now: they are dropped and activated again (the store says whether they still
     /// are ours).
@@ -310,7 +328,9 @@ impl NodeCore {
         }
         if self.view.is_live(holder) {
             // The holder is alive: tell the directory the truth and send players there.
-            self.activating.remove(&zone);
+            // It may be alive but cut off from the store, its lease running out (it
+            // then gives the zone up); so this node, which the directory chose, asks
+            // again when that lease would end, a bounded number of times.
             self.remember_host(now, zone, holder);
             self.send_to_owner(
                 zone,
@@ -320,6 +340,19 @@ impl NodeCore {
                     epoch,
                 },
             );
+            let retry = self
+                .activating
+                .get_mut(&zone)
+                .filter(|a| a.n_held_live < MAX_HELD_RETRIES);
+            match retry {
+                Some(activating) => {
+                    activating.n_held_live += 1;
+                    activating.retry_at = now + lease_left_ms + 1;
+                }
+                None => {
+                    self.activating.remove(&zone);
+                }
+            }
         } else {
             // The holder is unknown to our view but its lease still runs: it is dead,
             // or alive and not yet in our view. Ask again when the lease ends, or sooner
@@ -355,6 +388,9 @@ impl NodeCore {
     /// Runs what is due: lease renewal, activation retries, lookup resends, deferred
     /// store calls.
     pub fn handle_timeout(&mut self, now: Millis) {
+        if !self.active.is_empty() && !self.lease.is_valid(now) {
+            self.give_up_zones_without_lease();
+        }
         if let Some(request) = self.lease.poll_renewal(now) {
             self.store_calls
                 .push_back(StoreCall::RenewLease { request });
@@ -390,9 +426,13 @@ impl NodeCore {
         let activations = self.activating.values().map(|a| a.retry_at);
         let lookups = self.lookups.values().map(|p| p.resend_at);
         let deferred = self.deferred.front().map(|(at, _)| *at);
+        // While zones are held, the moment the lease runs out locally is a deadline:
+        // the zones are given up then.
+        let lease_end = self.lease.valid_until().filter(|_| !self.active.is_empty());
         self.lease
             .next_renewal()
             .into_iter()
+            .chain(lease_end)
             .chain(activations)
             .chain(lookups)
             .chain(deferred)

@@ -122,6 +122,8 @@ struct Activating {
     retry_at: Millis,
     /// The attempt's number; repeats of the call carry it so the store can tell.
     attempt: u64,
+    /// Times the store answered that a node alive in our view holds the zone.
+    n_held_live: u32,
 }
 
 /// A lookup in flight or waiting to be repeated.
@@ -386,6 +388,7 @@ impl NodeCore {
             Activating {
                 retry_at: now,
                 attempt,
+                n_held_live: 0,
             },
         );
         self.ask_store_to_activate(now, zone);
