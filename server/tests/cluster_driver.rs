@@ -13,10 +13,13 @@ use std::time::Duration;
 use zonemesh_cluster::ZoneId;
 use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::lease::LeaseConfig;
+use zonemesh_cluster::membership::static_list::StaticConfig;
 use zonemesh_cluster::membership::swim::lan_config;
 use zonemesh_cluster::msg::{StoreCall, StoreReply};
 use zonemesh_cluster::node::NodeConfig;
-use zonemesh_server::cluster::driver::{Cluster, ClusterConfig, ClusterEvents, StoreCalls};
+use zonemesh_server::cluster::driver::{
+    Cluster, ClusterConfig, ClusterEvents, MembershipConfig, StoreCalls,
+};
 use zonemesh_server::cluster::store_calls::StoreAdapter;
 use zonemesh_server::dev::load_or_create;
 use zonemesh_shared::node::NodeRef;
@@ -56,11 +59,13 @@ fn start_node(id: u64, seeds: Vec<SocketAddr>) -> (Cluster, tempfile::TempDir) {
         me: NodeRef::new(id, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16)),
-        seeds,
+        membership: MembershipConfig::Swim {
+            seeds,
+            config: lan_config(3),
+        },
         secret: SECRET.to_vec(),
         tls: identity.tls,
         node: Default::default(),
-        swim: lan_config(3),
     };
     let cluster = Cluster::start(config, Arc::new(UnreachableStore), Arc::new(NoZones))
         .expect("cluster starts");
@@ -152,11 +157,13 @@ fn start_on_store(
         me: NodeRef::new(id, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + id as u16)),
-        seeds,
+        membership: MembershipConfig::Swim {
+            seeds,
+            config: lan_config(3),
+        },
         secret: SECRET.to_vec(),
         tls: identity.tls,
         node,
-        swim: lan_config(3),
     };
     let lease = Duration::from_millis(node.lease.duration_ms);
     let calls = Arc::new(StoreAdapter::new(Arc::clone(store), lease));
@@ -339,11 +346,13 @@ async fn a_node_cut_off_from_the_store_stops_before_another_takes_its_zone() {
         me: NodeRef::new(1, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 42_001)),
-        seeds: Vec::new(),
+        membership: MembershipConfig::Swim {
+            seeds: Vec::new(),
+            config: lan_config(2),
+        },
         secret: SECRET.to_vec(),
         tls: load_or_create(dir.path()).expect("dev identity").tls,
         node,
-        swim: lan_config(2),
     };
     let calls = Arc::new(Partitionable {
         store: StoreAdapter::new(Arc::clone(&store), lease),
@@ -402,4 +411,61 @@ async fn a_node_cut_off_from_the_store_stops_before_another_takes_its_zone() {
     assert_eq!((holder.0.id, holder.1), (2, 2));
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_list_is_marked_up_and_down_by_probes() {
+    // Bind three endpoints first to learn their addresses, then list them all.
+    let probe = StaticConfig {
+        probe_every_ms: 100,
+        probe_timeout_ms: 80,
+        down_after_misses: 3,
+    };
+    let ports: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket.local_addr().expect("addr")
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, listen) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ClusterConfig {
+            me: NodeRef::new(10 + i as u64, 1),
+            node_listen: *listen,
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 43_000 + i as u16)),
+            membership: MembershipConfig::Static {
+                peers: ports.clone(),
+                config: probe,
+            },
+            secret: SECRET.to_vec(),
+            tls: load_or_create(dir.path()).expect("dev identity").tls,
+            node: Default::default(),
+        };
+        nodes.push(
+            Cluster::start(config, Arc::new(UnreachableStore), Arc::new(NoZones)).expect("starts"),
+        );
+        dirs.push(dir);
+    }
+    until("every node sees three members", || {
+        nodes.iter().all(|n| n.members().len() == 3)
+    })
+    .await;
+    assert_eq!(
+        nodes[0].client_addr_of(nodes[2].me()),
+        Some(SocketAddr::from(([127, 0, 0, 1], 43_002)))
+    );
+    let gone = nodes[2].me();
+    let stopped = nodes.pop().expect("three nodes");
+    stopped.stop().await;
+    until("the stopped node is marked down", || {
+        nodes
+            .iter()
+            .all(|n| n.members().iter().all(|m| m.node != gone))
+    })
+    .await;
+    for node in nodes {
+        node.stop().await;
+    }
 }

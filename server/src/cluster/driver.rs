@@ -16,8 +16,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use zonemesh_cluster::admission::Admission;
-use zonemesh_cluster::membership::Member;
+use zonemesh_cluster::membership::static_list::{Probe, StaticConfig, StaticMembership};
 use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
+use zonemesh_cluster::membership::{Member, MembershipEvent};
 use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
 use zonemesh_cluster::{Millis, ZoneId};
@@ -63,16 +64,92 @@ pub struct ClusterConfig {
     pub node_listen: SocketAddr,
     /// Where players connect to this node (published to the others for redirects).
     pub client_addr: SocketAddr,
-    /// Node addresses to announce to (any live members; the node's own is skipped).
-    pub seeds: Vec<SocketAddr>,
+    /// Who is in the cluster, and how that is found out.
+    pub membership: MembershipConfig,
     /// The cluster secret.
     pub secret: Vec<u8>,
     /// TLS identity of the node endpoint.
     pub tls: TlsIdentity,
     /// The cores' settings.
     pub node: NodeConfig,
-    /// Failure-detector settings.
-    pub swim: SwimConfig,
+}
+
+/// The membership provider.
+#[derive(Debug, Clone)]
+pub enum MembershipConfig {
+    /// SWIM gossip (the default for clusters): announce to the seeds, learn the rest.
+    Swim {
+        /// Node addresses to announce to (any live members; the node's own is skipped).
+        seeds: Vec<SocketAddr>,
+        /// Failure-detector settings.
+        config: SwimConfig,
+    },
+    /// A fixed list of node addresses, each marked up or down by health probes.
+    Static {
+        /// Every node's node-endpoint address (this node's own may be listed).
+        peers: Vec<SocketAddr>,
+        /// Probe timing.
+        config: StaticConfig,
+    },
+}
+
+/// The running membership provider.
+enum Provider {
+    Swim(Box<Swim>),
+    Static(StaticMembership),
+}
+
+impl Provider {
+    fn start(config: MembershipConfig, me: Member) -> anyhow::Result<Self> {
+        Ok(match config {
+            MembershipConfig::Swim { seeds, config } => {
+                let mut swim = Swim::new(me, config, rand::random());
+                let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
+                swim.join(Millis(0), &seeds)?;
+                Provider::Swim(Box::new(swim))
+            }
+            MembershipConfig::Static { peers, config } => {
+                Provider::Static(StaticMembership::new(me.addr, &peers, config))
+            }
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        match self {
+            Provider::Swim(swim) => swim.poll_timeout(),
+            Provider::Static(fixed) => fixed.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        match self {
+            Provider::Swim(swim) => swim.handle_timeout(now),
+            Provider::Static(fixed) => fixed.handle_timeout(now),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<MembershipEvent> {
+        match self {
+            Provider::Swim(swim) => swim.poll_event(),
+            Provider::Static(fixed) => fixed.poll_event(),
+        }
+    }
+
+    /// Sends what the provider wants sent.
+    fn transmit(&mut self, transport: &NodeTransport) {
+        match self {
+            Provider::Swim(swim) => {
+                while let Some((addr, bytes)) = swim.poll_transmit() {
+                    transport.send(addr, &NodePacket::Gossip(bytes));
+                }
+            }
+            Provider::Static(fixed) => {
+                while let Some((addr, probe)) = fixed.poll_probe() {
+                    transport.send(addr, &NodePacket::Probe(Bytes::from(probe.encode())));
+                }
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -131,9 +208,7 @@ impl Cluster {
             client_addr: config.client_addr,
         };
         let origin = Instant::now();
-        let mut swim = Swim::new(me, config.swim, rand::random());
-        let seeds: Vec<SocketAddr> = config.seeds.into_iter().filter(|s| *s != me.addr).collect();
-        swim.join(Millis(0), &seeds)?;
+        let membership = Provider::start(config.membership, me)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(NodeCore::new(me, config.node)),
             wake: Notify::new(),
@@ -142,7 +217,8 @@ impl Cluster {
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
-            swim,
+            me,
+            membership,
             transport: transport.clone(),
             store,
             events,
@@ -219,7 +295,8 @@ impl Cluster {
 
 struct Driver {
     shared: Arc<Shared>,
-    swim: Swim,
+    me: Member,
+    membership: Provider,
     transport: NodeTransport,
     store: Arc<dyn StoreCalls>,
     events: Arc<dyn ClusterEvents>,
@@ -247,22 +324,26 @@ impl Driver {
                 () = tokio::time::sleep_until(deadline) => self.fire_timers(),
             }
         }
-        let now = self.shared.now();
-        // Leaving fails only for an oversized packet, which a leave is not.
-        let _ = self.swim.leave(now);
+        if let Provider::Swim(swim) = &mut self.membership {
+            // Leaving fails only for an oversized packet, which a leave is not.
+            let _ = swim.leave(self.shared.now());
+        }
         self.flush();
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {
         let core = self.shared.core().poll_timeout();
-        let next = [core, self.swim.poll_timeout()].into_iter().flatten().min();
+        let next = [core, self.membership.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let wait = next.map_or(IDLE_WAKE, |at| at.since(self.shared.now()).min(IDLE_WAKE));
         tokio::time::Instant::now() + wait
     }
 
     fn fire_timers(&mut self) {
         let now = self.shared.now();
-        self.swim.handle_timeout(now);
+        self.membership.handle_timeout(now);
         self.shared.core().handle_timeout(now);
     }
 
@@ -270,10 +351,13 @@ impl Driver {
         let now = self.shared.now();
         match received.packet {
             NodePacket::Gossip(bytes) => {
-                if let Err(e) = self.swim.handle_data(now, &bytes) {
+                if let Provider::Swim(swim) = &mut self.membership
+                    && let Err(e) = swim.handle_data(now, &bytes)
+                {
                     tracing::debug!(from = %received.from, "gossip packet dropped: {e}");
                 }
             }
+            NodePacket::Probe(bytes) => self.handle_probe(&received.from, received.addr, &bytes),
             NodePacket::Message(bytes) => match Envelope::decode(&bytes) {
                 // The sender proved its identity in the handshake; a message claiming
                 // another sender is dropped.
@@ -290,18 +374,43 @@ impl Driver {
         }
     }
 
+    /// Answers a ping (whatever this node's provider: probing is cheap) and feeds a
+    /// pong to the static provider. The pong's run is the one the transport
+    /// authenticated, never a claim in the packet.
+    fn handle_probe(&mut self, from: &NodeRef, addr: SocketAddr, bytes: &[u8]) {
+        match Probe::decode(bytes) {
+            Ok(Probe::Ping { seq }) => {
+                let pong = Probe::Pong {
+                    seq,
+                    client_addr: self.me.client_addr,
+                };
+                self.transport
+                    .send(addr, &NodePacket::Probe(Bytes::from(pong.encode())));
+            }
+            Ok(Probe::Pong { seq, client_addr }) => {
+                if let Provider::Static(fixed) = &mut self.membership {
+                    let member = Member {
+                        node: *from,
+                        addr,
+                        client_addr,
+                    };
+                    fixed.handle_pong(seq, member);
+                }
+            }
+            Err(e) => tracing::debug!(%from, "malformed probe dropped: {e}"),
+        }
+    }
+
     /// Moves every output: membership events into the core, gossip and messages onto
     /// the transport, store calls onto tasks, events to the runtime.
     fn flush(&mut self) {
         let now = self.shared.now();
-        let events: Vec<_> = std::iter::from_fn(|| self.swim.poll_event()).collect();
+        let events: Vec<_> = std::iter::from_fn(|| self.membership.poll_event()).collect();
         let mut core = self.shared.core();
         if !events.is_empty() {
             core.handle_membership_batch(now, events);
         }
-        while let Some((addr, bytes)) = self.swim.poll_transmit() {
-            self.transport.send(addr, &NodePacket::Gossip(bytes));
-        }
+        self.membership.transmit(&self.transport);
         while let Some(envelope) = core.poll_message() {
             match core.view().member(envelope.to.id) {
                 Some(member) => self.transport.send(

@@ -46,6 +46,7 @@ const MAX_LOGGED: usize = 1024;
 
 const KIND_GOSSIP: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
+const KIND_PROBE: u8 = 3;
 
 /// What travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub enum NodePacket {
     Gossip(Bytes),
     /// An encoded node message (`zonemesh_cluster::msg::Envelope`).
     Message(Bytes),
+    /// A health probe of the static membership provider.
+    Probe(Bytes),
 }
 
 impl NodePacket {
@@ -61,6 +64,7 @@ impl NodePacket {
         let (kind, body) = match self {
             NodePacket::Gossip(b) => (KIND_GOSSIP, b),
             NodePacket::Message(b) => (KIND_MESSAGE, b),
+            NodePacket::Probe(b) => (KIND_PROBE, b),
         };
         let mut out = BytesMut::with_capacity(1 + body.len());
         out.put_u8(kind);
@@ -76,6 +80,7 @@ impl NodePacket {
         match kind {
             KIND_GOSSIP => Some(NodePacket::Gossip(frame)),
             KIND_MESSAGE => Some(NodePacket::Message(frame)),
+            KIND_PROBE => Some(NodePacket::Probe(frame)),
             _ => None,
         }
     }

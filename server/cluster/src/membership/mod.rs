@@ -3,6 +3,7 @@
 //! [`MembershipEvent`]s, which each node folds into its [`View`]. The ring and every
 //! other core read only the view.
 
+pub mod static_list;
 pub mod swim;
 
 use std::collections::BTreeMap;
