@@ -137,6 +137,9 @@ pub enum StoreReply {
         epoch: u64,
         /// The lease generation the activation was made under (see [`LeaseGrant`]).
         lease_generation: u64,
+        /// The attempt this answers; an answer to an older attempt is not taken
+        /// as the answer to the current one.
+        attempt: u64,
     },
     /// Another run holds `zone` with a live lease.
     Held {

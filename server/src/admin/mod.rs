@@ -2,7 +2,7 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process serves (liveness; never authenticated,
 //!   it reveals nothing).
-//! - `GET /status`: the node's [`NodeStatusReport`] as JSON: tick counters and
+//! - `GET /status`: the node's [`NodeStatusReport`](zonemesh_shared::status::NodeStatusReport) as JSON: tick counters and
 //!   tick-time histograms since start, sessions, zones in memory.
 //!
 //! Off unless asked for. On a loopback address it may run without a token; on any

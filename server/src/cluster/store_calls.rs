@@ -108,6 +108,7 @@ impl StoreAdapter {
                             zone,
                             epoch,
                             lease_generation,
+                            attempt,
                         }
                     }
                     LeasedActivation::Held {

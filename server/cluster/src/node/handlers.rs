@@ -170,8 +170,9 @@ impl NodeCore {
                 zone,
                 epoch,
                 lease_generation,
+                attempt,
             } => {
-                self.handle_activated(zone, epoch, lease_generation);
+                self.handle_activated(zone, epoch, lease_generation, attempt);
             }
             StoreReply::Held {
                 zone,
@@ -274,35 +275,38 @@ impl NodeCore {
         }
     }
 
-    fn handle_activated(&mut self, zone: ZoneId, epoch: u64, lease_generation: u64) {
-        if let Some(active) = self.active.get_mut(&zone) {
-            // A repeated call (the first looked lost) was granted too: the newer epoch
-            // is ours as well and the only one the store still accepts writes for.
-            if epoch > active.epoch {
-                active.epoch = epoch;
-                active.lease_generation = lease_generation;
-                self.events.push_back(NodeEvent::ZoneActive { zone, epoch });
-                self.register_here(zone, epoch);
-            }
+    fn handle_activated(&mut self, zone: ZoneId, epoch: u64, lease_generation: u64, attempt: u64) {
+        if self.active.get(&zone).is_some_and(|a| a.attempt == attempt) {
+            // A repeat of the call that made the zone ours: the store answered it with
+            // the same epoch. Nothing changes.
             return;
         }
-        let activating = self.activating.remove(&zone).is_some();
-        let current = self
+        let current_attempt = self
+            .activating
+            .get(&zone)
+            .is_some_and(|a| a.attempt == attempt);
+        let current_lease = self
             .lease
             .generation()
             .is_none_or(|g| g <= lease_generation);
-        if !activating || !current || self.stopping {
-            // Not wanted any more, or granted under a lease that has since lapsed:
-            // hand it straight back.
+        if !current_attempt || !current_lease || self.stopping {
+            // An answer to an attempt this node gave up (a late or duplicated reply),
+            // or granted under a lease that has since lapsed: hand the epoch straight
+            // back. The store ignores the release if the zone moved on since.
             self.store_calls
                 .push_back(StoreCall::Release { zone, epoch });
+            if current_attempt {
+                self.activating.remove(&zone);
+            }
             return;
         }
+        self.activating.remove(&zone);
         self.active.insert(
             zone,
             ActiveZone {
                 epoch,
                 lease_generation,
+                attempt,
             },
         );
         self.events.push_back(NodeEvent::ZoneActive { zone, epoch });

@@ -87,9 +87,7 @@ impl Default for NodeLimits {
 /// Something the driver (and the zone runtime) must know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// The zone is now held here at `epoch`: load it and serve it. Sent again with a
-    /// higher epoch if a repeated activation call was granted too; writes must then
-    /// carry the new epoch.
+    /// The zone is now held here at `epoch`: load it and serve it.
     ZoneActive {
         /// The zone.
         zone: ZoneId,
@@ -112,6 +110,8 @@ struct ActiveZone {
     /// The lease generation it was granted under; a lapse to another generation
     /// drops it.
     lease_generation: u64,
+    /// The activation attempt that made it ours.
+    attempt: u64,
 }
 
 /// A store activation under way.

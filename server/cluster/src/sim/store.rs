@@ -131,6 +131,7 @@ impl SimStore {
                 zone,
                 epoch: row.epoch,
                 lease_generation: own.generation,
+                attempt,
             };
         }
         let other_holder = row.holder.filter(|h| *h != from && self.respects_leases);
@@ -158,6 +159,7 @@ impl SimStore {
             zone,
             epoch,
             lease_generation: own.generation,
+            attempt,
         }
     }
 
