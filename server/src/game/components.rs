@@ -7,7 +7,8 @@ use zonemesh_shared::datagram::ComponentValue;
 use zonemesh_shared::ids::{NetId, ZoneId};
 use zonemesh_shared::quant::Vec2;
 
-/// A session's identity on this node (unique per connection, never reused).
+/// A session's identity: unique per connection and never reused on this node, and
+/// unique across the cluster (each run starts its ids at a random 62-bit value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 

@@ -12,15 +12,32 @@ use zonemesh_shared::control::ErrorCode;
 const ERROR_CODES: usize = ErrorCode::ALL.len();
 
 /// Connection and session bookkeeping shared by all connection tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Sessions {
     connections: Arc<AtomicUsize>,
     admitted: Arc<AtomicUsize>,
     busy_answers: AtomicU64,
     /// Connections the server closed, by [`ErrorCode`] wire value.
     closed_by_code: [AtomicU64; ERROR_CODES],
+    /// The last session id handed out. Starts at a random 62-bit value per run, so
+    /// that ids from different nodes (and different runs of one node) do not collide:
+    /// two runs' ranges overlap with probability about (sessions per run × runs) /
+    /// 2^62, negligible for any real cluster. 62 bits leave 2^62 ids before overflow.
     next_session: AtomicU64,
     by_name: Mutex<HashMap<String, Arc<ClientLink>>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            connections: Arc::default(),
+            admitted: Arc::default(),
+            busy_answers: AtomicU64::default(),
+            closed_by_code: std::array::from_fn(|_| AtomicU64::default()),
+            next_session: AtomicU64::new(rand::random::<u64>() >> 2),
+            by_name: Mutex::default(),
+        }
+    }
 }
 
 /// Decrements a counter when dropped, so every exit path gives its slot back.
@@ -123,6 +140,17 @@ mod tests {
         assert_eq!(s.busy_answers(), 1);
         drop(a);
         assert!(s.try_admit(2).is_some());
+    }
+
+    #[test]
+    fn session_ids_grow_and_two_runs_start_apart() {
+        let (a, b) = (Sessions::default(), Sessions::default());
+        let first = a.next_session_id();
+        assert!(a.next_session_id() > first, "ids grow within a run");
+        // Two runs (two nodes, or one node restarted) draw independent 62-bit starts;
+        // equal starts would mean the random source is broken.
+        assert_ne!(first, b.next_session_id());
+        assert!(first.0 <= 1 << 62, "room left before overflow");
     }
 
     #[test]
