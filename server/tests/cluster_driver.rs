@@ -99,11 +99,12 @@ async fn three_nodes_converge_and_a_stopped_node_leaves_every_view() {
         Some(SocketAddr::from(([127, 0, 0, 1], 40_003)))
     );
 
-    // Without a store nobody holds a lease: players wait, nobody accepts inputs.
+    // Without a store nobody holds a lease: players are told to try elsewhere, and
+    // nobody accepts inputs.
     for node in [&a, &b, &c] {
         assert!(matches!(
             node.admit(ZoneId(5), false),
-            Admission::Loading { .. }
+            Admission::Busy { .. }
         ));
         assert!(!node.accepts_inputs(ZoneId(5)));
         assert!(node.active_zones().is_empty());

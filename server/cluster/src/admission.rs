@@ -82,10 +82,26 @@ pub enum NextStep {
 
 /// Retry hint while a lookup or activation runs.
 pub const LOADING_RETRY_MS: u32 = 200;
-/// Retry hint while the node's lease is being renewed.
+/// Retry hint (with `Busy`) while the node has no live lease.
 pub const LEASE_RETRY_MS: u32 = 500;
 /// Retry hint when the node is overloaded.
 pub const BUSY_RETRY_MS: u32 = 1_000;
+
+/// A node without a live lease (starting, or cut off from the store) can neither
+/// serve nor activate a zone: it sends the player where the zone is known to live, or
+/// answers `Busy` so the player tries another node, and looks the zone up meanwhile.
+fn without_lease(facts: AdmissionFacts) -> (Admission, NextStep) {
+    let busy = Admission::Busy {
+        retry_after_ms: LEASE_RETRY_MS,
+    };
+    match facts.known_host {
+        Some(host) if host != facts.me => (Admission::Redirect { to: host }, NextStep::Nothing),
+        None if !facts.lookups_full && facts.here == ZoneHere::NotHosted => {
+            (busy, NextStep::Lookup)
+        }
+        _ => (busy, NextStep::Nothing),
+    }
+}
 
 /// Decides the answer and the next step.
 pub fn decide(facts: AdmissionFacts) -> (Admission, NextStep) {
@@ -96,11 +112,11 @@ pub fn decide(facts: AdmissionFacts) -> (Admission, NextStep) {
             NextStep::Nothing,
         );
     }
+    if !facts.lease_valid {
+        return without_lease(facts);
+    }
     match facts.here {
-        ZoneHere::Active { epoch } if facts.lease_valid => {
-            (Admission::Welcome { epoch }, NextStep::Nothing)
-        }
-        ZoneHere::Active { .. } => (loading(LEASE_RETRY_MS), NextStep::Nothing),
+        ZoneHere::Active { epoch } => (Admission::Welcome { epoch }, NextStep::Nothing),
         // Activating while the store says another live node holds the zone: that node
         // serves meanwhile (this one only takes over if the holder's lease runs out).
         ZoneHere::Activating => match facts.known_host {
@@ -148,7 +164,7 @@ mod tests {
             ..f
         };
         assert!(
-            matches!(decide(lapsed).0, Admission::Loading { .. }),
+            matches!(decide(lapsed).0, Admission::Busy { .. }),
             "never welcome without a lease"
         );
     }
@@ -203,6 +219,38 @@ mod tests {
             ..facts()
         };
         assert!(matches!(decide(alone).0, Admission::Loading { .. }));
+    }
+
+    #[test]
+    fn without_a_lease_players_go_elsewhere() {
+        let cut = AdmissionFacts {
+            lease_valid: false,
+            ..facts()
+        };
+        assert_eq!(
+            decide(cut).1,
+            NextStep::Lookup,
+            "it still finds out where the zone lives"
+        );
+        assert!(matches!(decide(cut).0, Admission::Busy { .. }));
+        let known = AdmissionFacts {
+            known_host: Some(NodeRef::new(2, 1)),
+            ..cut
+        };
+        assert_eq!(
+            decide(known).0,
+            Admission::Redirect {
+                to: NodeRef::new(2, 1)
+            }
+        );
+        let itself = AdmissionFacts {
+            known_host: Some(NodeRef::new(1, 1)),
+            ..cut
+        };
+        let busy = Admission::Busy {
+            retry_after_ms: LEASE_RETRY_MS,
+        };
+        assert_eq!(decide(itself), (busy, NextStep::Nothing), "never activates");
     }
 
     #[test]

@@ -87,3 +87,35 @@ fn a_dead_nodes_zones_serve_again_and_a_join_moves_about_one_nth() {
     assert!((0.03..0.2).contains(&report.moved_on_join), "{report:?}");
     assert!(report.gossip_bytes_per_node_s > 0.0);
 }
+
+#[test]
+fn players_of_a_node_cut_off_from_the_store_are_served_elsewhere() {
+    use zonemesh_cluster::Millis;
+    use zonemesh_cluster::sim::World;
+    for seed in 0..20 {
+        let mut world = World::new(SimConfig::calm(seed, 4, 12, 40));
+        world
+            .run_until(Millis(10_000))
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert!(
+            world.all_players_served(),
+            "seed {seed}: not served before the cut"
+        );
+        let victim = world.cut_from_store(1).expect("slot 1 runs");
+        let held = world.zones_held_by(victim);
+        // Safety is checked after every step while the victim's lease runs out and
+        // its zones move; the cut is never healed.
+        world
+            .run_until(Millis(30_000))
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert!(
+            !world.accepts_any(victim),
+            "seed {seed}: the cut-off node still accepts inputs"
+        );
+        assert!(
+            world.all_players_served(),
+            "seed {seed}: players of {held:?} not served elsewhere\n{}",
+            world.dump(&held)
+        );
+    }
+}

@@ -414,8 +414,9 @@ impl World {
         }
     }
 
-    /// The state around `zones`, one line per node plus the store's rows.
-    fn dump(&self, zones: &[ZoneId]) -> String {
+    /// The state around `zones`, one line per node plus the store's rows (for test
+    /// failure messages).
+    pub fn dump(&self, zones: &[ZoneId]) -> String {
         use std::fmt::Write;
         let mut out = String::new();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -705,6 +706,29 @@ impl World {
         let run = s.run.take();
         self.report.n_crashes += 1;
         run.map_or(NodeRef::new(node_id(slot), s.incarnation), |r| r.core.me())
+    }
+
+    /// Cuts the run in `slot` off from the store (both ways) until the end of the run,
+    /// leaving its links to other nodes intact; returns which run it is.
+    pub fn cut_from_store(&mut self, slot: usize) -> Option<NodeRef> {
+        self.net.cut(Endpoint::Node(slot), Endpoint::Store);
+        self.report.n_cuts += 1;
+        self.slots[slot].run.as_ref().map(|r| r.core.me())
+    }
+
+    /// Whether the run `node` accepts inputs for any zone now.
+    pub fn accepts_any(&self, node: NodeRef) -> bool {
+        self.slots.iter().filter_map(|s| s.run.as_ref()).any(|r| {
+            r.core.me() == node
+                && r.core
+                    .active_zones()
+                    .any(|(zone, _)| r.core.accepts_inputs(self.now, zone))
+        })
+    }
+
+    /// Whether every player is playing on a node that accepts inputs for its zone.
+    pub fn all_players_served(&self) -> bool {
+        self.players.iter().all(|p| self.is_served(p))
     }
 
     /// The zones the store says `node` holds.
