@@ -157,7 +157,7 @@ fn start_on_store(
     let config = ClusterConfig {
         me: NodeRef::new(id, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + id as u16)),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + (id % 1_000) as u16)),
         membership: MembershipConfig::Swim {
             seeds,
             config: lan_config(3),
@@ -252,10 +252,33 @@ async fn a_hundred_players_racing_for_ten_cold_zones_cause_ten_activations() {
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(store_dir.path().join("zonemesh.redb")).expect("store"));
-    let (a, _a_events, _a_dir) = start_on_store(1, Vec::new(), &store);
+    race_for_cold_zones(&store, 1, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_too_racing_players_cause_one_activation_per_zone() {
+    let Ok(url) = std::env::var("ZONEMESH_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped on_postgres_too_racing_players_cause_one_activation_per_zone: ZONEMESH_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    let store = zonemesh_store::open_store(&url, std::path::Path::new("."))
+        .await
+        .expect("postgres");
+    // The database outlives the test: fresh node ids and zones per run.
+    let first_node = rand::random::<u64>() >> 8;
+    let first_zone = 1_000_000 + (rand::random::<u32>() >> 8);
+    race_for_cold_zones(&store, first_node, first_zone).await;
+}
+
+/// Three nodes on `store`; 100 players race for 10 zones from `first_zone` on;
+/// each zone must be activated once and served by one node.
+async fn race_for_cold_zones(store: &Arc<dyn Store>, first_node: u64, first_zone: u32) {
+    let (a, _a_events, _a_dir) = start_on_store(first_node, Vec::new(), store);
     let seed = a.node_addr().expect("addr");
-    let (b, _b_events, _b_dir) = start_on_store(2, vec![seed], &store);
-    let (c, _c_events, _c_dir) = start_on_store(3, vec![seed], &store);
+    let (b, _b_events, _b_dir) = start_on_store(first_node + 1, vec![seed], store);
+    let (c, _c_events, _c_dir) = start_on_store(first_node + 2, vec![seed], store);
     let nodes = [a, b, c];
     until("every node sees three members", || {
         nodes.iter().all(|n| n.members().len() == 3)
@@ -269,7 +292,7 @@ async fn a_hundred_players_racing_for_ten_cold_zones_cause_ten_activations() {
     for player in 0..100_u32 {
         let nodes = Arc::clone(&nodes);
         players.spawn(async move {
-            let zone = ZoneId(100 + player % 10);
+            let zone = ZoneId(first_zone + player % 10);
             let mut at = (player % 3) as usize;
             let deadline = tokio::time::Instant::now() + WAIT;
             loop {
