@@ -6,7 +6,6 @@
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
-use super::net::NetFaults;
 use super::world::{SimConfig, SimFailure, World};
 use crate::Millis;
 use crate::ring::{Ring, RingConfig};
@@ -66,28 +65,15 @@ const POLL_MS: u64 = 10;
 pub fn measure(config: ScaleConfig) -> Result<ScaleReport, SimFailure> {
     let join_start = WARMUP_MS + GOSSIP_WINDOW_MS;
     let sim = SimConfig {
-        n_nodes: config.n_nodes,
-        n_zones: config.n_zones,
-        n_players: config.n_joins,
         players_start_ms: (join_start, join_start + JOIN_WINDOW_MS / 2),
-        fault_ms: 0,
         settle_ms: 0,
-        net: NetFaults {
-            loss: 0.0,
-            min_delay_ms: 1,
-            max_delay_ms: 5,
-            duplicate: 0.0,
-        },
-        crash_chance: 0.0,
-        partition_chance: 0.0,
-        heal_chance: 0.0,
         bootstrap: true,
         warm_zones: true,
         check_every_step: false,
         max_steps: u64::MAX,
         // As many as the real stores list per read (`MAX_ZONES_PER_HOLDER_READ`).
         store_zones_per_read: 10_000,
-        ..SimConfig::with_faults(config.seed)
+        ..SimConfig::calm(config.seed, config.n_nodes, config.n_zones, config.n_joins)
     };
     let mut world = World::new(sim);
     world.run_until(Millis(WARMUP_MS))?;
