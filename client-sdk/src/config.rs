@@ -61,6 +61,12 @@ pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>
 pub struct ClientConfig {
     /// The server (or any node; redirects are followed).
     pub server: SocketAddr,
+    /// Other nodes of the same cluster. When an attempt fails in a way worth retrying
+    /// (no answer, `Busy`, a node shutting down), the next attempt goes to the next
+    /// address in `server`, then these, round and round; a node that redirected the
+    /// client is tried with the session token, not the redirect's. Empty for a single
+    /// server.
+    pub other_servers: Vec<SocketAddr>,
     /// TLS server name (SNI, and the name checked with [`Trust::CaFile`]).
     pub server_name: String,
     /// How the server's certificate is verified.
@@ -100,6 +106,7 @@ impl ClientConfig {
     pub fn new(server: SocketAddr, trust: Trust, token: impl Into<String>) -> Self {
         Self {
             server,
+            other_servers: Vec::new(),
             server_name: "localhost".to_owned(),
             trust,
             token: token.into(),

@@ -86,8 +86,10 @@ struct Target {
 /// Why an attempt did not end in `Welcome`.
 #[derive(Debug)]
 enum Failure {
-    /// Worth retrying after a delay of at least `hint`.
+    /// Worth retrying after a delay of at least `hint`, on the next known node.
     Retry(ClientError, Option<Duration>),
+    /// This node is loading the zone: ask it again after the hint.
+    Wait(ClientError, Duration),
     /// Retrying cannot help.
     Fatal(ClientError),
     /// The zone lives elsewhere: go there now.
@@ -104,24 +106,31 @@ pub(crate) async fn establish(
     let deadline = Instant::now() + config.connect_deadline;
     let rng = StdRng::from_os_rng();
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max, rng);
-    let mut target = Target {
-        addr: config.server,
+    let known: Vec<SocketAddr> = std::iter::once(config.server)
+        .chain(config.other_servers.iter().copied())
+        .collect();
+    let entry = |i: usize| Target {
+        addr: known[i % known.len()],
         server_name: config.server_name.clone(),
         token: config.token.clone(),
     };
+    let mut next_known = 0;
+    let mut target = entry(next_known);
     let mut route = Route::new(config.max_redirects);
     let mut attempts = 0;
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = config.attempt_timeout.min(remaining);
-        let (error, hint) = match attempt(endpoint, &quic, &target, timeout, &mut route).await {
+        let (error, hint, stay) = match attempt(endpoint, &quic, &target, timeout, &mut route).await
+        {
             Ok(mut established) => {
                 established.route = route.stats();
                 return Ok(established);
             }
             Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Retry(e, hint)) => (e, hint),
+            Err(Failure::Retry(e, hint)) => (e, hint, false),
+            Err(Failure::Wait(e, hint)) => (e, Some(hint), true),
             Err(Failure::Redirect { addr, token }) => {
                 route.handle_redirect()?;
                 tracing::debug!(%addr, "redirected");
@@ -130,6 +139,11 @@ pub(crate) async fn establish(
             }
         };
         tracing::debug!(attempt = attempts, %error, "connect attempt failed");
+        if known.len() > 1 && !stay {
+            // Another node may serve (or redirect) while this one cannot.
+            next_known += 1;
+            target = entry(next_known);
+        }
         match backoff.next_delay_before(Instant::now(), deadline, hint) {
             Some(delay) => tokio::time::sleep(delay).await,
             None => {
@@ -222,7 +236,7 @@ fn refusal(conn: &Connection, answer: ServerControl) -> Failure {
             close(b"loading");
             let hint = Duration::from_millis(retry_after_ms.into());
             let error = ClientError::Unavailable(format!("zone loading, retry after {hint:?}"));
-            Failure::Retry(error, Some(hint))
+            Failure::Wait(error, hint)
         }
         ServerControl::Error { code, message } => {
             close(b"rejected");
@@ -283,6 +297,7 @@ fn classify_connection_error(error: quinn::ConnectionError) -> Failure {
                     | ErrorCode::Internal
                     | ErrorCode::ServerShutdown
                     | ErrorCode::HandshakeTimeout
+                    | ErrorCode::ZoneMoved
             ) {
                 Failure::Retry(error.into(), None)
             } else {

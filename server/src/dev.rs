@@ -6,6 +6,8 @@
 //! [`start_dev_server`] is `zonemesh dev` itself: that identity plus the demo world on
 //! one node. Tests, the swarm and the benchmarks start their servers with it too.
 
+use crate::cluster::driver::MembershipConfig;
+use crate::cluster::runtime::ClusterSetup;
 use crate::demo::{DemoConfig, demo_game};
 use crate::net::{NetLimits, Server, ServerConfig};
 use crate::node::NodeConfig;
@@ -18,6 +20,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zonemesh_cluster::membership::swim::lan_config;
+use zonemesh_cluster::node::NodeConfig as ClusterNodeConfig;
 use zonemesh_shared::dev_files;
 use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::token::SECRET_MIN;
@@ -35,6 +39,14 @@ pub struct TlsIdentity {
 }
 
 impl TlsIdentity {
+    /// A copy (the node endpoint presents the same identity as the client endpoint).
+    pub fn clone_identity(&self) -> Self {
+        Self {
+            certs: self.certs.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+
     /// Loads a PEM certificate chain and PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
         let certs = CertificateDer::pem_file_iter(cert)
@@ -85,12 +97,8 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<DevIdentity> {
             key_path.display()
         ),
     }
-    if !secret_path.exists() {
-        let secret: [u8; SECRET_LEN] = rand::random();
-        write_private(&secret_path, hex::encode(secret).as_bytes())?;
-        created = true;
-    }
-    let secret = read_secret(&secret_path)?;
+    let (secret, created_secret) = ensure_secret(&secret_path)?;
+    created |= created_secret;
     let tls = TlsIdentity::from_pem_files(&cert_path, &key_path)?;
     Ok(DevIdentity {
         cert_path,
@@ -99,6 +107,17 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<DevIdentity> {
         secret,
         created,
     })
+}
+
+/// Reads the hex secret at `path`, creating a random one first if there is none;
+/// true when it was created.
+pub fn ensure_secret(path: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+    let created = !path.exists();
+    if created {
+        let secret: [u8; SECRET_LEN] = rand::random();
+        write_private(path, hex::encode(secret).as_bytes())?;
+    }
+    Ok((read_secret(path)?, created))
 }
 
 /// Reads a hex-encoded token secret.
@@ -266,16 +285,8 @@ pub async fn start_dev_server(
     let identity = load_or_create(data)?;
     let node = crate::identity::start_incarnation(data)?;
     tracing::info!(%node, "node identity (id/incarnation)");
-    let bounds = world.node.layout.world_bounds().max;
-    let game = demo_game(DemoConfig {
-        npcs: world.npcs,
-        zones: world.node.layout.n_zones(),
-        world_size: Vec2::new(bounds.x, bounds.y),
-    });
-    let mut store = zonemesh_store::open_store(&world.store, data).await?;
-    if !world.store_latency.is_zero() {
-        store = Arc::new(zonemesh_store::SlowStore::new(store, world.store_latency));
-    }
+    let game = dev_game(world);
+    let store = open_dev_store(world, data).await?;
     let config = ServerConfig {
         listen,
         tls: identity.tls,
@@ -284,6 +295,7 @@ pub async fn start_dev_server(
         limits: world.limits.clone(),
         store,
         keep_warm: world.keep_warm.clone(),
+        cluster: None,
     };
     Ok(DevServer {
         server: Server::start(config, &game).await?,
@@ -292,4 +304,105 @@ pub async fn start_dev_server(
         created_identity: identity.created,
         node,
     })
+}
+
+/// The cluster secret of a development cluster, kept in the data directory.
+pub const DEV_CLUSTER_SECRET_FILE: &str = "cluster-secret.hex";
+
+/// Starts `nodes` nodes of one cluster in this process, on loopback: node `i` serves
+/// players on `listen`'s port plus `i` (every node on an ephemeral port when that
+/// port is 0) and talks to the others on an ephemeral node port. They share the dev
+/// identity (one certificate to pin, one token secret), the store and a cluster
+/// secret kept under `data`; each keeps its own node id under `data/node-<i>`. Nodes
+/// find each other by SWIM gossip, the first node being every other's seed.
+pub async fn start_dev_cluster(
+    listen: SocketAddr,
+    data: &Path,
+    world: &DevWorld,
+    nodes: u16,
+) -> anyhow::Result<Vec<DevServer>> {
+    world.node.layout.validate().map_err(anyhow::Error::msg)?;
+    if nodes == 0 {
+        bail!("a cluster needs at least one node");
+    }
+    if listen.port() != 0 && listen.port().checked_add(nodes - 1).is_none() {
+        bail!(
+            "ports {} and {nodes} nodes above it do not fit",
+            listen.port()
+        );
+    }
+    let identity = load_or_create(data)?;
+    let (cluster_secret, _) = ensure_secret(&data.join(DEV_CLUSTER_SECRET_FILE))?;
+    let game = dev_game(world);
+    let store = open_dev_store(world, data).await?;
+    let mut started: Vec<DevServer> = Vec::with_capacity(usize::from(nodes));
+    for i in 0..nodes {
+        let node = crate::identity::start_incarnation(&data.join(format!("node-{i}")))?;
+        let seeds = match started.first() {
+            Some(first) => vec![
+                first
+                    .server
+                    .cluster()
+                    .context("first node has no cluster")?
+                    .node_addr()?,
+            ],
+            None => Vec::new(),
+        };
+        let port = if listen.port() == 0 {
+            0
+        } else {
+            listen.port() + i
+        };
+        let config = ServerConfig {
+            listen: SocketAddr::new(listen.ip(), port),
+            tls: identity.tls.clone_identity(),
+            secret: identity.secret.clone(),
+            node: world.node.clone(),
+            limits: world.limits.clone(),
+            store: Arc::clone(&store),
+            keep_warm: KeepWarm::None,
+            cluster: Some(ClusterSetup {
+                me: node,
+                node_listen: SocketAddr::new(listen.ip(), 0),
+                advertise: None,
+                membership: MembershipConfig::Swim {
+                    seeds,
+                    config: lan_config(u32::from(nodes)),
+                },
+                secret: cluster_secret.clone(),
+                node: ClusterNodeConfig::default(),
+            }),
+        };
+        tracing::info!(%node, index = i, "starting cluster node");
+        started.push(DevServer {
+            server: Server::start(config, &game).await?,
+            cert_path: identity.cert_path.clone(),
+            secret_path: identity.secret_path.clone(),
+            created_identity: identity.created,
+            node,
+        });
+    }
+    Ok(started)
+}
+
+/// The demo game for `world`.
+fn dev_game(world: &DevWorld) -> crate::game::Game {
+    let bounds = world.node.layout.world_bounds().max;
+    demo_game(DemoConfig {
+        npcs: world.npcs,
+        zones: world.node.layout.n_zones(),
+        world_size: Vec2::new(bounds.x, bounds.y),
+    })
+}
+
+/// Opens `world`'s store (slowed down by its fault knob, if set).
+async fn open_dev_store(
+    world: &DevWorld,
+    data: &Path,
+) -> anyhow::Result<Arc<dyn zonemesh_store::Store>> {
+    let mut store = zonemesh_store::open_store(&world.store, data).await?;
+    if !world.store_latency.is_zero() {
+        store = Arc::new(zonemesh_store::SlowStore::new(store, world.store_latency));
+    }
+    Ok(store)
 }

@@ -41,8 +41,12 @@ pub enum IdentityError {
 }
 
 /// Reads the node id (creating it on first start) and bumps the incarnation, durably,
-/// in `data_dir` (which must exist).
+/// in `data_dir` (created if missing).
 pub fn start_incarnation(data_dir: &Path) -> Result<NodeRef, IdentityError> {
+    fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
+        path: data_dir.to_owned(),
+        source,
+    })?;
     let id = load_or_create_id(data_dir)?;
     let incarnation = bump_incarnation(data_dir)?;
     Ok(NodeRef {
@@ -163,9 +167,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_is_an_error() {
+    fn a_missing_directory_is_created_and_an_impossible_one_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = start_incarnation(&dir.path().join("absent")).expect_err("no dir");
+        let node = start_incarnation(&dir.path().join("new/node-0")).expect("created");
+        assert_eq!(node.incarnation, Incarnation(1));
+        let file = dir.path().join("a-file");
+        fs::write(&file, "x").expect("write");
+        let err = start_incarnation(&file.join("below")).expect_err("under a file");
         assert!(matches!(err, IdentityError::Io { .. }), "{err}");
     }
 }

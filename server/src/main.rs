@@ -97,6 +97,12 @@ struct DevArgs {
     /// File whose first line is the bearer token the admin endpoint requires.
     #[arg(long, requires = "admin")]
     admin_token_file: Option<PathBuf>,
+    /// Run a cluster of this many nodes in this process, on loopback: node i serves
+    /// players on the --listen port plus i; the nodes share the store and the dev
+    /// identity. With more than one node, zones load where the cluster places them
+    /// (--keep-warm is not used) and the admin endpoint reports node 0.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
 }
 
 /// Parses `--keep-warm`.
@@ -164,18 +170,28 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let dev = dev::start_dev_server(args.listen, &args.data, &world).await?;
+        let nodes = if args.nodes > 1 {
+            dev::start_dev_cluster(args.listen, &args.data, &world, args.nodes).await?
+        } else {
+            vec![dev::start_dev_server(args.listen, &args.data, &world).await?]
+        };
         let admin = match admin {
-            Some(config) => Some(AdminServer::start(config, dev.server.status_source()).await?),
+            Some(config) => {
+                Some(AdminServer::start(config, nodes[0].server.status_source()).await?)
+            }
             None => None,
         };
-        print_welcome(&dev, admin.as_ref(), &args)?;
+        print_welcome(&nodes, admin.as_ref(), &args)?;
         wait_for_signal().await;
         tracing::info!("shutting down");
         if let Some(admin) = admin {
             admin.stop().await;
         }
-        dev.server.shutdown().await;
+        // One after the other: each node's zones are saved and released before the
+        // next one stops, so no zone is left waiting for a lease to lapse.
+        for node in nodes {
+            node.server.shutdown().await;
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -244,10 +260,11 @@ fn event_rate(per_second: u32) -> RateLimit {
 /// Prints the addresses on stdout (one line each, for programs to parse) and the
 /// rest of the welcome for people on stderr.
 fn print_welcome(
-    dev: &DevServer,
+    nodes: &[DevServer],
     admin: Option<&AdminServer>,
     args: &DevArgs,
 ) -> anyhow::Result<()> {
+    let dev = &nodes[0];
     let addr = dev.server.local_addr()?;
     let data = args.data.display();
     let verb = if dev.created_identity {
@@ -255,7 +272,18 @@ fn print_welcome(
     } else {
         "reusing"
     };
-    println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
+    if nodes.len() == 1 {
+        println!("ZoneMesh dev server listening on {addr} (QUIC, ALPN zonemesh/1)");
+    }
+    for (i, node) in nodes.iter().enumerate().filter(|_| nodes.len() > 1) {
+        let node_addr = node.server.cluster().map(|c| c.node_addr()).transpose()?;
+        println!(
+            "ZoneMesh dev cluster node {i} listening on {} (QUIC, ALPN zonemesh/1); node {} on {}",
+            node.server.local_addr()?,
+            node.node,
+            node_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        );
+    }
     if let Some(admin) = admin {
         println!(
             "ZoneMesh admin endpoint listening on http://{}",
@@ -277,6 +305,12 @@ fn print_welcome(
     eprintln!(
         "  connect a client:  cargo run --release -p zonemesh-client --example walk -- --server {addr} --dev-data {data}"
     );
+    if nodes.len() > 1 {
+        eprintln!(
+            "  cluster:           {} nodes; connect to any of them, players are redirected to their zone's node",
+            nodes.len()
+        );
+    }
     let store = if args.store.starts_with("postgres") {
         "PostgreSQL (from --store)".to_owned()
     } else {

@@ -3,7 +3,7 @@
 
 use crate::game::Game;
 use crate::persist::host::directory_for;
-use crate::persist::{CheckpointWriter, KeepWarm, ZoneHost};
+use crate::persist::{CheckpointWriter, KeepWarm, ZoneHost, ZoneOwnership};
 use crate::zone::worker::ZonePool;
 use crate::zone::{WorldLayout, ZoneConfig, ZoneContext, ZonePersistence, ZoneRouter, ZoneStatus};
 use std::sync::Arc;
@@ -70,13 +70,16 @@ pub struct Node {
 
 impl Node {
     /// Starts the worker pool and the persistence tasks, and requests the zones to
-    /// keep warm (they load in the background; the rest load on first use). Must run
-    /// inside a tokio runtime.
+    /// keep warm (they load in the background; the rest load on first use). Zones are
+    /// granted by `ownership` (the store alone for a single node, see
+    /// [`StoreOwnership`](crate::persist::StoreOwnership)). Must run inside a tokio
+    /// runtime.
     pub fn start(
         config: NodeConfig,
         game: &Game,
         store: Arc<dyn Store>,
         keep_warm: &KeepWarm,
+        ownership: Arc<dyn ZoneOwnership>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let (router, inboxes) = ZoneRouter::new(config.layout.zones(), config.zone.inbox_capacity);
@@ -115,6 +118,7 @@ impl Node {
             game.clone(),
             inboxes,
             pool,
+            ownership,
         );
         host.preload(keep_warm);
         Ok(Self { ctx, host })

@@ -59,11 +59,14 @@ pub enum ErrorCode {
     /// A redirect token was signed with a key this node does not hold (rotated out, or
     /// the nodes' key rings disagree).
     RedirectUnknownKey = 16,
+    /// The zone this session was in is no longer served by this node (another node
+    /// took it over); connect again and the cluster sends the player where it lives.
+    ZoneMoved = 17,
 }
 
 impl ErrorCode {
     /// Every code, in wire-value order (wire values are `0..ALL.len()`).
-    pub const ALL: [ErrorCode; 17] = {
+    pub const ALL: [ErrorCode; 18] = {
         use ErrorCode::*;
         [
             Normal,
@@ -83,6 +86,7 @@ impl ErrorCode {
             RedirectReplayed,
             RedirectMisaddressed,
             RedirectUnknownKey,
+            ZoneMoved,
         ]
     };
 

@@ -65,7 +65,7 @@ pub const REDIRECT_KEYS_MAX: usize = 8;
 const MAC_DOMAIN: &[u8] = b"zonemesh/redirect\0";
 
 // The `Redirect` frame carries the token as text; its hex form must fit the field.
-const _: () = assert!(2 * REDIRECT_TOKEN_MAX <= TOKEN_MAX);
+const _: () = assert!(4 + 2 * REDIRECT_TOKEN_MAX <= TOKEN_MAX);
 
 /// What a redirect token asserts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +353,25 @@ pub fn verify(
     Ok(claims)
 }
 
+/// Prefix of a redirect token's text form, so a node can tell it from a session token
+/// (`zm1.`) in the same `Hello` field without trying to verify it as both.
+pub const REDIRECT_TEXT_PREFIX: &str = "zr1.";
+
+/// The text form carried in `Redirect` and `Hello`: the prefix and the token in hex.
+pub fn to_text(token: &[u8]) -> String {
+    format!("{REDIRECT_TEXT_PREFIX}{}", hex::encode(token))
+}
+
+/// The binary token in a text form, `None` if `text` is not a redirect token's text
+/// (no prefix). Bad hex or a bad length is [`RedirectError::Malformed`].
+pub fn from_text(text: &str) -> Option<Result<Vec<u8>, RedirectError>> {
+    let body = text.strip_prefix(REDIRECT_TEXT_PREFIX)?;
+    if body.len() > 2 * REDIRECT_TOKEN_MAX {
+        return Some(Err(RedirectError::Malformed));
+    }
+    Some(hex::decode(body).map_err(|_| RedirectError::Malformed))
+}
+
 /// Splits a token of acceptable length into the signed bytes and the tag.
 fn split_token(token: &[u8]) -> Result<(&[u8], &[u8]), RedirectError> {
     if !(REDIRECT_TOKEN_MIN..=REDIRECT_TOKEN_MAX).contains(&token.len()) {
@@ -441,6 +460,22 @@ mod tests {
         let mut w = Writer::default();
         claims.encode(&mut w);
         w.into_vec()
+    }
+
+    #[test]
+    fn the_text_form_round_trips_and_is_told_from_session_tokens() {
+        let token = tagged(MAC_DOMAIN, &claims_bytes("bob"));
+        let text = to_text(&token);
+        assert!(text.starts_with(REDIRECT_TEXT_PREFIX));
+        assert!(text.len() <= TOKEN_MAX);
+        assert_eq!(from_text(&text), Some(Ok(token)));
+        assert_eq!(from_text("zm1.abcd.ef"), None, "a session token is not one");
+        assert_eq!(from_text("zr1.xyz"), Some(Err(RedirectError::Malformed)));
+        let long = format!(
+            "{REDIRECT_TEXT_PREFIX}{}",
+            "00".repeat(REDIRECT_TOKEN_MAX + 1)
+        );
+        assert_eq!(from_text(&long), Some(Err(RedirectError::Malformed)));
     }
 
     #[test]

@@ -90,6 +90,11 @@ impl ReplayGuard {
         Ok(())
     }
 
+    /// Whether `nonce` was admitted and has not expired yet (as of the guard's clock).
+    pub fn contains(&self, nonce: u64) -> bool {
+        self.nonces.contains(&nonce)
+    }
+
     /// Advances the guard's clock to `now_unix_ms` (if later) and forgets every nonce
     /// whose token has expired by then. [`check_and_remember`](Self::check_and_remember)
     /// does this itself; call it to release memory when no tokens arrive.

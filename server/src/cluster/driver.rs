@@ -30,6 +30,8 @@ use crate::dev::TlsIdentity;
 /// Store calls in flight at once; more are answered `Unavailable` at once (the core
 /// retries them).
 pub const MAX_STORE_CALLS: usize = 64;
+/// Longest a stopping driver waits for its store calls in flight.
+pub const STOP_CALLS_WAIT: Duration = Duration::from_secs(2);
 /// Longest the driver sleeps without a deadline (a guard, not a timer).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -175,7 +177,7 @@ impl Shared {
 pub struct Cluster {
     shared: Arc<Shared>,
     transport: NodeTransport,
-    task: tokio::task::JoinHandle<()>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -228,7 +230,7 @@ impl Cluster {
         Ok(Self {
             shared,
             transport,
-            task,
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -241,6 +243,13 @@ impl Cluster {
             .admit(self.shared.now(), zone, redirected);
         self.shared.wake.notify_one();
         answer
+    }
+
+    /// Gives `zone` up: it left memory here and its final checkpoint is written (or
+    /// given up on). The store's holder is cleared so another node may take it at once.
+    pub fn release(&self, zone: ZoneId) {
+        self.shared.core().release(self.shared.now(), zone);
+        self.shared.wake.notify_one();
     }
 
     /// Whether this node may apply inputs to `zone` now.
@@ -282,13 +291,18 @@ impl Cluster {
         &self.transport
     }
 
-    /// Leaves the cluster (announcing it, so others need not wait to detect it) and
-    /// stops the driver and the endpoint.
-    pub async fn stop(self) {
+    /// Leaves the cluster (announcing it, so others need not wait to detect it),
+    /// finishes the store calls in flight (releases of the zones just saved, above
+    /// all) for at most [`STOP_CALLS_WAIT`], and stops the driver and the endpoint.
+    /// A second call does nothing.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(task) = task else {
+            return;
+        };
         self.shared.stop.notify_one();
-        // The driver ends at once on the stop signal; a join error means it panicked,
-        // which has already been reported by tokio.
-        let _ = self.task.await;
+        // A join error means the driver panicked, which tokio has already reported.
+        let _ = task.await;
         self.transport.shutdown().await;
     }
 }
@@ -324,11 +338,30 @@ impl Driver {
                 () = tokio::time::sleep_until(deadline) => self.fire_timers(),
             }
         }
+        self.finish_calls().await;
         if let Provider::Swim(swim) = &mut self.membership {
             // Leaving fails only for an oversized packet, which a leave is not.
             let _ = swim.leave(self.shared.now());
         }
         self.flush();
+    }
+
+    /// Carries out the store calls queued or in flight (zone releases on shutdown),
+    /// within [`STOP_CALLS_WAIT`]; what does not finish lapses with the lease.
+    async fn finish_calls(&mut self) {
+        let deadline = tokio::time::Instant::now() + STOP_CALLS_WAIT;
+        self.flush();
+        while !self.calls.is_empty() {
+            match tokio::time::timeout_at(deadline, self.calls.join_next()).await {
+                Ok(Some(Ok(reply))) => {
+                    let now = self.shared.now();
+                    self.shared.core().handle_store_reply(now, reply);
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.calls.abort_all();
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {

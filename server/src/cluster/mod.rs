@@ -1,9 +1,11 @@
 //! The IO side of clustering: the node-to-node QUIC transport ([`transport`]) with its
 //! cluster-secret handshake ([`auth`]). The decisions (membership, directory, leases,
 //! admission) live in the sans-IO crate `zonemesh-cluster`; this module only moves
-//! their bytes.
+//! their bytes ([`driver`]) and connects them to the node's zones and sessions
+//! ([`runtime`]).
 
 pub mod auth;
 pub mod driver;
+pub mod runtime;
 pub mod store_calls;
 pub mod transport;

@@ -11,10 +11,13 @@ pub mod limits;
 
 pub use transport::{NetLimits, server_config as quic_server_config};
 
+use crate::cluster::driver::{Cluster, ClusterConfig};
+use crate::cluster::runtime::{ClusterRuntime, ClusterSetup};
 use crate::dev::TlsIdentity;
 use crate::game::Game;
 use crate::node::{Node, NodeConfig};
 use crate::persist::{KeepWarm, ZoneHost};
+use crate::persist::{StoreOwnership, ZoneOwnership};
 use crate::zone::{ZoneContext, ZoneStatus};
 use anyhow::Context;
 use registry::Sessions;
@@ -42,8 +45,11 @@ pub struct ServerConfig {
     pub limits: NetLimits,
     /// Where zones and players are saved.
     pub store: Arc<dyn Store>,
-    /// Zones activated at start-up rather than on first use.
+    /// Zones activated at start-up rather than on first use (single node only: in a
+    /// cluster, zones are placed by the cluster when first used).
     pub keep_warm: KeepWarm,
+    /// The cluster this node is part of; `None` for a single node.
+    pub cluster: Option<ClusterSetup>,
 }
 
 /// What connection tasks share.
@@ -56,6 +62,8 @@ struct Shared {
     limits: NetLimits,
     sessions: Sessions,
     shutdown: watch::Receiver<bool>,
+    /// The cluster, for a node in one.
+    cluster: Option<Arc<ClusterRuntime>>,
 }
 
 /// A running server: zones ticking, endpoint accepting.
@@ -132,10 +140,55 @@ impl Server {
     /// Starts the zones and the endpoint. Must run inside a tokio runtime.
     pub async fn start(config: ServerConfig, game: &Game) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
+        let node_tls = config.tls.clone_identity();
         let server_config = transport::server_config(config.tls, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let node = Node::start(config.node, game, config.store, &config.keep_warm)?;
+        let runtime = match &config.cluster {
+            Some(setup) => {
+                let lease = Duration::from_millis(setup.node.lease.duration_ms);
+                let store = Arc::clone(&config.store);
+                Some(Arc::new(ClusterRuntime::new(store, &setup.secret, lease)?))
+            }
+            None => None,
+        };
+        let (ownership, keep_warm): (Arc<dyn ZoneOwnership>, _) = match &runtime {
+            Some(runtime) => {
+                if config.keep_warm != KeepWarm::None {
+                    tracing::info!(
+                        "in a cluster, zones load where the cluster places them on first use; keep-warm is not used"
+                    );
+                }
+                (Arc::clone(runtime) as _, KeepWarm::None)
+            }
+            None => {
+                let name = format!("node-{}", std::process::id());
+                let ownership = StoreOwnership::new(Arc::clone(&config.store), name);
+                (Arc::new(ownership) as _, config.keep_warm.clone())
+            }
+        };
+        let node = Node::start(config.node, game, config.store, &keep_warm, ownership)?;
+        if let (Some(runtime), Some(setup)) = (&runtime, config.cluster) {
+            runtime.attach_host(node.host());
+            let client_addr = match setup.advertise {
+                Some(addr) => addr,
+                None => endpoint.local_addr()?,
+            };
+            let cluster = Cluster::start(
+                ClusterConfig {
+                    me: setup.me,
+                    node_listen: setup.node_listen,
+                    client_addr,
+                    membership: setup.membership,
+                    secret: setup.secret,
+                    tls: node_tls,
+                    node: setup.node,
+                },
+                Arc::new(runtime.store_calls()),
+                Arc::clone(runtime) as _,
+            )?;
+            runtime.attach_cluster(cluster);
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             zones: Arc::clone(node.context()),
@@ -150,6 +203,7 @@ impl Server {
             limits: config.limits,
             sessions: Sessions::default(),
             shutdown: shutdown_rx,
+            cluster: runtime,
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         Ok(Self {
@@ -165,6 +219,11 @@ impl Server {
     /// The store this server saves to.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.node.host().store()
+    }
+
+    /// The cluster driver, for a node in a cluster.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.shared.cluster.as_ref()?.cluster()
     }
 
     /// The address the endpoint is bound to.
@@ -208,6 +267,10 @@ impl Server {
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.node.stop().await;
+        // After the final saves: the zones' releases go out before the node leaves.
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop().await;
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use super::actions::SessionActions;
 use super::limits::{RateLimiter, RateVerdict, SlowClientDetector};
 use super::transport::DATAGRAM_SEND_BUFFER;
 use super::{Shared, close_code};
+use crate::cluster::runtime::ClusterRuntime;
+use crate::game::SessionId;
 use crate::link::ClientLink;
 use crate::persist::RecordVersions;
 use crate::persist::players::PlayerLookup;
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendDatagramError, SendStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zonemesh_cluster::admission::{Admission, LOADING_RETRY_MS};
 use zonemesh_shared::PROTOCOL_VERSION;
 use zonemesh_shared::codec::DecodeError;
 use zonemesh_shared::control::{ClientControl, ErrorCode, FrameDecoder, ServerControl};
@@ -23,6 +26,7 @@ use zonemesh_shared::datagram::ClientDatagram;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::ids::validate_player_name;
 use zonemesh_shared::quant::Vec2;
+use zonemesh_shared::redirect::{self, RedirectClaims};
 use zonemesh_shared::token::{self, Claims};
 use zonemesh_store::PlayerRecord;
 
@@ -84,8 +88,10 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
         Ok(Err(end)) => return end,
         Err(_) => return End::close(ErrorCode::HandshakeTimeout, "no hello in time"),
     };
-    let claims = match authenticate(hello, &shared.secret) {
-        Ok(claims) => claims,
+    let entry = match authenticate(hello, shared) {
+        Ok(entry) => entry,
+        // A full replay guard is a capacity refusal: the client retries.
+        Err((ErrorCode::Busy, _)) => return answer_busy(conn, &mut send, shared).await,
         Err((code, message)) => {
             let answer = ServerControl::Error { code, message };
             return answer_and_close(conn, &mut send, answer, code).await;
@@ -94,13 +100,24 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
     let Some(admission) = shared.sessions.try_admit(shared.limits.max_connections) else {
         return answer_busy(conn, &mut send, shared).await;
     };
-    let link = match join(conn, claims, shared).await {
+    let link = match join(conn, entry, shared).await {
         Ok(link) => link,
         Err(end) => {
             drop(admission);
             return match end {
                 JoinRefused::Busy => answer_busy(conn, &mut send, shared).await,
-                JoinRefused::Loading => answer_loading(conn, &mut send, shared).await,
+                JoinRefused::Loading(retry_after_ms) => {
+                    let answer = ServerControl::Loading { retry_after_ms };
+                    answer_and_close(conn, &mut send, answer, ErrorCode::Busy).await
+                }
+                JoinRefused::Redirect { addr, token } => {
+                    let answer = ServerControl::Redirect { addr, token };
+                    answer_and_close(conn, &mut send, answer, ErrorCode::Normal).await
+                }
+                JoinRefused::Refused(code, message) => {
+                    let answer = ServerControl::Error { code, message };
+                    answer_and_close(conn, &mut send, answer, code).await
+                }
                 JoinRefused::Internal(message) => {
                     let code = ErrorCode::Internal;
                     let answer = ServerControl::Error { code, message };
@@ -116,8 +133,39 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
     end
 }
 
-/// Checks `Hello`: version, token signature and expiry, player name.
-fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCode, String)> {
+/// Who is connecting, and how it got here.
+struct Entry {
+    /// The player's name.
+    player: String,
+    /// The redirect that sent the player here from another node, if any.
+    redirect: Option<RedirectClaims>,
+}
+
+/// Checks `Hello`: version, then either a redirect token (in a cluster) or a session
+/// token (signature, expiry, player name).
+fn authenticate(hello: ClientControl, shared: &Shared) -> Result<Entry, (ErrorCode, String)> {
+    let token = hello_token(hello)?;
+    if let Some(bytes) = redirect::from_text(&token) {
+        let bytes = bytes.map_err(|e| (ErrorCode::AuthFailed, format!("redirect refused: {e}")))?;
+        let Some(cluster) = &shared.cluster else {
+            let reason = "redirect token sent to a server that is not in a cluster";
+            return Err((ErrorCode::AuthFailed, reason.to_owned()));
+        };
+        let claims = cluster.check_redirect(&bytes)?;
+        return Ok(Entry {
+            player: claims.player.clone(),
+            redirect: Some(claims),
+        });
+    }
+    let claims = session_claims(&token, &shared.secret)?;
+    Ok(Entry {
+        player: claims.player,
+        redirect: None,
+    })
+}
+
+/// The token of a `Hello` in the version this server speaks.
+fn hello_token(hello: ClientControl) -> Result<String, (ErrorCode, String)> {
     let ClientControl::Hello { version, token } = hello else {
         return Err((
             ErrorCode::ProtocolViolation,
@@ -132,10 +180,15 @@ fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCod
             ),
         ));
     }
+    Ok(token)
+}
+
+/// Checks a session token: signature, expiry, player name.
+fn session_claims(token: &str, secret: &[u8]) -> Result<Claims, (ErrorCode, String)> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let claims = token::verify(secret, &token, now)
+    let claims = token::verify(secret, token, now)
         .map_err(|e| (ErrorCode::AuthFailed, format!("token rejected: {e}")))?;
     validate_player_name(&claims.player).map_err(|e| {
         (
@@ -148,7 +201,15 @@ fn authenticate(hello: ClientControl, secret: &[u8]) -> Result<Claims, (ErrorCod
 
 enum JoinRefused {
     Busy,
-    Loading,
+    /// Ask again after this many milliseconds.
+    Loading(u32),
+    /// The zone lives on another node: reconnect to `addr` with `token`.
+    Redirect {
+        addr: String,
+        token: String,
+    },
+    /// Refused for good, with this code and reason.
+    Refused(ErrorCode, String),
     Internal(String),
 }
 
@@ -161,13 +222,14 @@ const JOIN_WAIT: Duration = Duration::from_millis(200);
 /// answers `Welcome` through the link.
 async fn join(
     conn: &Connection,
-    claims: Claims,
+    entry: Entry,
     shared: &Shared,
 ) -> Result<Arc<ClientLink>, JoinRefused> {
     let players = shared.host.players();
-    let record = match players.lookup(&claims.player, JOIN_WAIT).await {
+    let loading = || JoinRefused::Loading(retry_hint_ms(shared.host.directory().retry_after()));
+    let record = match players.lookup(&entry.player, JOIN_WAIT).await {
         PlayerLookup::Found(record) => record,
-        PlayerLookup::Loading => return Err(JoinRefused::Loading),
+        PlayerLookup::Loading => return Err(loading()),
         PlayerLookup::Busy => return Err(JoinRefused::Busy),
         PlayerLookup::Failed(e) => {
             return Err(JoinRefused::Internal(format!(
@@ -177,15 +239,34 @@ async fn join(
     };
     // The session's records are newer than any the loaded record's session made.
     let versions = RecordVersions::after(record.as_ref().map(|r| r.version));
-    let (zone, spawn, saved) = placement(&claims.player, record, shared);
+    let (zone, spawn, saved) = placement(&entry.player, record, shared);
+    // A redirected session keeps its id: ids are unique cluster-wide.
+    let session = match &entry.redirect {
+        Some(claims) => SessionId(claims.session),
+        None => shared.sessions.next_session_id(),
+    };
+    if let Some(cluster) = &shared.cluster {
+        admit_in_cluster(cluster, &entry, session, zone)?;
+    }
     let directory = shared.host.directory();
     if !directory.reserve_arrival_within(zone, JOIN_WAIT).await {
-        return Err(JoinRefused::Loading);
+        return Err(loading());
+    }
+    if let (Some(cluster), Some(claims)) = (&shared.cluster, &entry.redirect) {
+        // Used up only now that the player goes in: a `Loading` answer before this
+        // point leaves the token good for the client's retry.
+        if let Err((code, message)) = cluster.consume_redirect(claims) {
+            directory.arrived(zone);
+            return Err(match code {
+                ErrorCode::Busy => JoinRefused::Busy,
+                code => JoinRefused::Refused(code, message),
+            });
+        }
     }
     let mtu = conn.max_datagram_size().unwrap_or(0);
     let link = Arc::new(ClientLink::new(
-        shared.sessions.next_session_id(),
-        claims.player,
+        session,
+        entry.player,
         zone,
         u32::try_from(mtu).unwrap_or(u32::MAX),
     ));
@@ -213,6 +294,39 @@ async fn join(
     Ok(link)
 }
 
+/// Asks the cluster whether `zone` is served here: `Ok` to go on, or the answer that
+/// sends the player elsewhere (a redirect with a token signed for the zone's host) or
+/// back later.
+fn admit_in_cluster(
+    cluster: &ClusterRuntime,
+    entry: &Entry,
+    session: SessionId,
+    zone: ZoneId,
+) -> Result<(), JoinRefused> {
+    match cluster.admit(zone, entry.redirect.is_some()) {
+        Admission::Welcome { .. } => Ok(()),
+        Admission::Redirect { to } => {
+            let Some(addr) = cluster.client_addr_of(to) else {
+                // The host left the view since the answer: ask again shortly.
+                return Err(JoinRefused::Loading(LOADING_RETRY_MS));
+            };
+            let token = cluster
+                .redirects()
+                .issue(&entry.player, session.0, zone, to)
+                .map_err(|e| JoinRefused::Internal(format!("cannot sign redirect: {e}")))?;
+            let addr = addr.to_string();
+            Err(JoinRefused::Redirect { addr, token })
+        }
+        Admission::Loading { retry_after_ms } => Err(JoinRefused::Loading(retry_after_ms)),
+        Admission::Busy { .. } | Admission::Refuse(_) => Err(JoinRefused::Busy),
+    }
+}
+
+/// A retry hint in whole milliseconds.
+fn retry_hint_ms(wait: Duration) -> u32 {
+    u32::try_from(wait.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// Where a player enters: its saved zone and position, or the game's spawn point for
 /// a new player (or one whose saved zone no longer exists).
 fn placement(
@@ -235,13 +349,6 @@ fn placement(
     }
     let spawn = (shared.zones.rules.spawn_point)(name);
     (layout.zone_at(spawn), spawn, None)
-}
-
-async fn answer_loading(conn: &Connection, send: &mut SendStream, shared: &Shared) -> End {
-    let retry_after = shared.host.directory().retry_after();
-    let retry_after_ms = u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
-    let answer = ServerControl::Loading { retry_after_ms };
-    answer_and_close(conn, send, answer, ErrorCode::Busy).await
 }
 
 async fn answer_busy(conn: &Connection, send: &mut SendStream, shared: &Shared) -> End {

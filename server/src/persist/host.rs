@@ -4,6 +4,7 @@
 
 use super::directory::ZoneDirectory;
 use super::lifecycle::Lifecycle;
+use super::ownership::{AcquireError, ZoneOwnership};
 use super::players::PlayerLoader;
 use super::state::{self, ZoneState};
 use super::writer::CheckpointWriter;
@@ -65,7 +66,7 @@ pub struct ZoneHost {
     players: Arc<PlayerLoader>,
     game: Game,
     ctx: Arc<ZoneContext>,
-    node_name: String,
+    ownership: Arc<dyn ZoneOwnership>,
     inboxes: Mutex<HashMap<ZoneId, Receiver<ZoneMessage>>>,
     statuses: Mutex<BTreeMap<ZoneId, Arc<ZoneStatusCell>>>,
     pool: ZonePool,
@@ -85,6 +86,7 @@ impl ZoneHost {
         game: Game,
         inboxes: HashMap<ZoneId, Receiver<ZoneMessage>>,
         pool: ZonePool,
+        ownership: Arc<dyn ZoneOwnership>,
     ) -> Arc<Self> {
         let host = Arc::new(Self {
             players: Arc::new(PlayerLoader::new(Arc::clone(&store), Arc::clone(&writer))),
@@ -93,7 +95,7 @@ impl ZoneHost {
             writer: Arc::clone(&writer),
             game,
             ctx,
-            node_name: format!("node-{}", std::process::id()),
+            ownership,
             inboxes: Mutex::new(inboxes),
             statuses: Mutex::default(),
             pool,
@@ -179,11 +181,22 @@ impl ZoneHost {
         }
     }
 
-    /// Saves an idle zone's final checkpoint, then lets it go (its inbox is kept for
-    /// the next activation, which reads what was just saved).
+    /// Tells the zone in memory that this node no longer holds it (the cluster gave
+    /// it to another node): it sends its players away and leaves memory unsaved.
+    pub fn revoke(&self, zone: ZoneId) {
+        if let Some(status) = crate::link::lock(&self.statuses).get(&zone) {
+            status.revoke();
+        }
+    }
+
+    /// Saves an idle zone's final checkpoint (unless it was lost to another node),
+    /// then lets it go (its inbox is kept for the next activation, which reads what
+    /// was just saved).
     async fn retire(&self, mut zone: Box<Zone>) {
         let id = zone.id();
-        if let Some(job) = zone.checkpoint_job(true) {
+        if zone.is_lost() {
+            tracing::debug!(zone = ?id, "lost zone left memory unsaved");
+        } else if let Some(job) = zone.checkpoint_job(true) {
             let wait = self.writer.submit_and_wait(job);
             match tokio::time::timeout(FINAL_SAVE_TIMEOUT, wait).await {
                 Ok(Ok(Ok(()))) => {}
@@ -193,6 +206,9 @@ impl ZoneHost {
         }
         crate::link::lock(&self.statuses).remove(&id);
         crate::link::lock(&self.inboxes).insert(id, (*zone).into_inbox());
+        // Released while still `Deactivating`, so no request can load it again before
+        // the grant is given back.
+        self.ownership.released(id);
         self.directory.update(|l| l.deactivated(id));
         tracing::debug!(zone = ?id, "idle zone left memory");
     }
@@ -206,6 +222,12 @@ impl ZoneHost {
         };
         let activation = match self.activate(zone).await {
             Ok(a) => a,
+            Err(AcquireError::NotGranted(why)) => {
+                tracing::debug!(?zone, %why, "zone not loaded here");
+                crate::link::lock(&self.inboxes).insert(zone, inbox);
+                self.directory.update(|l| l.load_failed(zone));
+                return;
+            }
             Err(e) => {
                 tracing::error!(?zone, error = %e, "zone load failed; the next request retries");
                 crate::link::lock(&self.inboxes).insert(zone, inbox);
@@ -228,15 +250,21 @@ impl ZoneHost {
             self.directory.update(|l| l.load_failed(zone));
             return;
         }
+        if !self.ownership.holds(zone, epoch) {
+            // Lost while it was being built; the zone sees it at its first tick.
+            status.revoke();
+        }
         crate::link::lock(&self.statuses).insert(zone, status);
         self.directory.update(|l| l.loaded(zone, epoch));
         tracing::debug!(?zone, epoch, "zone active");
     }
 
-    async fn activate(&self, zone: ZoneId) -> anyhow::Result<ZoneActivation> {
-        let a = self.store.activate_zone(zone.0, &self.node_name).await?;
+    async fn activate(&self, zone: ZoneId) -> Result<ZoneActivation, AcquireError> {
+        let a = self.ownership.acquire(zone).await?;
         let saved = match a.record {
-            Some(record) => Some(state::decode::<ZoneState>(&record.state)?),
+            Some(record) => {
+                Some(state::decode::<ZoneState>(&record.state).map_err(anyhow::Error::from)?)
+            }
             None => None,
         };
         Ok(ZoneActivation {
@@ -250,6 +278,9 @@ impl ZoneHost {
         let zones = self.pool.stop();
         let mut waits = Vec::with_capacity(zones.len());
         for mut zone in zones {
+            if zone.is_lost() {
+                continue;
+            }
             // Players in flight between zones are in an inbox, not a world: take them
             // in (or save them, if their session ended) so the final save has them.
             zone.handle_pending_messages();
@@ -260,7 +291,7 @@ impl ZoneHost {
         self.writer.flush().await;
         for (zone, wait) in waits {
             match tokio::time::timeout(FINAL_SAVE_TIMEOUT, wait).await {
-                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Ok(()))) => self.ownership.released(zone),
                 Ok(Ok(Err(e))) => tracing::error!(?zone, error = %e, "final checkpoint failed"),
                 Ok(Err(_)) | Err(_) => tracing::error!(?zone, "final checkpoint not confirmed"),
             }

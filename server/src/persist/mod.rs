@@ -5,6 +5,7 @@
 //! - [`lifecycle`]: sans-IO phases of each zone (one load at a time per zone);
 //! - [`directory`]: that core behind a lock, shared by connections and zones;
 //! - [`host`]: the async driver (loads, preloading, final saves);
+//! - [`ownership`]: who grants the node a zone (the store alone, or the cluster);
 //! - [`writer`]: the bounded, coalescing checkpoint queue and its writer task;
 //! - [`players`]: single-flight player record loads;
 //! - [`version`]: the versions that order a player's records across sessions;
@@ -13,6 +14,7 @@
 pub mod directory;
 pub mod host;
 pub mod lifecycle;
+pub mod ownership;
 pub mod players;
 pub mod state;
 pub mod version;
@@ -20,5 +22,6 @@ pub mod writer;
 
 pub use directory::ZoneDirectory;
 pub use host::{KeepWarm, ZoneActivation, ZoneHost};
+pub use ownership::{StoreOwnership, ZoneOwnership};
 pub use version::RecordVersions;
 pub use writer::{CheckpointJob, CheckpointWriter};

@@ -135,6 +135,9 @@ pub struct Zone {
     status: Arc<ZoneStatusCell>,
     tick: u64,
     stats: TickStats,
+    /// This node lost the zone to another node: it only sends players away and
+    /// leaves memory without saving (see [`Zone::lose`]).
+    lost: bool,
 }
 
 impl std::fmt::Debug for Zone {
@@ -145,6 +148,14 @@ impl std::fmt::Debug for Zone {
             .field("players", &self.players.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Ends a session whose zone is no longer served here.
+fn send_away(link: &ClientLink) {
+    link.kick(
+        zonemesh_shared::control::ErrorCode::ZoneMoved,
+        "the zone moved to another node; connect again",
+    );
 }
 
 /// Counters accumulated by the zone itself (the game's live in `ZoneCounters`).
@@ -219,6 +230,7 @@ impl Zone {
             status: Arc::new(ZoneStatusCell::new(id)),
             tick: 0,
             stats: TickStats::default(),
+            lost: false,
         }
     }
 
@@ -260,8 +272,10 @@ impl Zone {
     /// True when this zone has had no players for its idle limit and may leave memory
     /// (never for zones kept warm or run without a store).
     pub fn wants_to_retire(&self) -> bool {
-        self.idle_limit_ticks
-            .is_some_and(|limit| self.players.is_empty() && self.idle_ticks >= limit)
+        self.lost
+            || self
+                .idle_limit_ticks
+                .is_some_and(|limit| self.players.is_empty() && self.idle_ticks >= limit)
     }
 
     /// Asks the directory to let this zone leave; true if it may (no player on the way).
@@ -292,7 +306,13 @@ impl Zone {
     pub fn tick(&mut self) {
         self.tick += 1;
         self.world.resource_mut::<ZoneInfo>().tick = self.tick;
+        if self.status.is_revoked() {
+            self.lose();
+        }
         self.drain_inbox();
+        if self.lost {
+            return;
+        }
         self.schedule.run(&mut self.world);
         self.world.resource_mut::<PlayerEvents>().events.clear();
         self.deliver_outgoing_events();
@@ -336,6 +356,14 @@ impl Zone {
 
     fn handle(&mut self, msg: ZoneMessage) {
         match msg {
+            ZoneMessage::Join { link, .. } if self.lost => {
+                send_away(&link);
+                self.arrived();
+            }
+            ZoneMessage::TransferIn(transfer) if self.lost => {
+                send_away(&transfer.link);
+                self.arrived();
+            }
             ZoneMessage::Join {
                 link,
                 spawn,
@@ -366,6 +394,28 @@ impl Zone {
                 self.ghosts.insert(from, states);
             }
         }
+    }
+
+    /// This node no longer holds the zone (another node took it over, or this node's
+    /// lease lapsed). Its players are sent away to reconnect, which the cluster routes
+    /// to the zone's new host; the zone then leaves memory without a final save, since
+    /// the store refuses writes of an epoch that is not the latest. Players lose what
+    /// they did since the zone's last checkpoint.
+    fn lose(&mut self) {
+        if self.lost {
+            return;
+        }
+        self.lost = true;
+        tracing::warn!(zone = ?self.id, epoch = self.epoch, players = self.players.len(), "zone lost to another node; sending its players away");
+        for (_, slot) in self.players.drain() {
+            send_away(&slot.link);
+            self.world.despawn(slot.entity);
+        }
+    }
+
+    /// True once the zone was lost to another node: it must not be saved.
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Publishes this tick's figures; `took` is the tick's duration.

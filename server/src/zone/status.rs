@@ -5,6 +5,7 @@
 use crate::link::lock;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use zonemesh_shared::ids::ZoneId;
 
@@ -75,10 +76,13 @@ pub fn new_tick_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, TICK_TIME_MAX_US, 3).expect("constant histogram bounds are valid")
 }
 
-/// Shared cell holding a zone's latest status.
+/// Shared cell holding a zone's latest status, and the one notice that travels the
+/// other way: that the node lost the zone (see [`ZoneStatusCell::revoke`]).
 #[derive(Debug)]
 pub struct ZoneStatusCell {
     inner: Mutex<ZoneStatus>,
+    /// Set when this node lost the zone (the cell belongs to one activation).
+    revoked: AtomicBool,
 }
 
 impl ZoneStatusCell {
@@ -86,7 +90,20 @@ impl ZoneStatusCell {
     pub fn new(zone: ZoneId) -> Self {
         Self {
             inner: Mutex::new(ZoneStatus::new(zone)),
+            revoked: AtomicBool::new(false),
         }
+    }
+
+    /// Tells the zone that this node no longer holds it. A flag rather than an inbox
+    /// message, so a full inbox can never lose the notice; the zone reads it at its
+    /// next tick.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Whether the zone was revoked.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 
     /// A copy of the current status.

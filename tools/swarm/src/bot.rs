@@ -65,6 +65,8 @@ pub struct BotContext {
     pub player: String,
     /// The server this bot starts on (its place in the round-robin spread).
     pub server: SocketAddr,
+    /// Every server of the run: a connect that fails on `server` tries the others.
+    pub all_servers: Arc<[SocketAddr]>,
     /// The shared client endpoint.
     pub endpoint: quinn::Endpoint,
     /// Certificate and token secret.
@@ -151,7 +153,15 @@ impl BotContext {
                 .credentials
                 .client_config(self.server, &self.player, self.connect_deadline)
             {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    c.other_servers = self
+                        .all_servers
+                        .iter()
+                        .copied()
+                        .filter(|a| *a != self.server)
+                        .collect();
+                    c
+                }
                 Err(e) => return self.failed("config", &e),
             };
         let result = tokio::select! {

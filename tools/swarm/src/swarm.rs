@@ -134,11 +134,13 @@ fn spawn_bots(
     // session per player name), so names carry a random run tag.
     let run_tag = format!("{:06x}", rand::random::<u32>() & 0x00ff_ffff);
     let mut bots = JoinSet::new();
+    let all_servers: Arc<[std::net::SocketAddr]> = config.servers.clone().into();
     for index in 0..config.n_bots {
         let ctx = BotContext {
             index,
             player: config.player_name(&run_tag, index),
             server: config.server_for(index),
+            all_servers: Arc::clone(&all_servers),
             endpoint: endpoints[index as usize % endpoints.len()].clone(),
             credentials: Arc::clone(credentials),
             recorder: hub.recorder(index),

@@ -1,0 +1,313 @@
+//! A zone server in a cluster: the glue between the cluster driver ([`Cluster`]) and
+//! the node's zones and sessions.
+//!
+//! - Zones: the node loads a zone only when the cluster holds it here
+//!   ([`ZoneOwnership`]); when the cluster activates a zone here (a player asked, or
+//!   its host died) the zone is loaded at once, and when the cluster loses one (its
+//!   lease lapsed, another node took it) the zone sends its players away and leaves
+//!   memory unsaved ([`ClusterEvents`]).
+//! - Sessions: [`ClusterRuntime::admit`] answers where a player's zone lives, and
+//!   redirect tokens are signed for the target and checked on arrival
+//!   ([`RedirectDesk`]).
+//!
+//! The parts refer to each other (the zones need the cluster to load, the cluster
+//! needs the zones to tell), so the runtime is built empty and attached to each once
+//! they exist; before that it grants nothing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use zonemesh_cluster::admission::Admission;
+use zonemesh_cluster::node::NodeConfig as ClusterNodeConfig;
+use zonemesh_shared::control::ErrorCode;
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::node::NodeRef;
+use zonemesh_shared::redirect::{
+    self, RedirectClaims, RedirectError, RedirectKeys, RedirectVerifier,
+};
+use zonemesh_shared::replay::ReplayGuard;
+use zonemesh_store::{Activation, Store};
+
+use super::driver::{Cluster, ClusterEvents, MembershipConfig};
+use super::store_calls::StoreAdapter;
+use crate::persist::ZoneHost;
+use crate::persist::lifecycle::ZonePhase;
+use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
+
+/// How long a redirect token stays valid: long enough for a client on a slow link to
+/// reconnect, short enough that a captured token is soon worthless.
+pub const REDIRECT_TOKEN_TTL: Duration = Duration::from_secs(10);
+/// Redirect nonces remembered at once (each for at most [`REDIRECT_TOKEN_TTL`]); past
+/// it arrivals are answered `Busy` until older tokens expire.
+pub const REDIRECT_GUARD_CAPACITY: usize = 65_536;
+/// The key id of the redirect key derived from the cluster secret.
+const REDIRECT_KEY_ID: u32 = 1;
+
+/// How a server joins its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSetup {
+    /// This node run (from the data directory, see `crate::identity`).
+    pub me: NodeRef,
+    /// Where the node-to-node endpoint listens.
+    pub node_listen: SocketAddr,
+    /// The address other nodes send players to; `None` for the address the client
+    /// endpoint is bound to (right on loopback, wrong behind NAT or on 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// Who is in the cluster.
+    pub membership: MembershipConfig,
+    /// The cluster secret: authenticates node links and signs redirect tokens. The
+    /// same on every node, at least 16 bytes.
+    pub secret: Vec<u8>,
+    /// Lease timing and the cores' limits.
+    pub node: ClusterNodeConfig,
+}
+
+/// The cluster as the node's zones and sessions see it.
+pub struct ClusterRuntime {
+    cluster: OnceLock<Cluster>,
+    host: OnceLock<Weak<ZoneHost>>,
+    adapter: StoreAdapter,
+    store: Arc<dyn Store>,
+    redirects: RedirectDesk,
+}
+
+impl std::fmt::Debug for ClusterRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRuntime")
+            .field("cluster", &self.cluster.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterRuntime {
+    /// A runtime over `store`, signing redirects with `secret`; attach the zones with
+    /// [`Self::attach_host`] and the cluster with [`Self::attach_cluster`].
+    pub fn new(store: Arc<dyn Store>, secret: &[u8], lease: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            cluster: OnceLock::new(),
+            host: OnceLock::new(),
+            adapter: StoreAdapter::new(Arc::clone(&store), lease),
+            store,
+            redirects: RedirectDesk::new(secret)?,
+        })
+    }
+
+    /// The store calls the cluster driver makes (they keep activations for the zones).
+    pub fn store_calls(&self) -> StoreAdapter {
+        self.adapter.clone()
+    }
+
+    /// Attaches the node's zones (once).
+    pub fn attach_host(&self, host: &Arc<ZoneHost>) {
+        let _ = self.host.set(Arc::downgrade(host));
+    }
+
+    /// Attaches the running cluster (once).
+    pub fn attach_cluster(&self, cluster: Cluster) {
+        if self.cluster.set(cluster).is_err() {
+            tracing::error!("cluster attached twice; keeping the first");
+        }
+    }
+
+    /// The running cluster, once attached.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.get()
+    }
+
+    /// What to answer a player asking for `zone`; `redirected` when the player came
+    /// with a redirect token.
+    pub fn admit(&self, zone: ZoneId, redirected: bool) -> Admission {
+        match self.cluster.get() {
+            Some(cluster) => cluster.admit(zone, redirected),
+            None => Admission::Busy {
+                retry_after_ms: zonemesh_cluster::admission::LEASE_RETRY_MS,
+            },
+        }
+    }
+
+    /// The address players use to reach `node`, if it is a live member.
+    pub fn client_addr_of(&self, node: NodeRef) -> Option<SocketAddr> {
+        self.cluster.get()?.client_addr_of(node)
+    }
+
+    /// Where redirect tokens are signed and checked.
+    pub fn redirects(&self) -> &RedirectDesk {
+        &self.redirects
+    }
+
+    /// Checks a redirect token presented to this node (everything but its use) and
+    /// returns its claims, or the code to refuse it with and why.
+    pub fn check_redirect(&self, token: &[u8]) -> Result<RedirectClaims, (ErrorCode, String)> {
+        let me = self.cluster.get().map(Cluster::me).ok_or((
+            ErrorCode::Busy,
+            "node is still joining its cluster".to_owned(),
+        ))?;
+        self.redirects.check(token, me)
+    }
+
+    /// Uses up a checked token as the player is let in; a second use is refused.
+    pub fn consume_redirect(&self, claims: &RedirectClaims) -> Result<(), (ErrorCode, String)> {
+        self.redirects.consume(claims)
+    }
+
+    /// Leaves the cluster (after the zones' final saves, so their releases go out).
+    pub async fn stop(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.stop().await;
+        }
+    }
+
+    fn host(&self) -> Option<Arc<ZoneHost>> {
+        self.host.get()?.upgrade()
+    }
+
+    /// The zone's saved state for the activation at `epoch`: the one the activation
+    /// call read if it is still kept, else a fresh read.
+    async fn saved_state(&self, zone: ZoneId, epoch: u64) -> Result<Activation, AcquireError> {
+        if let Some(kept) = self.adapter.take_activation(zone)
+            && kept.epoch == epoch
+        {
+            return Ok(kept);
+        }
+        let record = self
+            .store
+            .load_zone(zone.0)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(Activation { epoch, record })
+    }
+}
+
+impl ZoneOwnership for ClusterRuntime {
+    fn acquire(&self, zone: ZoneId) -> OwnershipFuture<'_, Activation> {
+        Box::pin(async move {
+            match self.admit(zone, false) {
+                Admission::Welcome { epoch } => self.saved_state(zone, epoch).await,
+                other => Err(AcquireError::NotGranted(format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn holds(&self, zone: ZoneId, epoch: u64) -> bool {
+        self.cluster
+            .get()
+            .is_some_and(|c| c.active_zones().contains(&(zone, epoch)))
+    }
+
+    fn released(&self, zone: ZoneId) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.release(zone);
+        }
+    }
+}
+
+impl ClusterEvents for ClusterRuntime {
+    /// Loads the zone now (it may have players waiting, or have lost its host), or
+    /// retires an older activation of it still in memory.
+    fn zone_active(&self, zone: ZoneId, epoch: u64) {
+        let Some(host) = self.host() else {
+            return;
+        };
+        match host.directory().phase(zone) {
+            Some(ZonePhase::Inactive) => {
+                host.directory().request(zone);
+            }
+            Some(ZonePhase::Active { epoch: here }) if here != epoch => host.revoke(zone),
+            _ => {}
+        }
+    }
+
+    fn zone_lost(&self, zone: ZoneId) {
+        if let Some(host) = self.host() {
+            host.revoke(zone);
+        }
+    }
+
+    fn superseded(&self) {
+        tracing::error!(
+            "a newer run of this node id is live (same data directory started twice?); this run admits no one"
+        );
+    }
+}
+
+/// Signs redirect tokens for other nodes and admits the ones presented here, each at
+/// most once. A token is checked when presented but used up only when the player is
+/// let in, so a client told `Loading` retries with the same token.
+pub struct RedirectDesk {
+    keys: RedirectKeys,
+    verifier: Mutex<RedirectVerifier>,
+}
+
+impl std::fmt::Debug for RedirectDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedirectDesk")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedirectDesk {
+    /// A desk keyed with the cluster secret.
+    pub fn new(secret: &[u8]) -> anyhow::Result<Self> {
+        let keys = || RedirectKeys::new(REDIRECT_KEY_ID, secret);
+        Ok(Self {
+            keys: keys()?,
+            verifier: Mutex::new(RedirectVerifier::new(
+                keys()?,
+                ReplayGuard::new(REDIRECT_GUARD_CAPACITY),
+            )),
+        })
+    }
+
+    /// A token (text form) sending `player`'s session to `zone` on `target`.
+    pub fn issue(
+        &self,
+        player: &str,
+        session: u64,
+        zone: ZoneId,
+        target: NodeRef,
+    ) -> anyhow::Result<String> {
+        let claims = RedirectClaims {
+            player: player.to_owned(),
+            session,
+            zone,
+            target,
+            // The issuer knows where the zone lives, not at which epoch.
+            epoch: 0,
+            expires_unix_ms: unix_ms().saturating_add(REDIRECT_TOKEN_TTL.as_millis() as u64),
+            nonce: rand::random(),
+        };
+        Ok(redirect::to_text(&redirect::sign(&self.keys, &claims)?))
+    }
+
+    /// Checks a token presented to node run `me`: format, key, signature, expiry,
+    /// target, and that it was not used already.
+    pub fn check(&self, token: &[u8], me: NodeRef) -> Result<RedirectClaims, (ErrorCode, String)> {
+        let verifier = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = redirect::verify(&verifier.keys, token, unix_ms(), me).map_err(refusal)?;
+        if verifier.guard.contains(claims.nonce) {
+            return Err(refusal(RedirectError::Replayed));
+        }
+        Ok(claims)
+    }
+
+    /// Remembers a checked token's nonce until it expires; refuses one already used.
+    pub fn consume(&self, claims: &RedirectClaims) -> Result<(), (ErrorCode, String)> {
+        let mut verifier = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        verifier
+            .guard
+            .check_and_remember(claims.nonce, claims.expires_unix_ms, unix_ms())
+            .map_err(|e| refusal(RedirectError::from(e)))
+    }
+}
+
+fn refusal(e: RedirectError) -> (ErrorCode, String) {
+    (ErrorCode::from(&e), format!("redirect refused: {e}"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
