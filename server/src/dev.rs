@@ -364,6 +364,7 @@ pub async fn start_dev_cluster(
             cluster: Some(ClusterSetup {
                 me: node,
                 node_listen: SocketAddr::new(listen.ip(), 0),
+                node_advertise: None,
                 advertise: None,
                 membership: MembershipConfig::Swim {
                     seeds,

@@ -58,6 +58,7 @@ fn start_node(id: u64, seeds: Vec<SocketAddr>) -> (Cluster, tempfile::TempDir) {
     let config = ClusterConfig {
         me: NodeRef::new(id, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_advertise: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16)),
         membership: MembershipConfig::Swim {
             seeds,
@@ -157,6 +158,7 @@ fn start_on_store(
     let config = ClusterConfig {
         me: NodeRef::new(id, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_advertise: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + (id % 1_000) as u16)),
         membership: MembershipConfig::Swim {
             seeds,
@@ -369,6 +371,7 @@ async fn a_node_cut_off_from_the_store_stops_before_another_takes_its_zone() {
     let config = ClusterConfig {
         me: NodeRef::new(1, 1),
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_advertise: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], 42_001)),
         membership: MembershipConfig::Swim {
             seeds: Vec::new(),
@@ -458,6 +461,7 @@ async fn a_static_member_list_is_marked_up_and_down_by_probes() {
         let config = ClusterConfig {
             me: NodeRef::new(10 + i as u64, 1),
             node_listen: *listen,
+            node_advertise: None,
             client_addr: SocketAddr::from(([127, 0, 0, 1], 43_000 + i as u16)),
             membership: MembershipConfig::Static {
                 peers: ports.clone(),

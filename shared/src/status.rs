@@ -30,6 +30,44 @@ pub struct NodeStatusReport {
     pub ticks: TickTotals,
     /// The zones in memory now.
     pub zones: Vec<ZoneStatusReport>,
+    /// The node's place in its cluster; absent for a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatusReport>,
+}
+
+/// A node's view of its cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatusReport {
+    /// This node run, as `node-id/incarnation`.
+    pub node: String,
+    /// Whether the node's lease is live by its own clock (it may accept inputs).
+    pub lease_valid: bool,
+    /// The live members as this node sees them, itself included.
+    pub members: Vec<MemberReport>,
+    /// The zones the cluster holds here, with their epochs.
+    pub held_zones: Vec<HeldZoneReport>,
+    /// Players this node redirected to another node, since start.
+    pub redirects: u64,
+}
+
+/// One member of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// The member's run, as `node-id/incarnation`.
+    pub node: String,
+    /// Where its node endpoint listens.
+    pub node_addr: String,
+    /// Where its players connect.
+    pub client_addr: String,
+}
+
+/// A zone held by a node, and the epoch it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldZoneReport {
+    /// The zone's id.
+    pub zone: u32,
+    /// The activation's epoch.
+    pub epoch: u64,
 }
 
 /// Tick figures of a node, cumulative since it started (zones that left memory
@@ -267,10 +305,33 @@ mod tests {
                 players: 1,
                 entities: 5,
             }],
+            cluster: None,
         };
         let json = serde_json::to_string(&report).expect("serialises");
+        assert!(
+            !json.contains("cluster"),
+            "a single node says nothing of clusters"
+        );
         assert!(json.contains(r#""zone_tick_us":[[7,1]]"#), "{json}");
         let back: NodeStatusReport = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, report);
+
+        let clustered = NodeStatusReport {
+            cluster: Some(ClusterStatusReport {
+                node: "00000000000000aa/3".into(),
+                lease_valid: true,
+                members: vec![MemberReport {
+                    node: "00000000000000aa/3".into(),
+                    node_addr: "127.0.0.1:7433".into(),
+                    client_addr: "127.0.0.1:4433".into(),
+                }],
+                held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
+                redirects: 7,
+            }),
+            ..report
+        };
+        let json = serde_json::to_string(&clustered).expect("serialises");
+        let back: NodeStatusReport = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, clustered);
     }
 }

@@ -19,6 +19,7 @@ pub fn node_report(status: &ServerStatus) -> NodeStatusReport {
         inbox_input_drops: status.inbox_input_drops,
         ticks: status.ticks.clone(),
         zones,
+        cluster: status.cluster.clone(),
     }
 }
 

@@ -23,6 +23,7 @@ use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
+use zonemesh_shared::status::{ClusterStatusReport, HeldZoneReport, MemberReport};
 
 use super::transport::{NodePacket, NodeTransport, Received, TransportConfig};
 use crate::dev::TlsIdentity;
@@ -64,6 +65,9 @@ pub struct ClusterConfig {
     pub me: NodeRef,
     /// Where the node endpoint listens.
     pub node_listen: SocketAddr,
+    /// How other nodes reach the node endpoint; `None` for the address it is bound to
+    /// (right on loopback and for a specific address, not for 0.0.0.0 or behind NAT).
+    pub node_advertise: Option<SocketAddr>,
     /// Where players connect to this node (published to the others for redirects).
     pub client_addr: SocketAddr,
     /// Who is in the cluster, and how that is found out.
@@ -206,7 +210,10 @@ impl Cluster {
         })?;
         let me = Member {
             node: config.me,
-            addr: transport.local_addr()?,
+            addr: match config.node_advertise {
+                Some(addr) => addr,
+                None => transport.local_addr()?,
+            },
             client_addr: config.client_addr,
         };
         let origin = Instant::now();
@@ -269,6 +276,35 @@ impl Cluster {
             .member(node.id)
             .filter(|m| m.node == node)
             .map(|m| m.client_addr)
+    }
+
+    /// This node's view of the cluster, for the status document.
+    pub fn status(&self) -> ClusterStatusReport {
+        let now = self.shared.now();
+        let core = self.shared.core();
+        let mut held_zones: Vec<HeldZoneReport> = core
+            .active_zones()
+            .map(|(zone, epoch)| HeldZoneReport {
+                zone: zone.0,
+                epoch,
+            })
+            .collect();
+        held_zones.sort_by_key(|z| z.zone);
+        ClusterStatusReport {
+            node: core.me().to_string(),
+            lease_valid: core.lease_valid(now),
+            members: core
+                .view()
+                .members()
+                .map(|m| MemberReport {
+                    node: m.node.to_string(),
+                    node_addr: m.addr.to_string(),
+                    client_addr: m.client_addr.to_string(),
+                })
+                .collect(),
+            held_zones,
+            redirects: core.counters().n_redirects,
+        }
     }
 
     /// Zones held here with their epochs.

@@ -51,6 +51,8 @@ pub struct ClusterSetup {
     pub me: NodeRef,
     /// Where the node-to-node endpoint listens.
     pub node_listen: SocketAddr,
+    /// How other nodes reach the node endpoint; `None` for the address it is bound to.
+    pub node_advertise: Option<SocketAddr>,
     /// The address other nodes send players to; `None` for the address the client
     /// endpoint is bound to (right on loopback, wrong behind NAT or on 0.0.0.0).
     pub advertise: Option<SocketAddr>,

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zonemesh_shared::control::ErrorCode;
-use zonemesh_shared::status::TickTotals;
+use zonemesh_shared::status::{ClusterStatusReport, TickTotals};
 use zonemesh_store::Store;
 
 /// Everything needed to run a server.
@@ -98,6 +98,8 @@ pub struct ServerStatus {
     pub inbox_input_drops: u64,
     /// Connections the server closed or refused, per reason (unused reasons left out).
     pub closes: Vec<(ErrorCode, u64)>,
+    /// The node's view of its cluster; `None` for a single node.
+    pub cluster: Option<ClusterStatusReport>,
 }
 
 impl ServerStatus {
@@ -132,6 +134,12 @@ impl StatusSource {
             busy_answers: self.shared.sessions.busy_answers(),
             inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
             closes: self.shared.sessions.closes(),
+            cluster: self
+                .shared
+                .cluster
+                .as_ref()
+                .and_then(|c| c.cluster())
+                .map(Cluster::status),
         }
     }
 }
@@ -178,6 +186,7 @@ impl Server {
                 ClusterConfig {
                     me: setup.me,
                     node_listen: setup.node_listen,
+                    node_advertise: setup.node_advertise,
                     client_addr,
                     membership: setup.membership,
                     secret: setup.secret,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zonemesh_ctl::AdminClient;
-use zonemesh_shared::status::NodeStatusReport;
+use zonemesh_shared::status::{ClusterStatusReport, NodeStatusReport};
 
 #[derive(Debug, Parser)]
 #[command(name = "zonemesh-ctl", version, about = "ZoneMesh admin client")]
@@ -100,13 +100,43 @@ fn status_table(s: &NodeStatusReport) -> String {
             z.missed_ticks
         );
     }
+    if let Some(c) = &s.cluster {
+        cluster_lines(&mut out, c);
+    }
     out
+}
+
+/// The cluster part of the table: this node, its members and the zones it holds.
+fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
+    let lease = if c.lease_valid { "live" } else { "NOT live" };
+    let _ = writeln!(
+        out,
+        "cluster: node {}, lease {lease}, {} members, {} redirects",
+        c.node,
+        c.members.len(),
+        c.redirects
+    );
+    for m in &c.members {
+        let _ = writeln!(
+            out,
+            "  member {} players at {}, nodes at {}",
+            m.node, m.client_addr, m.node_addr
+        );
+    }
+    let held: Vec<String> = c
+        .held_zones
+        .iter()
+        .map(|z| format!("{}@{}", z.zone, z.epoch))
+        .collect();
+    let _ = writeln!(out, "  holds zones (zone@epoch): {}", held.join(" "));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zonemesh_shared::status::{BucketCounts, TickTotals, ZoneStatusReport};
+    use zonemesh_shared::status::{
+        BucketCounts, HeldZoneReport, MemberReport, TickTotals, ZoneStatusReport,
+    };
 
     #[test]
     fn the_table_shows_ticks_and_every_zone() {
@@ -136,9 +166,29 @@ mod tests {
                 players: 3,
                 entities: 4003,
             }],
+            cluster: None,
         };
-        let table = status_table(&status);
+        let mut table = status_table(&status);
+        assert!(!table.contains("cluster"), "{table}");
+        let clustered = NodeStatusReport {
+            cluster: Some(ClusterStatusReport {
+                node: "00000000000000aa/3".into(),
+                lease_valid: true,
+                members: vec![MemberReport {
+                    node: "00000000000000aa/3".into(),
+                    node_addr: "127.0.0.1:7433".into(),
+                    client_addr: "127.0.0.1:4433".into(),
+                }],
+                held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
+                redirects: 7,
+            }),
+            ..status
+        };
+        table = status_table(&clustered);
         for needle in [
+            "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects",
+            "players at 127.0.0.1:4433",
+            "4@2",
             "20 Hz, 1 workers, 3 sessions",
             "240 rounds, 2 overran, 5 missed ticks",
             "p50 1.50 ms",

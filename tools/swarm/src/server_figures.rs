@@ -104,6 +104,7 @@ mod tests {
             inbox_input_drops: 0,
             ticks,
             zones: Vec::new(),
+            cluster: None,
         }
     }
 

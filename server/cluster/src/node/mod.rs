@@ -238,6 +238,11 @@ impl NodeCore {
         !self.stopping && self.lease.is_valid(now) && self.active.contains_key(&zone)
     }
 
+    /// Whether this node's lease is live by its own clock.
+    pub fn lease_valid(&self, now: Millis) -> bool {
+        self.lease.is_valid(now)
+    }
+
     /// Gives `zone` up (it went idle and its final checkpoint is written).
     pub fn release(&mut self, now: Millis, zone: ZoneId) {
         if let Some(ActiveZone { epoch, .. }) = self.active.remove(&zone) {
