@@ -285,7 +285,7 @@ pub async fn start_dev_server(
     let identity = load_or_create(data)?;
     let node = crate::identity::start_incarnation(data)?;
     tracing::info!(%node, "node identity (id/incarnation)");
-    let game = dev_game(world);
+    let game = demo_game_for(world);
     let store = open_dev_store(world, data).await?;
     let config = ServerConfig {
         listen,
@@ -333,7 +333,7 @@ pub async fn start_dev_cluster(
     }
     let identity = load_or_create(data)?;
     let (cluster_secret, _) = ensure_secret(&data.join(DEV_CLUSTER_SECRET_FILE))?;
-    let game = dev_game(world);
+    let game = demo_game_for(world);
     let store = open_dev_store(world, data).await?;
     let mut started: Vec<DevServer> = Vec::with_capacity(usize::from(nodes));
     for i in 0..nodes {
@@ -387,7 +387,7 @@ pub async fn start_dev_cluster(
 }
 
 /// The demo game for `world`.
-fn dev_game(world: &DevWorld) -> crate::game::Game {
+pub fn demo_game_for(world: &DevWorld) -> crate::game::Game {
     let bounds = world.node.layout.world_bounds().max;
     demo_game(DemoConfig {
         npcs: world.npcs,

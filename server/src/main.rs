@@ -2,6 +2,9 @@
 //!
 //! - `zonemesh dev` hosts the demo world on one node with a self-signed certificate and
 //!   a token secret kept under `--data` (created on first run).
+//! - `zonemesh dev --nodes N` runs an N-node cluster of it in one process.
+//! - `zonemesh serve --config FILE` runs one node of a real cluster.
+//! - `zonemesh config check FILE` / `config default` check or print a configuration.
 //! - `zonemesh token --player NAME` prints a session token signed with that secret.
 
 use anyhow::Context;
@@ -11,9 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zonemesh_server::admin::{self, AdminConfig, AdminServer};
+use zonemesh_server::config::ServeConfig;
 use zonemesh_server::dev::{self, DevServer, DevWorld};
 use zonemesh_server::net::limits::RateLimit;
 use zonemesh_server::persist::KeepWarm;
+use zonemesh_server::serve;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
 use zonemesh_shared::ids::ZoneId;
@@ -33,8 +38,39 @@ struct Cli {
 enum Command {
     /// Run one node hosting the demo world (development setup, nothing to install).
     Dev(DevArgs),
+    /// Run one node of a cluster from a configuration file (see `config default`).
+    Serve(ServeArgs),
+    /// Check a configuration file, or print a commented default one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a session token for a player, signed with the data directory's secret.
     Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The node's configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Read and validate FILE; print what is wrong, or that it is fine.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Print a commented configuration with every key and its default.
+    Default,
+    /// Create in DIR the files every node of a cluster shares: a self-signed
+    /// certificate and key for players (dev-cert.pem, dev-key.pem), the token secret
+    /// (dev-secret.hex) and the cluster secret (cluster-secret.hex). Existing files
+    /// are kept.
+    Init {
+        /// Where to put them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +179,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => run_dev(args),
+        Command::Serve(args) => run_serve(&args),
+        Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Config(ConfigCommand::Init { dir }) => init_cluster_files(&dir),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", zonemesh_server::config::default_toml());
+            Ok(())
+        }
         Command::Token(args) => print_token(&args),
     }
 }
@@ -161,14 +204,19 @@ fn init_tracing() {
         .init();
 }
 
-fn run_dev(args: DevArgs) -> anyhow::Result<()> {
-    let world = dev_world(&args)?;
-    let admin = admin_config(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The async runtime the network and the cluster run on.
+fn net_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("zonemesh-net")
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+}
+
+fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    let world = dev_world(&args)?;
+    let admin = admin_config(&args)?;
+    let runtime = net_runtime()?;
     runtime.block_on(async move {
         let nodes = if args.nodes > 1 {
             dev::start_dev_cluster(args.listen, &args.data, &world, args.nodes).await?
@@ -198,17 +246,93 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 fn admin_config(args: &DevArgs) -> anyhow::Result<Option<AdminConfig>> {
-    let Some(listen) = args.admin else {
-        return Ok(None);
-    };
-    let token = args
-        .admin_token_file
-        .as_deref()
-        .map(admin::read_token_file)
-        .transpose()?;
+    args.admin
+        .map(|listen| admin_endpoint(listen, args.admin_token_file.as_deref()))
+        .transpose()
+}
+
+/// The admin endpoint on `listen`, with the bearer token in `token_file` if given.
+fn admin_endpoint(
+    listen: SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<AdminConfig> {
+    let token = token_file.map(admin::read_token_file).transpose()?;
     let config = AdminConfig { listen, token };
     config.validate()?;
-    Ok(Some(config))
+    Ok(config)
+}
+
+/// Reads, overrides from the environment and validates a configuration file.
+fn load_config(file: &std::path::Path) -> anyhow::Result<ServeConfig> {
+    let env = |key: &str| std::env::var(key).ok();
+    let mut config = ServeConfig::load(file)?;
+    config.apply_env(env)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = load_config(file)?;
+    config.cluster_secret(|key| std::env::var(key).ok())?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn init_cluster_files(dir: &std::path::Path) -> anyhow::Result<()> {
+    let identity = dev::load_or_create(dir)?;
+    let cluster_secret = dir.join(dev::DEV_CLUSTER_SECRET_FILE);
+    dev::ensure_secret(&cluster_secret)?;
+    let key = dir.join(zonemesh_shared::dev_files::KEY);
+    println!("certificate:    {}", identity.cert_path.display());
+    println!("key:            {}", key.display());
+    println!("token secret:   {}", identity.secret_path.display());
+    println!("cluster secret: {}", cluster_secret.display());
+    Ok(())
+}
+
+fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let admin = config
+        .admin
+        .as_ref()
+        .map(|a| admin_endpoint(a.listen, a.token_file.as_deref()))
+        .transpose()?;
+    let runtime = net_runtime()?;
+    runtime.block_on(async move {
+        let node = serve::start(&config, |key| std::env::var(key).ok()).await?;
+        let admin = match admin {
+            Some(admin) => Some(AdminServer::start(admin, node.server.status_source()).await?),
+            None => None,
+        };
+        let (players, nodes) = serve::addresses(&node)?;
+        println!(
+            "ZoneMesh node {} listening on {players} (QUIC, ALPN zonemesh/1); node endpoint on {nodes}",
+            node.node
+        );
+        if let Some(admin) = &admin {
+            println!(
+                "ZoneMesh admin endpoint listening on http://{}",
+                admin.local_addr()
+            );
+        }
+        eprintln!(
+            "  store: {}; data: {}",
+            if config.store.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "embedded"
+            },
+            config.data.display()
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
+        node.server.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
@@ -249,12 +373,7 @@ fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
 /// The game-event limit for `--event-rate N`: N per second, bursts of 2N (30 gives the
 /// default limit).
 fn event_rate(per_second: u32) -> RateLimit {
-    let burst = 2.0 * f64::from(per_second);
-    RateLimit {
-        per_second: f64::from(per_second),
-        burst,
-        flood_after: per_second.saturating_mul(2),
-    }
+    RateLimit::per_second_with_double_burst(per_second)
 }
 
 /// Prints the addresses on stdout (one line each, for programs to parse) and the

@@ -14,6 +14,18 @@ pub struct RateLimit {
     pub flood_after: u32,
 }
 
+impl RateLimit {
+    /// `per_second` sustained, bursts of twice that, flooding past twice that in a
+    /// second: the shape of the reliable-event limit (30 gives the default).
+    pub fn per_second_with_double_burst(per_second: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: 2.0 * f64::from(per_second),
+            flood_after: per_second.saturating_mul(2),
+        }
+    }
+}
+
 /// What to do with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateVerdict {

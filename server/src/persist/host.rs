@@ -256,7 +256,7 @@ impl ZoneHost {
         }
         crate::link::lock(&self.statuses).insert(zone, status);
         self.directory.update(|l| l.loaded(zone, epoch));
-        tracing::debug!(?zone, epoch, "zone active");
+        tracing::info!(zone = zone.0, epoch, "zone active");
     }
 
     async fn activate(&self, zone: ZoneId) -> Result<ZoneActivation, AcquireError> {

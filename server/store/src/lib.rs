@@ -41,7 +41,7 @@ pub use embedded::{RedbOptions, RedbStore};
 pub use error::{BoxError, StoreError};
 pub use postgres::{DEFAULT_SCHEMA, MAX_POOL_SIZE, PostgresOptions, PostgresStore};
 pub use slow::SlowStore;
-pub use spec::{EMBEDDED_FILE_NAME, StoreSpec, embedded_path, open_store};
+pub use spec::{EMBEDDED_FILE_NAME, StoreSpec, embedded_path, open_store, open_store_with};
 pub use store::{Store, StoreFuture, StoreStats};
 pub use types::{
     ActionCommit, ActionId, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome,

@@ -56,11 +56,21 @@ pub fn embedded_path(data_dir: &Path) -> PathBuf {
 /// Opens the store named by `spec`: the redb file in `data_dir` (created with the
 /// directory if missing) or a PostgreSQL database with default options.
 pub async fn open_store(spec: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    open_store_with(spec, data_dir, PostgresOptions::default()).await
+}
+
+/// Like [`open_store`], with these PostgreSQL options (schema, pool, timeouts); they
+/// do not apply to the embedded store.
+pub async fn open_store_with(
+    spec: &str,
+    data_dir: &Path,
+    postgres: PostgresOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     match StoreSpec::parse(spec)? {
         StoreSpec::Embedded => Ok(Arc::new(open_embedded(data_dir).await?)),
-        StoreSpec::Postgres(url) => Ok(Arc::new(
-            PostgresStore::connect_with(&url, PostgresOptions::default()).await?,
-        )),
+        StoreSpec::Postgres(url) => {
+            Ok(Arc::new(PostgresStore::connect_with(&url, postgres).await?))
+        }
     }
 }
 
