@@ -48,6 +48,12 @@ pub struct ClusterStatusReport {
     pub held_zones: Vec<HeldZoneReport>,
     /// Players this node redirected to another node, since start.
     pub redirects: u64,
+    /// Bytes this node sent to other nodes (gossip, directory, probes), since start.
+    #[serde(default)]
+    pub node_bytes_sent: u64,
+    /// Bytes this node received from other nodes, since start.
+    #[serde(default)]
+    pub node_bytes_received: u64,
 }
 
 /// One member of a cluster.
@@ -327,6 +333,8 @@ mod tests {
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
                 redirects: 7,
+                node_bytes_sent: 1200,
+                node_bytes_received: 900,
             }),
             ..report
         };

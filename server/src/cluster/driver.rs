@@ -280,6 +280,7 @@ impl Cluster {
 
     /// This node's view of the cluster, for the status document.
     pub fn status(&self) -> ClusterStatusReport {
+        let traffic = self.transport.stats();
         let now = self.shared.now();
         let core = self.shared.core();
         let mut held_zones: Vec<HeldZoneReport> = core
@@ -304,6 +305,8 @@ impl Cluster {
                 .collect(),
             held_zones,
             redirects: core.counters().n_redirects,
+            node_bytes_sent: traffic.n_bytes_sent,
+            node_bytes_received: traffic.n_bytes_received,
         }
     }
 

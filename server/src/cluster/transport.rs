@@ -121,6 +121,10 @@ pub struct TransportStats {
     pub n_sent: u64,
     /// Packets received from authenticated peers.
     pub n_received: u64,
+    /// Bytes of the packets sent (datagram payloads, without QUIC's overhead).
+    pub n_bytes_sent: u64,
+    /// Bytes of the packets received from authenticated peers.
+    pub n_bytes_received: u64,
     /// Packets dropped: inbox full, queue full, peer backing off or too many peers.
     pub n_dropped: u64,
     /// Peers that failed authentication (either way).
@@ -142,8 +146,18 @@ struct Inner {
     inbox: mpsc::Sender<Received>,
     n_sent: AtomicU64,
     n_received: AtomicU64,
+    n_bytes_sent: AtomicU64,
+    n_bytes_received: AtomicU64,
     n_dropped: AtomicU64,
     n_auth_failures: AtomicU64,
+}
+
+impl Inner {
+    /// Counts one packet of `len` bytes handed to QUIC.
+    fn count_sent(&self, len: u64) {
+        self.n_sent.fetch_add(1, Ordering::Relaxed);
+        self.n_bytes_sent.fetch_add(len, Ordering::Relaxed);
+    }
 }
 
 /// A running node transport.
@@ -182,6 +196,8 @@ impl NodeTransport {
             inbox,
             n_sent: AtomicU64::new(0),
             n_received: AtomicU64::new(0),
+            n_bytes_sent: AtomicU64::new(0),
+            n_bytes_received: AtomicU64::new(0),
             n_dropped: AtomicU64::new(0),
             n_auth_failures: AtomicU64::new(0),
         });
@@ -203,8 +219,9 @@ impl NodeTransport {
         let full = peers.len() >= self.inner.max_peers && !peers.contains_key(&to);
         match peers.get_mut(&to) {
             Some(Peer::Connected { conn, .. }) => {
+                let len = frame.len() as u64;
                 if conn.send_datagram(frame).is_ok() {
-                    self.inner.n_sent.fetch_add(1, Ordering::Relaxed);
+                    self.inner.count_sent(len);
                 } else {
                     self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
                     peers.remove(&to);
@@ -247,6 +264,8 @@ impl NodeTransport {
         TransportStats {
             n_sent: load(&self.inner.n_sent),
             n_received: load(&self.inner.n_received),
+            n_bytes_sent: load(&self.inner.n_bytes_sent),
+            n_bytes_received: load(&self.inner.n_bytes_received),
             n_dropped: load(&self.inner.n_dropped),
             n_auth_failures: load(&self.inner.n_auth_failures),
         }
@@ -360,8 +379,9 @@ impl NodeTransport {
         );
         if let Some(Peer::Dialing(queue)) = previous {
             for frame in queue {
+                let len = frame.len() as u64;
                 if conn.send_datagram(frame).is_ok() {
-                    self.inner.n_sent.fetch_add(1, Ordering::Relaxed);
+                    self.inner.count_sent(len);
                 }
             }
         }
@@ -371,6 +391,7 @@ impl NodeTransport {
 
     async fn read_loop(self, addr: SocketAddr, conn: Connection, node: NodeRef) {
         while let Ok(frame) = conn.read_datagram().await {
+            let len = frame.len() as u64;
             let Some(packet) = NodePacket::parse(frame) else {
                 continue;
             };
@@ -381,6 +402,9 @@ impl NodeTransport {
             };
             if self.inner.inbox.try_send(received).is_ok() {
                 self.inner.n_received.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .n_bytes_received
+                    .fetch_add(len, Ordering::Relaxed);
             } else {
                 self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
             }

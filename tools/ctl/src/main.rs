@@ -111,10 +111,12 @@ fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
     let lease = if c.lease_valid { "live" } else { "NOT live" };
     let _ = writeln!(
         out,
-        "cluster: node {}, lease {lease}, {} members, {} redirects",
+        "cluster: node {}, lease {lease}, {} members, {} redirects, {} B to nodes, {} B from nodes",
         c.node,
         c.members.len(),
-        c.redirects
+        c.redirects,
+        c.node_bytes_sent,
+        c.node_bytes_received
     );
     for m in &c.members {
         let _ = writeln!(
@@ -181,12 +183,14 @@ mod tests {
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
                 redirects: 7,
+                node_bytes_sent: 1200,
+                node_bytes_received: 900,
             }),
             ..status
         };
         table = status_table(&clustered);
         for needle in [
-            "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects",
+            "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects, 1200 B to nodes",
             "players at 127.0.0.1:4433",
             "4@2",
             "20 Hz, 1 workers, 3 sessions",
