@@ -139,6 +139,17 @@ impl BlockingClient {
         self.client.node_changes()
     }
 
+    /// Starts a new session after this one ended, blocking until welcomed or refused;
+    /// see [`Client::reconnect`].
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.runtime.block_on(self.client.reconnect())
+    }
+
+    /// Sessions started after the first; see [`Client::reconnects`].
+    pub fn reconnects(&self) -> u32 {
+        self.client.reconnects()
+    }
+
     /// The player's own entity.
     pub fn player(&self) -> NetId {
         self.client.player()

@@ -66,6 +66,16 @@ pub struct ClientStats {
     pub bytes_up: u64,
 }
 
+/// A reader of a new connection's control stream, with the frames already read.
+fn control_reader(recv: RecvStream, decoder: FrameDecoder) -> ControlReader {
+    ControlReader {
+        recv,
+        decoder,
+        buf: vec![0; READ_CHUNK].into_boxed_slice(),
+        open: true,
+    }
+}
+
 /// The receiving half of the control stream.
 struct ControlReader {
     recv: RecvStream,
@@ -97,6 +107,12 @@ pub struct Client {
     route: RouteStats,
     /// The endpoint this client created, drained on `close`; `None` when shared.
     owned_endpoint: Option<quinn::Endpoint>,
+    /// The endpoint connections go out on (the owned one or the shared one).
+    endpoint: quinn::Endpoint,
+    /// How this client connects, for [`Client::reconnect`].
+    config: ClientConfig,
+    /// Sessions after the first (see [`Client::reconnect`]).
+    reconnects: u32,
 }
 
 impl Client {
@@ -104,7 +120,7 @@ impl Client {
     /// following redirects as [`ClientConfig`] allows. Must run inside a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let endpoint = Self::bind_endpoint(config.server)?;
-        let established = connect::establish(&endpoint, &config).await;
+        let established = connect::establish(&endpoint, &config, None).await;
         let established = match established {
             Ok(e) => e,
             Err(e) => {
@@ -112,7 +128,7 @@ impl Client {
                 return Err(e);
             }
         };
-        Ok(Self::from_established(established, &config, Some(endpoint)))
+        Ok(Self::from_established(established, config, endpoint, true))
     }
 
     /// Connects over a shared endpoint, so many clients (a bot swarm) can use a few UDP
@@ -121,8 +137,13 @@ impl Client {
         endpoint: &quinn::Endpoint,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
-        let established = connect::establish(endpoint, &config).await?;
-        Ok(Self::from_established(established, &config, None))
+        let established = connect::establish(endpoint, &config, None).await?;
+        Ok(Self::from_established(
+            established,
+            config,
+            endpoint.clone(),
+            false,
+        ))
     }
 
     /// A client endpoint on an ephemeral port of the same address family as `server`.
@@ -138,27 +159,69 @@ impl Client {
 
     fn from_established(
         e: Established,
-        config: &ClientConfig,
-        owned_endpoint: Option<quinn::Endpoint>,
+        config: ClientConfig,
+        endpoint: quinn::Endpoint,
+        owns_endpoint: bool,
     ) -> Self {
         let core = ClientCore::new(e.welcome, config.core_config(), Instant::now());
         tracing::debug!(player = %e.welcome.player, zone = %e.welcome.zone, "welcomed");
         let mut client = Self {
             conn: e.conn,
             send: e.send,
-            control: ControlReader {
-                recv: e.recv,
-                decoder: e.decoder,
-                buf: vec![0; READ_CHUNK].into_boxed_slice(),
-                open: true,
-            },
+            control: control_reader(e.recv, e.decoder),
             core,
             route: e.route,
-            owned_endpoint,
+            owned_endpoint: owns_endpoint.then(|| endpoint.clone()),
+            endpoint,
+            config,
+            reconnects: 0,
         };
         // Frames that arrived in the same read as `Welcome`.
         client.dispatch_frames();
         client
+    }
+
+    /// Starts a new session for the same player after this one ended, as
+    /// [`Client::connect`] does: the node it was on first, then the others it knows
+    /// ([`ClientConfig::other_servers`]), following redirects, within the connect
+    /// deadline. Meant for a session whose [`DisconnectReason::can_reconnect`] holds
+    /// (its node stopped or died, or its zone moved to another node): the player comes
+    /// back from its last saved state, wherever its zone is served now.
+    ///
+    /// The new session starts a new replica: what the old one showed is gone, and the
+    /// player's entity may have a new [`NetId`] ([`Client::player`]). Durable actions
+    /// whose answer did not arrive can be sent again with their ids. Refused while the
+    /// session is still open.
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        if self.core.disconnect_reason().is_none() {
+            return Err(ClientError::InvalidInput(
+                "the session is still open; reconnect after it ended".into(),
+            ));
+        }
+        let mut config = self.config.clone();
+        let here = self.conn.remote_address();
+        if here != config.server {
+            // The node the session was on goes first, the entry node after it.
+            config.other_servers.retain(|a| *a != here);
+            config.other_servers.insert(0, config.server);
+            config.server = here;
+        }
+        let e = connect::establish(&self.endpoint, &config, Some(here)).await?;
+        tracing::debug!(player = %e.welcome.player, zone = %e.welcome.zone, "welcomed again");
+        self.core = ClientCore::new(e.welcome, self.config.core_config(), Instant::now());
+        self.conn = e.conn;
+        self.send = e.send;
+        self.control = control_reader(e.recv, e.decoder);
+        self.route.redirects_followed += e.route.redirects_followed;
+        self.route.node_changes += e.route.node_changes;
+        self.reconnects += 1;
+        self.dispatch_frames();
+        Ok(())
+    }
+
+    /// Sessions this client started after its first one ([`Client::reconnect`]).
+    pub fn reconnects(&self) -> u32 {
+        self.reconnects
     }
 
     /// The player's own entity.

@@ -96,10 +96,12 @@ enum Failure {
     Redirect { addr: String, token: String },
 }
 
-/// Attempts until welcomed, refused, or out of time.
+/// Attempts until welcomed, refused, or out of time. `previous` is the node the
+/// client's last session was on (reaching another one is a node change).
 pub(crate) async fn establish(
     endpoint: &quinn::Endpoint,
     config: &ClientConfig,
+    previous: Option<SocketAddr>,
 ) -> Result<Established, ClientError> {
     config.validate()?;
     let quic = quic_client_config(config)?;
@@ -117,6 +119,9 @@ pub(crate) async fn establish(
     let mut next_known = 0;
     let mut target = entry(next_known);
     let mut route = Route::new(config.max_redirects);
+    if let Some(previous) = previous {
+        route.handle_reached(previous);
+    }
     let mut attempts = 0;
     loop {
         attempts += 1;

@@ -96,6 +96,24 @@ impl DisconnectReason {
         }
     }
 
+    /// Whether connecting again may well succeed: the node went away or stopped, the
+    /// zone moved to another node, or the transport failed. Not for a refusal of this
+    /// client (authentication, a flood, a protocol violation, being replaced by a newer
+    /// session of the same player) or an end this client asked for.
+    pub fn can_reconnect(&self) -> bool {
+        match self.kind {
+            DisconnectKind::Local => false,
+            DisconnectKind::TimedOut | DisconnectKind::Lost => true,
+            DisconnectKind::Server => matches!(
+                self.code,
+                ErrorCode::ZoneMoved
+                    | ErrorCode::ServerShutdown
+                    | ErrorCode::Internal
+                    | ErrorCode::Busy
+            ),
+        }
+    }
+
     /// Maps how quinn saw the connection end. An application close carries the
     /// server's [`ErrorCode`] as its code and a reason text.
     pub fn from_connection_error(error: &quinn::ConnectionError) -> Self {

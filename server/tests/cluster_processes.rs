@@ -188,8 +188,9 @@ struct Ledger {
     sessions: usize,
 }
 
-/// Plays `name` until `stop`: picks up a coin every 300 ms, reconnecting (to any
-/// node) whenever the session ends.
+/// Plays until `stop`: picks up a coin every 300 ms; when the session ends in a way
+/// worth retrying, the SDK reconnects it (to any node), else a new client starts at
+/// the next node.
 async fn play(
     configs: Vec<ClientConfig>,
     stop: Arc<AtomicBool>,
@@ -197,33 +198,55 @@ async fn play(
     ledger: Arc<Mutex<Ledger>>,
 ) {
     let mut attempt = 0;
+    let mut client: Option<Client> = None;
     while !stop.load(Ordering::Relaxed) {
-        let config = configs[attempt % configs.len()].clone();
-        attempt += 1;
-        let Ok(mut client) = Client::connect(config).await else {
-            continue;
+        let mut session = match client.take() {
+            Some(mut old) if old.disconnect_reason().is_some_and(|r| r.can_reconnect()) => {
+                match old.reconnect().await {
+                    Ok(()) => old,
+                    Err(_) => continue,
+                }
+            }
+            _ => {
+                attempt += 1;
+                match Client::connect(configs[attempt % configs.len()].clone()).await {
+                    Ok(new) => new,
+                    Err(_) => continue,
+                }
+            }
         };
         ledger.lock().expect("ledger").sessions += 1;
-        let mut pick = tokio::time::interval(Duration::from_millis(300));
-        'session: while !stop.load(Ordering::Relaxed) {
-            tokio::select! {
-                _ = pick.tick() => {
-                    if client.send_durable_action(ACTION_PICK_UP_COIN, Vec::new()).await.is_err() {
-                        break 'session;
+        play_session(&mut session, &stop, &killed, &ledger).await;
+        client = Some(session);
+    }
+}
+
+/// One session, until it ends or `stop`.
+async fn play_session(
+    client: &mut Client,
+    stop: &AtomicBool,
+    killed: &AtomicBool,
+    ledger: &Mutex<Ledger>,
+) {
+    let mut pick = tokio::time::interval(Duration::from_millis(300));
+    while !stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = pick.tick() => {
+                if client.send_durable_action(ACTION_PICK_UP_COIN, Vec::new()).await.is_err() {
+                    return;
+                }
+            }
+            event = client.next_event() => match event {
+                Some(Event::ActionCommitted { id }) => {
+                    let mut l = ledger.lock().expect("ledger");
+                    l.acknowledged.push(id);
+                    if killed.load(Ordering::Relaxed) {
+                        l.acknowledged_after_kill += 1;
                     }
                 }
-                event = client.next_event() => match event {
-                    Some(Event::ActionCommitted { id }) => {
-                        let mut l = ledger.lock().expect("ledger");
-                        l.acknowledged.push(id);
-                        if killed.load(Ordering::Relaxed) {
-                            l.acknowledged_after_kill += 1;
-                        }
-                    }
-                    Some(Event::Disconnected(_)) | None => break 'session,
-                    Some(_) => {}
-                },
-            }
+                Some(Event::Disconnected(_)) | None => return,
+                Some(_) => {}
+            },
         }
     }
 }

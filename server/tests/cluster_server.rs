@@ -285,23 +285,25 @@ async fn a_hundred_players_racing_for_ten_cold_zones_give_one_activation_each() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_hands_its_zone_over_and_the_player_plays_on_elsewhere() {
     let mut cluster = TestCluster::start(3, 1).await;
-    let mut player = cluster.connect(0, "wanderer").await;
+    // The game knows every node; the SDK moves on to the others when one is gone.
+    let mut config = cluster.config(0, "wanderer");
+    config.other_servers = vec![cluster.addr(1), cluster.addr(2)];
+    let mut player = Client::connect(config).await.expect("connects");
     wait_own_position(&mut player).await;
     let host = cluster.index_of(player.remote_address());
     let gone = cluster.addr(host);
     let stopped = cluster.nodes.remove(host);
     stopped.server.shutdown().await;
     let reason = common::wait_disconnect(&mut player, "the stopped node ends the session").await;
-    drop(reason);
-    // The game still knows the stopped node first: the SDK moves on to the others.
-    let mut config = cluster.config(0, "wanderer");
-    config.other_servers = vec![config.server, cluster.addr(1)];
-    config.server = gone;
-    let mut again = Client::connect(config)
+    assert_eq!(reason.code, ErrorCode::ServerShutdown);
+    assert!(reason.can_reconnect(), "{reason}");
+    within("the player reconnects", player.reconnect())
         .await
         .expect("reconnects through another node");
-    assert_ne!(again.remote_address(), gone);
-    wait_own_position(&mut again).await;
+    assert_eq!(player.reconnects(), 1);
+    assert_ne!(player.remote_address(), gone);
+    assert!(player.node_changes() >= 1);
+    wait_own_position(&mut player).await;
     let store = cluster.nodes[0].server.store();
     assert_eq!(
         store.zone_epoch(0).await.expect("store readable"),
