@@ -96,8 +96,10 @@ enum SessionEnd {
     Stopped,
     /// Churn: leave now and rejoin.
     Churn,
-    /// The server or the network ended it, for this reason (`code/kind`).
-    Lost(String),
+    /// The server or the network ended it, for this reason (`code/kind`); `rejoin`
+    /// when connecting again may help (the node stopped or died, the zone moved), and
+    /// the bot then joins again at once, through any server of the run.
+    Lost { reason: String, rejoin: bool },
 }
 
 /// Runs one bot to the end of the run (or until its session is lost).
@@ -125,7 +127,8 @@ pub async fn run(mut ctx: BotContext) {
         let session = Session::new(&mut ctx, client, intended, phase);
         match session.drive(&mut steering, length).await {
             SessionEnd::Churn => intended = Instant::now() + CHURN_PAUSE,
-            SessionEnd::Stopped | SessionEnd::Lost(_) => break,
+            SessionEnd::Lost { rejoin: true, .. } => intended = Instant::now(),
+            SessionEnd::Stopped | SessionEnd::Lost { .. } => break,
         }
     }
     if !connected_once {
@@ -259,7 +262,13 @@ impl<'a> Session<'a> {
                 () = tokio::time::sleep_until(next_input) => self.send_due(steering),
                 r = self.client.wait_snapshot() => match r {
                     Ok(()) => self.on_snapshot(),
-                    Err(e) => break SessionEnd::Lost(self.lost_reason(&e)),
+                    Err(e) => break SessionEnd::Lost {
+                        reason: self.lost_reason(&e),
+                        rejoin: self
+                            .client
+                            .disconnect_reason()
+                            .is_some_and(DisconnectReason::can_reconnect),
+                    },
                 },
             }
         };
@@ -356,12 +365,12 @@ impl<'a> Session<'a> {
                 set.record(Metric::BytesDownPerSecond, per_s(stats.bytes_down));
                 set.record(Metric::BytesUpPerSecond, per_s(stats.bytes_up));
             }
-            if let SessionEnd::Lost(reason) = &end {
+            if let SessionEnd::Lost { reason, .. } = &end {
                 set.counters.disconnect(reason);
             }
         });
         self.ctx.recorder.session_closed();
-        if !matches!(end, SessionEnd::Lost(_)) {
+        if !matches!(end, SessionEnd::Lost { .. }) {
             let _ = tokio::time::timeout(CLOSE_MAX, self.client.close()).await;
         }
         end
