@@ -304,6 +304,7 @@ impl Cluster {
                 })
                 .collect(),
             held_zones,
+            // What the core answered `Redirect`, the zone host's questions included.
             redirects: core.counters().n_redirects,
             node_bytes_sent: traffic.n_bytes_sent,
             node_bytes_received: traffic.n_bytes_received,

@@ -15,6 +15,7 @@
 //! they exist; before that it grants nothing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,7 @@ use zonemesh_shared::redirect::{
     self, RedirectClaims, RedirectError, RedirectKeys, RedirectVerifier,
 };
 use zonemesh_shared::replay::ReplayGuard;
+use zonemesh_shared::status::ClusterStatusReport;
 use zonemesh_store::{Activation, Store};
 
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
@@ -131,6 +133,14 @@ impl ClusterRuntime {
     /// The address players use to reach `node`, if it is a live member.
     pub fn client_addr_of(&self, node: NodeRef) -> Option<SocketAddr> {
         self.cluster.get()?.client_addr_of(node)
+    }
+
+    /// This node's view of its cluster, once attached. Redirects are the players this
+    /// node sent elsewhere (the cores also answer the zone host's own questions).
+    pub fn status(&self) -> Option<ClusterStatusReport> {
+        let mut report = self.cluster.get()?.status();
+        report.redirects = self.redirects.issued();
+        Some(report)
     }
 
     /// Where redirect tokens are signed and checked.
@@ -239,6 +249,8 @@ impl ClusterEvents for ClusterRuntime {
 pub struct RedirectDesk {
     keys: RedirectKeys,
     verifier: Mutex<RedirectVerifier>,
+    /// Tokens signed, since start.
+    issued: AtomicU64,
 }
 
 impl std::fmt::Debug for RedirectDesk {
@@ -259,6 +271,7 @@ impl RedirectDesk {
                 keys()?,
                 ReplayGuard::new(REDIRECT_GUARD_CAPACITY),
             )),
+            issued: AtomicU64::new(0),
         })
     }
 
@@ -280,7 +293,14 @@ impl RedirectDesk {
             expires_unix_ms: unix_ms().saturating_add(REDIRECT_TOKEN_TTL.as_millis() as u64),
             nonce: rand::random(),
         };
-        Ok(redirect::to_text(&redirect::sign(&self.keys, &claims)?))
+        let token = redirect::to_text(&redirect::sign(&self.keys, &claims)?);
+        self.issued.fetch_add(1, Ordering::Relaxed);
+        Ok(token)
+    }
+
+    /// Players sent to another node with a token, since start.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(Ordering::Relaxed)
     }
 
     /// Checks a token presented to node run `me`: format, key, signature, expiry,

@@ -134,12 +134,7 @@ impl StatusSource {
             busy_answers: self.shared.sessions.busy_answers(),
             inbox_input_drops: drops.inputs.load(std::sync::atomic::Ordering::Relaxed),
             closes: self.shared.sessions.closes(),
-            cluster: self
-                .shared
-                .cluster
-                .as_ref()
-                .and_then(|c| c.cluster())
-                .map(Cluster::status),
+            cluster: self.shared.cluster.as_ref().and_then(|c| c.status()),
         }
     }
 }
