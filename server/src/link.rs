@@ -52,7 +52,13 @@ pub struct ClientLink {
     kick: Mutex<Option<Kick>>,
     snapshots_replaced: AtomicU64,
     wake: Notify,
+    /// The save of the player's record when it left its zone, once the zone made it.
+    final_save: Mutex<Option<FinalSave>>,
+    final_save_made: Notify,
 }
+
+/// The store's answer to a leaving player's save (see [`ClientLink::final_save`]).
+pub type FinalSave = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 impl ClientLink {
     /// A link for `session` of player `name`, routed to `zone`.
@@ -68,7 +74,34 @@ impl ClientLink {
             kick: Mutex::new(None),
             snapshots_replaced: AtomicU64::new(0),
             wake: Notify::new(),
+            final_save: Mutex::new(None),
+            final_save_made: Notify::new(),
         }
+    }
+
+    /// Hands over the save of the player's record made as it left its zone (the zone
+    /// calls this when it takes the player out after the session closed).
+    pub fn set_final_save(&self, save: FinalSave) {
+        *lock(&self.final_save) = Some(save);
+        self.final_save_made.notify_one();
+    }
+
+    /// Waits up to `within` for the zone to take the player out and its record to be
+    /// saved. True when the store confirmed the save; false on a failed save, or when
+    /// none was made in time (the player's zone was lost, or it was between zones).
+    pub async fn final_save(&self, within: std::time::Duration) -> bool {
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                let made = self.final_save_made.notified();
+                let save = lock(&self.final_save).take();
+                if let Some(save) = save {
+                    return save.await.is_ok_and(|r| r.is_ok());
+                }
+                made.await;
+            }
+        })
+        .await;
+        waited.unwrap_or(false)
     }
 
     /// The session this link belongs to.

@@ -50,6 +50,7 @@ impl ClusterEvents for NoZones {
     }
     fn zone_lost(&self, _zone: ZoneId) {}
     fn superseded(&self) {}
+    fn end_session(&self, _player: &str, _session: u64) {}
 }
 
 fn start_node(id: u64, seeds: Vec<SocketAddr>) -> (Cluster, tempfile::TempDir) {
@@ -133,6 +134,7 @@ impl ClusterEvents for Recorded {
     }
     fn zone_lost(&self, _zone: ZoneId) {}
     fn superseded(&self) {}
+    fn end_session(&self, _player: &str, _session: u64) {}
 }
 
 /// Short leases so that failover in the test takes seconds, not tens of seconds.

@@ -9,6 +9,8 @@
 //!   one activation per zone, each zone served by one node.
 //! - A node that stops hands its zones back; the player reconnecting through any node
 //!   plays on the node that took the zone over.
+//! - A player whose session is on one node and who logs in on another (its saved zone
+//!   lives there) has the first session ended (`Replaced`) before the second begins.
 
 mod common;
 
@@ -25,6 +27,7 @@ use zonemesh_shared::control::ErrorCode;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::redirect::{self, RedirectClaims, RedirectKeys};
+use zonemesh_store::PlayerRecord;
 
 /// A running in-process cluster and its shared data directory.
 struct TestCluster {
@@ -43,7 +46,10 @@ impl TestCluster {
                     zones_y: 1,
                     zone_size: 32.0,
                 },
-                zone: ZoneConfig::default(),
+                zone: ZoneConfig {
+                    checkpoint_interval: Duration::from_secs(1),
+                    ..ZoneConfig::default()
+                },
                 workers: Some(1),
                 idle_deactivate_after: Duration::from_secs(60),
             },
@@ -84,6 +90,29 @@ impl TestCluster {
         Client::connect(self.config(i, player))
             .await
             .unwrap_or_else(|e| panic!("{player} could not connect through node {i}: {e}"))
+    }
+
+    /// The players in node `i`'s zones, as its status says.
+    fn players_on(&self, i: usize) -> Vec<String> {
+        let status = self.nodes[i].server.status();
+        status
+            .zones
+            .into_iter()
+            .flat_map(|z| z.player_names)
+            .collect()
+    }
+
+    /// Waits until node `i`'s status shows every one of `players`.
+    async fn wait_players(&self, i: usize, players: &[&str]) {
+        within("the node shows the players", async {
+            while !players
+                .iter()
+                .all(|p| self.players_on(i).iter().any(|n| n == p))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
     }
 
     /// The index of the node whose client address is `addr`.
@@ -136,17 +165,8 @@ async fn a_player_connecting_to_the_wrong_node_is_redirected_and_plays() {
     assert_eq!(second.node_changes(), 1);
     assert_eq!(second.remote_address(), cluster.addr(host));
     wait_own_position(&mut second).await;
-    let names: Vec<String> = cluster.nodes[host]
-        .server
-        .status()
-        .zones
-        .iter()
-        .flat_map(|z| z.player_names.clone())
-        .collect();
-    assert!(
-        names.contains(&"first".to_owned()) && names.contains(&"second".to_owned()),
-        "{names:?}"
-    );
+    // The zone publishes who is in it once per tick.
+    cluster.wait_players(host, &["first", "second"]).await;
     for (i, node) in cluster.nodes.iter().enumerate() {
         let zones = node.server.status().zones.len();
         assert_eq!(
@@ -311,4 +331,107 @@ async fn a_stopped_node_hands_its_zone_over_and_the_player_plays_on_elsewhere() 
         "taken over once, at the next epoch"
     );
     cluster.stop().await;
+}
+
+/// The zone `player` spawns in, found by connecting it (then it leaves).
+async fn spawn_zone(cluster: &TestCluster, node: usize, player: &str) -> ZoneId {
+    let client = cluster.connect(node, player).await;
+    let zone = client.zone();
+    client.close().await;
+    zone
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_logging_in_on_another_node_ends_its_first_session_there() {
+    let cluster = TestCluster::start(2, 2).await;
+    let mut first = cluster.connect(0, "twin").await;
+    wait_own_position(&mut first).await;
+    let home = first.zone();
+    let host = cluster.index_of(first.remote_address());
+    let away = 1 - host;
+    // Another player places the other zone on the other node.
+    let mut other = None;
+    for i in 0..64 {
+        let name = format!("neighbour-{i}");
+        if spawn_zone(&cluster, away, &name).await != home {
+            other = Some(cluster.connect(away, &name).await);
+            break;
+        }
+    }
+    let mut other = other.expect("a name spawning in the other zone");
+    wait_own_position(&mut other).await;
+    let elsewhere = other.zone();
+    assert_eq!(cluster.index_of(other.remote_address()), away);
+
+    // The player's saved record says it is in the other zone (as after a crossing
+    // saved by a zone that then lost touch): its next login goes to the other node.
+    let store = cluster.nodes[0].server.store();
+    let saved = cluster_record(store, "twin").await;
+    let epoch = store
+        .zone_epoch(elsewhere.0)
+        .await
+        .expect("readable")
+        .expect("activated");
+    let bounds = WorldLayout {
+        zones_x: 2,
+        zones_y: 1,
+        zone_size: 32.0,
+    }
+    .bounds(elsewhere);
+    let moved = PlayerRecord {
+        zone: elsewhere.0,
+        x: (bounds.min.x + bounds.max.x) / 2.0,
+        y: (bounds.min.y + bounds.max.y) / 2.0,
+        version: saved.version + (1 << 32),
+        ..saved
+    };
+    store
+        .save_players(elsewhere.0, epoch, vec![moved])
+        .await
+        .expect("saved");
+
+    let mut second = cluster.connect(host, "twin").await;
+    assert_eq!(
+        cluster.index_of(second.remote_address()),
+        away,
+        "served where its zone is"
+    );
+    let reason = common::wait_disconnect(&mut first, "the first session ends").await;
+    assert_eq!(reason.code, ErrorCode::Replaced, "{reason}");
+    wait_own_position(&mut second).await;
+    within("the first node lets the player go", async {
+        while cluster.players_on(host).iter().any(|n| n == "twin") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    cluster.wait_players(away, &["twin"]).await;
+    let claim = store
+        .player_claim("twin")
+        .await
+        .expect("readable")
+        .expect("claimed");
+    assert_eq!(
+        claim.0.id, cluster.nodes[away].node.id.0,
+        "claimed by the node serving it"
+    );
+    second.close().await;
+    other.close().await;
+    cluster.stop().await;
+}
+
+/// The player's record once a checkpoint has saved it.
+async fn cluster_record(
+    store: &std::sync::Arc<dyn zonemesh_store::Store>,
+    player: &str,
+) -> PlayerRecord {
+    within("the player's record is saved", async {
+        loop {
+            if let Some(record) = store.load_player(player).await.expect("readable") {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }

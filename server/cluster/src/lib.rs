@@ -23,6 +23,7 @@ pub mod msg;
 pub mod node;
 pub mod placement;
 pub mod ring;
+pub mod session_msg;
 pub mod sim;
 mod time;
 

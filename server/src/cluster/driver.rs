@@ -21,6 +21,7 @@ use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
 use zonemesh_cluster::membership::{Member, MembershipEvent};
 use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
+use zonemesh_cluster::session_msg::SessionMsg;
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{ClusterStatusReport, HeldZoneReport, MemberReport};
@@ -56,6 +57,9 @@ pub trait ClusterEvents: Send + Sync + 'static {
     fn zone_lost(&self, zone: ZoneId);
     /// A newer run of this node exists; stop serving.
     fn superseded(&self);
+    /// Another node is letting `player` in: end its session `session` here, if it is
+    /// still on this node.
+    fn end_session(&self, player: &str, session: u64);
 }
 
 /// How a node joins its cluster.
@@ -259,6 +263,23 @@ impl Cluster {
         self.shared.wake.notify_one();
     }
 
+    /// Asks node run `to` to end `player`'s session `session`; false when `to` is not
+    /// a live member (then it cannot hold a session any more). Not acknowledged: the
+    /// asker asks again until the player's claim is free.
+    pub fn send_end_session(&self, to: NodeRef, player: &str, session: u64) -> bool {
+        let Some(addr) = self.live_member(to).map(|m| m.addr) else {
+            return false;
+        };
+        let msg = SessionMsg::EndSession {
+            to,
+            player: player.to_owned(),
+            session,
+        };
+        self.transport
+            .send(addr, &NodePacket::Session(Bytes::from(msg.encode())));
+        true
+    }
+
     /// Whether this node may apply inputs to `zone` now.
     pub fn accepts_inputs(&self, zone: ZoneId) -> bool {
         self.shared.core().accepts_inputs(self.shared.now(), zone)
@@ -271,11 +292,16 @@ impl Cluster {
 
     /// The address players use to reach `node`, if it is a live member.
     pub fn client_addr_of(&self, node: NodeRef) -> Option<SocketAddr> {
+        self.live_member(node).map(|m| m.client_addr)
+    }
+
+    /// `node` as a member, if that very run is live in this node's view.
+    pub fn live_member(&self, node: NodeRef) -> Option<Member> {
         let core = self.shared.core();
         core.view()
             .member(node.id)
             .filter(|m| m.node == node)
-            .map(|m| m.client_addr)
+            .copied()
     }
 
     /// This node's view of the cluster, for the status document.
@@ -431,6 +457,19 @@ impl Driver {
                 }
             }
             NodePacket::Probe(bytes) => self.handle_probe(&received.from, received.addr, &bytes),
+            NodePacket::Session(bytes) => match SessionMsg::decode(&bytes) {
+                Ok(SessionMsg::EndSession {
+                    to,
+                    player,
+                    session,
+                }) if to == self.me.node => self.events.end_session(&player, session),
+                Ok(_) => {
+                    tracing::debug!(from = %received.from, "session message for another run dropped")
+                }
+                Err(e) => {
+                    tracing::debug!(from = %received.from, "malformed session message dropped: {e}")
+                }
+            },
             NodePacket::Message(bytes) => match Envelope::decode(&bytes) {
                 // The sender proved its identity in the handshake; a message claiming
                 // another sender is dropped.

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::node::NodeConfig as ClusterNodeConfig;
 use zonemesh_shared::control::ErrorCode;
@@ -29,10 +30,10 @@ use zonemesh_shared::redirect::{
 };
 use zonemesh_shared::replay::ReplayGuard;
 use zonemesh_shared::status::ClusterStatusReport;
-use zonemesh_store::{Activation, Store};
+use zonemesh_store::{Activation, PlayerClaim, Store};
 
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
-use super::store_calls::StoreAdapter;
+use super::store_calls::{StoreAdapter, store_run};
 use crate::persist::ZoneHost;
 use crate::persist::lifecycle::ZonePhase;
 use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
@@ -71,6 +72,7 @@ pub struct ClusterSetup {
 pub struct ClusterRuntime {
     cluster: OnceLock<Cluster>,
     host: OnceLock<Weak<ZoneHost>>,
+    sessions: OnceLock<Box<dyn LocalSessions>>,
     adapter: StoreAdapter,
     store: Arc<dyn Store>,
     redirects: RedirectDesk,
@@ -91,6 +93,7 @@ impl ClusterRuntime {
         Ok(Self {
             cluster: OnceLock::new(),
             host: OnceLock::new(),
+            sessions: OnceLock::new(),
             adapter: StoreAdapter::new(Arc::clone(&store), lease),
             store,
             redirects: RedirectDesk::new(secret)?,
@@ -105,6 +108,55 @@ impl ClusterRuntime {
     /// Attaches the node's zones (once).
     pub fn attach_host(&self, host: &Arc<ZoneHost>) {
         let _ = self.host.set(Arc::downgrade(host));
+    }
+
+    /// Attaches the node's sessions (once), so other nodes can end them.
+    pub fn attach_sessions(&self, sessions: Box<dyn LocalSessions>) {
+        if self.sessions.set(sessions).is_err() {
+            tracing::error!("sessions attached twice; keeping the first");
+        }
+    }
+
+    /// Claims `player` for session `session` on this node before letting it in, so no
+    /// player is in two nodes' worlds at once. `Ok(true)`: claimed. `Ok(false)`:
+    /// another live node holds the player's session and was asked to end it; the
+    /// player is to retry shortly. A claim by a run that is no longer a member is
+    /// taken over (that run's lease has lapsed or will before it could save again).
+    pub async fn claim_player(&self, player: &str, session: u64) -> anyhow::Result<bool> {
+        let cluster = self
+            .cluster
+            .get()
+            .context("node is still joining its cluster")?;
+        let me = store_run(cluster.me());
+        match self.store.claim_player(player, me, session, None).await? {
+            PlayerClaim::Claimed => Ok(true),
+            PlayerClaim::HeldBy { node, session: old } => {
+                let holder = NodeRef::new(node.id, node.incarnation);
+                if cluster.send_end_session(holder, player, old) {
+                    tracing::debug!(player, %holder, "player's session is on another node; asked it to end");
+                    return Ok(false);
+                }
+                let taken = self
+                    .store
+                    .claim_player(player, me, session, Some(node))
+                    .await?;
+                Ok(taken == PlayerClaim::Claimed)
+            }
+        }
+    }
+
+    /// Gives `player`'s claim back after its session `session` ended here and its
+    /// record was saved (or could not be), so the next node reads the newest record.
+    pub async fn release_player(&self, player: &str, session: u64) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let me = store_run(cluster.me());
+        if let Err(e) = self.store.release_player(player, me, session).await {
+            // The claim stays until another node takes it over from a dead run or
+            // asks again; the player meanwhile waits, it is never let in twice.
+            tracing::warn!(player, "cannot release the player's claim: {e}");
+        }
     }
 
     /// Attaches the running cluster (once).
@@ -236,11 +288,44 @@ impl ClusterEvents for ClusterRuntime {
         }
     }
 
+    /// Ends the player's session here if it is still on, which releases the claim once
+    /// the record is saved; a claim without a session here (a join that did not
+    /// finish) is released at once.
+    fn end_session(&self, player: &str, session: u64) {
+        let ended = self
+            .sessions
+            .get()
+            .is_some_and(|sessions| sessions.end(player, session));
+        if ended {
+            return;
+        }
+        let (Some(cluster), Ok(handle)) =
+            (self.cluster.get(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let me = store_run(cluster.me());
+        let store = Arc::clone(&self.store);
+        let player = player.to_owned();
+        handle.spawn(async move {
+            if let Err(e) = store.release_player(&player, me, session).await {
+                tracing::warn!(player, "cannot release an unused claim: {e}");
+            }
+        });
+    }
+
     fn superseded(&self) {
         tracing::error!(
             "a newer run of this node id is live (same data directory started twice?); this run admits no one"
         );
     }
+}
+
+/// The node's sessions as other nodes may touch them.
+pub trait LocalSessions: Send + Sync {
+    /// Ends `player`'s session `session` (the player logged in elsewhere); false if
+    /// there is no such session here.
+    fn end(&self, player: &str, session: u64) -> bool;
 }
 
 /// Signs redirect tokens for other nodes and admits the ones presented here, each at

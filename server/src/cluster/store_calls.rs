@@ -53,7 +53,8 @@ impl StoreAdapter {
     }
 }
 
-fn run(node: NodeRef) -> NodeRun {
+/// The store's name of a node run.
+pub(crate) fn store_run(node: NodeRef) -> NodeRun {
     NodeRun::new(node.id.0, node.incarnation.0)
 }
 
@@ -84,7 +85,7 @@ impl StoreAdapter {
         node: NodeRef,
         call: StoreCall,
     ) -> Result<StoreReply, zonemesh_store::StoreError> {
-        let me = run(node);
+        let me = store_run(node);
         Ok(match call {
             StoreCall::RenewLease { request } => {
                 let grant = self.store.renew_lease(me, self.lease).await?;
@@ -129,7 +130,7 @@ impl StoreAdapter {
                 StoreReply::Released { zone }
             }
             StoreCall::ZonesHeldBy { node: dead } => {
-                let held = self.store.zones_held_by(run(dead)).await?;
+                let held = self.store.zones_held_by(store_run(dead)).await?;
                 StoreReply::ZonesHeld {
                     node: dead,
                     zones: held.zones.into_iter().map(ZoneId).collect(),

@@ -47,6 +47,7 @@ const MAX_LOGGED: usize = 1024;
 const KIND_GOSSIP: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 const KIND_PROBE: u8 = 3;
+const KIND_SESSION: u8 = 4;
 
 /// What travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub enum NodePacket {
     Message(Bytes),
     /// A health probe of the static membership provider.
     Probe(Bytes),
+    /// A message about a player's session
+    /// (`zonemesh_cluster::session_msg::SessionMsg`).
+    Session(Bytes),
 }
 
 impl NodePacket {
@@ -65,6 +69,7 @@ impl NodePacket {
             NodePacket::Gossip(b) => (KIND_GOSSIP, b),
             NodePacket::Message(b) => (KIND_MESSAGE, b),
             NodePacket::Probe(b) => (KIND_PROBE, b),
+            NodePacket::Session(b) => (KIND_SESSION, b),
         };
         let mut out = BytesMut::with_capacity(1 + body.len());
         out.put_u8(kind);
@@ -81,6 +86,7 @@ impl NodePacket {
             KIND_GOSSIP => Some(NodePacket::Gossip(frame)),
             KIND_MESSAGE => Some(NodePacket::Message(frame)),
             KIND_PROBE => Some(NodePacket::Probe(frame)),
+            KIND_SESSION => Some(NodePacket::Session(frame)),
             _ => None,
         }
     }

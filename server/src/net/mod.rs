@@ -12,9 +12,10 @@ pub mod limits;
 pub use transport::{NetLimits, server_config as quic_server_config};
 
 use crate::cluster::driver::{Cluster, ClusterConfig};
-use crate::cluster::runtime::{ClusterRuntime, ClusterSetup};
+use crate::cluster::runtime::{ClusterRuntime, ClusterSetup, LocalSessions};
 use crate::dev::TlsIdentity;
 use crate::game::Game;
+use crate::game::SessionId;
 use crate::node::{Node, NodeConfig};
 use crate::persist::{KeepWarm, ZoneHost};
 use crate::persist::{StoreOwnership, ZoneOwnership};
@@ -209,6 +210,9 @@ impl Server {
             shutdown: shutdown_rx,
             cluster: runtime,
         });
+        if let Some(runtime) = &shared.cluster {
+            runtime.attach_sessions(Box::new(SessionEnder(Arc::downgrade(&shared))));
+        }
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         Ok(Self {
             endpoint,
@@ -275,6 +279,22 @@ impl Server {
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop().await;
         }
+    }
+}
+
+/// Ends this node's sessions when another node lets their player in.
+struct SessionEnder(std::sync::Weak<Shared>);
+
+impl LocalSessions for SessionEnder {
+    fn end(&self, player: &str, session: u64) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        let Some(link) = shared.sessions.session_of(player, SessionId(session)) else {
+            return false;
+        };
+        link.kick(ErrorCode::Replaced, "the player connected on another node");
+        true
     }
 }
 

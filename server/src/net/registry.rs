@@ -114,6 +114,14 @@ impl Sessions {
         lock(&self.by_name).insert(link.name().to_owned(), Arc::clone(link))
     }
 
+    /// `player`'s current session if it is `session`.
+    pub(super) fn session_of(&self, player: &str, session: SessionId) -> Option<Arc<ClientLink>> {
+        lock(&self.by_name)
+            .get(player)
+            .filter(|link| link.session() == session)
+            .cloned()
+    }
+
     /// Forgets `link` if it is still its player's current session.
     pub(super) fn release_name(&self, link: &ClientLink) {
         let mut map = lock(&self.by_name);

@@ -130,7 +130,26 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
     link.close();
     shared.sessions.release_name(&link);
     drop(admission);
+    if let Some(cluster) = &shared.cluster {
+        tokio::spawn(release_claim(Arc::clone(cluster), link));
+    }
     end
+}
+
+/// Longest a session's end waits for the player's final save before giving the claim
+/// back anyway (the zone was lost, or the store is down: the next node then reads the
+/// last record that was saved).
+const FINAL_SAVE_WAIT: Duration = Duration::from_secs(10);
+
+/// Gives the player's claim back once its zone has saved it on leaving.
+async fn release_claim(cluster: Arc<ClusterRuntime>, link: Arc<ClientLink>) {
+    if !link.final_save(FINAL_SAVE_WAIT).await {
+        tracing::debug!(
+            player = link.name(),
+            "no confirmed final save; releasing the claim anyway"
+        );
+    }
+    cluster.release_player(link.name(), link.session().0).await;
 }
 
 /// Who is connecting, and how it got here.
@@ -238,7 +257,8 @@ async fn join(
         }
     };
     // The session's records are newer than any the loaded record's session made.
-    let versions = RecordVersions::after(record.as_ref().map(|r| r.version));
+    let record_version = record.as_ref().map(|r| r.version);
+    let versions = RecordVersions::after(record_version);
     let (zone, spawn, saved) = placement(&entry.player, record, shared);
     // A redirected session keeps its id: ids are unique cluster-wide.
     let session = match &entry.redirect {
@@ -247,6 +267,7 @@ async fn join(
     };
     if let Some(cluster) = &shared.cluster {
         admit_in_cluster(cluster, &entry, session, zone)?;
+        claim_in_cluster(cluster, &entry.player, session, record_version, shared).await?;
     }
     let directory = shared.host.directory();
     if !directory.reserve_arrival_within(zone, JOIN_WAIT).await {
@@ -319,6 +340,39 @@ fn admit_in_cluster(
         }
         Admission::Loading { retry_after_ms } => Err(JoinRefused::Loading(retry_after_ms)),
         Admission::Busy { .. } | Admission::Refuse(_) => Err(JoinRefused::Busy),
+    }
+}
+
+/// Claims the player for this session on this node (see
+/// [`ClusterRuntime::claim_player`]). When the claim was free, the record is read again:
+/// a session that ended elsewhere just before may have saved a newer one, and then the
+/// player is asked to retry so that everything is decided from the newest record.
+async fn claim_in_cluster(
+    cluster: &ClusterRuntime,
+    player: &str,
+    session: SessionId,
+    record_version: Option<u64>,
+    shared: &Shared,
+) -> Result<(), JoinRefused> {
+    let players = shared.host.players();
+    let retry = JoinRefused::Loading(LOADING_RETRY_MS);
+    match cluster.claim_player(player, session.0).await {
+        Ok(true) => {}
+        Ok(false) => {
+            players.forget(player);
+            return Err(retry);
+        }
+        Err(e) => {
+            tracing::warn!(player, "cannot claim the player: {e}");
+            return Err(JoinRefused::Busy);
+        }
+    }
+    players.forget(player);
+    match players.lookup(player, JOIN_WAIT).await {
+        PlayerLookup::Found(fresh) if fresh.as_ref().map(|r| r.version) == record_version => Ok(()),
+        PlayerLookup::Found(_) => Err(retry),
+        PlayerLookup::Loading => Err(retry),
+        PlayerLookup::Busy | PlayerLookup::Failed(_) => Err(JoinRefused::Busy),
     }
 }
 

@@ -104,12 +104,14 @@ impl Zone {
         };
         let version = slot.versions.next_version();
         if let Some(record) = self.player_record(slot.entity, version) {
-            persistence.writer.submit(CheckpointJob {
+            let saved = persistence.writer.submit_and_wait(CheckpointJob {
                 zone: self.id,
                 epoch: self.epoch,
                 state: None,
                 players: vec![record],
             });
+            // The session's end waits on it before giving the player's claim back.
+            slot.link.set_final_save(saved);
         }
     }
 }

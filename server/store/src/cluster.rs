@@ -10,6 +10,13 @@
 //! since the Unix epoch, read inside the transaction, so nodes never compare clocks
 //! with each other.
 //!
+//! Player claims keep one session per player across the cluster: a node claims a
+//! player (for one of its sessions) before letting it in. A claim by the same run is
+//! the run's own business (it replaces its own sessions itself); a claim by a run the
+//! caller knows is gone is taken over; any other claim is refused, naming its holder.
+//! Claims are not tied to leases: a dead run's claims stay until whoever next needs
+//! the player takes them over, so no sweep is needed.
+//!
 //! Keeping the rules here, free of IO, is what makes the two backends agree: each only
 //! reads the rows, asks these functions, and writes what they decided.
 
@@ -101,6 +108,52 @@ impl HeldZones {
         zones.truncate(MAX_ZONES_PER_HOLDER_READ);
         Self { zones, truncated }
     }
+}
+
+/// What [`Store::claim_player`](crate::Store::claim_player) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlayerClaim {
+    /// The player's session is now `(node, session)` as asked.
+    Claimed,
+    /// Another claim holds the player; nothing changed.
+    HeldBy {
+        /// The run holding it.
+        node: NodeRun,
+        /// Its session id.
+        session: u64,
+    },
+}
+
+/// A player's claim as stored: the run and its session holding the player.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimRow {
+    /// The run whose session holds the player.
+    pub(crate) run: NodeRun,
+    /// That run's session id.
+    pub(crate) session: u64,
+}
+
+/// The claim rule: `node` gets the player when no claim exists, when the claim is
+/// its own (any session: a node replaces its own sessions itself) or when the claim
+/// is by `takeover`, a run the caller knows is gone. Otherwise the holder is named.
+pub(crate) fn decide_claim(
+    current: Option<ClaimRow>,
+    node: NodeRun,
+    takeover: Option<NodeRun>,
+) -> PlayerClaim {
+    match current {
+        Some(row) if row.run != node && Some(row.run) != takeover => PlayerClaim::HeldBy {
+            node: row.run,
+            session: row.session,
+        },
+        _ => PlayerClaim::Claimed,
+    }
+}
+
+/// Whether a release by `(node, session)` ends the claim `row`: only that exact
+/// session, so a late release of a replaced or taken-over session frees nothing.
+pub(crate) fn may_release_claim(row: &ClaimRow, node: NodeRun, session: u64) -> bool {
+    row.run == node && row.session == session
 }
 
 /// A run's lease as stored.
@@ -467,6 +520,32 @@ mod tests {
         let exact = HeldZones::bounded(all[..MAX_ZONES_PER_HOLDER_READ].to_vec());
         assert!(!exact.truncated);
         assert_eq!(exact.zones.len(), MAX_ZONES_PER_HOLDER_READ);
+    }
+
+    #[test]
+    fn claims_go_to_the_free_the_own_run_and_a_takeover_of_the_holder() {
+        let held_by_b = Some(ClaimRow { run: B, session: 4 });
+        assert_eq!(decide_claim(None, A, None), PlayerClaim::Claimed);
+        assert_eq!(decide_claim(held_by_b, B, None), PlayerClaim::Claimed);
+        assert_eq!(decide_claim(held_by_b, A, Some(B)), PlayerClaim::Claimed);
+        let refused = PlayerClaim::HeldBy {
+            node: B,
+            session: 4,
+        };
+        assert_eq!(decide_claim(held_by_b, A, None), refused);
+        assert_eq!(decide_claim(held_by_b, A, Some(A)), refused);
+        // Another incarnation of the holder's node id is another run.
+        let b_next = NodeRun::new(B.id, B.incarnation + 1);
+        assert_eq!(decide_claim(held_by_b, b_next, None), refused);
+        assert_eq!(decide_claim(held_by_b, A, Some(b_next)), refused);
+    }
+
+    #[test]
+    fn only_the_claiming_session_releases() {
+        let row = ClaimRow { run: A, session: 9 };
+        assert!(may_release_claim(&row, A, 9));
+        assert!(!may_release_claim(&row, A, 8));
+        assert!(!may_release_claim(&row, B, 9));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! For clusters the store also keeps node leases by run and which run holds each zone
 //! ([`Store::renew_lease`], [`Store::activate_zone_leased`]): a zone is granted only
 //! when no other run holds it under a live lease, decided by the store's own clock.
+//! Player claims ([`Store::claim_player`]) keep one session per player across the
+//! cluster.
 //!
 //! Backends:
 //! - [`RedbStore`]: the embedded default, one redb file in the data directory;
@@ -36,7 +38,7 @@ mod spec;
 mod store;
 mod types;
 
-pub use cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
+pub use cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
 pub use embedded::{RedbOptions, RedbStore};
 pub use error::{BoxError, StoreError};
 pub use postgres::{DEFAULT_SCHEMA, MAX_POOL_SIZE, PostgresOptions, PostgresStore};

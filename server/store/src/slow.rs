@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -129,6 +129,29 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         self.delayed(move || self.inner.zone_holder(zone))
     }
 
+    fn claim_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+        takeover: Option<NodeRun>,
+    ) -> StoreFuture<'a, PlayerClaim> {
+        self.delayed(move || self.inner.claim_player(player, node, session, takeover))
+    }
+
+    fn release_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+    ) -> StoreFuture<'a, bool> {
+        self.delayed(move || self.inner.release_player(player, node, session))
+    }
+
+    fn player_claim<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<(NodeRun, u64)>> {
+        self.delayed(move || self.inner.player_claim(player))
+    }
+
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }
@@ -161,6 +184,21 @@ mod tests {
         assert_eq!(grant.ok().flatten().map(|g| g.generation), Some(0));
         assert_eq!(slow.zone_holder(5).await.ok(), Some(None));
         assert_eq!(slow.stats().n_lease_renewals, 1);
+        let started = Instant::now();
+        let claim = slow.claim_player("p", run, 7, None).await;
+        assert!(started.elapsed() >= delay);
+        assert_eq!(claim.ok(), Some(PlayerClaim::Claimed));
+        assert_eq!(slow.player_claim("p").await.ok(), Some(Some((run, 7))));
+        let started = Instant::now();
+        assert_eq!(slow.release_player("p", run, 7).await.ok(), Some(true));
+        assert!(started.elapsed() >= delay);
+        let stats = slow.stats();
+        let claim_calls = (
+            stats.n_player_claims,
+            stats.n_player_releases,
+            stats.n_claim_reads,
+        );
+        assert_eq!(claim_calls, (1, 1, 1));
         assert_eq!(slow.stats(), inner.stats());
         assert_eq!(slow.backend(), "redb");
         // The wrapper also takes the trait object the server holds.

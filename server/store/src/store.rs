@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::StoreError;
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -63,6 +63,24 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// - Epoch fencing of writes is the same for both activations. An `activate_zone`
 ///   (the single-node path) clears the holder: the holder always names the run
 ///   holding the zone's latest epoch, or no one.
+///
+/// Player claims (one session per player across the cluster):
+/// - A node claims a player ([`claim_player`](Self::claim_player)) before letting it
+///   in. The claim names the run and the session. It is granted when no claim exists,
+///   when the claim is the caller's own run's (any session: a node replaces its own
+///   sessions itself), or when it is by the run the caller names as `takeover` (the
+///   caller knows that run is gone). Otherwise the caller learns who holds the player
+///   and nothing changes.
+/// - A claim by another live run is ended by asking that run to end the session (the
+///   caller's business, not the store's); that run saves the player's final record and
+///   only then [`release_player`](Self::release_player)s, so the next session reads the
+///   newest record. A release ends only the exact `(run, session)` claimed: a late
+///   release of a replaced or taken-over session frees nothing.
+/// - Claims are not tied to leases: a dead run's claims stay until whoever next needs
+///   the player takes them over.
+/// - Each claim and release is one atomic step (redb: one write transaction;
+///   PostgreSQL: one transaction holding the player's claim row locked), so of racing
+///   claimants for an unclaimed player exactly one gets [`PlayerClaim::Claimed`].
 ///
 /// The cluster operations are part of this trait, not a second one, because every
 /// backend must carry them (there is no partial backend) and the server holds one
@@ -147,6 +165,36 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// tools and tests).
     fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>>;
 
+    /// Claims `player` for session `session` on run `node`. Succeeds when no claim
+    /// exists, when the existing claim is by the same run `node` (any session: a node
+    /// replaces its own sessions itself), or when the existing claim is by run
+    /// `takeover` (the caller knows that run is gone). Otherwise returns who holds it.
+    /// The name is validated like a player record's (at most
+    /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES)).
+    fn claim_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+        takeover: Option<NodeRun>,
+    ) -> StoreFuture<'a, PlayerClaim>;
+
+    /// Ends `player`'s claim if it is `(node, session)`; returns whether it did. A
+    /// claim since taken by another session or run is left alone. Release only after
+    /// the session's final player record is saved, so the next claimant reads it.
+    /// The name is validated as in `claim_player`.
+    fn release_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+    ) -> StoreFuture<'a, bool>;
+
+    /// The claim on `player`, if any (for tools and tests): the run and its session.
+    /// The name is validated as in `claim_player`, so every backend refuses the same
+    /// names.
+    fn player_claim<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<(NodeRun, u64)>>;
+
     /// A snapshot of how many operations of each kind this handle has been asked to do.
     fn stats(&self) -> StoreStats;
 }
@@ -181,6 +229,12 @@ pub struct StoreStats {
     pub n_held_zone_reads: u64,
     /// `zone_holder` calls.
     pub n_holder_reads: u64,
+    /// `claim_player` calls.
+    pub n_player_claims: u64,
+    /// `release_player` calls.
+    pub n_player_releases: u64,
+    /// `player_claim` calls.
+    pub n_claim_reads: u64,
     /// Writes rejected by fencing (`StaleEpoch` or `EpochNotGranted`).
     pub n_fencing_rejections: u64,
     /// Player records skipped because the store held an equal or newer version (each
@@ -206,10 +260,13 @@ pub(crate) enum Op {
     ReleaseZone,
     ZonesHeldBy,
     ZoneHolder,
+    ClaimPlayer,
+    ReleasePlayer,
+    PlayerClaim,
 }
 
 /// One counter per [`Op`]; the last variant fixes the count.
-const N_OPS: usize = Op::ZoneHolder as usize + 1;
+const N_OPS: usize = Op::PlayerClaim as usize + 1;
 
 /// Lock-free counters behind [`Store::stats`], one set per store handle.
 #[derive(Debug, Default)]
@@ -275,6 +332,9 @@ impl Counters {
             n_releases: calls(Op::ReleaseZone),
             n_held_zone_reads: calls(Op::ZonesHeldBy),
             n_holder_reads: calls(Op::ZoneHolder),
+            n_player_claims: calls(Op::ClaimPlayer),
+            n_player_releases: calls(Op::ReleasePlayer),
+            n_claim_reads: calls(Op::PlayerClaim),
             n_fencing_rejections: self.fencing_rejections.load(Ordering::Relaxed),
             n_stale_player_records: self.stale_player_records.load(Ordering::Relaxed),
             n_errors: self.errors.load(Ordering::Relaxed),

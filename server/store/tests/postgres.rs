@@ -103,7 +103,7 @@ async fn schema_migration_is_idempotent() {
         .expect("versions");
     let mut versions: Vec<i64> = versions.iter().map(|row| row.get(0)).collect();
     versions.sort_unstable();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     fixture.cleanup().await;
 }
 
@@ -186,7 +186,7 @@ async fn a_schema_newer_than_supported_is_refused() {
             result,
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3
+                supported: 4
             })
         ),
         "{result:?}"
@@ -253,6 +253,7 @@ async fn a_version_one_database_migrates_and_its_players_read_as_version_zero() 
     conformance::check_pre_version_record(&store, old).await;
     // Zone 7 of `V1_PLAYERS`: held by no run after the migration.
     conformance::check_pre_cluster_zone(&*store, 7).await;
+    conformance::check_pre_claim_store(&*store, "old-timer").await;
     fixture.cleanup().await;
 }
 

@@ -196,6 +196,62 @@ async fn a_file_from_before_clusters_opens_with_its_zones_held_by_no_run() {
     assert_eq!(store.zone_holder(3).await.expect("holder"), Some((run, 5)));
 }
 
+/// Writes a file whose meta table records `version` and nothing else.
+fn write_meta_only_file(path: &std::path::Path, version: u64) {
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let db = redb::Database::create(path).expect("create");
+    let txn = db.begin_write().expect("begin");
+    {
+        let mut table = txn.open_table(meta).expect("meta");
+        table.insert("schema_version", version).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+/// The schema version a closed file records.
+fn recorded_version(path: &std::path::Path) -> Option<u64> {
+    use redb::ReadableDatabase;
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let db = redb::Database::open(path).expect("open");
+    let txn = db.begin_read().expect("begin");
+    let table = txn.open_table(meta).expect("meta");
+    table.get("schema_version").expect("get").map(|v| v.value())
+}
+
+#[tokio::test]
+async fn a_file_from_before_player_claims_opens_and_gets_the_claim_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.redb");
+    // Schema 3 had every table but `player_claims`.
+    write_meta_only_file(&path, 3);
+    let store = RedbStore::open(&path).expect("an old file opens");
+    conformance::check_pre_claim_store(&store, "veteran").await;
+    drop(store);
+    // Recorded as version 4, so a build without claims refuses the file.
+    assert_eq!(recorded_version(&path), Some(4));
+    let store = RedbStore::open(&path).expect("reopens");
+    let claim = store.player_claim("veteran").await.expect("read");
+    assert_eq!(claim, Some((zonemesh_store::NodeRun::new(1, 1), 1)));
+}
+
+#[test]
+fn a_file_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("newer.redb");
+    write_meta_only_file(&path, 5);
+    let result = RedbStore::open(&path);
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::SchemaTooNew {
+                found: 5,
+                supported: 4
+            })
+        ),
+        "{result:?}"
+    );
+}
+
 #[test]
 fn opening_in_a_missing_directory_is_an_io_error() {
     let dir = tempfile::tempdir().expect("temp dir");

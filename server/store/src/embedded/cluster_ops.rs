@@ -1,20 +1,22 @@
-//! The redb transactions of the cluster operations: node leases and leased zone
-//! activation.
+//! The redb transactions of the cluster operations: node leases, leased zone
+//! activation and player claims.
 //!
 //! Every decision is made in a write transaction, and redb runs one at a time, so
 //! concurrent renewals and activations serialize with each other and with fenced
 //! writes. The store's clock is the system clock, read inside that transaction.
 //! `zones_held_by` scans the zone table: an embedded file serves one process, whose
 //! zones number in the thousands, so an index by holder would cost every activation
-//! more than it saves.
+//! more than it saves. A player claim is one write transaction too, so of racing
+//! claimants the first to run finds the player free and every later one finds it
+//! held.
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::{self, EpochEntry};
 use super::ops::{ZONE_EPOCHS, ZONE_STATE, from_redb, read_epoch, read_zone};
 use crate::cluster::{
-    self, ActivationView, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation, NodeRun,
-    Renewal, ZoneRow,
+    self, ActivationView, ClaimRow, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation,
+    NodeRun, PlayerClaim, Renewal, ZoneRow,
 };
 use crate::{StoreError, limits};
 
@@ -22,11 +24,14 @@ use crate::{StoreError, limits};
 const NODE_NEWEST: TableDefinition<u64, u64> = TableDefinition::new("node_newest");
 /// (node id, incarnation) → encoded [`LeaseRow`].
 const NODE_LEASES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("node_leases");
+/// player name → encoded [`ClaimRow`] (schema version 4).
+const PLAYER_CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("player_claims");
 
 /// Creates the cluster tables (called by `init`, so reads never meet a missing table).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(NODE_NEWEST).map_err(from_redb)?;
     txn.open_table(NODE_LEASES).map_err(from_redb)?;
+    txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
     Ok(())
 }
 
@@ -209,4 +214,73 @@ pub(crate) fn zone_holder(db: &Database, zone: u32) -> Result<Option<(NodeRun, u
     let epochs = txn.open_table(ZONE_EPOCHS).map_err(from_redb)?;
     let entry = read_epoch(&epochs, zone)?;
     Ok(entry.and_then(|e| e.holder.map(|holder| (holder.run, e.epoch))))
+}
+
+/// Reads a player's claim from an open table.
+fn read_claim(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    player: &str,
+) -> Result<Option<ClaimRow>, StoreError> {
+    let Some(guard) = table.get(player).map_err(from_redb)? else {
+        return Ok(None);
+    };
+    codec::decode_claim(guard.value()).map(Some)
+}
+
+/// Claims `player` for `(node, session)` if the claim rule allows it, in one
+/// transaction.
+pub(crate) fn claim_player(
+    db: &Database,
+    player: &str,
+    node: NodeRun,
+    session: u64,
+    takeover: Option<NodeRun>,
+) -> Result<PlayerClaim, StoreError> {
+    let txn = db.begin_write().map_err(from_redb)?;
+    {
+        let mut claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
+        let current = read_claim(&claims, player)?;
+        let decision = cluster::decide_claim(current, node, takeover);
+        let wanted = ClaimRow { run: node, session };
+        // A refusal, or a claim already exactly as asked, changes nothing; returning
+        // drops (aborts) `txn`.
+        if decision != PlayerClaim::Claimed || current == Some(wanted) {
+            return Ok(decision);
+        }
+        claims
+            .insert(player, codec::encode_claim(&wanted).as_slice())
+            .map_err(from_redb)?;
+    }
+    txn.commit().map_err(from_redb)?;
+    Ok(PlayerClaim::Claimed)
+}
+
+/// Ends `player`'s claim if it is `(node, session)`.
+pub(crate) fn release_player(
+    db: &Database,
+    player: &str,
+    node: NodeRun,
+    session: u64,
+) -> Result<bool, StoreError> {
+    let txn = db.begin_write().map_err(from_redb)?;
+    {
+        let mut claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
+        let current = read_claim(&claims, player)?;
+        if !current.is_some_and(|row| cluster::may_release_claim(&row, node, session)) {
+            return Ok(false);
+        }
+        claims.remove(player).map_err(from_redb)?;
+    }
+    txn.commit().map_err(from_redb)?;
+    Ok(true)
+}
+
+/// The claim on `player`: the run and its session.
+pub(crate) fn player_claim(
+    db: &Database,
+    player: &str,
+) -> Result<Option<(NodeRun, u64)>, StoreError> {
+    let txn = db.begin_read().map_err(from_redb)?;
+    let claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
+    Ok(read_claim(&claims, player)?.map(|row| (row.run, row.session)))
 }

@@ -10,12 +10,12 @@
 //! version; a format-1 record, written before versions existed, still decodes, with
 //! version 0. A zone epoch entry's format 2 adds the holder (a flag byte, then the
 //! run and its attempt); a format-1 entry, written before clusters, decodes with no
-//! holder. Node lease rows are new and written in format 1.
+//! holder. Node lease rows and player claims are new and written in format 1.
 
 use bytes::Bytes;
 
 use crate::StoreError;
-use crate::cluster::{Holder, LeaseRow, NodeRun};
+use crate::cluster::{ClaimRow, Holder, LeaseRow, NodeRun};
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
 /// The first value format, still written for everything but player records.
@@ -244,6 +244,26 @@ pub(crate) fn decode_lease(bytes: &[u8]) -> Result<LeaseRow, StoreError> {
     Ok(row)
 }
 
+/// Encodes a player's claim: the run (id, incarnation), then the session.
+pub(crate) fn encode_claim(row: &ClaimRow) -> Vec<u8> {
+    let mut w = Writer::new(24);
+    w.u64(row.run.id);
+    w.u64(row.run.incarnation);
+    w.u64(row.session);
+    w.0
+}
+
+/// Decodes a player's claim.
+pub(crate) fn decode_claim(bytes: &[u8]) -> Result<ClaimRow, StoreError> {
+    let mut r = Reader::new(bytes, "player claim")?;
+    let row = ClaimRow {
+        run: NodeRun::new(r.u64()?, r.u64()?),
+        session: r.u64()?,
+    };
+    r.finish()?;
+    Ok(row)
+}
+
 /// Encodes a zone record.
 pub(crate) fn encode_zone(record: &ZoneRecord) -> Vec<u8> {
     let mut w = Writer::new(24 + 4 + record.state.len());
@@ -383,6 +403,14 @@ mod tests {
             generation: 4,
         };
         assert_eq!(decode_lease(&encode_lease(&lease)).ok(), Some(lease));
+        assert_eq!(decode_claim(&encode_claim(&claim())).ok(), Some(claim()));
+    }
+
+    fn claim() -> ClaimRow {
+        ClaimRow {
+            run: NodeRun::new(u64::MAX, 1 << 63),
+            session: u64::MAX - 1,
+        }
     }
 
     fn holder() -> Holder {
@@ -424,13 +452,15 @@ mod tests {
                 expires_unix_ms: 1,
                 generation: 2,
             }),
+            encode_claim(&claim()),
         ];
-        let decoders: [Decoder; 5] = [
+        let decoders: [Decoder; 6] = [
             |b| decode_player(b).map(drop),
             |b| decode_action(b).map(drop),
             |b| decode_zone(b).map(drop),
             |b| decode_epoch(b).map(drop),
             |b| decode_lease(b).map(drop),
+            |b| decode_claim(b).map(drop),
         ];
         for (bytes, decode) in encoded.iter().zip(decoders) {
             for len in 0..bytes.len() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use redb::{Builder, Database, DatabaseError, StorageError};
 use tokio::sync::Semaphore;
 
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -289,6 +289,44 @@ impl Store for RedbStore {
     fn zone_holder(&self, zone: u32) -> StoreFuture<'_, Option<(NodeRun, u64)>> {
         self.counters.counted(Op::ZoneHolder, async move {
             self.run(move |db| cluster_ops::zone_holder(db, zone)).await
+        })
+    }
+
+    fn claim_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+        takeover: Option<NodeRun>,
+    ) -> StoreFuture<'a, PlayerClaim> {
+        let player = player.to_owned();
+        self.counters.counted(Op::ClaimPlayer, async move {
+            limits::validate_name("player name", &player)?;
+            self.run(move |db| cluster_ops::claim_player(db, &player, node, session, takeover))
+                .await
+        })
+    }
+
+    fn release_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+    ) -> StoreFuture<'a, bool> {
+        let player = player.to_owned();
+        self.counters.counted(Op::ReleasePlayer, async move {
+            limits::validate_name("player name", &player)?;
+            self.run(move |db| cluster_ops::release_player(db, &player, node, session))
+                .await
+        })
+    }
+
+    fn player_claim<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<(NodeRun, u64)>> {
+        let player = player.to_owned();
+        self.counters.counted(Op::PlayerClaim, async move {
+            limits::validate_name("player name", &player)?;
+            self.run(move |db| cluster_ops::player_claim(db, &player))
+                .await
         })
     }
 

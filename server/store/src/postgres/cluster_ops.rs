@@ -1,5 +1,6 @@
-//! The SQL of the cluster operations: node leases and leased zone activation, one
-//! transaction per call; the decisions themselves are [`crate::cluster`]'s rules.
+//! The SQL of the cluster operations: node leases, leased zone activation and player
+//! claims, one transaction per call; the decisions themselves are
+//! [`crate::cluster`]'s rules.
 //!
 //! Serialization: a renewal first locks its node id's `node_incarnations` row
 //! (`INSERT ... ON CONFLICT DO NOTHING`, then `SELECT ... FOR UPDATE`), so the renewals
@@ -11,6 +12,13 @@
 //! NOTHING`, and when a racing activation inserted it first (no row inserted), it
 //! decides again on the row, now visible (READ COMMITTED: every statement sees what
 //! committed before it started).
+//!
+//! A player claim is one upsert whose `DO UPDATE ... WHERE` is the claim rule. Its
+//! `ON CONFLICT` serializes racing claimants on the player's row (or on the unique
+//! index, for a player not yet claimed: a racing insert waits for the first to commit
+//! and then takes the conflict path), and the conflicting row stays locked even when
+//! the rule refuses, so the holder read next in the same transaction is the claim
+//! that refused us.
 //!
 //! Time: `clock_timestamp()`, read after the locks are held, so a transaction that
 //! waited for a lock never decides with a time from before it waited (`now()` would
@@ -24,7 +32,7 @@ use super::rows::{self, run_params, to_bits};
 use crate::StoreError;
 use crate::cluster::{
     self, ActivationView, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation, NodeRun,
-    Renewal, ZoneRow,
+    PlayerClaim, Renewal, ZoneRow,
 };
 use crate::limits::MAX_ZONES_PER_HOLDER_READ;
 
@@ -319,4 +327,103 @@ pub(crate) async fn zone_holder(
         return Ok(None);
     };
     Ok(row.holder.map(|holder| (holder.run, row.epoch)))
+}
+
+/// Claims `player` for `(node, session)`: the rule of `cluster::decide_claim` as the
+/// `WHERE` of one upsert, in a transaction that then reads the refusing claim.
+pub(crate) async fn claim_player(
+    client: &mut Client,
+    player: &str,
+    node: NodeRun,
+    session: u64,
+    takeover: Option<NodeRun>,
+) -> Result<PlayerClaim, OpError> {
+    let (id, incarnation) = run_params(node);
+    let session = to_bits(session);
+    // No takeover run: NULLs, which equal nothing.
+    let (takeover_id, takeover_incarnation) = takeover.map(run_params).unzip();
+    let tx = client.transaction().await?;
+    // A second pass only follows a claim row that vanished between the two
+    // statements, which the lock taken by `ON CONFLICT DO UPDATE` rules out on
+    // PostgreSQL; bounded all the same, for Postgres-wire databases that lock less.
+    for _pass in 0..2 {
+        let claimed = tx
+            .query_opt(
+                "INSERT INTO player_claims (player, node_id, incarnation, session)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (player) DO UPDATE
+                 SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
+                     session = EXCLUDED.session
+                 WHERE (player_claims.node_id = $2 AND player_claims.incarnation = $3)
+                    OR (player_claims.node_id = $5 AND player_claims.incarnation = $6)
+                 RETURNING player",
+                &[
+                    &player,
+                    &id,
+                    &incarnation,
+                    &session,
+                    &takeover_id,
+                    &takeover_incarnation,
+                ],
+            )
+            .await?;
+        if claimed.is_some() {
+            tx.commit().await?;
+            return Ok(PlayerClaim::Claimed);
+        }
+        // Refused: the row that refused us is locked by this transaction until it ends.
+        if let Some(holder) = read_claim(&tx, player).await? {
+            tx.rollback().await?;
+            return Ok(PlayerClaim::HeldBy {
+                node: holder.run,
+                session: holder.session,
+            });
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "player {player:?}'s claim refused a claim and then vanished"
+    ))
+    .into())
+}
+
+/// Reads `player`'s claim row.
+async fn read_claim(
+    client: &impl GenericClient,
+    player: &str,
+) -> Result<Option<cluster::ClaimRow>, OpError> {
+    let row = client
+        .query_opt(
+            "SELECT node_id, incarnation, session FROM player_claims WHERE player = $1",
+            &[&player],
+        )
+        .await?;
+    Ok(row.as_ref().map(rows::claim_row).transpose()?)
+}
+
+/// Ends `player`'s claim if it is `(node, session)`: the rule of
+/// `cluster::may_release_claim`, as one statement (and so atomic by itself).
+pub(crate) async fn release_player(
+    client: &mut Client,
+    player: &str,
+    node: NodeRun,
+    session: u64,
+) -> Result<bool, OpError> {
+    let (id, incarnation) = run_params(node);
+    let released = client
+        .execute(
+            "DELETE FROM player_claims
+             WHERE player = $1 AND node_id = $2 AND incarnation = $3 AND session = $4",
+            &[&player, &id, &incarnation, &to_bits(session)],
+        )
+        .await?;
+    Ok(released == 1)
+}
+
+/// The claim on `player`: the run and its session.
+pub(crate) async fn player_claim(
+    client: &mut Client,
+    player: &str,
+) -> Result<Option<(NodeRun, u64)>, OpError> {
+    let row = read_claim(&*client, player).await?;
+    Ok(row.map(|row| (row.run, row.session)))
 }

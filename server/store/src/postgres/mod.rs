@@ -18,7 +18,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use self::pool::{OpFuture, Pool, PoolConfig};
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun};
+use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -362,6 +362,65 @@ impl Store for PostgresStore {
                 .run(
                     move |client: &mut Client| -> OpFuture<'_, Option<(NodeRun, u64)>> {
                         Box::pin(cluster_ops::zone_holder(client, zone))
+                    },
+                )
+                .await
+        })
+    }
+
+    fn claim_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+        takeover: Option<NodeRun>,
+    ) -> StoreFuture<'a, PlayerClaim> {
+        self.counters.counted(Op::ClaimPlayer, async move {
+            limits::validate_name("player name", player)?;
+            // Owned per attempt: a retried attempt's future may not borrow the caller.
+            let player = player.to_owned();
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, PlayerClaim> {
+                    let player = player.clone();
+                    Box::pin(async move {
+                        cluster_ops::claim_player(client, &player, node, session, takeover).await
+                    })
+                })
+                .await
+        })
+    }
+
+    fn release_player<'a>(
+        &'a self,
+        player: &'a str,
+        node: NodeRun,
+        session: u64,
+    ) -> StoreFuture<'a, bool> {
+        self.counters.counted(Op::ReleasePlayer, async move {
+            limits::validate_name("player name", player)?;
+            // Owned per attempt: a retried attempt's future may not borrow the caller.
+            let player = player.to_owned();
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, bool> {
+                    let player = player.clone();
+                    Box::pin(async move {
+                        cluster_ops::release_player(client, &player, node, session).await
+                    })
+                })
+                .await
+        })
+    }
+
+    fn player_claim<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<(NodeRun, u64)>> {
+        self.counters.counted(Op::PlayerClaim, async move {
+            limits::validate_name("player name", player)?;
+            // Owned per attempt: a retried attempt's future may not borrow the caller.
+            let player = player.to_owned();
+            self.pool
+                .run(
+                    move |client: &mut Client| -> OpFuture<'_, Option<(NodeRun, u64)>> {
+                        let player = player.clone();
+                        Box::pin(async move { cluster_ops::player_claim(client, &player).await })
                     },
                 )
                 .await

@@ -3,11 +3,11 @@
 //! PostgreSQL has no unsigned integers, so `u32` zones live in `BIGINT`, `u16` kinds in
 //! `INTEGER`, `u64` counters and player versions in `BIGINT` (inputs are validated to
 //! fit, see [`MAX_STORED_U64`](crate::limits::MAX_STORED_U64)) and action ids in
-//! 16-byte big-endian `BYTEA` (so byte order is id order). Node ids, incarnations and
-//! activation attempts are arbitrary `u64`s (ids are random), so they are kept bit
-//! for bit in `BIGINT` ([`to_bits`], [`from_bits`]): lossless over the whole range and
-//! equality-preserving, but not order-preserving, so SQL only ever compares them for
-//! equality and orders incarnations in Rust. Reading never trusts a row: a value out
+//! 16-byte big-endian `BYTEA` (so byte order is id order). Node ids, incarnations,
+//! activation attempts and session ids are arbitrary `u64`s (ids are random), so they
+//! are kept bit for bit in `BIGINT` ([`to_bits`], [`from_bits`]): lossless over the
+//! whole range and equality-preserving, but not order-preserving, so SQL only ever
+//! compares them for equality and orders incarnations in Rust. Reading never trusts a row: a value out
 //! of range or of the wrong type is [`StoreError::Corrupt`].
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use crate::StoreError;
-use crate::cluster::{Holder, LeaseRow, NodeRun, ZoneRow};
+use crate::cluster::{ClaimRow, Holder, LeaseRow, NodeRun, ZoneRow};
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
 /// A `u64` that validation already capped at `i64::MAX`, as a `BIGINT`.
@@ -99,6 +99,17 @@ pub(crate) fn zone_row(row: &Row) -> Result<ZoneRow, StoreError> {
     Ok(ZoneRow {
         epoch: to_u64("zone epoch", column(row, "epoch")?)?,
         holder,
+    })
+}
+
+/// A `player_claims` row (`node_id, incarnation, session`).
+pub(crate) fn claim_row(row: &Row) -> Result<ClaimRow, StoreError> {
+    Ok(ClaimRow {
+        run: NodeRun::new(
+            from_bits(column(row, "node_id")?),
+            from_bits(column(row, "incarnation")?),
+        ),
+        session: from_bits(column(row, "session")?),
     })
 }
 

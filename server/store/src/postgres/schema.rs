@@ -13,7 +13,7 @@ use super::pool::OpError;
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: epochs, zone state, players and durable actions.
 const V1: &str = "
@@ -79,8 +79,20 @@ CREATE INDEX IF NOT EXISTS zones_by_holder
     ON zone_epochs (holder_id, holder_incarnation, zone);
 ";
 
+/// Version 4: player claims, one row per claimed player naming the run and session
+/// holding it (no row: claimed by no one). Node ids, incarnations and session ids are
+/// `u64` bit patterns like those of version 3.
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS player_claims (
+    player TEXT PRIMARY KEY,
+    node_id BIGINT NOT NULL,
+    incarnation BIGINT NOT NULL,
+    session BIGINT NOT NULL
+);
+";
+
 /// Every migration, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Attempts of the whole migration when a concurrent migrator races our DDL.
 const MAX_ATTEMPTS: u32 = 3;

@@ -16,6 +16,7 @@ use zonemesh_store::{
     ActionId, Checkpoint, DurableAction, PlayerRecord, Store, StoreError, ZoneSnapshot,
 };
 
+mod claims;
 mod fencing;
 mod holders;
 mod leases;
@@ -23,6 +24,7 @@ mod limits;
 mod records;
 mod versions;
 
+pub(crate) use claims::*;
 pub(crate) use fencing::*;
 pub(crate) use holders::*;
 pub(crate) use leases::*;
@@ -90,6 +92,13 @@ macro_rules! conformance_tests {
             ids_beyond_the_signed_range_roundtrip,
             reopen_keeps_leases_and_holders,
             lease_limits_and_cluster_stats,
+            an_unclaimed_player_is_claimed_and_its_run_reclaims_it,
+            a_claim_held_by_another_run_is_refused_unless_taken_over,
+            only_the_claiming_session_releases,
+            racing_claims_grant_exactly_one,
+            claims_of_different_players_are_independent,
+            claim_names_are_validated_and_claims_counted,
+            reopen_keeps_player_claims,
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {
