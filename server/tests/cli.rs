@@ -1,6 +1,8 @@
 //! The `zonemesh` binary as a user runs it: `dev` creates and then reuses its
 //! certificate and secret, serves SDK clients, `token` mints working tokens, bad
-//! arguments get clear errors, and SIGTERM stops the server cleanly.
+//! arguments get clear errors, and SIGTERM stops the server cleanly. `dev --nodes 3`
+//! prints each node and redirects players to their zone's node; `config` checks files
+//! naming the key at fault.
 
 mod common;
 
@@ -415,4 +417,114 @@ async fn an_admin_endpoint_open_to_the_network_needs_a_token() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 16 characters"), "{err}");
+}
+
+#[tokio::test]
+async fn dev_with_three_nodes_prints_each_and_redirects_to_the_zone() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(BIN)
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--zones",
+            "1",
+        ])
+        .args(["--zone-size", "64", "--npcs", "10", "--data"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("zonemesh starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let line = within("a node line", next_line(&mut stdout)).await;
+        assert!(
+            line.contains(&format!("cluster node {i} listening on")),
+            "{line}"
+        );
+        nodes.push(listening_addr(&line).expect("the line names the node's address"));
+    }
+    // One zone: the first player places it, the next one entering elsewhere is sent there.
+    let config = |i: usize, player: &str| {
+        let mut c = ClientConfig::from_dev_data(nodes[i], data.path(), player).expect("dev data");
+        c.connect_deadline = common::WAIT;
+        c
+    };
+    let mut first = Client::connect(config(0, "first"))
+        .await
+        .expect("first connects");
+    wait_own_position(&mut first).await;
+    let host = first.remote_address();
+    let other = nodes.iter().position(|a| *a != host).expect("another node");
+    let mut second = Client::connect(config(other, "second"))
+        .await
+        .expect("second connects");
+    assert_eq!(second.remote_address(), host);
+    assert_eq!(second.redirects_followed(), 1);
+    wait_own_position(&mut second).await;
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(kill.expect("kill runs").success());
+    let status = within("the cluster stops", child.wait())
+        .await
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn config_files_are_checked_with_the_key_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_cli(&["config", "default"]).await;
+    assert!(out.status.success());
+    let default = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(default.contains("[cluster]"), "{default}");
+
+    let shared = dir.path().join("shared");
+    let out = run_cli(&["config", "init", shared.to_str().expect("utf-8")]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shared.join("cluster-secret.hex").exists());
+
+    let good = dir.path().join("node.toml");
+    let secret = shared.join("cluster-secret.hex");
+    std::fs::write(
+        &good,
+        format!(
+            "listen = \"127.0.0.1:4433\"\n[cluster]\nnode_listen = \"127.0.0.1:7433\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .expect("written");
+    let out = run_cli(&["config", "check", good.to_str().expect("utf-8")]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:4433\"\n[cluster]\nnode_listen = \"127.0.0.1:7433\"\nmembership = \"gossip\"\n",
+    )
+    .expect("written");
+    let out = run_cli(&["config", "check", bad.to_str().expect("utf-8")]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("cluster.membership"),
+        "{err}"
+    );
 }
