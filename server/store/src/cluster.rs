@@ -13,9 +13,13 @@
 //! Player claims keep one session per player across the cluster: a node claims a
 //! player (for one of its sessions) before letting it in. A claim by the same run is
 //! the run's own business (it replaces its own sessions itself); a claim by a run the
-//! caller knows is gone is taken over; any other claim is refused, naming its holder.
-//! Claims are not tied to leases: a dead run's claims stay until whoever next needs
-//! the player takes them over, so no sweep is needed.
+//! caller knows is gone, or by a run with no live lease by the store's clock, is taken
+//! over; any other claim is refused, naming its holder. A run stops accepting inputs
+//! before its lease runs out (by its own clock, early), so taking over the claims of a
+//! run whose lease lapsed never lets a player into two worlds that accept inputs, and
+//! a node cut off from the store loses its players once its lease lapses. A dead run's
+//! claims stay until whoever next needs the player takes them over, so no sweep is
+//! needed.
 //!
 //! Keeping the rules here, free of IO, is what makes the two backends agree: each only
 //! reads the rows, asks these functions, and writes what they decided.
@@ -134,18 +138,23 @@ pub(crate) struct ClaimRow {
 }
 
 /// The claim rule: `node` gets the player when no claim exists, when the claim is
-/// its own (any session: a node replaces its own sessions itself) or when the claim
-/// is by `takeover`, a run the caller knows is gone. Otherwise the holder is named.
+/// its own (any session: a node replaces its own sessions itself), when the claim is
+/// by `takeover`, a run the caller knows is gone, or when the holder run has no live
+/// lease (`holder_live`: the holder's lease row, for that exact run, exists and runs
+/// past the store's now; ignored without a claim). Otherwise the holder is named.
 pub(crate) fn decide_claim(
     current: Option<ClaimRow>,
     node: NodeRun,
     takeover: Option<NodeRun>,
+    holder_live: bool,
 ) -> PlayerClaim {
     match current {
-        Some(row) if row.run != node && Some(row.run) != takeover => PlayerClaim::HeldBy {
-            node: row.run,
-            session: row.session,
-        },
+        Some(row) if holder_live && row.run != node && Some(row.run) != takeover => {
+            PlayerClaim::HeldBy {
+                node: row.run,
+                session: row.session,
+            }
+        }
         _ => PlayerClaim::Claimed,
     }
 }
@@ -525,19 +534,52 @@ mod tests {
     #[test]
     fn claims_go_to_the_free_the_own_run_and_a_takeover_of_the_holder() {
         let held_by_b = Some(ClaimRow { run: B, session: 4 });
-        assert_eq!(decide_claim(None, A, None), PlayerClaim::Claimed);
-        assert_eq!(decide_claim(held_by_b, B, None), PlayerClaim::Claimed);
-        assert_eq!(decide_claim(held_by_b, A, Some(B)), PlayerClaim::Claimed);
+        // The holder's lease is live throughout: only these three cases claim.
+        assert_eq!(decide_claim(None, A, None, true), PlayerClaim::Claimed);
+        assert_eq!(decide_claim(held_by_b, B, None, true), PlayerClaim::Claimed);
+        assert_eq!(
+            decide_claim(held_by_b, A, Some(B), true),
+            PlayerClaim::Claimed
+        );
         let refused = PlayerClaim::HeldBy {
             node: B,
             session: 4,
         };
-        assert_eq!(decide_claim(held_by_b, A, None), refused);
-        assert_eq!(decide_claim(held_by_b, A, Some(A)), refused);
+        assert_eq!(decide_claim(held_by_b, A, None, true), refused);
+        assert_eq!(decide_claim(held_by_b, A, Some(A), true), refused);
         // Another incarnation of the holder's node id is another run.
         let b_next = NodeRun::new(B.id, B.incarnation + 1);
-        assert_eq!(decide_claim(held_by_b, b_next, None), refused);
-        assert_eq!(decide_claim(held_by_b, A, Some(b_next)), refused);
+        assert_eq!(decide_claim(held_by_b, b_next, None, true), refused);
+        assert_eq!(decide_claim(held_by_b, A, Some(b_next), true), refused);
+    }
+
+    #[test]
+    fn a_claim_whose_holder_has_no_live_lease_is_taken_over() {
+        let held_by_b = Some(ClaimRow { run: B, session: 4 });
+        // Without a live holder lease any run claims, with or without a takeover.
+        assert_eq!(
+            decide_claim(held_by_b, A, None, false),
+            PlayerClaim::Claimed
+        );
+        assert_eq!(
+            decide_claim(held_by_b, A, Some(A), false),
+            PlayerClaim::Claimed
+        );
+        let b_next = NodeRun::new(B.id, B.incarnation + 1);
+        assert_eq!(
+            decide_claim(held_by_b, b_next, None, false),
+            PlayerClaim::Claimed
+        );
+        // The cases that claim anyway still do.
+        assert_eq!(decide_claim(None, A, None, false), PlayerClaim::Claimed);
+        assert_eq!(
+            decide_claim(held_by_b, B, None, false),
+            PlayerClaim::Claimed
+        );
+        assert_eq!(
+            decide_claim(held_by_b, A, Some(B), false),
+            PlayerClaim::Claimed
+        );
     }
 
     #[test]

@@ -68,19 +68,26 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// - A node claims a player ([`claim_player`](Self::claim_player)) before letting it
 ///   in. The claim names the run and the session. It is granted when no claim exists,
 ///   when the claim is the caller's own run's (any session: a node replaces its own
-///   sessions itself), or when it is by the run the caller names as `takeover` (the
-///   caller knows that run is gone). Otherwise the caller learns who holds the player
-///   and nothing changes.
+///   sessions itself), when it is by the run the caller names as `takeover` (the
+///   caller knows that run is gone), or when the holding run has no live lease by the
+///   store's clock (no lease for that exact run, or one run out). Otherwise the caller
+///   learns who holds the player and nothing changes.
 /// - A claim by another live run is ended by asking that run to end the session (the
 ///   caller's business, not the store's); that run saves the player's final record and
 ///   only then [`release_player`](Self::release_player)s, so the next session reads the
 ///   newest record. A release ends only the exact `(run, session)` claimed: a late
 ///   release of a replaced or taken-over session frees nothing.
-/// - Claims are not tied to leases: a dead run's claims stay until whoever next needs
-///   the player takes them over.
+/// - A run whose lease lapsed has stopped accepting inputs (nodes stop early by their
+///   own clock), so taking its claims over never puts a player into two worlds that
+///   accept inputs; and a node cut off from the store, unable to release, loses its
+///   players once its lease lapses. A run holds claims against others only while its
+///   lease is live: claim after renewing. A dead run's claims stay until whoever next
+///   needs the player takes them over (no sweep).
 /// - Each claim and release is one atomic step (redb: one write transaction;
-///   PostgreSQL: one transaction holding the player's claim row locked), so of racing
-///   claimants for an unclaimed player exactly one gets [`PlayerClaim::Claimed`].
+///   PostgreSQL: one transaction holding the player's claim row locked, and the
+///   holder's node id locked against renewals while its lease is read), so of racing
+///   claimants for an unclaimed player exactly one gets [`PlayerClaim::Claimed`] (the
+///   others are refused while the winner's lease is live).
 ///
 /// The cluster operations are part of this trait, not a second one, because every
 /// backend must carry them (there is no partial backend) and the server holds one
@@ -167,8 +174,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Claims `player` for session `session` on run `node`. Succeeds when no claim
     /// exists, when the existing claim is by the same run `node` (any session: a node
-    /// replaces its own sessions itself), or when the existing claim is by run
-    /// `takeover` (the caller knows that run is gone). Otherwise returns who holds it.
+    /// replaces its own sessions itself), when the existing claim is by run
+    /// `takeover` (the caller knows that run is gone), or when the run holding the
+    /// existing claim has no live lease by the store's clock (no lease row for that
+    /// exact run, or one that ran out; decided in the same transaction as the claim).
+    /// Otherwise returns who holds it. `node`'s own lease is not checked.
     /// The name is validated like a player record's (at most
     /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES)).
     fn claim_player<'a>(

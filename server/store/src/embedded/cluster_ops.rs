@@ -6,9 +6,10 @@
 //! writes. The store's clock is the system clock, read inside that transaction.
 //! `zones_held_by` scans the zone table: an embedded file serves one process, whose
 //! zones number in the thousands, so an index by holder would cost every activation
-//! more than it saves. A player claim is one write transaction too, so of racing
-//! claimants the first to run finds the player free and every later one finds it
-//! held.
+//! more than it saves. A player claim is one write transaction too, reading the
+//! claim, the holder's lease and the clock together, so of racing claimants the first
+//! to run finds the player free and every later one finds it held (and a renewal of
+//! the holder's lease lands wholly before or wholly after the decision).
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -228,7 +229,7 @@ fn read_claim(
 }
 
 /// Claims `player` for `(node, session)` if the claim rule allows it, in one
-/// transaction.
+/// transaction that also reads the holder's lease and the store's now.
 pub(crate) fn claim_player(
     db: &Database,
     player: &str,
@@ -240,7 +241,15 @@ pub(crate) fn claim_player(
     {
         let mut claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
         let current = read_claim(&claims, player)?;
-        let decision = cluster::decide_claim(current, node, takeover);
+        let holder_live = match current {
+            Some(row) => {
+                let now_ms = cluster::system_now_ms()?;
+                let leases = txn.open_table(NODE_LEASES).map_err(from_redb)?;
+                read_lease(&leases, row.run)?.is_some_and(|lease| lease.is_live(now_ms))
+            }
+            None => false,
+        };
+        let decision = cluster::decide_claim(current, node, takeover, holder_live);
         let wanted = ClaimRow { run: node, session };
         // A refusal, or a claim already exactly as asked, changes nothing; returning
         // drops (aborts) `txn`.

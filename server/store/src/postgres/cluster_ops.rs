@@ -13,12 +13,19 @@
 //! decides again on the row, now visible (READ COMMITTED: every statement sees what
 //! committed before it started).
 //!
-//! A player claim is one upsert whose `DO UPDATE ... WHERE` is the claim rule. Its
-//! `ON CONFLICT` serializes racing claimants on the player's row (or on the unique
-//! index, for a player not yet claimed: a racing insert waits for the first to commit
-//! and then takes the conflict path), and the conflicting row stays locked even when
-//! the rule refuses, so the holder read next in the same transaction is the claim
-//! that refused us.
+//! A player claim is an upsert whose `DO UPDATE ... WHERE` is the claim rule without
+//! leases (own run or named takeover). Its `ON CONFLICT` serializes racing claimants
+//! on the player's row (or on the unique index, for a player not yet claimed: a racing
+//! insert waits for the first to commit and then takes the conflict path), and the
+//! conflicting row stays locked even when the rule refuses, so the holder read next in
+//! the same transaction is the claim that refused us. The lease part of the rule is
+//! then decided on that locked holder: the claim locks the holder's node id row in
+//! `node_incarnations` `FOR SHARE` (renewals hold it `FOR UPDATE` from before they
+//! read the clock until they commit, so none of that id is half done meanwhile), then
+//! reads the clock and the holder's lease. A lapsed holder is taken over by the same
+//! upsert naming it as takeover, which matches the row this transaction holds locked.
+//! Lock order is always claim row, then node id row; renewals never touch claims, so
+//! the two cannot deadlock.
 //!
 //! Time: `clock_timestamp()`, read after the locks are held, so a transaction that
 //! waited for a lock never decides with a time from before it waited (`now()` would
@@ -185,8 +192,14 @@ async fn try_activate(
     attempt: u64,
 ) -> Result<Option<LeasedActivation>, OpError> {
     let zone_row = lock_zone(tx, zone).await?;
+    let holder = zone_row.and_then(|row| row.holder);
+    // Before the clock is read: a renewal of the holder's lease is then either
+    // committed (and seen) or not yet begun (and starts after this decision).
+    if let Some(holder) = holder {
+        hold_off_renewals(tx, holder.run).await?;
+    }
     let now_ms = store_now(tx).await?;
-    let holder_lease = match zone_row.and_then(|row| row.holder) {
+    let holder_lease = match holder {
         Some(holder) => read_lease(tx, holder.run).await?,
         None => None,
     };
@@ -329,8 +342,10 @@ pub(crate) async fn zone_holder(
     Ok(row.holder.map(|holder| (holder.run, row.epoch)))
 }
 
-/// Claims `player` for `(node, session)`: the rule of `cluster::decide_claim` as the
-/// `WHERE` of one upsert, in a transaction that then reads the refusing claim.
+/// Claims `player` for `(node, session)`: the rule of `cluster::decide_claim`, its
+/// lease-free part as the `WHERE` of an upsert, in a transaction that then reads the
+/// refusing claim and its holder's lease and takes the claim over if that lease is
+/// not live.
 pub(crate) async fn claim_player(
     client: &mut Client,
     player: &str,
@@ -338,52 +353,103 @@ pub(crate) async fn claim_player(
     session: u64,
     takeover: Option<NodeRun>,
 ) -> Result<PlayerClaim, OpError> {
-    let (id, incarnation) = run_params(node);
-    let session = to_bits(session);
-    // No takeover run: NULLs, which equal nothing.
-    let (takeover_id, takeover_incarnation) = takeover.map(run_params).unzip();
     let tx = client.transaction().await?;
-    // A second pass only follows a claim row that vanished between the two
-    // statements, which the lock taken by `ON CONFLICT DO UPDATE` rules out on
-    // PostgreSQL; bounded all the same, for Postgres-wire databases that lock less.
-    for _pass in 0..2 {
-        let claimed = tx
-            .query_opt(
-                "INSERT INTO player_claims (player, node_id, incarnation, session)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (player) DO UPDATE
-                 SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
-                     session = EXCLUDED.session
-                 WHERE (player_claims.node_id = $2 AND player_claims.incarnation = $3)
-                    OR (player_claims.node_id = $5 AND player_claims.incarnation = $6)
-                 RETURNING player",
-                &[
-                    &player,
-                    &id,
-                    &incarnation,
-                    &session,
-                    &takeover_id,
-                    &takeover_incarnation,
-                ],
-            )
-            .await?;
-        if claimed.is_some() {
+    // The run the upsert may replace besides `node`'s own claims: first the caller's
+    // `takeover`, then a holder found without a live lease.
+    let mut replaceable = takeover;
+    // Every pass but the last ends in an answer, or meets a claim row that vanished
+    // after refusing us, or finds the refusing holder's lease not live and names that
+    // holder for the next pass. On PostgreSQL the refusing row stays locked by this
+    // transaction (`ON CONFLICT DO UPDATE` locks it even when the `WHERE` is false),
+    // so it neither vanishes nor changes: the pass after a takeover meets the same row,
+    // now matching, and two passes always suffice. The third only bounds Postgres-wire
+    // databases that lock less (one vanished row, then one takeover).
+    for _pass in 0..3 {
+        if upsert_claim(&tx, player, node, session, replaceable).await? {
             tx.commit().await?;
             return Ok(PlayerClaim::Claimed);
         }
         // Refused: the row that refused us is locked by this transaction until it ends.
-        if let Some(holder) = read_claim(&tx, player).await? {
-            tx.rollback().await?;
-            return Ok(PlayerClaim::HeldBy {
-                node: holder.run,
-                session: holder.session,
-            });
+        let Some(holder) = read_claim(&tx, player).await? else {
+            continue;
+        };
+        let holder_live = holder_lease_live(&tx, holder.run).await?;
+        match cluster::decide_claim(Some(holder), node, takeover, holder_live) {
+            PlayerClaim::Claimed => replaceable = Some(holder.run),
+            refused @ PlayerClaim::HeldBy { .. } => {
+                tx.rollback().await?;
+                return Ok(refused);
+            }
         }
     }
     Err(StoreError::Corrupt(format!(
-        "player {player:?}'s claim refused a claim and then vanished"
+        "player {player:?}'s claim kept changing although its row was locked"
     ))
     .into())
+}
+
+/// The upsert of a claim: inserts it, or replaces the claim when it is `node`'s own
+/// or `replaceable`'s. Returns whether the claim is now `(node, session)`; when not,
+/// the conflicting row stays locked by `tx`.
+async fn upsert_claim(
+    tx: &Transaction<'_>,
+    player: &str,
+    node: NodeRun,
+    session: u64,
+    replaceable: Option<NodeRun>,
+) -> Result<bool, OpError> {
+    let (id, incarnation) = run_params(node);
+    // No replaceable run: NULLs, which equal nothing.
+    let (other_id, other_incarnation) = replaceable.map(run_params).unzip();
+    let claimed = tx
+        .query_opt(
+            "INSERT INTO player_claims (player, node_id, incarnation, session)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (player) DO UPDATE
+             SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
+                 session = EXCLUDED.session
+             WHERE (player_claims.node_id = $2 AND player_claims.incarnation = $3)
+                OR (player_claims.node_id = $5 AND player_claims.incarnation = $6)
+             RETURNING player",
+            &[
+                &player,
+                &id,
+                &incarnation,
+                &to_bits(session),
+                &other_id,
+                &other_incarnation,
+            ],
+        )
+        .await?;
+    Ok(claimed.is_some())
+}
+
+/// Whether `run`'s lease is live by the store's clock. Locks the run's node id row
+/// `FOR SHARE` first, so no renewal of that id is between its clock reading and its
+/// commit while the clock and the lease are read (a renewal that committed meanwhile
+/// is seen, one that starts later reads a later clock). A node id that never renewed
+/// has no row to lock and no lease.
+async fn holder_lease_live(tx: &Transaction<'_>, run: NodeRun) -> Result<bool, OpError> {
+    hold_off_renewals(tx, run).await?;
+    let now_ms = store_now(tx).await?;
+    let lease = read_lease(tx, run).await?;
+    Ok(lease.is_some_and(|lease| lease.is_live(now_ms)))
+}
+
+/// Locks `run`'s node id row `FOR SHARE` until the transaction ends. A renewal holds
+/// that row `FOR UPDATE` from before it reads the clock until it commits, so after
+/// this no renewal of the run is half done: a decision on its lease cannot be undone
+/// by a renewal that read an earlier clock and commits later. Lock order is always
+/// the claim or zone row first, then the node id row; renewals take no other row, so
+/// this cannot deadlock.
+async fn hold_off_renewals(tx: &Transaction<'_>, run: NodeRun) -> Result<(), OpError> {
+    let (id, _) = run_params(run);
+    tx.query_opt(
+        "SELECT 1 FROM node_incarnations WHERE node_id = $1 FOR SHARE",
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Reads `player`'s claim row.

@@ -1,16 +1,29 @@
 //! Conformance: player claims (one session per player across a cluster): claiming,
 //! re-claiming by the same run, refusals naming the holder, takeover of a run known
-//! to be gone, releases by the exact session only, races, independence of players,
-//! name limits, counters and reopening.
+//! to be gone, takeover of a run without a live lease, releases by the exact session
+//! only, races, independence of players, name limits, counters and reopening.
 //!
-//! No test renews a lease: claims are not tied to leases.
+//! A claim holds against other runs only while its run's lease is live by the store's
+//! clock, so every run that must hold a claim against others renews a long lease
+//! first ([`live`]); runs that only take claims, or whose claims must lapse, do not.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use zonemesh_store::limits::MAX_NAME_BYTES;
 use zonemesh_store::{NodeRun, PlayerClaim, Store, StoreError};
 
-use super::{Fixture, assert_invalid, assert_too_large};
+use super::{Fixture, assert_invalid, assert_too_large, lease, wait_out};
+
+/// A lease long enough that no test outlives it.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// Gives every run in `runs` a live lease, so their claims hold against others.
+async fn live(store: &dyn Store, runs: &[NodeRun]) {
+    for run in runs {
+        lease(store, *run, HOLD).await;
+    }
+}
 
 /// Claims `player` for `(node, session)`, which must be granted.
 #[track_caller]
@@ -50,6 +63,7 @@ pub(crate) async fn an_unclaimed_player_is_claimed_and_its_run_reclaims_it(fixtu
     );
     // Ids and sessions above `i64::MAX` round-trip like any other.
     let top = NodeRun::new(u64::MAX, (1 << 63) + 1);
+    live(&*store, &[top]).await;
     claimed(store.claim_player("bob", top, u64::MAX, None).await);
     assert_eq!(
         store.player_claim("bob").await.expect("read"),
@@ -67,13 +81,15 @@ pub(crate) async fn an_unclaimed_player_is_claimed_and_its_run_reclaims_it(fixtu
     );
 }
 
-/// Another run is refused, the refusal naming the holder, and nothing changes; a
-/// takeover naming the holder succeeds, one naming any other run does not.
+/// Another run is refused while the holder's lease is live, the refusal naming the
+/// holder, and nothing changes; a takeover naming the holder succeeds, one naming any
+/// other run does not.
 pub(crate) async fn a_claim_held_by_another_run_is_refused_unless_taken_over(
     fixture: &impl Fixture,
 ) {
     let store = fixture.open().await;
     let (a, b, c) = (NodeRun::new(1, 1), NodeRun::new(2, 1), NodeRun::new(3, 1));
+    live(&*store, &[a, b, c]).await;
     claimed(store.claim_player("p", a, 7, None).await);
     assert_eq!(held_by(store.claim_player("p", b, 1, None).await), (a, 7));
     // A newer incarnation of the holder's node id is another run, too.
@@ -95,6 +111,49 @@ pub(crate) async fn a_claim_held_by_another_run_is_refused_unless_taken_over(
     assert_eq!(store.player_claim("p").await.expect("read"), Some((b, 2)));
     // The taken-over run is now refused in turn.
     assert_eq!(held_by(store.claim_player("p", a, 8, None).await), (b, 2));
+}
+
+/// A claim whose holder run has no live lease by the store's clock is taken over by
+/// any run, without naming it: one that never had a lease, one whose other
+/// incarnation has the live lease, one whose lease ran out. While the lease is live
+/// the claim holds.
+pub(crate) async fn a_claim_without_a_live_holder_lease_is_taken_over(fixture: &impl Fixture) {
+    let store = fixture.open().await;
+    let (never, b, c) = (NodeRun::new(1, 1), NodeRun::new(2, 1), NodeRun::new(3, 1));
+    live(&*store, &[c]).await;
+    claimed(store.claim_player("p", never, 1, None).await);
+    claimed(store.claim_player("p", b, 2, None).await);
+    assert_eq!(store.player_claim("p").await.expect("read"), Some((b, 2)));
+    // Only the holder's exact run counts: a newer incarnation's lease is not its own.
+    let b_next = NodeRun::new(b.id, b.incarnation + 1);
+    live(&*store, &[b_next]).await;
+    claimed(store.claim_player("p", c, 3, None).await);
+    assert_eq!(store.player_claim("p").await.expect("read"), Some((c, 3)));
+    // A live lease holds the claim against every other run.
+    assert_eq!(
+        held_by(store.claim_player("p", never, 4, None).await),
+        (c, 3)
+    );
+    assert_eq!(
+        held_by(store.claim_player("p", b_next, 4, None).await),
+        (c, 3)
+    );
+    assert_eq!(store.player_claim("p").await.expect("read"), Some((c, 3)));
+    // Until it runs out by the store's clock (1 ms is the shortest lease).
+    let short = Duration::from_millis(1);
+    lease(&*store, c, short).await;
+    wait_out(Instant::now(), short).await;
+    claimed(store.claim_player("p", b_next, 5, None).await);
+    assert_eq!(
+        store.player_claim("p").await.expect("read"),
+        Some((b_next, 5))
+    );
+    // The lapsed run, renewed, is refused in turn: the claim is now `b_next`'s.
+    live(&*store, &[c]).await;
+    assert_eq!(
+        held_by(store.claim_player("p", c, 6, None).await),
+        (b_next, 5)
+    );
 }
 
 /// A release by the wrong session or run does nothing; the holder's release ends the
@@ -130,12 +189,14 @@ pub(crate) async fn only_the_claiming_session_releases(fixture: &impl Fixture) {
     assert_eq!(store.player_claim("p").await.expect("read"), Some((b, 2)));
 }
 
-/// Eight runs claiming one player at once: exactly one gets it, the rest are told it
-/// is the holder. Raced for an unclaimed player, for a released one, and as a takeover
-/// of a gone run by every racer.
+/// Eight runs with live leases claiming one player at once: exactly one gets it, the
+/// rest are told it is the holder (its lease is live, so they cannot take it over).
+/// Raced for an unclaimed player, for a released one, as a takeover of a gone run by
+/// every racer, and for a claim whose holder never had a lease.
 pub(crate) async fn racing_claims_grant_exactly_one(fixture: &impl Fixture) {
     let store = fixture.open().await;
     let runs: Vec<NodeRun> = (1..=8).map(|id| NodeRun::new(id, 1)).collect();
+    live(&*store, &runs).await;
     let first = race(&store, &runs, None).await;
     assert!(
         store
@@ -156,6 +217,20 @@ pub(crate) async fn racing_claims_grant_exactly_one(fixture: &impl Fixture) {
     assert_eq!(
         store.player_claim("racer").await.expect("read"),
         Some(third)
+    );
+    // `gone` never had a lease: every racer may take its claim over unnamed, and the
+    // first to do so then holds against the rest.
+    assert!(
+        store
+            .release_player("racer", third.0, third.1)
+            .await
+            .expect("release")
+    );
+    claimed(store.claim_player("racer", gone, 2, None).await);
+    let fourth = race(&store, &runs, None).await;
+    assert_eq!(
+        store.player_claim("racer").await.expect("read"),
+        Some(fourth)
     );
 }
 
@@ -203,6 +278,7 @@ async fn race(
 pub(crate) async fn claims_of_different_players_are_independent(fixture: &impl Fixture) {
     let store = fixture.open().await;
     let (a, b) = (NodeRun::new(1, 1), NodeRun::new(2, 1));
+    live(&*store, &[a, b]).await;
     claimed(store.claim_player("p1", a, 1, None).await);
     claimed(store.claim_player("p2", b, 1, None).await);
     // Case matters: names are compared byte for byte.
@@ -223,6 +299,7 @@ pub(crate) async fn claims_of_different_players_are_independent(fixture: &impl F
 pub(crate) async fn claim_names_are_validated_and_claims_counted(fixture: &impl Fixture) {
     let store = fixture.open().await;
     let a = NodeRun::new(1, 1);
+    live(&*store, &[a]).await;
     let before = store.stats();
     let longest = "n".repeat(MAX_NAME_BYTES);
     claimed(store.claim_player(&longest, a, 1, None).await);
@@ -254,11 +331,12 @@ pub(crate) async fn claim_names_are_validated_and_claims_counted(fixture: &impl 
     assert_eq!(after.n_releases, before.n_releases);
 }
 
-/// Claims survive reopening the store.
+/// Claims (and the holder's lease that keeps them) survive reopening the store.
 pub(crate) async fn reopen_keeps_player_claims(fixture: &impl Fixture) {
     let (a, b) = (NodeRun::new(1, 1), NodeRun::new(2, 1));
     {
         let store = fixture.open().await;
+        live(&*store, &[a]).await;
         claimed(store.claim_player("kept", a, 5, None).await);
         claimed(store.claim_player("released", a, 6, None).await);
         assert!(
@@ -284,6 +362,7 @@ pub(crate) async fn reopen_keeps_player_claims(fixture: &impl Fixture) {
 /// it: no player is claimed, and claims work.
 pub(crate) async fn check_pre_claim_store(store: &dyn Store, player: &str) {
     let (a, b) = (NodeRun::new(1, 1), NodeRun::new(2, 1));
+    live(store, &[a]).await;
     assert_eq!(store.player_claim(player).await.expect("read"), None);
     claimed(store.claim_player(player, a, 1, None).await);
     assert_eq!(

@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             lease_limits_and_cluster_stats,
             an_unclaimed_player_is_claimed_and_its_run_reclaims_it,
             a_claim_held_by_another_run_is_refused_unless_taken_over,
+            a_claim_without_a_live_holder_lease_is_taken_over,
             only_the_claiming_session_releases,
             racing_claims_grant_exactly_one,
             claims_of_different_players_are_independent,
