@@ -55,6 +55,23 @@ fn the_checker_catches_a_store_that_ignores_leases() {
 }
 
 #[test]
+fn the_checker_catches_nodes_taking_over_claims_of_nodes_they_cannot_see() {
+    let caught = (0..300).find_map(|seed| {
+        let config = SimConfig {
+            take_over_unseen_claims: true,
+            ..SimConfig::with_faults(seed)
+        };
+        run(config).err()
+    });
+    let failure =
+        caught.expect("taking over unseen claims must put a player on two nodes for some seed");
+    assert!(
+        matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     let a = run(SimConfig::with_faults(42)).expect("seed 42 passes");
     let b = run(SimConfig::with_faults(42)).expect("seed 42 passes");

@@ -119,9 +119,11 @@ impl ClusterRuntime {
 
     /// Claims `player` for session `session` on this node before letting it in, so no
     /// player is in two nodes' worlds at once. `Ok(true)`: claimed. `Ok(false)`:
-    /// another live node holds the player's session and was asked to end it; the
-    /// player is to retry shortly. A claim by a run that is no longer a member is
-    /// taken over (that run's lease has lapsed or will before it could save again).
+    /// another run holds the player's session; if it is in this node's view it was
+    /// asked to end it, and the player is to retry shortly. A run that is gone is
+    /// never taken over from here: the store takes its claims over once its lease has
+    /// lapsed (by then it accepts no input), while a run merely cut off from this node
+    /// may still be serving the player.
     pub async fn claim_player(&self, player: &str, session: u64) -> anyhow::Result<bool> {
         let cluster = self
             .cluster
@@ -132,15 +134,9 @@ impl ClusterRuntime {
             PlayerClaim::Claimed => Ok(true),
             PlayerClaim::HeldBy { node, session: old } => {
                 let holder = NodeRef::new(node.id, node.incarnation);
-                if cluster.send_end_session(holder, player, old) {
-                    tracing::debug!(player, %holder, "player's session is on another node; asked it to end");
-                    return Ok(false);
-                }
-                let taken = self
-                    .store
-                    .claim_player(player, me, session, Some(node))
-                    .await?;
-                Ok(taken == PlayerClaim::Claimed)
+                let asked = cluster.send_end_session(holder, player, old);
+                tracing::debug!(player, %holder, asked, "player's session is on another node");
+                Ok(false)
             }
         }
     }

@@ -7,6 +7,7 @@ use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
 use super::store::SimStore;
+use super::world::Entity;
 use crate::Millis;
 use crate::node::NodeCore;
 
@@ -32,6 +33,15 @@ pub enum Violation {
         store_epoch: u64,
         /// Who the store says holds it.
         store_holder: Option<NodeRef>,
+    },
+    /// One player had entities on two runs that both accept inputs for them.
+    TwoEntities {
+        /// The player (its index in the run).
+        player: usize,
+        /// The runs.
+        nodes: Vec<NodeRef>,
+        /// The entities' zones.
+        zones: Vec<ZoneId>,
     },
     /// The run took more steps than allowed (a livelock, or a configuration far too
     /// large for the step budget).
@@ -60,6 +70,14 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "{node} accepted inputs for {zone} at epoch {epoch}, store has epoch {store_epoch} held by {store_holder:?}"
+            ),
+            Violation::TwoEntities {
+                player,
+                nodes,
+                zones,
+            } => write!(
+                f,
+                "player {player} is live on {nodes:?} at once (zones {zones:?})"
             ),
             Violation::StepLimit => write!(f, "step limit reached"),
             Violation::Unserved { n_players, zones } => {
@@ -100,6 +118,32 @@ pub(super) fn check_owners<'a>(
     }
     match accepting.into_iter().find(|(_, nodes)| nodes.len() > 1) {
         Some((zone, nodes)) => Err(Violation::TwoOwners { zone, nodes }),
+        None => Ok(()),
+    }
+}
+
+/// Safety: no player has entities on two runs that accept inputs for their zones (an
+/// entity in a zone its run no longer serves is inert: its zone sends it away).
+pub(super) fn check_single_entity<'a>(
+    now: Millis,
+    runs: impl Iterator<Item = (&'a NodeCore, &'a BTreeMap<usize, Entity>)>,
+) -> Result<(), Violation> {
+    let mut live: BTreeMap<usize, Vec<(NodeRef, ZoneId)>> = BTreeMap::new();
+    for (core, entities) in runs {
+        for (player, entity) in entities {
+            if core.accepts_inputs(now, entity.zone) {
+                live.entry(*player)
+                    .or_default()
+                    .push((core.me(), entity.zone));
+            }
+        }
+    }
+    match live.into_iter().find(|(_, at)| at.len() > 1) {
+        Some((player, at)) => Err(Violation::TwoEntities {
+            player,
+            nodes: at.iter().map(|(n, _)| *n).collect(),
+            zones: at.iter().map(|(_, z)| *z).collect(),
+        }),
         None => Ok(()),
     }
 }

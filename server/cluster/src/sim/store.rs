@@ -1,6 +1,7 @@
 //! The simulated store: the contract the real stores implement for clusters, as a
 //! linearizable in-memory model. Node leases by run, zone rows with epoch and holder,
-//! activation only when no other run holds the zone with a live lease.
+//! activation only when no other run holds the zone with a live lease; player claims
+//! (one session per player), taken over when the holder's lease has lapsed.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,17 @@ pub struct SimStore {
     n_activations: u64,
     respects_leases: bool,
     zones_per_read: usize,
+    /// Player (by index) → the run and session holding it.
+    claims: BTreeMap<usize, (NodeRef, u64)>,
+}
+
+/// What a claim did (the real stores' `PlayerClaim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The player is now the caller's.
+    Claimed,
+    /// Another run's session holds it.
+    HeldBy(NodeRef, u64),
 }
 
 impl SimStore {
@@ -50,6 +62,40 @@ impl SimStore {
             n_activations: 0,
             respects_leases: true,
             zones_per_read: usize::MAX,
+            claims: BTreeMap::new(),
+        }
+    }
+
+    /// Claims `player` for `(node, session)` at store time `now`: granted when no
+    /// claim exists, when it is `node`'s own, or when its holder's lease has lapsed.
+    pub fn claim_player(
+        &mut self,
+        now: Millis,
+        player: usize,
+        node: NodeRef,
+        session: u64,
+    ) -> Claim {
+        match self.claims.get(&player) {
+            Some(&(holder, held)) if holder != node && self.live_lease(now, holder).is_some() => {
+                Claim::HeldBy(holder, held)
+            }
+            _ => {
+                self.claims.insert(player, (node, session));
+                Claim::Claimed
+            }
+        }
+    }
+
+    /// Gives `player`'s claim to `(node, session)` whoever holds it (the unsafe rule
+    /// `SimConfig::take_over_unseen_claims` turns on).
+    pub fn force_claim(&mut self, player: usize, node: NodeRef, session: u64) {
+        self.claims.insert(player, (node, session));
+    }
+
+    /// Ends `player`'s claim if it is `(node, session)`.
+    pub fn release_player(&mut self, player: usize, node: NodeRef, session: u64) {
+        if self.claims.get(&player) == Some(&(node, session)) {
+            self.claims.remove(&player);
         }
     }
 

@@ -2,16 +2,17 @@
 //! nothing while it is down), the store, the network, the players, and the fault
 //! schedule; [`run`] drives it from a seed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
-use super::check::{Violation, check_owners};
+use super::check::{Violation, check_owners, check_single_entity};
 use super::net::{Endpoint, Net, NetFaults, Packet};
 use super::rng::SimRng;
-use super::store::SimStore;
+use super::store::{Claim, SimStore};
 use crate::Millis;
 use crate::admission::Admission;
 use crate::membership::Member;
@@ -49,6 +50,10 @@ pub struct SimConfig {
     /// Whether the store refuses to activate a zone whose holder's lease is live.
     /// Only turned off to show that the checker catches the resulting double owners.
     pub store_respects_leases: bool,
+    /// Nodes take a player's claim over when its holder is not in their view (a rule
+    /// the server must not use: a node cut off from them may still serve the player).
+    /// Only turned on to show that the checker catches the resulting double entities.
+    pub take_over_unseen_claims: bool,
     /// Start every node knowing every other (a cluster long up) instead of joining
     /// through the seeds; large clusters are measured this way.
     pub bootstrap: bool,
@@ -87,6 +92,7 @@ impl SimConfig {
             node: NodeConfig::default(),
             max_steps: 5_000_000,
             store_respects_leases: true,
+            take_over_unseen_claims: false,
             bootstrap: false,
             warm_zones: false,
             check_every_step: true,
@@ -167,6 +173,15 @@ impl fmt::Display for SimFailure {
 struct Run {
     core: NodeCore,
     swim: Swim,
+    /// Players in this run's worlds (by index), as the server's zones hold them.
+    entities: BTreeMap<usize, Entity>,
+}
+
+/// A player's entity on a node: in which zone, for which session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entity {
+    pub(super) zone: ZoneId,
+    pub(super) session: u64,
 }
 
 struct Slot {
@@ -197,6 +212,12 @@ struct Player {
 
 /// Redirects a player follows before starting over at a random node.
 const MAX_HOPS: u32 = 4;
+/// Chance, at each check while faults run, that a playing player moves to another
+/// zone (a crossing, or a login whose record names another zone); its old session
+/// stays open on its old node until that node is asked to end it.
+const MOVE_CHANCE: f64 = 0.1;
+/// How long a player whose session is still open elsewhere waits before asking again.
+const CLAIM_RETRY_MS: u64 = 200;
 /// How often a playing player checks that its node still serves it.
 const PLAY_CHECK_MS: u64 = 500;
 /// Slots every node announces itself to.
@@ -219,6 +240,7 @@ pub struct World {
     warmed: bool,
     next_check_at: Millis,
     report: SimReport,
+    next_session: u64,
 }
 
 impl fmt::Debug for World {
@@ -234,6 +256,13 @@ impl fmt::Debug for World {
 pub fn run(config: SimConfig) -> Result<SimReport, SimFailure> {
     let mut world = World::new(config);
     world.run()
+}
+
+/// Whether the run in `slot` has `node` in its view.
+fn run_sees(slot: &Slot, node: NodeRef) -> bool {
+    slot.run
+        .as_ref()
+        .is_some_and(|r| r.core.view().is_live(node))
 }
 
 fn node_id(slot: usize) -> u64 {
@@ -293,6 +322,7 @@ impl World {
             slots,
             store,
             net: Net::default(),
+            next_session: 0,
             players,
         }
     }
@@ -347,6 +377,11 @@ impl World {
             self.warm_all_zones();
             self.check()?;
         }
+        for slot in 0..self.slots.len() {
+            if self.drop_lost_entities(slot) {
+                self.check()?;
+            }
+        }
         for i in 0..self.players.len() {
             if self.step_player(i) {
                 self.check()?;
@@ -394,13 +429,19 @@ impl World {
             .slots
             .iter()
             .filter_map(|s| s.run.as_ref().map(|r| &r.core));
-        check_owners(self.now, cores, &self.store).map_err(|v| self.failure(v))
+        check_owners(self.now, cores, &self.store).map_err(|v| self.failure(v))?;
+        let runs = self
+            .slots
+            .iter()
+            .filter_map(|s| s.run.as_ref().map(|r| (&r.core, &r.entities)));
+        check_single_entity(self.now, runs).map_err(|v| self.failure(v))
     }
 
     fn failure(&self, violation: Violation) -> SimFailure {
         let mut zones = match &violation {
             Violation::TwoOwners { zone, .. } | Violation::NotTheHolder { zone, .. } => vec![*zone],
             Violation::Unserved { zones, .. } => zones.clone(),
+            Violation::TwoEntities { zones, .. } => zones.clone(),
             Violation::StepLimit => Vec::new(),
         };
         zones.sort_unstable();
@@ -615,9 +656,114 @@ impl World {
             let _ = swim.bootstrap(self.now, &everyone);
         }
         let core = NodeCore::new(me, self.config.node);
-        self.slots[slot].run = Some(Run { core, swim });
+        self.slots[slot].run = Some(Run {
+            core,
+            swim,
+            entities: BTreeMap::new(),
+        });
         self.flush(slot);
         true
+    }
+
+    /// Ends the entities of zones the run in `slot` no longer accepts inputs for (the
+    /// zone sends its players away) and releases their claims if the store answers;
+    /// returns whether any ended.
+    fn drop_lost_entities(&mut self, slot: usize) -> bool {
+        let now = self.now;
+        let store_reachable = !self.net.is_cut(Endpoint::Node(slot), Endpoint::Store);
+        let Some(run) = self.slots[slot].run.as_mut() else {
+            return false;
+        };
+        let lost: Vec<(usize, Entity)> = run
+            .entities
+            .iter()
+            .filter(|(_, e)| !run.core.accepts_inputs(now, e.zone))
+            .map(|(p, e)| (*p, *e))
+            .collect();
+        for (player, entity) in &lost {
+            run.entities.remove(player);
+            if store_reachable {
+                self.store
+                    .release_player(*player, run.core.me(), entity.session);
+            }
+        }
+        !lost.is_empty()
+    }
+
+    /// Lets player `i` into the run in `slot`, which serves its zone, once the store
+    /// grants it the player's claim; a session open on another live run is asked to
+    /// end first, and the player asks again shortly.
+    fn enter(&mut self, i: usize, slot: usize) -> PlayerState {
+        let now = self.now;
+        let retry = PlayerState::Asking {
+            slot,
+            at: now + CLAIM_RETRY_MS,
+            hops: 0,
+            redirected: false,
+        };
+        if self.net.is_cut(Endpoint::Node(slot), Endpoint::Store) {
+            return retry;
+        }
+        let Some(run) = self.slots[slot].run.as_ref() else {
+            return self.ask_anew(500);
+        };
+        let me = run.core.me();
+        self.next_session += 1;
+        let session = self.next_session;
+        match self.store.claim_player(now, i, me, session) {
+            Claim::Claimed => self.enter_claimed(i, slot, me, session),
+            Claim::HeldBy(holder, _)
+                if self.config.take_over_unseen_claims && !run_sees(&self.slots[slot], holder) =>
+            {
+                self.store.force_claim(i, me, session);
+                self.enter_claimed(i, slot, me, session)
+            }
+            Claim::HeldBy(holder, held) => {
+                self.end_session(slot, holder, i, held);
+                retry
+            }
+        }
+    }
+
+    /// Puts player `i`'s entity for `session` into the run in `slot`, whose claim it is.
+    fn enter_claimed(&mut self, i: usize, slot: usize, me: NodeRef, session: u64) -> PlayerState {
+        let zone = self.players[i].zone;
+        if let Some(run) = self.slots[slot].run.as_mut() {
+            run.entities.insert(i, Entity { zone, session });
+        }
+        PlayerState::Playing {
+            slot,
+            node: me,
+            check_at: self.now + PLAY_CHECK_MS,
+        }
+    }
+
+    /// The run in `from` asks run `holder` to end player `player`'s session `session`
+    /// (delivered at once unless the two are cut apart); the holder ends it and
+    /// releases the claim if the store answers it.
+    fn end_session(&mut self, from: usize, holder: NodeRef, player: usize, session: u64) {
+        let to = slot_of(holder, self.slots.len());
+        if self.net.is_cut(Endpoint::Node(from), Endpoint::Node(to)) {
+            return;
+        }
+        let store_reachable = !self.net.is_cut(Endpoint::Node(to), Endpoint::Store);
+        let Some(run) = self.slots[to]
+            .run
+            .as_mut()
+            .filter(|r| r.core.me() == holder)
+        else {
+            return;
+        };
+        if run
+            .entities
+            .get(&player)
+            .is_some_and(|e| e.session == session)
+        {
+            run.entities.remove(&player);
+        }
+        if store_reachable {
+            self.store.release_player(player, holder, session);
+        }
     }
 
     /// Moves player `i` if it is due; returns whether it did.
@@ -631,7 +777,7 @@ impl World {
                 hops,
                 redirected,
             } if at <= now => {
-                self.players[i].state = self.ask(slot, zone, hops, redirected);
+                self.players[i].state = self.ask(i, slot, zone, hops, redirected);
                 true
             }
             PlayerState::Playing {
@@ -643,7 +789,12 @@ impl World {
                     .run
                     .as_ref()
                     .is_some_and(|r| r.core.me() == node && r.core.accepts_inputs(now, zone));
-                self.players[i].state = if still {
+                let moves = still && !self.faults_stopped && self.rng.chance(MOVE_CHANCE);
+                self.players[i].state = if moves {
+                    self.players[i].zone =
+                        ZoneId(self.rng.index(self.config.n_zones as usize) as u32);
+                    self.ask_anew(0)
+                } else if still {
                     PlayerState::Playing {
                         slot,
                         node,
@@ -658,20 +809,22 @@ impl World {
         }
     }
 
-    fn ask(&mut self, slot: usize, zone: ZoneId, hops: u32, redirected: bool) -> PlayerState {
+    fn ask(
+        &mut self,
+        i: usize,
+        slot: usize,
+        zone: ZoneId,
+        hops: u32,
+        redirected: bool,
+    ) -> PlayerState {
         let now = self.now;
         let Some(run) = self.slots[slot].run.as_mut() else {
             return self.ask_anew(500);
         };
         let answer = run.core.admit(now, zone, redirected);
-        let me = run.core.me();
         self.flush(slot);
         match answer {
-            Admission::Welcome { .. } => PlayerState::Playing {
-                slot,
-                node: me,
-                check_at: now + PLAY_CHECK_MS,
-            },
+            Admission::Welcome { .. } => self.enter(i, slot),
             Admission::Redirect { to } if hops < MAX_HOPS => {
                 self.report.n_redirects += 1;
                 let slot = slot_of(to, self.slots.len());
