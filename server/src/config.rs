@@ -15,8 +15,8 @@
 //! calls [`ServeConfig::validate`].
 //!
 //! Errors are one line naming where the problem is and why, like a compiler's:
-//! `zonemesh.toml:7:14: cluster.membership: unknown variant `gossip`, expected `swim`
-//! or `static`` for the file, `world.tick_hz: must be 1..=240, got 0` for a value out
+//! `zonemesh.toml:7:14: cluster.membership: unknown variant `gossip`, expected one of
+//! `swim`, `static`, `table`` for the file, `world.tick_hz: must be 1..=240, got 0` for a value out
 //! of range (it may have come from the file, the environment or a flag), and
 //! `environment variable ZONEMESH_LISTEN: ...` for the environment. Secrets are never
 //! printed: neither the cluster secret nor a store URL, which may hold a password.
@@ -134,6 +134,9 @@ pub enum MembershipKind {
     Swim,
     /// A fixed list of every node, `peers`.
     Static,
+    /// A table in the store (PostgreSQL for a real cluster): each node writes
+    /// heartbeats and reads the live rows; no seeds or peers.
+    Table,
 }
 
 /// `[world]`: the world and its simulation; defaults as the `zonemesh dev` flags.
@@ -457,6 +460,7 @@ node_listen = "127.0.0.1:7433"
 secret_file = "cluster-secret.hex"
 # "swim": nodes announce themselves to `seeds` and learn the rest by gossip.
 # "static": every node is listed in `peers`.
+# "table": nodes write heartbeats to a table in the store and read it (one view).
 # membership = "swim"
 # Node endpoints (host:port) to announce to; empty only on the first node (swim).
 # seeds = []
@@ -664,6 +668,14 @@ fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
             ensure(!cluster.peers.is_empty(), "cluster.peers", || {
                 "membership = \"static\" needs every node's node endpoint (host:port), \
                  this one's included"
+                    .to_owned()
+            })?;
+        }
+        MembershipKind::Table => {
+            let lists = cluster.seeds.is_empty() && cluster.peers.is_empty();
+            ensure(lists, "cluster.membership", || {
+                "membership = \"table\" finds the nodes in the store; remove cluster.seeds \
+                 and cluster.peers"
                     .to_owned()
             })?;
         }
@@ -947,6 +959,18 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("./zonemesh-data"));
         assert_eq!(config.store, "embedded");
         assert_eq!(config.cluster.membership, MembershipKind::Swim);
+        let table = parse(&config_text("", "membership = \"table\"", "")).unwrap();
+        assert_eq!(table.cluster.membership, MembershipKind::Table);
+        table.validate().unwrap();
+        let err = validate_err(&config_text(
+            "",
+            "membership = \"table\"\nseeds = [\"127.0.0.1:7433\"]",
+            "",
+        ));
+        assert!(
+            err.starts_with("cluster.membership: membership = \"table\""),
+            "{err}"
+        );
         assert_eq!(config.world, WorldSection::default());
         assert_eq!(config.limits, LimitsSection::default());
         assert_eq!((config.tls, config.admin), (None, None));
@@ -1024,7 +1048,7 @@ mod tests {
         assert_eq!(
             membership,
             "zonemesh.toml:6:14: cluster.membership: unknown variant `gossip`, \
-             expected `swim` or `static`"
+             expected one of `swim`, `static`, `table`"
         );
         let tick = parse_err(&config_text("", "", "[world]\ntick_hz = \"fast\""));
         assert!(

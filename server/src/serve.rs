@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use zonemesh_cluster::membership::static_list::StaticConfig;
 use zonemesh_cluster::membership::swim::lan_config;
+use zonemesh_cluster::membership::table::TableConfig;
 use zonemesh_cluster::node::NodeConfig as ClusterNodeConfig;
 use zonemesh_shared::node::NodeRef;
 use zonemesh_store::{DEFAULT_SCHEMA, PostgresOptions};
@@ -117,6 +118,9 @@ fn membership(config: &ServeConfig) -> anyhow::Result<MembershipConfig> {
                 .resolve_peers()
                 .context("cannot resolve cluster.peers")?,
             config: StaticConfig::default(),
+        },
+        MembershipKind::Table => MembershipConfig::Table {
+            config: TableConfig::default(),
         },
     })
 }

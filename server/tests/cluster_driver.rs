@@ -5,6 +5,8 @@
 //! (embedded) store: a zone gets one holder, the other nodes redirect to it, and when
 //! its node stops the zone comes back on another node by itself, once.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::lease::LeaseConfig;
 use zonemesh_cluster::membership::static_list::StaticConfig;
 use zonemesh_cluster::membership::swim::lan_config;
+use zonemesh_cluster::membership::table::TableConfig;
 use zonemesh_cluster::msg::{StoreCall, StoreReply};
 use zonemesh_cluster::node::NodeConfig;
 use zonemesh_server::cluster::driver::{
@@ -154,6 +157,18 @@ fn start_on_store(
     seeds: Vec<SocketAddr>,
     store: &Arc<dyn Store>,
 ) -> (Cluster, Arc<Recorded>, tempfile::TempDir) {
+    let membership = MembershipConfig::Swim {
+        seeds,
+        config: lan_config(3),
+    };
+    start_with_membership(id, membership, store)
+}
+
+fn start_with_membership(
+    id: u64,
+    membership: MembershipConfig,
+    store: &Arc<dyn Store>,
+) -> (Cluster, Arc<Recorded>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let identity = load_or_create(dir.path()).expect("dev identity");
     let node = short_leases();
@@ -162,10 +177,7 @@ fn start_on_store(
         node_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         node_advertise: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], 41_000 + (id % 1_000) as u16)),
-        membership: MembershipConfig::Swim {
-            seeds,
-            config: lan_config(3),
-        },
+        membership,
         secret: SECRET.to_vec(),
         tls: identity.tls,
         node,
@@ -498,4 +510,67 @@ async fn a_static_member_list_is_marked_up_and_down_by_probes() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_membership_table_nodes_see_each_other_and_a_stopped_one_leaves() {
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(store_dir.path().join("zonemesh.redb")).expect("store"));
+    table_membership(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_too_the_membership_table_gives_one_view() {
+    let Ok(url) = std::env::var("ZONEMESH_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped on_postgres_too_the_membership_table_gives_one_view: ZONEMESH_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    // A schema of its own: the table is the whole cluster's view.
+    let schema = format!("zm_members_{:08x}", rand::random::<u32>());
+    let options = zonemesh_store::PostgresOptions {
+        schema: schema.clone(),
+        ..zonemesh_store::PostgresOptions::default()
+    };
+    let store = zonemesh_store::open_store_with(&url, std::path::Path::new("."), options)
+        .await
+        .expect("postgres");
+    table_membership(&store).await;
+    drop(store);
+    common::drop_postgres_schema(&url, &schema).await;
+}
+
+/// Three nodes on `store` with the membership table: one view, and a stopped node
+/// removes its row and leaves the others' views.
+async fn table_membership(store: &Arc<dyn Store>) {
+    let table = || MembershipConfig::Table {
+        config: TableConfig {
+            heartbeat_every_ms: 200,
+            row_ttl_ms: 1_000,
+            read_every_ms: 200,
+            call_timeout_ms: 1_000,
+        },
+    };
+    let first = rand::random::<u64>() >> 8;
+    let (a, _a_events, _a_dir) = start_with_membership(first, table(), store);
+    let (b, _b_events, _b_dir) = start_with_membership(first + 1, table(), store);
+    let (c, _c_events, _c_dir) = start_with_membership(first + 2, table(), store);
+    until("every node sees three members from the table", || {
+        [&a, &b, &c].iter().all(|n| n.members().len() == 3)
+    })
+    .await;
+    // One view: the same members everywhere, with the addresses each node published.
+    let b_in_a = a.live_member(b.me()).expect("b is in a's view");
+    assert_eq!(b_in_a.addr, b.node_addr().expect("bound"));
+    c.stop().await;
+    until("the stopped node left the table and the views", || {
+        a.members().len() == 2 && b.members().len() == 2
+    })
+    .await;
+    let rows = store.member_table().await.expect("table readable");
+    assert_eq!(rows.members.len(), 2, "the leaving node removed its row");
+    a.stop().await;
+    b.stop().await;
 }

@@ -10,6 +10,8 @@
 //! Runs when `ZONEMESH_TEST_POSTGRES_URL` is set (as `.ci/run` sets it), in a schema
 //! of its own that it drops at the end.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -395,17 +397,6 @@ async fn check_one_owner_per_epoch(store: &dyn Store, logs: &[(String, PathBuf)]
     }
 }
 
-async fn drop_schema(url: &str, schema: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .expect("schema dropped");
-}
-
 #[test]
 fn three_serve_processes_on_postgres_survive_a_sigkill() {
     let Ok(url) = std::env::var("ZONEMESH_TEST_POSTGRES_URL") else {
@@ -477,6 +468,6 @@ fn three_serve_processes_on_postgres_survive_a_sigkill() {
         check_no_acknowledged_action_lost(&store, &players).await;
         check_one_owner_per_epoch(&store, &logs, &lost).await;
         drop(store);
-        drop_schema(&url, &schema).await;
+        common::drop_postgres_schema(&url, &schema).await;
     });
 }

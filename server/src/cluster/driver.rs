@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::membership::static_list::{Probe, StaticConfig, StaticMembership};
 use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
+use zonemesh_cluster::membership::table::{TableCall, TableConfig, TableMembership};
 use zonemesh_cluster::membership::{Member, MembershipEvent};
 use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
@@ -46,6 +47,42 @@ pub trait StoreCalls: Send + Sync + 'static {
         node: NodeRef,
         call: StoreCall,
     ) -> Pin<Box<dyn Future<Output = StoreReply> + Send>>;
+
+    /// Makes a membership-table call for member `me` (the table provider,
+    /// [`MembershipConfig::Table`]); failures come back as the failed reply of the
+    /// call (see [`TableReply`]). Store calls without a membership table answer every
+    /// call as failed, so a table-provider node over them sees only itself.
+    fn table_call(
+        &self,
+        me: Member,
+        call: TableCall,
+    ) -> Pin<Box<dyn Future<Output = TableReply> + Send>> {
+        let _ = me;
+        Box::pin(async move { TableReply::failed(call) })
+    }
+}
+
+/// The answer to a [`TableCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableReply {
+    /// The heartbeat was written (`Some(true)`), refused for a newer run of the node
+    /// id (`Some(false)`), or failed (`None`).
+    Heartbeat(Option<bool>),
+    /// The table's generation and live members, or `None` when the read failed.
+    Table(Option<(u64, Vec<Member>)>),
+    /// The leave was made (or failed: the row then runs out by itself).
+    Left,
+}
+
+impl TableReply {
+    /// The reply of a call that failed.
+    pub fn failed(call: TableCall) -> Self {
+        match call {
+            TableCall::Heartbeat { .. } => Self::Heartbeat(None),
+            TableCall::Read => Self::Table(None),
+            TableCall::Leave => Self::Left,
+        }
+    }
 }
 
 /// What the zone runtime hears from the cluster. Called on the driver task: must not
@@ -101,12 +138,18 @@ pub enum MembershipConfig {
         /// Probe timing.
         config: StaticConfig,
     },
+    /// A table in the store: each node writes heartbeats and reads the live rows.
+    Table {
+        /// Heartbeat and read timing.
+        config: TableConfig,
+    },
 }
 
 /// The running membership provider.
 enum Provider {
     Swim(Box<Swim>),
     Static(StaticMembership),
+    Table(TableMembership),
 }
 
 impl Provider {
@@ -121,6 +164,7 @@ impl Provider {
             MembershipConfig::Static { peers, config } => {
                 Provider::Static(StaticMembership::new(me.addr, &peers, config))
             }
+            MembershipConfig::Table { config } => Provider::Table(TableMembership::new(me, config)),
         })
     }
 
@@ -128,6 +172,7 @@ impl Provider {
         match self {
             Provider::Swim(swim) => swim.poll_timeout(),
             Provider::Static(fixed) => fixed.poll_timeout(),
+            Provider::Table(table) => table.poll_timeout(),
         }
     }
 
@@ -135,6 +180,7 @@ impl Provider {
         match self {
             Provider::Swim(swim) => swim.handle_timeout(now),
             Provider::Static(fixed) => fixed.handle_timeout(now),
+            Provider::Table(table) => table.handle_timeout(now),
         }
     }
 
@@ -142,6 +188,7 @@ impl Provider {
         match self {
             Provider::Swim(swim) => swim.poll_event(),
             Provider::Static(fixed) => fixed.poll_event(),
+            Provider::Table(table) => table.poll_event(),
         }
     }
 
@@ -158,6 +205,8 @@ impl Provider {
                     transport.send(addr, &NodePacket::Probe(Bytes::from(probe.encode())));
                 }
             }
+            // Its calls go to the store, not the network (`Driver::flush_table`).
+            Provider::Table(_) => {}
         }
     }
 }
@@ -236,6 +285,7 @@ impl Cluster {
             store,
             events,
             calls: JoinSet::new(),
+            table_calls: JoinSet::new(),
         };
         let task = tokio::spawn(driver.run(inbox));
         Ok(Self {
@@ -381,6 +431,8 @@ struct Driver {
     store: Arc<dyn StoreCalls>,
     events: Arc<dyn ClusterEvents>,
     calls: JoinSet<StoreReply>,
+    /// The table provider's store calls (at most three at once: heartbeat, read, leave).
+    table_calls: JoinSet<TableReply>,
 }
 
 impl Driver {
@@ -400,16 +452,55 @@ impl Driver {
                         self.shared.core().handle_store_reply(now, reply);
                     }
                 }
+                Some(Ok(reply)) = self.table_calls.join_next() => self.handle_table_reply(reply),
                 () = self.shared.wake.notified() => {}
                 () = tokio::time::sleep_until(deadline) => self.fire_timers(),
             }
         }
         self.finish_calls().await;
-        if let Provider::Swim(swim) = &mut self.membership {
+        match &mut self.membership {
             // Leaving fails only for an oversized packet, which a leave is not.
-            let _ = swim.leave(self.shared.now());
+            Provider::Swim(swim) => {
+                let _ = swim.leave(self.shared.now());
+            }
+            Provider::Table(table) => table.leave(),
+            Provider::Static(_) => {}
         }
         self.flush();
+        self.finish_table_calls().await;
+    }
+
+    /// Hands a membership-table answer to the table provider.
+    fn handle_table_reply(&mut self, reply: TableReply) {
+        let Provider::Table(table) = &mut self.membership else {
+            return;
+        };
+        match reply {
+            TableReply::Heartbeat(written) => table.handle_heartbeat(written),
+            TableReply::Table(rows) => table.handle_table(rows),
+            TableReply::Left => {}
+        }
+    }
+
+    /// Starts the table provider's store calls.
+    fn flush_table(&mut self) {
+        let Provider::Table(table) = &mut self.membership else {
+            return;
+        };
+        let me = table.me();
+        while let Some(call) = table.poll_call() {
+            self.table_calls.spawn(self.store.table_call(me, call));
+        }
+    }
+
+    /// Waits (within [`STOP_CALLS_WAIT`]) for the table calls in flight: the leave,
+    /// above all, so the others drop this node at their next read.
+    async fn finish_table_calls(&mut self) {
+        let deadline = tokio::time::Instant::now() + STOP_CALLS_WAIT;
+        while let Ok(Some(_)) =
+            tokio::time::timeout_at(deadline, self.table_calls.join_next()).await
+        {}
+        self.table_calls.abort_all();
     }
 
     /// Carries out the store calls queued or in flight (zone releases on shutdown),
@@ -516,6 +607,7 @@ impl Driver {
     /// Moves every output: membership events into the core, gossip and messages onto
     /// the transport, store calls onto tasks, events to the runtime.
     fn flush(&mut self) {
+        self.flush_table();
         let now = self.shared.now();
         let events: Vec<_> = std::iter::from_fn(|| self.membership.poll_event()).collect();
         let mut core = self.shared.core();

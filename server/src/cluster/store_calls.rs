@@ -11,9 +11,11 @@ use std::time::Duration;
 use zonemesh_cluster::ZoneId;
 use zonemesh_cluster::msg::{LeaseGrant, StoreCall, StoreReply};
 use zonemesh_shared::node::NodeRef;
-use zonemesh_store::{Activation, LeasedActivation, NodeRun, Store};
+use zonemesh_store::{Activation, LeasedActivation, MemberRow, NodeRun, Store};
 
-use super::driver::StoreCalls;
+use super::driver::{StoreCalls, TableReply};
+use zonemesh_cluster::membership::Member;
+use zonemesh_cluster::membership::table::TableCall;
 
 /// Activations kept for the runtime at most; past it the state is not kept and the
 /// runtime reads it from the store when it loads the zone.
@@ -63,6 +65,21 @@ fn node_ref(run: NodeRun) -> NodeRef {
 }
 
 impl StoreCalls for StoreAdapter {
+    fn table_call(
+        &self,
+        me: Member,
+        call: TableCall,
+    ) -> Pin<Box<dyn Future<Output = TableReply> + Send>> {
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            let reply = table_call(store.as_ref(), me, call).await;
+            reply.unwrap_or_else(|e| {
+                tracing::warn!(?call, "membership table call failed: {e}");
+                TableReply::failed(call)
+            })
+        })
+    }
+
     fn call(
         &self,
         node: NodeRef,
@@ -77,6 +94,53 @@ impl StoreCalls for StoreAdapter {
             })
         })
     }
+}
+
+/// Carries out a membership-table call on the store.
+async fn table_call(
+    store: &dyn Store,
+    me: Member,
+    call: TableCall,
+) -> Result<TableReply, zonemesh_store::StoreError> {
+    Ok(match call {
+        TableCall::Heartbeat { ttl_ms } => {
+            let row = MemberRow {
+                run: store_run(me.node),
+                node_addr: me.addr.to_string(),
+                client_addr: me.client_addr.to_string(),
+            };
+            let written = store
+                .heartbeat_member(&row, Duration::from_millis(ttl_ms))
+                .await?;
+            TableReply::Heartbeat(Some(written))
+        }
+        TableCall::Read => {
+            let table = store.member_table().await?;
+            let members = table.members.iter().filter_map(member_of).collect();
+            TableReply::Table(Some((table.generation, members)))
+        }
+        TableCall::Leave => {
+            store.leave_member(store_run(me.node)).await?;
+            TableReply::Left
+        }
+    })
+}
+
+/// A table row as a member; a row whose addresses do not parse (written by something
+/// else than a node) is left out.
+fn member_of(row: &MemberRow) -> Option<Member> {
+    let (Ok(addr), Ok(client_addr)) = (row.node_addr.parse(), row.client_addr.parse()) else {
+        tracing::warn!(
+            node = row.run.id,
+            "membership row with unreadable addresses ignored"
+        );
+        return None;
+    };
+    Some(Member {
+        node: node_ref(row.run),
+        addr,
+        client_addr,
+    })
 }
 
 impl StoreAdapter {

@@ -21,13 +21,21 @@
 //! claims stay until whoever next needs the player takes them over, so no sweep is
 //! needed.
 //!
+//! The membership table is one consistent view of a cluster's nodes, for deployments
+//! that want it instead of gossip: each run heartbeats its row (its addresses and an
+//! expiry by the store's clock), one row per node id, where a newer incarnation
+//! replaces an older one and an older one is refused, as leases refuse superseded
+//! runs. A generation counter is bumped by every join (a run's row appearing in the
+//! live view: new, replacing another incarnation, back after it ran out, or with new
+//! addresses) and every leave, so a reader tells a new view from the same one.
+//!
 //! Keeping the rules here, free of IO, is what makes the two backends agree: each only
 //! reads the rows, asks these functions, and writes what they decided.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::limits::{MAX_STORED_U64, MAX_ZONES_PER_HOLDER_READ};
+use crate::limits::{MAX_MEMBERS_PER_READ, MAX_STORED_U64, MAX_ZONES_PER_HOLDER_READ};
 use crate::types::{Activation, ZoneRecord};
 use crate::{StoreError, fence};
 
@@ -163,6 +171,119 @@ pub(crate) fn decide_claim(
 /// session, so a late release of a replaced or taken-over session frees nothing.
 pub(crate) fn may_release_claim(row: &ClaimRow, node: NodeRun, session: u64) -> bool {
     row.run == node && row.session == session
+}
+
+/// A node's row in the membership table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    /// The node run.
+    pub run: NodeRun,
+    /// Where its node-to-node endpoint is reached (`SocketAddr` text, at most
+    /// [`MAX_ADDR_BYTES`](crate::limits::MAX_ADDR_BYTES) bytes).
+    pub node_addr: String,
+    /// Where its players connect (`SocketAddr` text, at most
+    /// [`MAX_ADDR_BYTES`](crate::limits::MAX_ADDR_BYTES) bytes).
+    pub client_addr: String,
+}
+
+/// The live rows and the table's generation (the answer to
+/// [`Store::member_table`](crate::Store::member_table)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberTable {
+    /// Bumped whenever a run joins (a new run's first heartbeat, which also replaces an
+    /// older incarnation of the same node id) or leaves; unchanged by plain heartbeats.
+    /// Lets a reader tell a new view from the same one. A run whose row had run out
+    /// (and so was not listed) joins again with its next heartbeat, and a heartbeat
+    /// that changes a run's addresses also bumps it. A row running out is no write and
+    /// bumps nothing: a reader comparing views also compares the rows.
+    pub generation: u64,
+    /// Rows whose heartbeat has not run out by the store's clock, ordered by node id
+    /// (as `u64`), at most [`MAX_MEMBERS_PER_READ`](crate::limits::MAX_MEMBERS_PER_READ).
+    pub members: Vec<MemberRow>,
+}
+
+impl MemberTable {
+    /// The answer from the live rows a backend read, in any order and one past the
+    /// limit at most (that one only tells "over the limit" from "exactly at it", and
+    /// makes the read an error).
+    pub(crate) fn bounded(
+        generation: u64,
+        mut members: Vec<MemberRow>,
+    ) -> Result<Self, StoreError> {
+        if members.len() > MAX_MEMBERS_PER_READ {
+            return Err(StoreError::too_large(
+                "live members per read",
+                members.len(),
+                MAX_MEMBERS_PER_READ,
+            ));
+        }
+        members.sort_unstable_by_key(|row| row.run.id);
+        Ok(Self {
+            generation,
+            members,
+        })
+    }
+}
+
+/// A node id's membership row as stored: the row and when its heartbeat runs out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredMember {
+    pub(crate) row: MemberRow,
+    /// Store time the row runs out at (exclusive, like a lease's expiry).
+    pub(crate) expires_unix_ms: u64,
+}
+
+impl StoredMember {
+    /// Whether the row is live (listed) at store time `now_ms`.
+    pub(crate) fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_unix_ms > now_ms
+    }
+}
+
+/// What a membership heartbeat does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heartbeat {
+    /// The node id's row is a newer incarnation's: nothing written.
+    Superseded,
+    /// Write the row to run out at `expires_unix_ms`; bump the generation when
+    /// `joins`.
+    Write { expires_unix_ms: u64, joins: bool },
+}
+
+/// The heartbeat rule for `row` lasting `ttl_ms` from store time `now_ms`; `current`
+/// is the node id's stored row. The heartbeat joins (bumps the generation) unless it
+/// only extends the same run's live row with the same addresses.
+pub(crate) fn heartbeat(
+    now_ms: u64,
+    row: &MemberRow,
+    current: Option<&StoredMember>,
+    ttl_ms: u64,
+) -> Result<Heartbeat, StoreError> {
+    if current.is_some_and(|stored| stored.row.run.incarnation > row.run.incarnation) {
+        return Ok(Heartbeat::Superseded);
+    }
+    let expires_unix_ms = now_ms
+        .checked_add(ttl_ms)
+        .filter(|expires| *expires <= MAX_STORED_U64)
+        .ok_or_else(|| StoreError::Clock(format!("member expiry past {MAX_STORED_U64} ms")))?;
+    let plain = current.is_some_and(|stored| stored.is_live(now_ms) && stored.row == *row);
+    Ok(Heartbeat::Write {
+        expires_unix_ms,
+        joins: !plain,
+    })
+}
+
+/// Whether a leave by `run` removes the node id's row `stored`: only that exact run's.
+pub(crate) fn may_leave(stored: &StoredMember, run: NodeRun) -> bool {
+    stored.row.run == run
+}
+
+/// The membership generation after a bump of `current`.
+pub(crate) fn next_member_generation(current: u64) -> Result<u64, StoreError> {
+    current
+        .checked_add(1)
+        .filter(|next| *next <= MAX_STORED_U64)
+        .ok_or_else(|| StoreError::Corrupt(format!("member generation {current} cannot grow")))
 }
 
 /// A run's lease as stored.
@@ -588,6 +709,108 @@ mod tests {
         assert!(may_release_claim(&row, A, 9));
         assert!(!may_release_claim(&row, A, 8));
         assert!(!may_release_claim(&row, B, 9));
+    }
+
+    fn member(run: NodeRun, node_addr: &str) -> MemberRow {
+        MemberRow {
+            run,
+            node_addr: node_addr.into(),
+            client_addr: "127.0.0.1:7000".into(),
+        }
+    }
+
+    fn stored(row: MemberRow, expires_unix_ms: u64) -> StoredMember {
+        StoredMember {
+            row,
+            expires_unix_ms,
+        }
+    }
+
+    #[test]
+    fn only_a_plain_heartbeat_of_a_live_row_keeps_the_generation() {
+        let row = member(A, "10.0.0.1:9000");
+        let write = |expires_unix_ms, joins| {
+            Some(Heartbeat::Write {
+                expires_unix_ms,
+                joins,
+            })
+        };
+        assert_eq!(heartbeat(100, &row, None, 50).ok(), write(150, true));
+        let live = stored(row.clone(), 101);
+        assert_eq!(
+            heartbeat(100, &row, Some(&live), 50).ok(),
+            write(150, false)
+        );
+        // Expiry is exclusive: at it the row has run out, and coming back is a join.
+        let lapsed = stored(row.clone(), 100);
+        assert_eq!(
+            heartbeat(100, &row, Some(&lapsed), 50).ok(),
+            write(150, true)
+        );
+        let moved = member(A, "10.0.0.2:9000");
+        assert_eq!(
+            heartbeat(100, &moved, Some(&live), 50).ok(),
+            write(150, true)
+        );
+        let older = stored(member(NodeRun::new(A.id, 1), "10.0.0.1:9000"), 500);
+        assert_eq!(
+            heartbeat(100, &row, Some(&older), 50).ok(),
+            write(150, true)
+        );
+    }
+
+    #[test]
+    fn an_older_incarnation_than_the_rows_is_refused_even_after_it_ran_out() {
+        let newer = stored(member(NodeRun::new(A.id, 3), "10.0.0.1:9000"), 0);
+        let row = member(A, "10.0.0.1:9000");
+        assert_eq!(
+            heartbeat(100, &row, Some(&newer), 50).ok(),
+            Some(Heartbeat::Superseded)
+        );
+        assert!(may_leave(&newer, NodeRun::new(A.id, 3)));
+        assert!(!may_leave(&newer, A));
+        assert!(!may_leave(&newer, NodeRun::new(B.id, 3)));
+    }
+
+    #[test]
+    fn member_expiries_and_generations_stay_in_the_stored_range() {
+        let row = member(A, "10.0.0.1:9000");
+        let result = heartbeat(MAX_STORED_U64, &row, None, 1);
+        assert!(matches!(result, Err(StoreError::Clock(_))), "{result:?}");
+        assert_eq!(next_member_generation(7).ok(), Some(8));
+        let result = next_member_generation(MAX_STORED_U64);
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    }
+
+    #[test]
+    fn member_tables_are_sorted_by_unsigned_id_and_bounded() {
+        let ids = [u64::MAX, 1, 1 << 63, 5];
+        let rows = ids.map(|id| member(NodeRun::new(id, 1), "10.0.0.1:9000"));
+        let table = MemberTable::bounded(4, rows.to_vec()).expect("within the limit");
+        let sorted: Vec<u64> = table.members.iter().map(|row| row.run.id).collect();
+        assert_eq!(sorted, [1, 5, 1 << 63, u64::MAX]);
+        assert_eq!(table.generation, 4);
+        let id = |i: usize| u64::try_from(i).expect("fits");
+        let many: Vec<MemberRow> = (0..=MAX_MEMBERS_PER_READ)
+            .map(|i| member(NodeRun::new(id(i), 1), "10.0.0.1:9000"))
+            .collect();
+        let over = MemberTable::bounded(0, many.clone());
+        assert!(
+            matches!(
+                over,
+                Err(StoreError::TooLarge {
+                    what: "live members per read",
+                    size: 10_001,
+                    max: 10_000
+                })
+            ),
+            "{over:?}"
+        );
+        let exact = MemberTable::bounded(0, many[..MAX_MEMBERS_PER_READ].to_vec());
+        assert_eq!(
+            exact.map(|t| t.members.len()).ok(),
+            Some(MAX_MEMBERS_PER_READ)
+        );
     }
 
     #[test]

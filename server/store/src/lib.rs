@@ -13,7 +13,9 @@
 //! ([`Store::renew_lease`], [`Store::activate_zone_leased`]): a zone is granted only
 //! when no other run holds it under a live lease, decided by the store's own clock.
 //! Player claims ([`Store::claim_player`]) keep one session per player across the
-//! cluster.
+//! cluster. The membership table ([`Store::heartbeat_member`], [`Store::member_table`])
+//! is one consistent view of a cluster's nodes with a generation, for deployments that
+//! want it instead of gossip.
 //!
 //! Backends:
 //! - [`RedbStore`]: the embedded default, one redb file in the data directory;
@@ -38,7 +40,9 @@ mod spec;
 mod store;
 mod types;
 
-pub use cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
+pub use cluster::{
+    HeldZones, LeaseGrant, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim,
+};
 pub use embedded::{RedbOptions, RedbStore};
 pub use error::{BoxError, StoreError};
 pub use postgres::{DEFAULT_SCHEMA, MAX_POOL_SIZE, PostgresOptions, PostgresStore};

@@ -3,9 +3,11 @@
 //! reaches a transaction.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::StoreError;
+use crate::cluster::MemberRow;
 use crate::types::{Checkpoint, DurableAction, PlayerRecord, ZoneSnapshot};
 
 /// Most player records in one `checkpoint` or `save_players` call.
@@ -34,6 +36,13 @@ pub const MAX_LEASE_MS: u64 = 60 * 60 * 1000;
 /// each one it activates elsewhere leaves the list, so asking again makes progress,
 /// where an error would block the failover of a large node for good.
 pub const MAX_ZONES_PER_HOLDER_READ: usize = 10_000;
+/// Most live rows [`Store::member_table`](crate::Store::member_table) returns; a table
+/// with more is [`StoreError::TooLarge`] (a cluster that size is far past what one
+/// consistent table serves).
+pub const MAX_MEMBERS_PER_READ: usize = 10_000;
+/// Longest address text of a membership row, in bytes: the longest `SocketAddr` text
+/// (`[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535`) fits exactly.
+pub const MAX_ADDR_BYTES: usize = 64;
 
 /// Largest value of the timestamps, ticks and player record versions the store keeps.
 /// PostgreSQL has no unsigned 64-bit integer, so every backend caps them at
@@ -65,6 +74,33 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Checks an address of a membership row: non-empty, at most [`MAX_ADDR_BYTES`], and a
+/// `SocketAddr` as Rust parses it (so every backend stores the same texts). Every
+/// failure is [`StoreError::InvalidInput`].
+pub fn validate_addr(what: &'static str, addr: &str) -> Result<(), StoreError> {
+    if addr.is_empty() {
+        return Err(StoreError::InvalidInput(format!("{what} is empty")));
+    }
+    if addr.len() > MAX_ADDR_BYTES {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} is {} bytes, over {MAX_ADDR_BYTES}",
+            addr.len()
+        )));
+    }
+    if addr.parse::<SocketAddr>().is_err() {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} {addr:?} is not an IP address and port"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks both addresses of a membership row.
+pub fn validate_member(row: &MemberRow) -> Result<(), StoreError> {
+    validate_addr("node address", &row.node_addr)?;
+    validate_addr("client address", &row.client_addr)
 }
 
 /// Checks a lease duration and returns it in whole milliseconds (fractions are cut):
@@ -348,6 +384,46 @@ mod tests {
         assert!(matches!(
             validate_lease(Duration::MAX),
             Err(StoreError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn addresses_are_bounded_socket_addrs() {
+        let longest = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535";
+        assert_eq!(longest.len(), MAX_ADDR_BYTES);
+        for good in ["127.0.0.1:7000", "[::1]:0", "0.0.0.0:65535", longest] {
+            assert!(validate_addr("a", good).is_ok(), "{good}");
+        }
+        // A valid address padded past the limit (leading zeros in the port) is refused
+        // for its length alone.
+        let padded = format!("127.0.0.1:{}7000", "0".repeat(MAX_ADDR_BYTES));
+        for bad in [
+            "",
+            "localhost:7000",
+            "127.0.0.1",
+            "127.0.0.1:70000",
+            " 127.0.0.1:7000",
+            "127.0.0.1:7000\n",
+            padded.as_str(),
+        ] {
+            assert!(
+                matches!(validate_addr("a", bad), Err(StoreError::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+        let row = MemberRow {
+            run: crate::NodeRun::new(1, 1),
+            node_addr: "10.0.0.1:9000".into(),
+            client_addr: "10.0.0.1:7000".into(),
+        };
+        assert!(validate_member(&row).is_ok());
+        let bad_client = MemberRow {
+            client_addr: "10.0.0.1".into(),
+            ..row
+        };
+        assert!(matches!(
+            validate_member(&bad_client),
+            Err(StoreError::InvalidInput(message)) if message.contains("client address")
         ));
     }
 

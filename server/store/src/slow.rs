@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
+use crate::cluster::{
+    HeldZones, LeaseGrant, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim,
+};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -152,6 +154,18 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         self.delayed(move || self.inner.player_claim(player))
     }
 
+    fn heartbeat_member<'a>(&'a self, row: &'a MemberRow, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.delayed(move || self.inner.heartbeat_member(row, ttl))
+    }
+
+    fn member_table(&self) -> StoreFuture<'_, MemberTable> {
+        self.delayed(move || self.inner.member_table())
+    }
+
+    fn leave_member(&self, run: NodeRun) -> StoreFuture<'_, bool> {
+        self.delayed(move || self.inner.leave_member(run))
+    }
+
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }
@@ -199,6 +213,29 @@ mod tests {
             stats.n_claim_reads,
         );
         assert_eq!(claim_calls, (1, 1, 1));
+        let row = MemberRow {
+            run,
+            node_addr: "127.0.0.1:9000".into(),
+            client_addr: "127.0.0.1:7000".into(),
+        };
+        let started = Instant::now();
+        let written = slow.heartbeat_member(&row, Duration::from_secs(5)).await;
+        assert!(started.elapsed() >= delay);
+        assert_eq!(written.ok(), Some(true));
+        let started = Instant::now();
+        let table = slow.member_table().await.expect("member table");
+        assert!(started.elapsed() >= delay);
+        assert_eq!((table.generation, table.members), (1, vec![row]));
+        let started = Instant::now();
+        assert_eq!(slow.leave_member(run).await.ok(), Some(true));
+        assert!(started.elapsed() >= delay);
+        let stats = slow.stats();
+        let member_calls = (
+            stats.n_member_heartbeats,
+            stats.n_member_reads,
+            stats.n_member_leaves,
+        );
+        assert_eq!(member_calls, (1, 1, 1));
         assert_eq!(slow.stats(), inner.stats());
         assert_eq!(slow.backend(), "redb");
         // The wrapper also takes the trait object the server holds.

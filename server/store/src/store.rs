@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::StoreError;
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
+use crate::cluster::{
+    HeldZones, LeaseGrant, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim,
+};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
 };
@@ -88,6 +90,26 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   holder's node id locked against renewals while its lease is read), so of racing
 ///   claimants for an unclaimed player exactly one gets [`PlayerClaim::Claimed`] (the
 ///   others are refused while the winner's lease is live).
+///
+/// The membership table (one consistent view of a cluster's nodes, for deployments
+/// that want it instead of gossip):
+/// - Each node id has at most one row: a run, its two addresses and when its heartbeat
+///   runs out. [`heartbeat_member`](Self::heartbeat_member) writes the row to run out
+///   at the store's now + ttl; a newer incarnation replaces an older one's row, and an
+///   older incarnation than the row's is refused (`false`, nothing written), as leases
+///   refuse superseded runs. The comparison is with the row only: once the newest
+///   incarnation left (its row removed), any incarnation may join again.
+/// - [`member_table`](Self::member_table) lists the rows live at the store's now and
+///   the generation, from one consistent snapshot. The generation is bumped by every
+///   join (a run's row appearing in the view: a new node id, a newer incarnation, a
+///   run back after its row ran out, or new addresses) and every
+///   [`leave_member`](Self::leave_member) that removed a row; a plain heartbeat leaves
+///   it alone. A row running out bumps nothing (nothing is written then).
+/// - Each heartbeat and leave is one atomic step (redb: one write transaction;
+///   PostgreSQL: one transaction holding the node id's row locked, then the generation
+///   row), so concurrent joins of different nodes each bump the generation once and
+///   none is lost. Rows never heartbeat again stay (not listed) until their node id's
+///   next heartbeat or leave: there is no sweep.
 ///
 /// The cluster operations are part of this trait, not a second one, because every
 /// backend must carry them (there is no partial backend) and the server holds one
@@ -205,6 +227,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// names.
     fn player_claim<'a>(&'a self, player: &'a str) -> StoreFuture<'a, Option<(NodeRun, u64)>>;
 
+    /// Records a heartbeat of `row.run`: its row lives until `ttl` (1 ms to
+    /// [`MAX_LEASE_MS`](crate::limits::MAX_LEASE_MS), whole milliseconds, checked like
+    /// a lease duration) after the store's now. A newer incarnation of the node id
+    /// replaces the row of an older one; a heartbeat of an older incarnation than the
+    /// row's is refused (returns false, writes nothing), as leases refuse superseded
+    /// runs. Returns whether the row was written. Both addresses must be `SocketAddr`
+    /// text of at most [`MAX_ADDR_BYTES`](crate::limits::MAX_ADDR_BYTES) (otherwise
+    /// [`StoreError::InvalidInput`], before any IO). See [`MemberTable::generation`]
+    /// for when it bumps the generation.
+    fn heartbeat_member<'a>(&'a self, row: &'a MemberRow, ttl: Duration) -> StoreFuture<'a, bool>;
+
+    /// The live rows (heartbeat not run out at the store's now), ordered by node id,
+    /// and the generation, read together. More than
+    /// [`MAX_MEMBERS_PER_READ`](crate::limits::MAX_MEMBERS_PER_READ) live rows is
+    /// [`StoreError::TooLarge`].
+    fn member_table(&self) -> StoreFuture<'_, MemberTable>;
+
+    /// Removes `run`'s row if it is that exact run (a node leaving cleanly); returns
+    /// whether it did. Bumps the generation when it did (also for a row that had
+    /// already run out).
+    fn leave_member(&self, run: NodeRun) -> StoreFuture<'_, bool>;
+
     /// A snapshot of how many operations of each kind this handle has been asked to do.
     fn stats(&self) -> StoreStats;
 }
@@ -245,6 +289,12 @@ pub struct StoreStats {
     pub n_player_releases: u64,
     /// `player_claim` calls.
     pub n_claim_reads: u64,
+    /// `heartbeat_member` calls.
+    pub n_member_heartbeats: u64,
+    /// `member_table` calls.
+    pub n_member_reads: u64,
+    /// `leave_member` calls.
+    pub n_member_leaves: u64,
     /// Writes rejected by fencing (`StaleEpoch` or `EpochNotGranted`).
     pub n_fencing_rejections: u64,
     /// Player records skipped because the store held an equal or newer version (each
@@ -273,10 +323,13 @@ pub(crate) enum Op {
     ClaimPlayer,
     ReleasePlayer,
     PlayerClaim,
+    HeartbeatMember,
+    MemberTable,
+    LeaveMember,
 }
 
 /// One counter per [`Op`]; the last variant fixes the count.
-const N_OPS: usize = Op::PlayerClaim as usize + 1;
+const N_OPS: usize = Op::LeaveMember as usize + 1;
 
 /// Lock-free counters behind [`Store::stats`], one set per store handle.
 #[derive(Debug, Default)]
@@ -345,6 +398,9 @@ impl Counters {
             n_player_claims: calls(Op::ClaimPlayer),
             n_player_releases: calls(Op::ReleasePlayer),
             n_claim_reads: calls(Op::PlayerClaim),
+            n_member_heartbeats: calls(Op::HeartbeatMember),
+            n_member_reads: calls(Op::MemberTable),
+            n_member_leaves: calls(Op::LeaveMember),
             n_fencing_rejections: self.fencing_rejections.load(Ordering::Relaxed),
             n_stale_player_records: self.stale_player_records.load(Ordering::Relaxed),
             n_errors: self.errors.load(Ordering::Relaxed),
@@ -384,6 +440,12 @@ mod tests {
         assert_eq!(stats.n_errors, 1);
         assert_eq!(stats.n_activations, 0);
         assert_eq!(stats.n_stale_player_records, 0);
+        // The last kind has its own counter too.
+        let left = counters.counted(Op::LeaveMember, async { Ok(()) }).await;
+        assert!(left.is_ok());
+        let stats = counters.snapshot();
+        assert_eq!(stats.n_member_leaves, 1);
+        assert_eq!((stats.n_member_heartbeats, stats.n_member_reads), (0, 0));
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use conformance::{BoxFuture, Fixture};
 use tokio_postgres::NoTls;
+use zonemesh_store::limits::MAX_MEMBERS_PER_READ;
 use zonemesh_store::{PostgresOptions, PostgresStore, Store, StoreError, open_store};
 
 const URL_VAR: &str = "ZONEMESH_TEST_POSTGRES_URL";
@@ -103,7 +104,7 @@ async fn schema_migration_is_idempotent() {
         .expect("versions");
     let mut versions: Vec<i64> = versions.iter().map(|row| row.get(0)).collect();
     versions.sort_unstable();
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     fixture.cleanup().await;
 }
 
@@ -186,7 +187,7 @@ async fn a_schema_newer_than_supported_is_refused() {
             result,
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                supported: 4
+                supported: 5
             })
         ),
         "{result:?}"
@@ -254,6 +255,7 @@ async fn a_version_one_database_migrates_and_its_players_read_as_version_zero() 
     // Zone 7 of `V1_PLAYERS`: held by no run after the migration.
     conformance::check_pre_cluster_zone(&*store, 7).await;
     conformance::check_pre_claim_store(&*store, "old-timer").await;
+    conformance::check_pre_membership_store(&*store).await;
     fixture.cleanup().await;
 }
 
@@ -303,4 +305,51 @@ async fn bad_urls_and_options_are_rejected() {
         matches!(result, Err(StoreError::InvalidInput(_))),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_member_table_over_the_read_limit_is_refused() {
+    let Some(fixture) = make("a_member_table_over_the_read_limit_is_refused").await else {
+        return;
+    };
+    let store = fixture.open().await;
+    let max = i64::try_from(MAX_MEMBERS_PER_READ).expect("fits");
+    // Rows written behind the store's back: `max` live ones (negative ids are the bit
+    // patterns of ids above `i64::MAX`) and some run out, which do not count.
+    let insert = |from: i64, to: i64, expires: i64| {
+        format!(
+            "INSERT INTO \"{}\".cluster_members
+             SELECT i, 1, {expires}, '10.0.0.1:9000', '10.0.0.1:7000'
+             FROM generate_series({from}, {to}) AS i",
+            fixture.schema
+        )
+    };
+    let admin = fixture.admin().await;
+    let far = 9_000_000_000_000_000;
+    admin
+        .batch_execute(&insert(-max / 2, max - max / 2 - 1, far))
+        .await
+        .expect("live rows");
+    admin
+        .batch_execute(&insert(max, max + 4, 1))
+        .await
+        .expect("run-out rows");
+    let table = store.member_table().await.expect("exactly at the limit");
+    assert_eq!(table.members.len(), MAX_MEMBERS_PER_READ);
+    let ids: Vec<u64> = table.members.iter().map(|row| row.run.id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "by unsigned id"
+    );
+    assert_eq!(ids.first(), Some(&0));
+    assert_eq!(ids.last(), Some(&u64::MAX));
+    admin
+        .batch_execute(&insert(max + 5, max + 5, far))
+        .await
+        .expect("one more live row");
+    match store.member_table().await {
+        Err(StoreError::TooLarge { what, .. }) => assert_eq!(what, "live members per read"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    fixture.cleanup().await;
 }

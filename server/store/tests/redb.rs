@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use conformance::{BoxFuture, Fixture};
-use zonemesh_store::{RedbStore, Store, StoreError, open_store};
+use zonemesh_store::{NodeRun, RedbStore, Store, StoreError, open_store};
 
 /// A database file in its own temporary directory.
 struct RedbFixture {
@@ -227,25 +227,45 @@ async fn a_file_from_before_player_claims_opens_and_gets_the_claim_table() {
     let store = RedbStore::open(&path).expect("an old file opens");
     conformance::check_pre_claim_store(&store, "veteran").await;
     drop(store);
-    // Recorded as version 4, so a build without claims refuses the file.
-    assert_eq!(recorded_version(&path), Some(4));
+    // Recorded as the current version, so a build without claims refuses the file.
+    assert_eq!(recorded_version(&path), Some(5));
     let store = RedbStore::open(&path).expect("reopens");
     let claim = store.player_claim("veteran").await.expect("read");
-    assert_eq!(claim, Some((zonemesh_store::NodeRun::new(1, 1), 1)));
+    assert_eq!(claim, Some((NodeRun::new(1, 1), 1)));
+}
+
+#[tokio::test]
+async fn a_file_from_before_the_membership_table_opens_and_gets_its_tables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.redb");
+    // Schema 4 had every table but the membership ones.
+    write_meta_only_file(&path, 4);
+    let store = RedbStore::open(&path).expect("an old file opens");
+    conformance::check_pre_membership_store(&store).await;
+    drop(store);
+    // Recorded as version 5, so a build without the membership table refuses the file.
+    assert_eq!(recorded_version(&path), Some(5));
+    let store = RedbStore::open(&path).expect("reopens");
+    let table = store.member_table().await.expect("read");
+    assert_eq!(table.generation, 1);
+    assert_eq!(
+        table.members,
+        vec![conformance::member(NodeRun::new(1, 1), 1)]
+    );
 }
 
 #[test]
 fn a_file_from_a_newer_build_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("newer.redb");
-    write_meta_only_file(&path, 5);
+    write_meta_only_file(&path, 6);
     let result = RedbStore::open(&path);
     assert!(
         matches!(
             result,
             Err(StoreError::SchemaTooNew {
-                found: 5,
-                supported: 4
+                found: 6,
+                supported: 5
             })
         ),
         "{result:?}"

@@ -293,3 +293,15 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// Drops a PostgreSQL schema a test made for itself.
+pub async fn drop_postgres_schema(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .expect("schema dropped");
+}

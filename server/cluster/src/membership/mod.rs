@@ -5,6 +5,7 @@
 
 pub mod static_list;
 pub mod swim;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -129,16 +130,23 @@ impl View {
     }
 }
 
+/// A member on loopback for the providers' tests: node `id`'s run `incarnation`, its
+/// node endpoint on port 7000 + id and its players' on 8000 + id.
+#[cfg(test)]
+pub(crate) fn test_member(id: u64, incarnation: u64) -> Member {
+    Member {
+        node: NodeRef::new(id, incarnation),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn member(id: u64, incarnation: u64) -> Member {
-        Member {
-            node: NodeRef::new(id, incarnation),
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
-            client_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
-        }
+        test_member(id, incarnation)
     }
 
     #[test]

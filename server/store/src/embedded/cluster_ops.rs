@@ -1,5 +1,5 @@
 //! The redb transactions of the cluster operations: node leases, leased zone
-//! activation and player claims.
+//! activation, player claims and the membership table.
 //!
 //! Every decision is made in a write transaction, and redb runs one at a time, so
 //! concurrent renewals and activations serialize with each other and with fenced
@@ -10,14 +10,18 @@
 //! claim, the holder's lease and the clock together, so of racing claimants the first
 //! to run finds the player free and every later one finds it held (and a renewal of
 //! the holder's lease lands wholly before or wholly after the decision).
+//! A membership heartbeat or leave is one write transaction reading the node id's row
+//! and the clock and writing the row and, for a join or leave, the generation, so
+//! every bump lands on the one before it; `member_table` reads the rows and the
+//! generation from one read transaction's snapshot.
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::{self, EpochEntry};
 use super::ops::{ZONE_EPOCHS, ZONE_STATE, from_redb, read_epoch, read_zone};
 use crate::cluster::{
-    self, ActivationView, ClaimRow, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation,
-    NodeRun, PlayerClaim, Renewal, ZoneRow,
+    self, ActivationView, ClaimRow, Decision, Heartbeat, HeldZones, LeaseGrant, LeaseRow,
+    LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal, StoredMember, ZoneRow,
 };
 use crate::{StoreError, limits};
 
@@ -27,12 +31,21 @@ const NODE_NEWEST: TableDefinition<u64, u64> = TableDefinition::new("node_newest
 const NODE_LEASES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("node_leases");
 /// player name → encoded [`ClaimRow`] (schema version 4).
 const PLAYER_CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("player_claims");
+/// node id → encoded [`StoredMember`] (schema version 5).
+const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("cluster_members");
+/// The membership table's single counters (schema version 5): only
+/// [`MEMBER_GENERATION_KEY`], 0 while absent.
+const MEMBER_META: TableDefinition<&str, u64> = TableDefinition::new("cluster_member_meta");
+/// The key of the membership generation in [`MEMBER_META`].
+const MEMBER_GENERATION_KEY: &str = "generation";
 
 /// Creates the cluster tables (called by `init`, so reads never meet a missing table).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(NODE_NEWEST).map_err(from_redb)?;
     txn.open_table(NODE_LEASES).map_err(from_redb)?;
     txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
+    txn.open_table(MEMBERS).map_err(from_redb)?;
+    txn.open_table(MEMBER_META).map_err(from_redb)?;
     Ok(())
 }
 
@@ -292,4 +305,168 @@ pub(crate) fn player_claim(
     let txn = db.begin_read().map_err(from_redb)?;
     let claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
     Ok(read_claim(&claims, player)?.map(|row| (row.run, row.session)))
+}
+
+/// Reads node id `id`'s membership row from an open table.
+fn read_member(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<Option<StoredMember>, StoreError> {
+    let Some(guard) = table.get(id).map_err(from_redb)? else {
+        return Ok(None);
+    };
+    codec::decode_member(id, guard.value()).map(Some)
+}
+
+/// Reads the membership generation from an open table.
+fn read_member_generation(
+    table: &impl ReadableTable<&'static str, u64>,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(MEMBER_GENERATION_KEY)
+        .map_err(from_redb)?
+        .map_or(0, |guard| guard.value()))
+}
+
+/// Bumps the membership generation inside `txn`.
+fn bump_member_generation(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(MEMBER_META).map_err(from_redb)?;
+    let next = cluster::next_member_generation(read_member_generation(&meta)?)?;
+    meta.insert(MEMBER_GENERATION_KEY, next)
+        .map_err(from_redb)?;
+    Ok(())
+}
+
+/// Records a heartbeat of `row.run` lasting `ttl_ms` from the system clock's now, in
+/// one transaction.
+pub(crate) fn heartbeat_member(
+    db: &Database,
+    row: &MemberRow,
+    ttl_ms: u64,
+) -> Result<bool, StoreError> {
+    let txn = db.begin_write().map_err(from_redb)?;
+    let now_ms = cluster::system_now_ms()?;
+    {
+        let mut members = txn.open_table(MEMBERS).map_err(from_redb)?;
+        let current = read_member(&members, row.run.id)?;
+        let decision = cluster::heartbeat(now_ms, row, current.as_ref(), ttl_ms)?;
+        // Superseded: nothing to write; returning drops (aborts) `txn`.
+        let Heartbeat::Write {
+            expires_unix_ms,
+            joins,
+        } = decision
+        else {
+            return Ok(false);
+        };
+        let stored = StoredMember {
+            row: row.clone(),
+            expires_unix_ms,
+        };
+        members
+            .insert(row.run.id, codec::encode_member(&stored).as_slice())
+            .map_err(from_redb)?;
+        if joins {
+            bump_member_generation(&txn)?;
+        }
+    }
+    txn.commit().map_err(from_redb)?;
+    Ok(true)
+}
+
+/// The rows live at the system clock's now and the generation, from one snapshot.
+pub(crate) fn member_table(db: &Database) -> Result<MemberTable, StoreError> {
+    let txn = db.begin_read().map_err(from_redb)?;
+    let now_ms = cluster::system_now_ms()?;
+    let generation = read_member_generation(&txn.open_table(MEMBER_META).map_err(from_redb)?)?;
+    let members = txn.open_table(MEMBERS).map_err(from_redb)?;
+    let mut live = Vec::new();
+    for entry in members.iter().map_err(from_redb)? {
+        let (id, value) = entry.map_err(from_redb)?;
+        let stored = codec::decode_member(id.value(), value.value())?;
+        if stored.is_live(now_ms) {
+            live.push(stored.row);
+        }
+        // One past the limit is enough to refuse the read.
+        if live.len() > limits::MAX_MEMBERS_PER_READ {
+            break;
+        }
+    }
+    MemberTable::bounded(generation, live)
+}
+
+/// Removes `run`'s membership row if it is that exact run, bumping the generation.
+pub(crate) fn leave_member(db: &Database, run: NodeRun) -> Result<bool, StoreError> {
+    let txn = db.begin_write().map_err(from_redb)?;
+    {
+        let mut members = txn.open_table(MEMBERS).map_err(from_redb)?;
+        let current = read_member(&members, run.id)?;
+        if !current.is_some_and(|stored| cluster::may_leave(&stored, run)) {
+            return Ok(false);
+        }
+        members.remove(run.id).map_err(from_redb)?;
+        bump_member_generation(&txn)?;
+    }
+    txn.commit().map_err(from_redb)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+
+    /// A fresh in-memory database with every table.
+    fn database() -> Database {
+        let db = redb::Builder::new()
+            .create_with_backend(InMemoryBackend::new())
+            .expect("in-memory database");
+        super::super::ops::init(&db).expect("init");
+        db
+    }
+
+    /// Writes rows for node ids `ids` directly, all expiring at `expires_unix_ms`.
+    fn write_rows(db: &Database, ids: std::ops::Range<u64>, expires_unix_ms: u64) {
+        let txn = db.begin_write().expect("begin");
+        {
+            let mut members = txn.open_table(MEMBERS).expect("members");
+            for id in ids {
+                let stored = StoredMember {
+                    row: MemberRow {
+                        run: NodeRun::new(id, 1),
+                        node_addr: "10.0.0.1:9000".into(),
+                        client_addr: "10.0.0.1:7000".into(),
+                    },
+                    expires_unix_ms,
+                };
+                let value = codec::encode_member(&stored);
+                members.insert(id, value.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_table_over_the_read_limit_is_refused_and_run_out_rows_do_not_count() {
+        let db = database();
+        let max = u64::try_from(limits::MAX_MEMBERS_PER_READ).expect("fits");
+        let far = cluster::system_now_ms().expect("clock") + 3_600_000;
+        write_rows(&db, 0..max, far);
+        // Run-out rows past the limit are not listed and do not count.
+        write_rows(&db, max..max + 5, 1);
+        let table = member_table(&db).expect("exactly at the limit");
+        assert_eq!(table.members.len(), limits::MAX_MEMBERS_PER_READ);
+        write_rows(&db, max + 5..max + 6, far);
+        let over = member_table(&db);
+        assert!(
+            matches!(
+                over,
+                Err(StoreError::TooLarge {
+                    what: "live members per read",
+                    ..
+                })
+            ),
+            "{over:?}"
+        );
+    }
 }

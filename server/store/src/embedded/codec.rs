@@ -10,12 +10,13 @@
 //! version; a format-1 record, written before versions existed, still decodes, with
 //! version 0. A zone epoch entry's format 2 adds the holder (a flag byte, then the
 //! run and its attempt); a format-1 entry, written before clusters, decodes with no
-//! holder. Node lease rows and player claims are new and written in format 1.
+//! holder. Node lease rows, player claims and membership rows are new and written in
+//! format 1.
 
 use bytes::Bytes;
 
 use crate::StoreError;
-use crate::cluster::{ClaimRow, Holder, LeaseRow, NodeRun};
+use crate::cluster::{ClaimRow, Holder, LeaseRow, MemberRow, NodeRun, StoredMember};
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
 /// The first value format, still written for everything but player records.
@@ -264,6 +265,35 @@ pub(crate) fn decode_claim(bytes: &[u8]) -> Result<ClaimRow, StoreError> {
     Ok(row)
 }
 
+/// Encodes a node id's membership row: the incarnation, the expiry, then the node and
+/// client addresses (the node id is the key).
+pub(crate) fn encode_member(member: &StoredMember) -> Vec<u8> {
+    let row = &member.row;
+    let mut w = Writer::new(16 + 4 + row.node_addr.len() + row.client_addr.len());
+    w.u64(row.run.incarnation);
+    w.u64(member.expires_unix_ms);
+    w.str(&row.node_addr);
+    w.str(&row.client_addr);
+    w.0
+}
+
+/// Decodes node id `id`'s membership row.
+pub(crate) fn decode_member(id: u64, bytes: &[u8]) -> Result<StoredMember, StoreError> {
+    let mut r = Reader::new(bytes, "member row")?;
+    let incarnation = r.u64()?;
+    let expires_unix_ms = r.u64()?;
+    let member = StoredMember {
+        row: MemberRow {
+            run: NodeRun::new(id, incarnation),
+            node_addr: r.string()?,
+            client_addr: r.string()?,
+        },
+        expires_unix_ms,
+    };
+    r.finish()?;
+    Ok(member)
+}
+
 /// Encodes a zone record.
 pub(crate) fn encode_zone(record: &ZoneRecord) -> Vec<u8> {
     let mut w = Writer::new(24 + 4 + record.state.len());
@@ -404,6 +434,22 @@ mod tests {
         };
         assert_eq!(decode_lease(&encode_lease(&lease)).ok(), Some(lease));
         assert_eq!(decode_claim(&encode_claim(&claim())).ok(), Some(claim()));
+        let member = member();
+        assert_eq!(
+            decode_member(u64::MAX, &encode_member(&member)).ok(),
+            Some(member)
+        );
+    }
+
+    fn member() -> StoredMember {
+        StoredMember {
+            row: MemberRow {
+                run: NodeRun::new(u64::MAX, 1 << 63),
+                node_addr: "[::1]:9000".into(),
+                client_addr: "10.1.2.3:7000".into(),
+            },
+            expires_unix_ms: 1_700_000_000_456,
+        }
     }
 
     fn claim() -> ClaimRow {
@@ -453,14 +499,16 @@ mod tests {
                 generation: 2,
             }),
             encode_claim(&claim()),
+            encode_member(&member()),
         ];
-        let decoders: [Decoder; 6] = [
+        let decoders: [Decoder; 7] = [
             |b| decode_player(b).map(drop),
             |b| decode_action(b).map(drop),
             |b| decode_zone(b).map(drop),
             |b| decode_epoch(b).map(drop),
             |b| decode_lease(b).map(drop),
             |b| decode_claim(b).map(drop),
+            |b| decode_member(u64::MAX, b).map(drop),
         ];
         for (bytes, decode) in encoded.iter().zip(decoders) {
             for len in 0..bytes.len() {

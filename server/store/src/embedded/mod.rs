@@ -19,7 +19,9 @@ use std::time::Duration;
 use redb::{Builder, Database, DatabaseError, StorageError};
 use tokio::sync::Semaphore;
 
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
+use crate::cluster::{
+    HeldZones, LeaseGrant, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim,
+};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -327,6 +329,28 @@ impl Store for RedbStore {
             limits::validate_name("player name", &player)?;
             self.run(move |db| cluster_ops::player_claim(db, &player))
                 .await
+        })
+    }
+
+    fn heartbeat_member<'a>(&'a self, row: &'a MemberRow, ttl: Duration) -> StoreFuture<'a, bool> {
+        let row = row.clone();
+        self.counters.counted(Op::HeartbeatMember, async move {
+            limits::validate_member(&row)?;
+            let ttl_ms = limits::validate_lease(ttl)?;
+            self.run(move |db| cluster_ops::heartbeat_member(db, &row, ttl_ms))
+                .await
+        })
+    }
+
+    fn member_table(&self) -> StoreFuture<'_, MemberTable> {
+        self.counters.counted(Op::MemberTable, async move {
+            self.run(cluster_ops::member_table).await
+        })
+    }
+
+    fn leave_member(&self, run: NodeRun) -> StoreFuture<'_, bool> {
+        self.counters.counted(Op::LeaveMember, async move {
+            self.run(move |db| cluster_ops::leave_member(db, run)).await
         })
     }
 

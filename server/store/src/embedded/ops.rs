@@ -32,12 +32,15 @@ const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The layout this build writes and understands. Version 2 writes player records
 /// with a version (codec format 2); version 3 adds the node lease tables and writes
 /// zone epoch entries with a holder (codec format 2); version 4 adds the player claim
-/// table. Older files need no rewrite (their player records read as version 0, their
-/// zones as held by no run, their players as claimed by no one; `init` creates the
-/// missing tables), so opening one just records version 4. The bump is what keeps an
-/// older build from opening a file whose claims it would ignore: a version-3 build
-/// would let a claimed player in a second time.
-pub(crate) const SCHEMA_VERSION: u64 = 4;
+/// table; version 5 adds the membership tables (rows and generation). Older files need
+/// no rewrite (their player records read as version 0, their zones as held by no run,
+/// their players as claimed by no one, their membership as empty at generation 0;
+/// `init` creates the missing tables), so opening one just records version 5. The
+/// bump is what keeps an older build from opening a file whose tables it would
+/// ignore: a version-3 build would let a claimed player in a second time, and a
+/// version-4 build would run without a membership row, invisible to the table's
+/// readers.
+pub(crate) const SCHEMA_VERSION: u64 = 5;
 
 /// Maps any redb error: corruption becomes [`StoreError::Corrupt`], the rest
 /// [`StoreError::Database`].

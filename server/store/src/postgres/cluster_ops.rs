@@ -1,6 +1,6 @@
-//! The SQL of the cluster operations: node leases, leased zone activation and player
-//! claims, one transaction per call; the decisions themselves are
-//! [`crate::cluster`]'s rules.
+//! The SQL of the cluster operations: node leases, leased zone activation, player
+//! claims and the membership table, one transaction per call; the decisions
+//! themselves are [`crate::cluster`]'s rules.
 //!
 //! Serialization: a renewal first locks its node id's `node_incarnations` row
 //! (`INSERT ... ON CONFLICT DO NOTHING`, then `SELECT ... FOR UPDATE`), so the renewals
@@ -27,26 +27,39 @@
 //! Lock order is always claim row, then node id row; renewals never touch claims, so
 //! the two cannot deadlock.
 //!
+//! A membership heartbeat locks its node id's `cluster_members` row `FOR UPDATE` (a
+//! node id without a row first inserts a placeholder, run out and visible to no one
+//! before commit, through an upsert that locks the row a racing first heartbeat
+//! inserted instead), then reads the clock and decides; a join then locks the one
+//! `cluster_members_generation` row `FOR UPDATE` to bump it, so concurrent joins of
+//! different nodes bump it one after the other and none is lost. A leave deletes the
+//! exact run's row (locking it) and bumps the same way. Lock order is always the
+//! member row, then the generation row. `member_table` reads the clock, the generation
+//! and the rows in one read-only `REPEATABLE READ` transaction, one snapshot, so a
+//! join never shows its generation without its row or the reverse.
+//!
 //! Time: `clock_timestamp()`, read after the locks are held, so a transaction that
 //! waited for a lock never decides with a time from before it waited (`now()` would
 //! be the transaction's start).
 
-use tokio_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, Transaction};
 
 use super::ops::read_zone;
 use super::pool::OpError;
 use super::rows::{self, run_params, to_bits};
 use crate::StoreError;
 use crate::cluster::{
-    self, ActivationView, Decision, HeldZones, LeaseGrant, LeaseRow, LeasedActivation, NodeRun,
-    PlayerClaim, Renewal, ZoneRow,
+    self, ActivationView, Decision, Heartbeat, HeldZones, LeaseGrant, LeaseRow, LeasedActivation,
+    MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal, StoredMember, ZoneRow,
 };
-use crate::limits::MAX_ZONES_PER_HOLDER_READ;
+use crate::limits::{MAX_MEMBERS_PER_READ, MAX_ZONES_PER_HOLDER_READ};
 
 /// The database clock in whole milliseconds since the Unix epoch.
 const NOW_MS: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms";
 /// Columns of a zone row with its holder.
 const ZONE_ROW_COLUMNS: &str = "epoch, holder_id, holder_incarnation, attempt";
+/// Columns of a membership row.
+const MEMBER_COLUMNS: &str = "node_id, incarnation, expires_at_unix_ms, node_addr, client_addr";
 
 /// Reads the store's clock.
 async fn store_now(client: &impl GenericClient) -> Result<u64, OpError> {
@@ -492,4 +505,171 @@ pub(crate) async fn player_claim(
 ) -> Result<Option<(NodeRun, u64)>, OpError> {
     let row = read_claim(&*client, player).await?;
     Ok(row.map(|row| (row.run, row.session)))
+}
+
+/// Records a heartbeat of `row.run` lasting `ttl_ms` from the database clock's now:
+/// the rule of `cluster::heartbeat` on the node id's locked row, in one transaction.
+pub(crate) async fn heartbeat_member(
+    client: &mut Client,
+    row: &MemberRow,
+    ttl_ms: u64,
+) -> Result<bool, OpError> {
+    let tx = client.transaction().await?;
+    let current = lock_member(&tx, row).await?;
+    let now_ms = store_now(&tx).await?;
+    let decision = cluster::heartbeat(now_ms, row, current.as_ref(), ttl_ms)?;
+    let Heartbeat::Write {
+        expires_unix_ms,
+        joins,
+    } = decision
+    else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    let (id, incarnation) = run_params(row.run);
+    tx.execute(
+        "UPDATE cluster_members
+         SET incarnation = $2, expires_at_unix_ms = $3, node_addr = $4, client_addr = $5
+         WHERE node_id = $1",
+        &[
+            &id,
+            &incarnation,
+            &rows::to_i64("member expiry", expires_unix_ms)?,
+            &row.node_addr,
+            &row.client_addr,
+        ],
+    )
+    .await?;
+    if joins {
+        bump_member_generation(&tx).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Locks node id `row.run.id`'s membership row until the transaction ends and returns
+/// it as it was, `None` when there was none: then the row locked is a placeholder this
+/// transaction inserted (run out, and visible to no one before it commits), for the
+/// heartbeat to overwrite.
+async fn lock_member(
+    tx: &Transaction<'_>,
+    row: &MemberRow,
+) -> Result<Option<StoredMember>, OpError> {
+    let (id, incarnation) = run_params(row.run);
+    // On PostgreSQL two passes always suffice: a placeholder insert that meets a row a
+    // racing first heartbeat committed leaves that row locked by this transaction
+    // (`ON CONFLICT DO UPDATE` locks the conflicting row even when its `WHERE` is
+    // false), so the next pass reads it. The third only bounds Postgres-wire databases
+    // that lock less (the row deleted by a leave in between, then inserted again).
+    for _pass in 0..3 {
+        let found = tx
+            .query_opt(
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM cluster_members WHERE node_id = $1 FOR UPDATE"
+                ),
+                &[&id],
+            )
+            .await?;
+        if let Some(found) = found {
+            return Ok(Some(rows::member_row(&found)?));
+        }
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO cluster_members
+                     (node_id, incarnation, expires_at_unix_ms, node_addr, client_addr)
+                 VALUES ($1, $2, 0, $3, $4)
+                 ON CONFLICT (node_id) DO UPDATE SET incarnation = cluster_members.incarnation
+                 WHERE FALSE
+                 RETURNING node_id",
+                &[&id, &incarnation, &row.node_addr, &row.client_addr],
+            )
+            .await?;
+        if inserted.is_some() {
+            return Ok(None);
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "node {:016x}'s member row kept changing although it was locked",
+        row.run.id
+    ))
+    .into())
+}
+
+/// Bumps the membership generation, holding its row locked until the transaction
+/// ends (a concurrent bump waits, then reads the committed value: none is lost).
+async fn bump_member_generation(tx: &Transaction<'_>) -> Result<(), OpError> {
+    let row = tx
+        .query_opt(
+            "SELECT generation FROM cluster_members_generation FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let current = read_member_generation(row.as_ref())?;
+    let next = cluster::next_member_generation(current)?;
+    tx.execute(
+        "UPDATE cluster_members_generation SET generation = $1",
+        &[&rows::to_i64("member generation", next)?],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The generation from its row, which migration 5 created and nothing deletes.
+fn read_member_generation(row: Option<&tokio_postgres::Row>) -> Result<u64, StoreError> {
+    let row =
+        row.ok_or_else(|| StoreError::Corrupt("the membership generation row is missing".into()))?;
+    rows::to_u64("member generation", rows::column(row, "generation")?)
+}
+
+/// The rows live at the database clock's now and the generation, from one snapshot.
+pub(crate) async fn member_table(client: &mut Client) -> Result<MemberTable, OpError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let now_ms = store_now(&tx).await?;
+    let generation = tx
+        .query_opt("SELECT generation FROM cluster_members_generation", &[])
+        .await?;
+    let generation = read_member_generation(generation.as_ref())?;
+    // One row past the limit tells "exactly at the limit" from "over it". Ids are bit
+    // patterns, so the rows are ordered in Rust.
+    let fetch = i64::try_from(MAX_MEMBERS_PER_READ + 1).unwrap_or(i64::MAX);
+    let found = tx
+        .query(
+            &format!(
+                "SELECT {MEMBER_COLUMNS} FROM cluster_members
+                 WHERE expires_at_unix_ms > $1 LIMIT $2"
+            ),
+            &[&rows::to_i64("store time", now_ms)?, &fetch],
+        )
+        .await?;
+    tx.commit().await?;
+    let members = found
+        .iter()
+        .map(|row| rows::member_row(row).map(|stored| stored.row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MemberTable::bounded(generation, members)?)
+}
+
+/// Removes `run`'s membership row if it is that exact run (the rule of
+/// `cluster::may_leave` as the delete's `WHERE`), bumping the generation when it did.
+pub(crate) async fn leave_member(client: &mut Client, run: NodeRun) -> Result<bool, OpError> {
+    let tx = client.transaction().await?;
+    let (id, incarnation) = run_params(run);
+    let removed = tx
+        .execute(
+            "DELETE FROM cluster_members WHERE node_id = $1 AND incarnation = $2",
+            &[&id, &incarnation],
+        )
+        .await?;
+    if removed == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    bump_member_generation(&tx).await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -18,7 +18,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use self::pool::{OpFuture, Pool, PoolConfig};
-use crate::cluster::{HeldZones, LeaseGrant, LeasedActivation, NodeRun, PlayerClaim};
+use crate::cluster::{
+    HeldZones, LeaseGrant, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim,
+};
 use crate::store::{Counters, Op};
 use crate::types::{
     ActionCommit, Activation, Checkpoint, DurableAction, PlayerRecord, SaveOutcome, ZoneRecord,
@@ -423,6 +425,43 @@ impl Store for PostgresStore {
                         Box::pin(async move { cluster_ops::player_claim(client, &player).await })
                     },
                 )
+                .await
+        })
+    }
+
+    fn heartbeat_member<'a>(&'a self, row: &'a MemberRow, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.counters.counted(Op::HeartbeatMember, async move {
+            limits::validate_member(row)?;
+            let ttl_ms = limits::validate_lease(ttl)?;
+            // Owned per attempt: a retried attempt's future may not borrow the caller.
+            let row = Arc::new(row.clone());
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, bool> {
+                    let row = Arc::clone(&row);
+                    Box::pin(
+                        async move { cluster_ops::heartbeat_member(client, &row, ttl_ms).await },
+                    )
+                })
+                .await
+        })
+    }
+
+    fn member_table(&self) -> StoreFuture<'_, MemberTable> {
+        self.counters.counted(Op::MemberTable, async move {
+            self.pool
+                .run(|client: &mut Client| -> OpFuture<'_, MemberTable> {
+                    Box::pin(cluster_ops::member_table(client))
+                })
+                .await
+        })
+    }
+
+    fn leave_member(&self, run: NodeRun) -> StoreFuture<'_, bool> {
+        self.counters.counted(Op::LeaveMember, async move {
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, bool> {
+                    Box::pin(cluster_ops::leave_member(client, run))
+                })
                 .await
         })
     }

@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use crate::StoreError;
-use crate::cluster::{ClaimRow, Holder, LeaseRow, NodeRun, ZoneRow};
+use crate::cluster::{ClaimRow, Holder, LeaseRow, MemberRow, NodeRun, StoredMember, ZoneRow};
 use crate::types::{ActionId, DurableAction, PlayerRecord, ZoneRecord};
 
 /// A `u64` that validation already capped at `i64::MAX`, as a `BIGINT`.
@@ -110,6 +110,22 @@ pub(crate) fn claim_row(row: &Row) -> Result<ClaimRow, StoreError> {
             from_bits(column(row, "incarnation")?),
         ),
         session: from_bits(column(row, "session")?),
+    })
+}
+
+/// A `cluster_members` row (`node_id, incarnation, expires_at_unix_ms, node_addr,
+/// client_addr`).
+pub(crate) fn member_row(row: &Row) -> Result<StoredMember, StoreError> {
+    Ok(StoredMember {
+        row: MemberRow {
+            run: NodeRun::new(
+                from_bits(column(row, "node_id")?),
+                from_bits(column(row, "incarnation")?),
+            ),
+            node_addr: column(row, "node_addr")?,
+            client_addr: column(row, "client_addr")?,
+        },
+        expires_unix_ms: to_u64("member expiry", column(row, "expires_at_unix_ms")?)?,
     })
 }
 

@@ -13,7 +13,7 @@ use super::pool::OpError;
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: epochs, zone state, players and durable actions.
 const V1: &str = "
@@ -91,8 +91,29 @@ CREATE TABLE IF NOT EXISTS player_claims (
 );
 ";
 
+/// Version 5: the membership table, one row per node id naming its run, when its
+/// heartbeat runs out (milliseconds since the Unix epoch by the database's clock) and
+/// its two addresses; and its generation, in a table of exactly one row (seeded at 0
+/// here, so a heartbeat always finds the row to lock). Node ids and incarnations are
+/// `u64` bit patterns like those of version 3.
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS cluster_members (
+    node_id BIGINT PRIMARY KEY,
+    incarnation BIGINT NOT NULL,
+    expires_at_unix_ms BIGINT NOT NULL,
+    node_addr TEXT NOT NULL,
+    client_addr TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_members_generation (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    generation BIGINT NOT NULL
+);
+INSERT INTO cluster_members_generation (singleton, generation) VALUES (TRUE, 0)
+    ON CONFLICT (singleton) DO NOTHING;
+";
+
 /// Every migration, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// Attempts of the whole migration when a concurrent migrator races our DDL.
 const MAX_ATTEMPTS: u32 = 3;

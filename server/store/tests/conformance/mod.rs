@@ -21,6 +21,7 @@ mod fencing;
 mod holders;
 mod leases;
 mod limits;
+mod members;
 mod records;
 mod versions;
 
@@ -29,6 +30,7 @@ pub(crate) use fencing::*;
 pub(crate) use holders::*;
 pub(crate) use leases::*;
 pub(crate) use limits::*;
+pub(crate) use members::*;
 pub(crate) use records::*;
 pub(crate) use versions::*;
 
@@ -100,6 +102,13 @@ macro_rules! conformance_tests {
             claims_of_different_players_are_independent,
             claim_names_are_validated_and_claims_counted,
             reopen_keeps_player_claims,
+            a_heartbeat_lists_the_row_and_only_joins_bump_the_generation,
+            a_newer_incarnation_replaces_the_row_and_an_older_one_is_refused,
+            a_row_whose_ttl_ran_out_is_not_listed,
+            leave_removes_only_the_exact_run,
+            bad_member_inputs_are_refused_and_member_calls_counted,
+            concurrent_member_joins_lose_no_generation_bump,
+            reopen_keeps_member_rows,
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {
