@@ -84,6 +84,10 @@ impl Tally {
                 tracing::info!(kind, bytes = payload.len(), "game event");
                 self.game_events += 1;
             }
+            Event::Reconnected { player, zone } => {
+                println!("reconnected as {player} in {zone}");
+                self.disconnected = None;
+            }
             Event::Disconnected(reason) => {
                 println!("disconnected: {reason}");
                 self.disconnected = Some(reason);

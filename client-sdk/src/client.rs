@@ -113,6 +113,10 @@ pub struct Client {
     config: ClientConfig,
     /// Sessions after the first (see [`Client::reconnect`]).
     reconnects: u32,
+    /// Automatic reconnects since a session last showed the player.
+    auto_reconnects_in_a_row: u32,
+    /// A `Reconnected` to report after the `Disconnected` just returned.
+    reconnected: Option<Event>,
 }
 
 impl Client {
@@ -175,6 +179,8 @@ impl Client {
             endpoint,
             config,
             reconnects: 0,
+            auto_reconnects_in_a_row: 0,
+            reconnected: None,
         };
         // Frames that arrived in the same read as `Welcome`.
         client.dispatch_frames();
@@ -312,18 +318,56 @@ impl Client {
         }
     }
 
-    /// The next event, waiting for one; `None` after `Disconnected` was returned.
-    /// Cancel-safe: dropping the future loses nothing.
+    /// The next event, waiting for one; `None` after `Disconnected` was returned (and
+    /// no automatic reconnect followed, see [`ClientConfig::auto_reconnects`]).
+    /// Cancel-safe, except while it reconnects by itself: dropping it then drops the
+    /// new connection, and the session stays ended.
     pub async fn next_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.reconnected.take() {
+            return Some(event);
+        }
         loop {
             self.update();
             if let Some(event) = self.core.pop_event() {
+                self.note_progress(&event);
+                if let Event::Disconnected(reason) = &event
+                    && self.should_reconnect(reason)
+                {
+                    self.reconnect_by_itself().await;
+                }
                 return Some(event);
             }
             if self.core.disconnect_reason().is_some() {
                 return None;
             }
             self.wait_for_input().await;
+        }
+    }
+
+    /// A session that showed the player counts as working: the automatic reconnects
+    /// in a row start over.
+    fn note_progress(&mut self, event: &Event) {
+        if matches!(event, Event::Spawned { id, .. } if *id == self.player()) {
+            self.auto_reconnects_in_a_row = 0;
+        }
+    }
+
+    fn should_reconnect(&self, reason: &DisconnectReason) -> bool {
+        reason.can_reconnect() && self.auto_reconnects_in_a_row < self.config.auto_reconnects
+    }
+
+    /// Starts a new session after the one that just ended; on success the
+    /// `Reconnected` event is reported after the `Disconnected` being returned.
+    async fn reconnect_by_itself(&mut self) {
+        self.auto_reconnects_in_a_row += 1;
+        match self.reconnect().await {
+            Ok(()) => {
+                self.reconnected = Some(Event::Reconnected {
+                    player: self.player(),
+                    zone: self.zone(),
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "automatic reconnect failed"),
         }
     }
 

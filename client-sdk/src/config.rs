@@ -83,6 +83,13 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Redirects followed before giving up.
     pub max_redirects: u32,
+    /// How many times in a row [`Client::next_event`](crate::Client::next_event)
+    /// starts a new session by itself when one ends in a way worth retrying
+    /// ([`DisconnectReason::can_reconnect`](crate::DisconnectReason::can_reconnect):
+    /// the node stopped or died, the zone moved), reporting `Disconnected` then
+    /// `Reconnected`. The count starts over once a new session shows the player. 0
+    /// (the default) leaves reconnecting to the game ([`Client::reconnect`](crate::Client::reconnect)).
+    pub auto_reconnects: u32,
     /// Datagrams each input travels in at most: the newest input plus up to
     /// `input_redundancy - 1` older unacknowledged ones per datagram (1..=8).
     pub input_redundancy: usize,
@@ -115,6 +122,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             max_redirects: 5,
+            auto_reconnects: 0,
             input_redundancy: 4,
             event_queue_capacity: 1024,
             interpolation_delay_ticks: DEFAULT_INTERPOLATION_DELAY_TICKS,

@@ -58,7 +58,17 @@ pub enum Event {
         /// Human-readable detail.
         message: String,
     },
-    /// The session ended; always the last event.
+    /// The session ended and the client started a new one by itself
+    /// ([`ClientConfig::auto_reconnects`](crate::ClientConfig::auto_reconnects)): the
+    /// replica starts over and the player may have a new id; the old session's
+    /// `Disconnected` came just before.
+    Reconnected {
+        /// The player's entity in the new session.
+        player: NetId,
+        /// The zone it is in.
+        zone: ZoneId,
+    },
+    /// The session ended; the last event unless a `Reconnected` follows.
     Disconnected(DisconnectReason),
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::{WAIT, wait_own_position, within};
 use tempfile::TempDir;
-use zonemesh_client::{Client, ClientConfig, ClientError};
+use zonemesh_client::{Client, ClientConfig, ClientError, Event};
 use zonemesh_server::dev::{DEV_CLUSTER_SECRET_FILE, DevServer, DevWorld, start_dev_cluster};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
@@ -310,10 +310,35 @@ async fn a_stopped_node_hands_its_zone_over_and_the_player_plays_on_elsewhere() 
     config.other_servers = vec![cluster.addr(1), cluster.addr(2)];
     let mut player = Client::connect(config).await.expect("connects");
     wait_own_position(&mut player).await;
+    // Another player lets the SDK reconnect by itself.
+    let mut config = cluster.config(0, "roamer");
+    config.other_servers = vec![cluster.addr(1), cluster.addr(2)];
+    config.auto_reconnects = 3;
+    let mut roamer = Client::connect(config).await.expect("connects");
+    wait_own_position(&mut roamer).await;
     let host = cluster.index_of(player.remote_address());
     let gone = cluster.addr(host);
     let stopped = cluster.nodes.remove(host);
     stopped.server.shutdown().await;
+    let mut ended = false;
+    let reconnected = within("the roamer carries on by itself", async {
+        loop {
+            match roamer.next_event().await {
+                Some(Event::Disconnected(reason)) => {
+                    assert_eq!(reason.code, ErrorCode::ServerShutdown);
+                    ended = true;
+                }
+                Some(Event::Reconnected { player, .. }) => return player,
+                Some(_) => {}
+                None => panic!("the roamer gave up: {:?}", roamer.disconnect_reason()),
+            }
+        }
+    })
+    .await;
+    assert!(ended, "Disconnected comes before Reconnected");
+    assert_eq!(reconnected, roamer.player());
+    assert_ne!(roamer.remote_address(), gone);
+    wait_own_position(&mut roamer).await;
     let reason = common::wait_disconnect(&mut player, "the stopped node ends the session").await;
     assert_eq!(reason.code, ErrorCode::ServerShutdown);
     assert!(reason.can_reconnect(), "{reason}");
