@@ -1,0 +1,145 @@
+//! `cluster`: benchmarks of a ZoneMesh cluster of real `zonemesh serve` processes on
+//! PostgreSQL, printing markdown for BENCHMARKS.md.
+//!
+//! - `cluster failover --kills 10`: SIGKILLs a node holding zones, round after round,
+//!   and measures how long the survivors take to see it gone, to serve its zones again,
+//!   and until its players play again; median and max over the kills.
+//! - `cluster redirect --samples 200`: connecting through a node that does not hold
+//!   the player's zone (one redirect) against connecting to the one that does, in the
+//!   same run, with the redirect's first leg (handshake, `Hello`, `Redirect`) timed
+//!   on its own.
+//!
+//! It builds nothing: it starts the prebuilt `zonemesh` (run `cargo build --release
+//! --bins` first). Each run gets a fresh PostgreSQL schema `zm_bench_<random>`, dropped
+//! at the end, and a temporary directory for configurations, data and node logs. Every
+//! wait is bounded, and every node is killed when the run ends, however it ends.
+
+// A binary's root looks for modules next to it; these live in `cluster/`.
+#[path = "cluster/failover.rs"]
+mod failover;
+#[path = "cluster/fixture.rs"]
+mod fixture;
+#[path = "cluster/leg.rs"]
+mod leg;
+#[path = "cluster/node.rs"]
+mod node;
+#[path = "cluster/players.rs"]
+mod players;
+#[path = "cluster/redirect.rs"]
+mod redirect;
+#[path = "cluster/stats.rs"]
+mod stats;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fixture::{Cleanup, Fixture};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The PostgreSQL of the development setup (trust authentication).
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cluster",
+    about = "ZoneMesh cluster benchmarks on PostgreSQL (run `cargo build --release --bins` first)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Directory of the prebuilt `zonemesh` (default: this binary's own directory,
+    /// i.e. target/release).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    /// PostgreSQL the nodes share; the run uses a schema of its own and drops it.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONEMESH_BENCH_POSTGRES_URL",
+        default_value = DEFAULT_URL
+    )]
+    url: String,
+    /// Keep the temporary directory (configurations, data, node logs) and print it.
+    #[arg(long, global = true)]
+    keep_dir: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Failure detection, zones served again and players back after SIGKILLs.
+    Failover {
+        /// Nodes killed, one after another (each restarted before the next kill).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        kills: u64,
+        /// Players kept connected (at least one per zone is ensured).
+        #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=200))]
+        players: u64,
+    },
+    /// First connect through the wrong node (one redirect) against the right node.
+    Redirect {
+        /// Connects measured of each kind.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        samples: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = match &cli.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .context("cannot locate this binary")?
+            .parent()
+            .context("this binary has no directory")?
+            .to_owned(),
+    };
+    // Two workers: the SDK clients and the PostgreSQL connection; the nodes are other
+    // processes, the measuring loop is this thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let zones = match cli.command {
+        Command::Failover { .. } => failover::WORLD_ZONES,
+        Command::Redirect { .. } => redirect::WORLD_ZONES,
+    };
+    let fixture = Fixture::new(&bin_dir, &cli.url, zones, cli.keep_dir, &runtime)?;
+    eprintln!("PostgreSQL schema {}", fixture.schema());
+    runtime.spawn(clean_up_on_signal(fixture.cleanup()));
+    // The run owns its nodes and players: they are gone when it returns, before the
+    // schema is dropped.
+    let outcome = match cli.command {
+        Command::Failover { kills, players } => {
+            failover::run(&runtime, &fixture, to_usize(kills), to_usize(players))
+        }
+        Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
+    };
+    let cleanup = fixture.drop_schema(&runtime);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    outcome.and(cleanup)
+}
+
+/// On Ctrl-C or SIGTERM: kills the nodes, drops the schema and exits (the main thread
+/// may be in the middle of a blocking wait, and destructors would not run).
+async fn clean_up_on_signal(cleanup: Cleanup) {
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("interrupted: killing the nodes and dropping the schema");
+    node::kill_all_running();
+    if let Err(e) = cleanup.all().await {
+        eprintln!("{e:#}");
+    }
+    std::process::exit(130);
+}
+
+/// A count clap already bounded.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}

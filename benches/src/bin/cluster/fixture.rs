@@ -1,0 +1,219 @@
+//! What a benchmark run's cluster shares: a temporary directory (configurations, data
+//! directories, node logs), the players' certificate and token secret and the cluster
+//! secret, a fresh PostgreSQL schema (dropped at the end), and the prebuilt `zonemesh`
+//! binary. It writes each node's configuration and starts the nodes.
+
+use crate::node::{Node, all_see_each_other, toml_path, wait_until};
+use anyhow::{Context, bail};
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// Longest wait for nodes to see each other, or PostgreSQL to answer.
+pub(crate) const PHASE_LIMIT: Duration = Duration::from_secs(60);
+/// How often cluster state is polled while waiting (not while measuring).
+const POLL: Duration = Duration::from_millis(50);
+/// Longest wait to connect to PostgreSQL or drop the schema.
+const STORE_LIMIT: Duration = Duration::from_secs(30);
+
+/// A benchmark run's shared files, schema and binary.
+#[derive(Debug)]
+pub(crate) struct Fixture {
+    dir: tempfile::TempDir,
+    /// The players' certificate and token secret, and the cluster secret.
+    pub(crate) shared: PathBuf,
+    zonemesh: PathBuf,
+    url: String,
+    schema: String,
+    /// Zones along each side of the world.
+    zones: u16,
+    keep_dir: bool,
+}
+
+impl Fixture {
+    /// Finds the binary in `bin_dir`, checks that PostgreSQL at `url` answers, and
+    /// creates the shared identity files in a new temporary directory (left in place
+    /// when `keep_dir`, for reading the node logs).
+    pub(crate) fn new(
+        bin_dir: &Path,
+        url: &str,
+        zones: u16,
+        keep_dir: bool,
+        runtime: &Runtime,
+    ) -> anyhow::Result<Self> {
+        let zonemesh = bin_dir.join("zonemesh");
+        if !zonemesh.is_file() {
+            bail!(
+                "{} is missing: this benchmark builds nothing itself; run \
+                 `cargo build --release --bins` first (or pass --bin-dir)",
+                zonemesh.display()
+            );
+        }
+        runtime.block_on(check_store(url))?;
+        let dir = tempfile::Builder::new()
+            .prefix("zm-cluster-bench-")
+            .disable_cleanup(keep_dir)
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let shared = dir.path().join("shared");
+        zonemesh_server::dev::load_or_create(&shared)?;
+        zonemesh_server::dev::ensure_secret(&shared.join("cluster-secret.hex"))?;
+        // A random name per run, so runs never see each other's rows.
+        let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        let schema = format!("zm_bench_{:08x}", random as u32);
+        if keep_dir {
+            eprintln!("configurations, data and logs in {}", dir.path().display());
+        }
+        Ok(Self {
+            dir,
+            shared,
+            zonemesh,
+            url: url.to_owned(),
+            schema,
+            zones,
+            keep_dir,
+        })
+    }
+
+    /// The schema this run's nodes use.
+    pub(crate) fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Starts `count` nodes, the first being the others' seed, and waits until every
+    /// node sees all of them.
+    pub(crate) fn start_cluster(&self, count: usize) -> anyhow::Result<Vec<Node>> {
+        let first = self.start_node(0, &[])?;
+        let seed = [first.node_addr];
+        let mut nodes = vec![first];
+        for index in 1..count {
+            nodes.push(self.start_node(index, &seed)?);
+        }
+        wait_until("every node sees every node", PHASE_LIMIT, POLL, || {
+            all_see_each_other(&nodes)
+        })?;
+        Ok(nodes)
+    }
+
+    /// Starts node `index` (again, after a kill: same data directory, so a new
+    /// incarnation of the same node id), joining through `seeds`.
+    pub(crate) fn start_node(&self, index: usize, seeds: &[SocketAddr]) -> anyhow::Result<Node> {
+        let config = self.write_config(index, seeds)?;
+        let log = self.dir.path().join(format!("node-{index}.log"));
+        Node::start(&self.zonemesh, index, &config, log)
+    }
+
+    /// Node `index`'s configuration, as in `server/tests/cluster_processes.rs`:
+    /// ephemeral ports everywhere, so a restarted node gets new ones (and `seeds`
+    /// must name live nodes).
+    fn write_config(&self, index: usize, seeds: &[SocketAddr]) -> anyhow::Result<PathBuf> {
+        let shared = toml_path(&self.shared)?;
+        let data = toml_path(&self.dir.path().join(format!("node-{index}")))?;
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+        let text = format!(
+            r#"listen = "127.0.0.1:0"
+data = "{data}"
+store = "{url}"
+store_schema = "{schema}"
+token_secret_file = "{shared}/dev-secret.hex"
+
+[tls]
+cert = "{shared}/dev-cert.pem"
+key = "{shared}/dev-key.pem"
+
+[cluster]
+node_listen = "127.0.0.1:0"
+secret_file = "{shared}/cluster-secret.hex"
+seeds = [{seeds}]
+
+[world]
+zones = {zones}
+zone_size = 32.0
+npcs = 8
+aoi_radius = 200.0
+checkpoint_secs = 1.0
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            url = self.url,
+            schema = self.schema,
+            seeds = seeds.join(", "),
+            zones = self.zones,
+        );
+        let path = self.dir.path().join(format!("node-{index}.toml"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Drops the run's schema (call after every node is gone: a live node would
+    /// recreate its tables, or hold locks the drop waits for).
+    pub(crate) fn drop_schema(&self, runtime: &Runtime) -> anyhow::Result<()> {
+        runtime.block_on(self.cleanup().drop_schema())
+    }
+
+    /// What must be undone if the run is interrupted.
+    pub(crate) fn cleanup(&self) -> Cleanup {
+        Cleanup {
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+            dir: (!self.keep_dir).then(|| self.dir.path().to_owned()),
+        }
+    }
+}
+
+/// The schema and temporary directory of a run, for a signal handler (the process
+/// then exits without running destructors).
+#[derive(Debug, Clone)]
+pub(crate) struct Cleanup {
+    url: String,
+    schema: String,
+    /// The temporary directory, unless it is to be kept.
+    dir: Option<PathBuf>,
+}
+
+impl Cleanup {
+    /// Drops the schema, at most [`STORE_LIMIT`].
+    pub(crate) async fn drop_schema(&self) -> anyhow::Result<()> {
+        let statement = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        let drop = async {
+            let client = connect(&self.url).await?;
+            client
+                .batch_execute(&statement)
+                .await
+                .context("cannot drop the schema")
+        };
+        tokio::time::timeout(STORE_LIMIT, drop)
+            .await
+            .context("dropping the schema timed out")?
+    }
+
+    /// Drops the schema and removes the temporary directory.
+    pub(crate) async fn all(&self) -> anyhow::Result<()> {
+        if let Some(dir) = &self.dir {
+            // Best effort: a leftover temporary directory harms nobody.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.drop_schema().await
+    }
+}
+
+/// Fails early, with a clear message, when PostgreSQL does not answer.
+async fn check_store(url: &str) -> anyhow::Result<()> {
+    tokio::time::timeout(STORE_LIMIT, connect(url))
+        .await
+        .context("PostgreSQL (--url) did not answer in time")??;
+    Ok(())
+}
+
+/// A PostgreSQL connection whose connection task runs on the runtime.
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to PostgreSQL (--url)")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
