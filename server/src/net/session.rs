@@ -266,7 +266,7 @@ async fn join(
         None => shared.sessions.next_session_id(),
     };
     if let Some(cluster) = &shared.cluster {
-        admit_in_cluster(cluster, &entry, session, zone)?;
+        admit_in_cluster(cluster, &entry, session, zone).await?;
         claim_in_cluster(cluster, &entry.player, session, record_version, shared).await?;
     }
     let directory = shared.host.directory();
@@ -318,13 +318,13 @@ async fn join(
 /// Asks the cluster whether `zone` is served here: `Ok` to go on, or the answer that
 /// sends the player elsewhere (a redirect with a token signed for the zone's host) or
 /// back later.
-fn admit_in_cluster(
+async fn admit_in_cluster(
     cluster: &ClusterRuntime,
     entry: &Entry,
     session: SessionId,
     zone: ZoneId,
 ) -> Result<(), JoinRefused> {
-    match cluster.admit(zone, entry.redirect.is_some()) {
+    match admission_within(cluster, zone, entry.redirect.is_some(), JOIN_WAIT).await {
         Admission::Welcome { .. } => Ok(()),
         Admission::Redirect { to } => {
             let Some(addr) = cluster.client_addr_of(to) else {
@@ -340,6 +340,29 @@ fn admit_in_cluster(
         }
         Admission::Loading { retry_after_ms } => Err(JoinRefused::Loading(retry_after_ms)),
         Admission::Busy { .. } | Admission::Refuse(_) => Err(JoinRefused::Busy),
+    }
+}
+
+/// How often a connection waiting on a lookup or an activation asks again.
+const ADMIT_POLL: Duration = Duration::from_millis(5);
+
+/// The cluster's answer for `zone`, waiting up to `wait` while it is `Loading`: a
+/// lookup or an activation usually takes a few milliseconds, far less than the retry a
+/// `Loading` answer would cost the client.
+async fn admission_within(
+    cluster: &ClusterRuntime,
+    zone: ZoneId,
+    redirected: bool,
+    wait: Duration,
+) -> Admission {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let answer = cluster.admit(zone, redirected);
+        let loading = matches!(answer, Admission::Loading { .. });
+        if !loading || tokio::time::Instant::now() + ADMIT_POLL > deadline {
+            return answer;
+        }
+        tokio::time::sleep(ADMIT_POLL).await;
     }
 }
 
