@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
 
 use anyhow::Context;
 use zonemesh_cluster::admission::Admission;
@@ -44,6 +45,9 @@ pub const REDIRECT_TOKEN_TTL: Duration = Duration::from_secs(10);
 /// Redirect nonces remembered at once (each for at most [`REDIRECT_TOKEN_TTL`]); past
 /// it arrivals are answered `Busy` until older tokens expire.
 pub const REDIRECT_GUARD_CAPACITY: usize = 65_536;
+/// Releases of claims without a session here, asked for by other nodes, in flight at
+/// once; more requests are dropped until some finish.
+pub const MAX_UNUSED_RELEASES: usize = 64;
 /// The key id of the redirect key derived from the cluster secret.
 const REDIRECT_KEY_ID: u32 = 1;
 
@@ -73,6 +77,9 @@ pub struct ClusterRuntime {
     cluster: OnceLock<Cluster>,
     host: OnceLock<Weak<ZoneHost>>,
     sessions: OnceLock<Box<dyn LocalSessions>>,
+    /// Releases of claims without a session here in flight, at most
+    /// [`MAX_UNUSED_RELEASES`].
+    unused_releases: Arc<Semaphore>,
     adapter: StoreAdapter,
     store: Arc<dyn Store>,
     redirects: RedirectDesk,
@@ -94,6 +101,7 @@ impl ClusterRuntime {
             cluster: OnceLock::new(),
             host: OnceLock::new(),
             sessions: OnceLock::new(),
+            unused_releases: Arc::new(Semaphore::new(MAX_UNUSED_RELEASES)),
             adapter: StoreAdapter::new(Arc::clone(&store), lease),
             store,
             redirects: RedirectDesk::new(secret)?,
@@ -300,6 +308,11 @@ impl ClusterEvents for ClusterRuntime {
         else {
             return;
         };
+        // Bounded: past the limit the request is dropped; the asking node asks
+        // again on the player's next retry.
+        let Ok(permit) = Arc::clone(&self.unused_releases).try_acquire_owned() else {
+            return;
+        };
         let me = store_run(cluster.me());
         let store = Arc::clone(&self.store);
         let player = player.to_owned();
@@ -307,6 +320,7 @@ impl ClusterEvents for ClusterRuntime {
             if let Err(e) = store.release_player(&player, me, session).await {
                 tracing::warn!(player, "cannot release an unused claim: {e}");
             }
+            drop(permit);
         });
     }
 
