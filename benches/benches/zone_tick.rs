@@ -45,6 +45,7 @@ fn demo_zone(entities: usize, players: usize) -> (Zone, Vec<Arc<ClientLink>>) {
         config,
         rules: game.rules().clone(),
         persistence: None,
+        other_nodes: None,
     });
     let inbox = inboxes.remove(&id).expect("inbox for the only zone");
     let fresh = ZoneActivation {

@@ -74,7 +74,8 @@ impl BlockingClient {
     }
 
     /// Sends a reliable game event, blocking only while the server's flow control is
-    /// full (at most 5 s, then [`ClientError::Timeout`]).
+    /// full or a move to another node finishes (at most 5 s, then
+    /// [`ClientError::Timeout`]; the move goes on).
     pub fn send_game_event(&mut self, kind: u16, payload: Vec<u8>) -> Result<(), ClientError> {
         let client = &mut self.client;
         self.runtime.block_on(async {
@@ -134,9 +135,21 @@ impl BlockingClient {
         self.client.redirects_followed()
     }
 
-    /// Moves to another node while connecting; see [`Client::node_changes`].
+    /// Moves to another node, while connecting or mid-session; see
+    /// [`Client::node_changes`].
     pub fn node_changes(&self) -> u32 {
         self.client.node_changes()
+    }
+
+    /// Mid-session moves to another node completed; see [`Client::moves`]. A move is
+    /// driven by [`BlockingClient::poll`] and the other calls, once per frame.
+    pub fn moves(&self) -> u32 {
+        self.client.moves()
+    }
+
+    /// Whether the session is moving to another node now; see [`Client::is_moving`].
+    pub fn is_moving(&self) -> bool {
+        self.client.is_moving()
     }
 
     /// Starts a new session after this one ended, blocking until welcomed or refused;

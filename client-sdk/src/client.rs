@@ -9,6 +9,10 @@
 //! `try_next_event`, `drain_events`, `update`, `wait_snapshot`) first processes
 //! whatever has arrived, so the replica, the events and the acknowledgements always
 //! describe exactly what the game has processed, and `replica()` is a plain borrow.
+//!
+//! A move to another node mid-session (`client_move.rs`) keeps that design: the move's
+//! connection attempts are one stored future that every pumping call polls, so a move
+//! advances exactly when the game calls the client, and cancelling a call loses nothing.
 
 use crate::config::ClientConfig;
 use crate::connect::{self, Established, READ_CHUNK};
@@ -31,6 +35,11 @@ use zonemesh_shared::control::{
 };
 use zonemesh_shared::ids::{NetId, ZoneId};
 use zonemesh_shared::quant::Vec2;
+
+#[path = "client_move.rs"]
+mod moving;
+
+use moving::Moving;
 
 /// Most datagrams processed per call, so one call never runs unbounded while a flood
 /// arrives; the rest wait for the next call.
@@ -60,7 +69,8 @@ pub struct ClientStats {
     pub decode_errors: u64,
     /// Events dropped by the queue's overflow policy.
     pub events_dropped: u64,
-    /// UDP payload bytes received on this connection (QUIC overhead included).
+    /// UDP payload bytes received on this connection (QUIC overhead included). A move
+    /// to another node starts a new connection, and these over.
     pub bytes_down: u64,
     /// UDP payload bytes sent on this connection (QUIC overhead included).
     pub bytes_up: u64,
@@ -90,6 +100,7 @@ enum Wake {
     Datagram(Result<Bytes, quinn::ConnectionError>),
     Control(Result<Option<usize>, ReadError>),
     AckDue,
+    Moved(Box<Result<Established, ClientError>>),
 }
 
 /// A connected session with a ZoneMesh server.
@@ -98,6 +109,24 @@ enum Wake {
 /// [`Client::try_next_event`] (each frame) to process what arrived; they also send the
 /// snapshot acknowledgements the server needs. Dropping a client closes the
 /// connection; [`Client::close`] does so politely.
+///
+/// # Moving between nodes
+///
+/// In a cluster, the servers may move a session to another node (the player walked
+/// into a zone served elsewhere): the node sends `Redirect` on the control stream. The
+/// client then connects to the new node while keeping the old connection
+/// (make-before-break), and the calls that pump drive that move; in the meantime the
+/// game goes on as usual (inputs keep their sequence numbers, snapshots from the old
+/// node are still applied, [`Client::is_moving`] is true). When the new node welcomes
+/// the same player the session switches to it: the replica, inputs, acknowledgements
+/// and events carry on, [`Event::ZoneChanged`] is reported if the zone differs,
+/// [`Client::moves`] and [`Client::node_changes`] count it, and the old connection is
+/// closed. `Loading`/`Busy` answers are retried and further redirects followed within
+/// [`ClientConfig::move_deadline`] and [`ClientConfig::max_redirects`]. If the move
+/// fails, the session ends with a [`DisconnectKind::MoveFailed`](crate::DisconnectKind::MoveFailed) reason, which
+/// [`ClientConfig::auto_reconnects`] and [`Client::reconnect`] treat as worth a new
+/// session. Reliable sends ([`Client::send_game_event`], durable actions) wait for the
+/// move to finish, so they reach the node that holds the player.
 pub struct Client {
     conn: Connection,
     send: SendStream,
@@ -117,6 +146,15 @@ pub struct Client {
     auto_reconnects_in_a_row: u32,
     /// A `Reconnected` to report after the `Disconnected` just returned.
     reconnected: Option<Event>,
+    /// The TLS name of the node the session is on, for a move's redirects.
+    server_name: String,
+    /// False once the connection ended while a move was under way: nothing is read
+    /// from or sent on it until the switch.
+    conn_open: bool,
+    /// The move to another node under way.
+    moving: Option<Moving>,
+    /// Mid-session moves completed.
+    moves: u32,
 }
 
 impl Client {
@@ -181,6 +219,10 @@ impl Client {
             reconnects: 0,
             auto_reconnects_in_a_row: 0,
             reconnected: None,
+            server_name: e.server_name,
+            conn_open: true,
+            moving: None,
+            moves: 0,
         };
         // Frames that arrived in the same read as `Welcome`.
         client.dispatch_frames();
@@ -218,6 +260,9 @@ impl Client {
         self.conn = e.conn;
         self.send = e.send;
         self.control = control_reader(e.recv, e.decoder);
+        self.server_name = e.server_name;
+        self.conn_open = true;
+        self.moving = None;
         self.route.redirects_followed += e.route.redirects_followed;
         self.route.node_changes += e.route.node_changes;
         self.reconnects += 1;
@@ -272,20 +317,38 @@ impl Client {
     }
 
     /// `Redirect` answers this client followed while connecting, over all its
-    /// attempts. At most [`ClientConfig::max_redirects`]: one more ends the connect
-    /// with [`ClientError::TooManyRedirects`].
+    /// attempts, plus those of its completed mid-session moves (the `Redirect` that
+    /// starts a move counts). At most [`ClientConfig::max_redirects`] per connect or
+    /// move: one more ends a connect with [`ClientError::TooManyRedirects`] and fails a
+    /// move.
     pub fn redirects_followed(&self) -> u32 {
         self.route.redirects_followed
     }
 
-    /// How many times the session moved to another node while connecting: each
-    /// completed QUIC handshake with a different server address than the previous
-    /// completed handshake counts once (a redirect or a retry that lands elsewhere).
-    /// The first server reached does not count, nor does a redirect back to the same
-    /// address or to an address that never answered. So a redirect from an entry node
-    /// to the zone's owner gives `redirects_followed() == 1` and `node_changes() == 1`.
+    /// How many times the session moved to another node, while connecting or in a
+    /// completed mid-session move: each completed QUIC handshake with a different server
+    /// address than the previous completed handshake counts once (a redirect or a
+    /// retry that lands elsewhere). The first server reached does not count, nor does a
+    /// redirect back to the same address or to an address that never answered. So a
+    /// redirect from an entry node to the zone's owner gives `redirects_followed() == 1`
+    /// and `node_changes() == 1`, and so does a move from one node to another.
     pub fn node_changes(&self) -> u32 {
         self.route.node_changes
+    }
+
+    /// Mid-session moves to another node completed (see
+    /// [`Client`](Client#moving-between-nodes)): sessions that went on on another
+    /// connection with the same player and replica. Not counted in
+    /// [`Client::reconnects`].
+    pub fn moves(&self) -> u32 {
+        self.moves
+    }
+
+    /// Whether the session is moving to another node now: the old node sent
+    /// `Redirect` and the new node has not welcomed the player yet. The game may go on
+    /// as usual meanwhile.
+    pub fn is_moving(&self) -> bool {
+        self.moving.is_some()
     }
 
     /// Why the session ended, once it has.
@@ -385,12 +448,15 @@ impl Client {
         out.len() - before
     }
 
-    /// Processes everything received so far (replica updated, events queued) and sends
-    /// a due acknowledgement. Never waits.
+    /// Processes everything received so far (replica updated, events queued), drives
+    /// a move to another node, and sends a due acknowledgement. Never waits.
     pub fn update(&mut self) {
         let now = Instant::now();
+        self.drive_move();
         self.read_ready_datagrams(now);
         self.read_ready_control();
+        // A `Redirect` just read starts its move at once.
+        self.drive_move();
         self.flush_ack(now);
     }
 
@@ -419,9 +485,11 @@ impl Client {
         Ok(seq)
     }
 
-    /// Sends a reliable game event. Waits only if the server's flow control is full.
-    /// Not cancel-safe: cancelling mid-write leaves a partial frame, which the server
-    /// treats as a protocol violation.
+    /// Sends a reliable game event. Waits only if the server's flow control is full, or
+    /// for a move to another node to finish (at most [`ClientConfig::move_deadline`]),
+    /// so the event reaches the node that holds the player. Not cancel-safe:
+    /// cancelling mid-write leaves a partial frame, which the server treats as a
+    /// protocol violation (cancelling while a move is awaited is harmless).
     pub async fn send_game_event(
         &mut self,
         kind: u16,
@@ -458,6 +526,8 @@ impl Client {
     }
 
     async fn send_control(&mut self, msg: ClientControl) -> Result<(), ClientError> {
+        // The old node no longer holds the player: what it received would be lost.
+        self.settle_move().await;
         self.core.ensure_open()?;
         let payload_len = match &msg {
             ClientControl::GameEvent { payload, .. }
@@ -478,7 +548,11 @@ impl Client {
 
     /// Ends the session politely: `Goodbye`, a short wait for the server to take it,
     /// then a `Normal` close; an owned endpoint is given a moment to send the close.
+    /// A move to another node that has not finished is abandoned (the new node ends
+    /// the session it held when the client does not come).
     pub async fn close(mut self) {
+        self.drive_move();
+        self.moving = None;
         if self.core.disconnect_reason().is_none() {
             let goodbye = ClientControl::Goodbye.to_frame();
             let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -501,10 +575,17 @@ impl Client {
     async fn wait_for_input(&mut self) {
         let ack_due = self.core.ack_deadline().map(tokio::time::Instant::from_std);
         let control_open = self.control.open;
-        let Self { conn, control, .. } = self;
+        let conn_open = self.conn_open;
+        let Self {
+            conn,
+            control,
+            moving,
+            ..
+        } = self;
         let wake = tokio::select! {
-            d = conn.read_datagram() => Wake::Datagram(d),
+            d = conn.read_datagram(), if conn_open => Wake::Datagram(d),
             r = control.recv.read(&mut control.buf), if control_open => Wake::Control(r),
+            m = moving::outcome(moving) => Wake::Moved(Box::new(m)),
             () = sleep_until(ack_due) => Wake::AckDue,
         };
         match wake {
@@ -513,6 +594,7 @@ impl Client {
                 self.connection_lost(&e);
             }
             Wake::Control(result) => self.on_control_read(result),
+            Wake::Moved(result) => self.finish_move(*result),
             // `update` at the top of the caller's loop sends it.
             Wake::AckDue => {}
         }
@@ -520,7 +602,7 @@ impl Client {
 
     fn read_ready_datagrams(&mut self, now: Instant) {
         for _ in 0..DATAGRAMS_PER_PUMP_MAX {
-            if self.core.disconnect_reason().is_some() {
+            if !self.conn_open || self.core.disconnect_reason().is_some() {
                 return;
             }
             match poll_once(self.conn.read_datagram()) {
@@ -554,25 +636,24 @@ impl Client {
                 self.control.decoder.push(chunk);
                 self.dispatch_frames();
             }
-            Ok(None) => {
-                self.control.open = false;
-                self.fail(
-                    ErrorCode::ProtocolViolation,
-                    "server finished the control stream",
-                );
-            }
+            Ok(None) => self.control_ended("server finished the control stream"),
             Err(ReadError::ConnectionLost(e)) => {
                 self.control.open = false;
                 self.connection_lost(&e);
             }
-            Err(e) => {
-                self.control.open = false;
-                self.fail(
-                    ErrorCode::ProtocolViolation,
-                    &format!("control stream: {e}"),
-                );
-            }
+            Err(e) => self.control_ended(&format!("control stream: {e}")),
         }
+    }
+
+    /// The server ended the control stream without closing the connection: a protocol
+    /// violation, unless a move is under way (the old node may end its side first).
+    fn control_ended(&mut self, why: &str) {
+        self.control.open = false;
+        if self.core.is_moving() {
+            tracing::debug!(why, "old control stream ended during a move");
+            return;
+        }
+        self.fail(ErrorCode::ProtocolViolation, why);
     }
 
     /// Hands every complete control frame to the core. Bounded: each frame consumes
@@ -591,6 +672,7 @@ impl Client {
                 Ok(msg) => self.core.handle_control(msg),
                 Err(e) => return self.fail(ErrorCode::ProtocolViolation, &e.to_string()),
             }
+            self.start_requested_move();
         }
     }
 
@@ -604,13 +686,17 @@ impl Client {
         self.conn
             .close(VarInt::from_u32(code as u32), message.as_bytes());
         self.core.protocol_violation(code, message.to_owned());
+        // The session is over: a move under way has nothing left to move.
+        self.moving = None;
     }
 
-    /// Records the end of the connection; returns the error for the caller.
+    /// Records the end of the connection, which ends the session unless a move is
+    /// under way; returns the error for the caller.
     fn connection_lost(&mut self, error: &quinn::ConnectionError) -> ClientError {
         self.control.open = false;
+        self.conn_open = false;
         self.core
-            .handle_disconnect(DisconnectReason::from_connection_error(error));
+            .handle_connection_lost(DisconnectReason::from_connection_error(error));
         self.closed_error()
     }
 
@@ -629,10 +715,21 @@ impl Client {
         }
     }
 
+    /// Sends on the current connection. While a move is under way a datagram the old
+    /// connection cannot take is not an error: its inputs go out again on the new one.
     fn send_datagram(&mut self, datagram: Vec<u8>) -> Result<(), ClientError> {
+        if !self.conn_open {
+            return Ok(());
+        }
         match self.conn.send_datagram(Bytes::from(datagram)) {
             Ok(()) => Ok(()),
-            Err(SendDatagramError::ConnectionLost(e)) => Err(self.connection_lost(&e)),
+            Err(SendDatagramError::ConnectionLost(e)) => {
+                let error = self.connection_lost(&e);
+                if self.core.is_moving() {
+                    return Ok(());
+                }
+                Err(error)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -653,6 +750,7 @@ impl fmt::Debug for Client {
             .field("zone", &self.zone())
             .field("entities", &self.replica().len())
             .field("disconnect", &self.core.disconnect_reason())
+            .field("moving", &self.moving.is_some())
             .field("owns_endpoint", &self.owned_endpoint.is_some())
             .finish_non_exhaustive()
     }

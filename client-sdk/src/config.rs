@@ -81,8 +81,15 @@ pub struct ClientConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay ceiling.
     pub backoff_max: Duration,
-    /// Redirects followed before giving up.
+    /// Redirects followed before giving up: per connect, and per mid-session move
+    /// (where the `Redirect` that starts the move counts too, so 0 follows none and a
+    /// move then fails at once).
     pub max_redirects: u32,
+    /// Time allowed for a mid-session move (the old node's `Redirect` to a `Welcome`
+    /// from the new node), redirects and `Loading`/`Busy` retries included. Past it the
+    /// move has failed (see [`Client`](crate::Client#moving-between-nodes)). The
+    /// default, 10 s, is the lifetime of the redirect token the old node sends.
+    pub move_deadline: Duration,
     /// How many times in a row [`Client::next_event`](crate::Client::next_event)
     /// starts a new session by itself when one ends in a way worth retrying
     /// ([`DisconnectReason::can_reconnect`](crate::DisconnectReason::can_reconnect):
@@ -122,6 +129,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             max_redirects: 5,
+            move_deadline: Duration::from_secs(10),
             auto_reconnects: 0,
             input_redundancy: 4,
             event_queue_capacity: 1024,
@@ -161,6 +169,9 @@ impl ClientConfig {
         }
         if self.attempt_timeout.is_zero() || self.connect_deadline.is_zero() {
             return fail("attempt timeout and connect deadline must be positive");
+        }
+        if self.move_deadline.is_zero() {
+            return fail("move deadline must be positive");
         }
         if !(1..=INPUTS_PER_DATAGRAM_MAX).contains(&self.input_redundancy) {
             return fail("input redundancy must be 1 to 8");
@@ -202,6 +213,7 @@ impl fmt::Debug for ClientConfig {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("max_redirects", &self.max_redirects)
+            .field("move_deadline", &self.move_deadline)
             .field("input_redundancy", &self.input_redundancy)
             .field("event_queue_capacity", &self.event_queue_capacity)
             .field("interpolation_delay_ticks", &self.interpolation_delay_ticks)
@@ -327,6 +339,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = base.clone();
         c.event_queue_capacity = 0;
+        assert!(c.validate().is_err());
+        let mut c = base.clone();
+        c.move_deadline = Duration::ZERO;
         assert!(c.validate().is_err());
         let mut c = base;
         c.token = "x".repeat(TOKEN_MAX + 1);

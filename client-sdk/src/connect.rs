@@ -1,16 +1,19 @@
 //! Getting a session: QUIC transport settings, one attempt (handshake, `Hello`, the
-//! server's answer), and the retry loop with backoff, redirects and the deadline.
+//! server's answer), the retry loop with backoff, redirects and the deadline, and the
+//! same attempts driven by a [`MovePlan`] when a session moves to another node.
 //!
 //! Retry policy: `Busy`/`Loading` answers and transient transport failures (timeouts,
 //! resets, a server closing with `Busy`/`Internal`/`ServerShutdown`/`HandshakeTimeout`)
 //! are retried after a [`Backoff`] delay (at least the server's `retry_after`);
 //! `Redirect` is followed at once; an `Error` answer, a refusing close code and TLS
-//! failures end the attempt loop immediately.
+//! failures end the attempt loop immediately. A mid-session move has its own, stricter
+//! policy ([`MovePlan`]).
 
 use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::events::close_code;
+use crate::moving::{MovePlan, MoveStep};
 use crate::route::{Route, RouteStats};
 use crate::session::Welcome;
 use crate::tls;
@@ -24,6 +27,7 @@ use zonemesh_shared::PROTOCOL_VERSION;
 use zonemesh_shared::control::{
     CONTROL_FRAME_MAX, ClientControl, ErrorCode, FrameDecoder, ServerControl,
 };
+use zonemesh_shared::ids::NetId;
 
 /// Bytes read from the control stream at a time.
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -44,6 +48,9 @@ pub(crate) struct Established {
     pub(crate) welcome: Welcome,
     /// Redirects followed and node changes on the way here.
     pub(crate) route: RouteStats,
+    /// The TLS name this node was reached with (a redirect to `host:port` changes it);
+    /// a later redirect to `ip:port` keeps it.
+    pub(crate) server_name: String,
 }
 
 /// The quinn client configuration: TLS for the configured trust, ALPN, and transport
@@ -85,9 +92,12 @@ struct Target {
 
 /// Why an attempt did not end in `Welcome`.
 #[derive(Debug)]
-enum Failure {
-    /// Worth retrying after a delay of at least `hint`, on the next known node.
+pub(crate) enum Failure {
+    /// Worth retrying after a delay of at least `hint`, on the next known node: the
+    /// transport failed or the server closed in a way that may pass.
     Retry(ClientError, Option<Duration>),
+    /// The node answered `Busy`: it may take the client after the hint.
+    Busy(ClientError, Duration),
     /// This node is loading the zone: ask it again after the hint.
     Wait(ClientError, Duration),
     /// Retrying cannot help.
@@ -135,6 +145,7 @@ pub(crate) async fn establish(
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(e, hint)) => (e, hint, false),
+            Err(Failure::Busy(e, hint)) => (e, Some(hint), false),
             Err(Failure::Wait(e, hint)) => (e, Some(hint), true),
             Err(Failure::Redirect { addr, token }) => {
                 route.handle_redirect()?;
@@ -159,6 +170,84 @@ pub(crate) async fn establish(
     }
 }
 
+/// Where a mid-session move starts: the session's node and what its `Redirect` said.
+pub(crate) struct MoveStart {
+    /// The node the session is on now.
+    pub(crate) here: SocketAddr,
+    /// The TLS name that node was reached with.
+    pub(crate) server_name: String,
+    /// The player's entity, which the new node must welcome.
+    pub(crate) player: NetId,
+    /// The `Redirect`'s address, `host:port` or `ip:port`.
+    pub(crate) addr: String,
+    /// The `Redirect`'s token (a bearer credential: never logged).
+    pub(crate) token: String,
+}
+
+/// Follows a `Redirect` received mid-session to the session's new node, with the same
+/// attempts as [`establish`] but the decisions of a [`MovePlan`], all within
+/// `config.move_deadline`. The connection to the current node is not touched: the
+/// caller switches to the returned one (make-before-break).
+pub(crate) async fn follow_move(
+    endpoint: quinn::Endpoint,
+    config: ClientConfig,
+    start: MoveStart,
+) -> Result<Established, ClientError> {
+    let quic = quic_client_config(&config)?;
+    let rng = StdRng::from_os_rng();
+    let mut plan = MovePlan::new(&config, start.player, start.here, Instant::now(), rng);
+    let deadline = tokio::time::Instant::from_std(plan.deadline());
+    // The plan bounds each attempt and each wait; the outer deadline also bounds
+    // resolving a `host:port` address, which has no timeout of its own.
+    let attempts = move_attempts(&endpoint, &quic, &mut plan, start);
+    match tokio::time::timeout_at(deadline, attempts).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout(config.move_deadline)),
+    }
+}
+
+/// The attempts of a move, one [`MoveStep`] at a time. Bounded by the plan, which
+/// fails the move after a fixed number of attempts or at its deadline.
+async fn move_attempts(
+    endpoint: &quinn::Endpoint,
+    quic: &quinn::ClientConfig,
+    plan: &mut MovePlan,
+    start: MoveStart,
+) -> Result<Established, ClientError> {
+    let mut target = Target {
+        addr: start.here,
+        server_name: start.server_name,
+        token: String::new(),
+    };
+    let mut step = plan.handle_redirect(start.addr, start.token);
+    loop {
+        match step {
+            MoveStep::Follow { addr, token } => {
+                tracing::debug!(%addr, "moving to another node");
+                target = redirect_target(endpoint, &addr, token, &target).await?;
+            }
+            MoveStep::Retry(delay) => tokio::time::sleep(delay).await,
+            MoveStep::Fail(error) => return Err(error),
+        }
+        let timeout = plan.next_attempt(Instant::now())?;
+        step = match attempt(endpoint, quic, &target, timeout, plan.route_mut()).await {
+            Ok(established) => return welcomed(plan, established),
+            Err(failure) => plan.handle_failure(Instant::now(), failure),
+        };
+    }
+}
+
+/// Keeps the new node's connection if it welcomed the same player; closes it if not.
+fn welcomed(plan: &MovePlan, mut established: Established) -> Result<Established, ClientError> {
+    if let Err(error) = plan.handle_welcome(established.welcome) {
+        let code = VarInt::from_u32(ErrorCode::Normal as u32);
+        established.conn.close(code, b"welcomed as another player");
+        return Err(error);
+    }
+    established.route = plan.route_stats();
+    Ok(established)
+}
+
 /// One attempt, bounded by `timeout`.
 async fn attempt(
     endpoint: &quinn::Endpoint,
@@ -174,7 +263,11 @@ async fn attempt(
         .connect_with(quic.clone(), target.addr, &target.server_name)
         .map_err(|e| Failure::Fatal(e.into()))?;
     match tokio::time::timeout(timeout, handshake(connecting, &target.token, route)).await {
-        Ok(result) => result,
+        Ok(Ok(mut established)) => {
+            established.server_name.clone_from(&target.server_name);
+            Ok(established)
+        }
+        Ok(Err(failure)) => Err(failure),
         // Dropping the unfinished handshake drops the connection, which quinn closes.
         Err(_) => Err(Failure::Retry(ClientError::Timeout(timeout), None)),
     }
@@ -217,8 +310,9 @@ async fn handshake(
         recv,
         decoder,
         welcome,
-        // Filled in by `establish`, which owns the route across attempts.
+        // Filled in by the callers, which own the route and the target.
         route: RouteStats::default(),
+        server_name: String::new(),
     })
 }
 
@@ -235,7 +329,7 @@ fn refusal(conn: &Connection, answer: ServerControl) -> Failure {
             close(b"busy");
             let hint = Duration::from_millis(retry_after_ms.into());
             let error = ClientError::Unavailable(format!("busy, retry after {hint:?}"));
-            Failure::Retry(error, Some(hint))
+            Failure::Busy(error, hint)
         }
         ServerControl::Loading { retry_after_ms } => {
             close(b"loading");

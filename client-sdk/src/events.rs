@@ -29,7 +29,8 @@ pub enum Event {
         /// Its network id.
         id: NetId,
     },
-    /// The player moved into another zone on the same connection.
+    /// The player moved into another zone: on the same connection, or with a move to
+    /// the node serving that zone (see [`Client`](crate::Client#moving-between-nodes)).
     ZoneChanged {
         /// The zone the player is now in.
         zone: ZoneId,
@@ -83,6 +84,13 @@ pub enum DisconnectKind {
     TimedOut,
     /// The transport failed (reset, QUIC-level error).
     Lost,
+    /// The session's node handed the player to another node, and following it there
+    /// failed: the new node refused (the reason's code says why) or did not welcome
+    /// the player in time ([`ClientConfig::move_deadline`](crate::ClientConfig::move_deadline)),
+    /// or the redirects passed the hop limit (code [`ErrorCode::ZoneMoved`] then). The
+    /// player is safe on the servers: a new session ([`Client::reconnect`](crate::Client::reconnect))
+    /// brings it back from its last save.
+    MoveFailed,
 }
 
 /// Why a session ended.
@@ -107,13 +115,14 @@ impl DisconnectReason {
     }
 
     /// Whether connecting again may well succeed: the node went away or stopped, the
-    /// zone moved to another node, or the transport failed. Not for a refusal of this
-    /// client (authentication, a flood, a protocol violation, being replaced by a newer
-    /// session of the same player) or an end this client asked for.
+    /// zone moved to another node, a move to another node failed, or the transport
+    /// failed. Not for a refusal of this client (authentication, a flood, a protocol
+    /// violation, being replaced by a newer session of the same player) or an end this
+    /// client asked for.
     pub fn can_reconnect(&self) -> bool {
         match self.kind {
             DisconnectKind::Local => false,
-            DisconnectKind::TimedOut | DisconnectKind::Lost => true,
+            DisconnectKind::TimedOut | DisconnectKind::Lost | DisconnectKind::MoveFailed => true,
             DisconnectKind::Server => matches!(
                 self.code,
                 ErrorCode::ZoneMoved

@@ -1,6 +1,7 @@
 //! The ZoneMesh client SDK: connect to a ZoneMesh server over QUIC, authenticate with
-//! a session token, follow redirects and ride out busy servers, keep a replica of the
-//! visible world from snapshot datagrams, and send inputs and game events.
+//! a session token, follow redirects (while connecting and mid-session) and ride out
+//! busy servers, keep a replica of the visible world from snapshot datagrams, and send
+//! inputs and game events.
 //!
 //! # Usage
 //!
@@ -52,6 +53,19 @@
 //!   least every 100 ms while it owes one.
 //! - Inputs carry the newest input plus the previous unacknowledged ones (up to
 //!   `input_redundancy`), so a lost datagram costs nothing.
+//! - Mid-session redirects: in a cluster, a player who walks into a zone served by
+//!   another node is handed to that node by the servers, and its node sends `Redirect`
+//!   after `Welcome`. The client connects to the new node while keeping the old
+//!   connection (make-before-break) and, once the new node welcomes the same player,
+//!   switches to it: same session, same [`Replica`], inputs and acknowledgements;
+//!   [`Event::ZoneChanged`] if the zone differs, and [`Client::moves`] and
+//!   [`Client::node_changes`] count one more. `Loading`/`Busy` answers are retried and
+//!   further redirects followed within [`ClientConfig::move_deadline`] (10 s) and
+//!   `max_redirects`. The game keeps calling the client as usual meanwhile: there is no
+//!   background task, the calls that process incoming data drive the move. A failed
+//!   move ends the session with [`DisconnectKind::MoveFailed`], which
+//!   [`ClientConfig::auto_reconnects`] and [`Client::reconnect`] answer with a new
+//!   session from the last save. Details: [`Client`](Client#moving-between-nodes).
 //!
 //! # Bounded queues
 //!
@@ -65,6 +79,9 @@
 //!   `Disconnected` is never dropped.
 //! - Per entity: [`POSITION_HISTORY`] baselines, [`INTERPOLATION_SAMPLES`] samples,
 //!   and at most one record's worth of components (32).
+//! - Moves: one at a time (a `Redirect` on the old connection during a move is
+//!   ignored), at most `move_deadline` long and 32 connection attempts; the old
+//!   connection is read, with the limits above, until the switch.
 //!
 //! Nothing the network sends can make the SDK panic: malformed datagrams and records
 //! are counted in [`ClientStats::decode_errors`] and skipped; malformed control frames
@@ -79,6 +96,7 @@ mod error;
 mod events;
 mod history;
 mod input;
+mod moving;
 mod replica;
 mod route;
 mod seq;
@@ -113,4 +131,10 @@ const _: fn() = || {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<Client>();
     assert_send::<BlockingClient>();
+};
+
+// `&Client` may be shared between threads for reading the replica and counters.
+const _: fn() = || {
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<Client>();
 };

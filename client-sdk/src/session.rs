@@ -9,7 +9,15 @@
 //! - whenever [`ClientCore::ack_deadline`] has passed, send what
 //!   [`ClientCore::poll_ack`] returns, so the server learns which snapshots arrived
 //!   even when the game sends no input;
-//! - hand [`ClientCore::pop_event`] results to the game.
+//! - hand [`ClientCore::pop_event`] results to the game;
+//! - when [`ClientCore::poll_move`] returns a request (the node sent `Redirect`
+//!   mid-session), connect to the new node, feeding the old connection's data as
+//!   before, then report [`ClientCore::handle_moved`] (and send the datagram it
+//!   returns on the new connection) or [`ClientCore::handle_move_failed`].
+//!
+//! While a move is under way the old connection ending, or its node's `Error`, does not
+//! end the session: the old node closes its side once it has handed the player over,
+//! and the move decides how the session goes on.
 //!
 //! A snapshot is acknowledged only once it was applied completely: the server uses
 //! acknowledged snapshots as delta baselines, so acknowledging one the replica does not
@@ -19,6 +27,7 @@ use crate::error::ClientError;
 use crate::events::{DisconnectKind, DisconnectReason, Event, EventQueue};
 use crate::input::InputRing;
 use crate::replica::Replica;
+use std::fmt;
 use std::time::{Duration, Instant};
 use zonemesh_shared::control::{ErrorCode, ServerControl};
 use zonemesh_shared::datagram::{Ack, ClientDatagram, Snapshot};
@@ -38,6 +47,36 @@ pub(crate) struct Welcome {
     pub(crate) zone: ZoneId,
     /// The server's simulation rate.
     pub(crate) tick_hz: u16,
+}
+
+/// A `Redirect` received after `Welcome`: the servers handed the player to the node at
+/// `addr`, which waits for this client with `token`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct MoveRequest {
+    /// The new node, `host:port` or `ip:port`.
+    pub(crate) addr: String,
+    /// The token to present there.
+    pub(crate) token: String,
+}
+
+impl fmt::Debug for MoveRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a bearer credential: never print it.
+        f.debug_struct("MoveRequest")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the session is between nodes.
+#[derive(Debug)]
+enum MoveState {
+    /// On one node.
+    Settled,
+    /// A `Redirect` arrived; the driver has not taken it yet.
+    Requested(MoveRequest),
+    /// The driver is connecting to the new node.
+    Underway,
 }
 
 /// Tuning the core takes from the client configuration.
@@ -78,6 +117,8 @@ pub(crate) struct ClientCore {
     newest_snapshot_at: Option<Instant>,
     counters: Counters,
     disconnect: Option<DisconnectReason>,
+    /// A move to another node, requested or under way.
+    moving: MoveState,
 }
 
 impl ClientCore {
@@ -94,6 +135,7 @@ impl ClientCore {
             newest_snapshot_at: None,
             counters: Counters::default(),
             disconnect: None,
+            moving: MoveState::Settled,
         }
     }
 
@@ -149,15 +191,9 @@ impl ClientCore {
                 self.events
                     .push(Event::ActionRejected { id, code, message });
             }
-            ServerControl::Error { code, message } => {
-                self.handle_disconnect(DisconnectReason::new(
-                    code,
-                    message,
-                    DisconnectKind::Server,
-                ));
-            }
+            ServerControl::Error { code, message } => self.handle_server_error(code, message),
+            ServerControl::Redirect { addr, token } => self.handle_redirect(addr, token),
             other @ (ServerControl::Welcome { .. }
-            | ServerControl::Redirect { .. }
             | ServerControl::Loading { .. }
             | ServerControl::Busy { .. }) => {
                 // Handshake answers have no meaning mid-session; ignore rather than drop
@@ -168,8 +204,103 @@ impl ClientCore {
         }
     }
 
-    /// Records the end of the session (only the first reason counts).
+    /// The node's `Error`: the session ends, unless a move is under way.
+    fn handle_server_error(&mut self, code: ErrorCode, message: String) {
+        if self.is_moving() {
+            // The old node may say goodbye once it has handed the player over.
+            tracing::debug!(?code, message, "old node ended its side during a move");
+            return;
+        }
+        let reason = DisconnectReason::new(code, message, DisconnectKind::Server);
+        self.handle_disconnect(reason);
+    }
+
+    /// A `Redirect` after `Welcome`: the servers moved the player to another node.
+    fn handle_redirect(&mut self, addr: String, token: String) {
+        if self.is_moving() {
+            // One move at a time; the one under way follows the redirects it is given.
+            tracing::debug!(
+                addr,
+                "ignoring a redirect on the old connection during a move"
+            );
+            return;
+        }
+        tracing::debug!(addr, "the node moved the player elsewhere");
+        self.moving = MoveState::Requested(MoveRequest { addr, token });
+    }
+
+    /// The move to start, once: the driver connects to the new node and later reports
+    /// [`ClientCore::handle_moved`] or [`ClientCore::handle_move_failed`].
+    pub(crate) fn poll_move(&mut self) -> Option<MoveRequest> {
+        match std::mem::replace(&mut self.moving, MoveState::Underway) {
+            MoveState::Requested(request) => Some(request),
+            other => {
+                self.moving = other;
+                None
+            }
+        }
+    }
+
+    /// Whether a move to another node is requested or under way.
+    pub(crate) fn is_moving(&self) -> bool {
+        !matches!(self.moving, MoveState::Settled)
+    }
+
+    /// The connection to the node ended. The session ends with it, unless a move is
+    /// under way: the old node closes its side once it has handed the player over.
+    pub(crate) fn handle_connection_lost(&mut self, reason: DisconnectReason) {
+        if self.is_moving() {
+            tracing::debug!(%reason, "old connection ended during a move");
+            return;
+        }
+        self.handle_disconnect(reason);
+    }
+
+    /// The new node welcomed the player: the session goes on there with the same
+    /// replica, inputs and acknowledgements (the new node continues the snapshot
+    /// sequence and knows what this client holds). Queues `ZoneChanged` if the zone
+    /// differs. Returns the first datagram for the new node: the acknowledgement and
+    /// the unacknowledged inputs, so it has them before the game's next input.
+    pub(crate) fn handle_moved(&mut self, now: Instant, welcome: Welcome) -> Option<Vec<u8>> {
+        // Ending the session settles any move, so a move never completes after it.
+        assert!(
+            matches!(self.moving, MoveState::Underway),
+            "a move completed that was not under way"
+        );
+        assert_eq!(
+            welcome.player, self.welcome.player,
+            "a move must keep the player"
+        );
+        self.moving = MoveState::Settled;
+        if welcome.zone != self.welcome.zone {
+            self.events.push(Event::ZoneChanged { zone: welcome.zone });
+        }
+        self.welcome = welcome;
+        let inputs = self.inputs.datagram_inputs();
+        if inputs.is_empty() && !self.ack.any {
+            return None;
+        }
+        let datagram = ClientDatagram::Input {
+            ack: self.ack,
+            inputs,
+        };
+        self.mark_sent(now);
+        Some(datagram.encode())
+    }
+
+    /// The move failed: the session ends for `reason`.
+    pub(crate) fn handle_move_failed(&mut self, reason: DisconnectReason) {
+        assert!(
+            matches!(self.moving, MoveState::Underway),
+            "a move failed that was not under way"
+        );
+        self.handle_disconnect(reason);
+    }
+
+    /// Records the end of the session (only the first reason counts). A move under way
+    /// is over too.
     pub(crate) fn handle_disconnect(&mut self, reason: DisconnectReason) {
+        self.moving = MoveState::Settled;
         if self.disconnect.is_some() {
             return;
         }

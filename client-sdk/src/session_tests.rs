@@ -228,3 +228,157 @@ fn event_overflow_drops_updates_and_keeps_disconnected() {
     assert_eq!(spawned, 32, "spawns are kept while updates can be dropped");
     assert!(matches!(all.last(), Some(Event::Disconnected(_))));
 }
+
+fn redirect(addr: &str) -> ServerControl {
+    ServerControl::Redirect {
+        addr: addr.into(),
+        token: "move-token".into(),
+    }
+}
+
+fn move_failed() -> DisconnectReason {
+    DisconnectReason::new(ErrorCode::ZoneMoved, "gone", DisconnectKind::MoveFailed)
+}
+
+/// A core with the player's entity applied (snapshot 5), two inputs sent, and a move
+/// under way.
+fn moving_core(t0: Instant) -> ClientCore {
+    let mut c = core(t0);
+    c.handle_datagram(t0, &snapshot(5, 0, vec![spawn(1)]));
+    c.input_datagram(t0, Vec2::ZERO, 0).expect("open");
+    c.input_datagram(t0, Vec2::ZERO, 0).expect("open");
+    c.handle_control(redirect("10.0.0.2:4433"));
+    c.poll_move().expect("a move is asked for");
+    c
+}
+
+#[test]
+fn a_redirect_after_welcome_asks_for_one_move() {
+    let t0 = Instant::now();
+    let mut c = core(t0);
+    assert!(!c.is_moving());
+    c.handle_control(redirect("10.0.0.2:4433"));
+    assert!(c.is_moving());
+    let request = c.poll_move().expect("a move is asked for");
+    assert_eq!(request.addr, "10.0.0.2:4433");
+    assert_eq!(request.token, "move-token");
+    assert!(!format!("{request:?}").contains("move-token"));
+    assert_eq!(c.poll_move(), None, "asked for once");
+    // Another redirect on the old connection does not start a second move.
+    c.handle_control(redirect("10.0.0.3:4433"));
+    assert_eq!(c.poll_move(), None);
+    assert_eq!(c.counters().decode_errors, 0, "a redirect is no quirk now");
+    assert_eq!(events(&mut c), vec![]);
+}
+
+#[test]
+fn during_a_move_the_old_connection_ending_does_not_end_the_session() {
+    let t0 = Instant::now();
+    let mut c = moving_core(t0);
+    c.handle_control(ServerControl::Error {
+        code: ErrorCode::ZoneMoved,
+        message: "handed over".into(),
+    });
+    c.handle_connection_lost(DisconnectReason::new(
+        ErrorCode::Normal,
+        "closed",
+        DisconnectKind::Server,
+    ));
+    assert_eq!(c.disconnect_reason(), None);
+    assert!(c.is_moving());
+    // The game goes on: late snapshots from the old node still apply, inputs numbered.
+    c.handle_datagram(t0, &snapshot(6, 0, vec![]));
+    assert_eq!(c.counters().snapshots, 2);
+    let (seq, _) = c.input_datagram(t0, Vec2::ZERO, 0).expect("still open");
+    assert_eq!(seq, 3);
+}
+
+#[test]
+fn without_a_move_the_connection_ending_ends_the_session() {
+    let t0 = Instant::now();
+    let mut c = core(t0);
+    let reason = DisconnectReason::new(ErrorCode::Normal, "closed", DisconnectKind::Server);
+    c.handle_connection_lost(reason.clone());
+    assert_eq!(c.disconnect_reason(), Some(&reason));
+    assert_eq!(events(&mut c), vec![Event::Disconnected(reason)]);
+}
+
+#[test]
+fn a_completed_move_keeps_replica_inputs_and_acks_and_reports_the_new_zone() {
+    let t0 = Instant::now();
+    let mut c = moving_core(t0);
+    let t1 = t0 + Duration::from_millis(40);
+    let moved = Welcome {
+        zone: ZoneId(3),
+        tick_hz: 30,
+        ..WELCOME
+    };
+    let first = c
+        .handle_moved(t1, moved)
+        .expect("inputs and ack to re-send");
+    let (ack, seqs) = decode(&first);
+    assert!(ack.covers(5), "the new node learns what the client holds");
+    assert_eq!(seqs, vec![2, 1], "unacknowledged inputs go out again");
+    assert!(!c.is_moving());
+    assert_eq!(c.welcome(), moved);
+    assert_eq!(c.ack_deadline(), None, "the first datagram carried the ack");
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::Spawned {
+                id: NetId(1),
+                kind: 0
+            },
+            Event::ZoneChanged { zone: ZoneId(3) },
+        ]
+    );
+    // The new node continues the snapshot sequence; the replica carries on.
+    assert!(c.replica().contains(NetId(1)));
+    c.handle_datagram(t1, &snapshot(6, 2, vec![]));
+    assert_eq!(c.counters().stale_snapshots, 0);
+    let (seq, bytes) = c.input_datagram(t1, Vec2::ZERO, 0).expect("open");
+    assert_eq!(seq, 3, "sequence numbers continue");
+    let (ack, seqs) = decode(&bytes);
+    assert!(ack.covers(5) && ack.covers(6));
+    assert_eq!(seqs, vec![3]);
+    // A later redirect starts a new move.
+    c.handle_control(redirect("10.0.0.3:4433"));
+    assert!(c.poll_move().is_some());
+}
+
+#[test]
+fn a_move_within_the_zone_reports_nothing_and_may_have_nothing_to_send() {
+    let t0 = Instant::now();
+    let mut c = core(t0);
+    c.handle_control(redirect("10.0.0.2:4433"));
+    c.poll_move().expect("a move is asked for");
+    assert_eq!(c.handle_moved(t0, WELCOME), None, "no ack, no inputs");
+    assert_eq!(events(&mut c), vec![]);
+    assert_eq!(c.counters().datagrams_sent, 0);
+}
+
+#[test]
+fn a_failed_move_ends_the_session_with_a_reconnectable_reason() {
+    let t0 = Instant::now();
+    let mut c = moving_core(t0);
+    c.handle_move_failed(move_failed());
+    assert!(!c.is_moving());
+    assert_eq!(c.disconnect_reason(), Some(&move_failed()));
+    assert!(move_failed().can_reconnect());
+    assert_eq!(
+        events(&mut c).last(),
+        Some(&Event::Disconnected(move_failed()))
+    );
+    // Nothing from the old connection counts any more.
+    c.handle_control(redirect("10.0.0.3:4433"));
+    assert_eq!(c.poll_move(), None);
+}
+
+#[test]
+fn ending_the_session_during_a_move_settles_it() {
+    let t0 = Instant::now();
+    let mut c = moving_core(t0);
+    c.protocol_violation(ErrorCode::ProtocolViolation, "bad frame".into());
+    assert!(!c.is_moving());
+    assert!(c.disconnect_reason().is_some());
+}

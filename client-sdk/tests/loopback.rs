@@ -9,51 +9,13 @@ use zonemesh_client::{
     ZoneId,
 };
 use zonemesh_shared::control::{ClientControl, ServerControl};
-use zonemesh_shared::datagram::{
-    ClientDatagram, EntityRecord, InputFrame, PosField, Snapshot, SnapshotHeader,
-};
-use zonemesh_shared::quant::QPos;
 
 mod common;
 
-use common::{Control, TestServer, WAIT, welcome, within};
-
-fn snapshot(seq: u32, input_ack: u32, records: Vec<EntityRecord>) -> bytes::Bytes {
-    let header = SnapshotHeader {
-        seq,
-        tick: 100 + u64::from(seq),
-        input_ack,
-    };
-    Snapshot { header, records }.encode().into()
-}
-
-fn spawn_record() -> EntityRecord {
-    EntityRecord::Update {
-        id: NetId(7),
-        spawn_kind: Some(1),
-        pos: PosField::Absolute(QPos { x: 16, y: 16 }),
-        components: vec![],
-    }
-}
-
-/// Reads input datagrams until one satisfies `check`.
-async fn read_inputs_until(
-    conn: &quinn::Connection,
-    mut check: impl FnMut(&zonemesh_shared::datagram::Ack, &[InputFrame]) -> bool,
-) {
-    loop {
-        let bytes = conn.read_datagram().await.expect("datagram");
-        let ClientDatagram::Input { ack, inputs } =
-            ClientDatagram::decode(&bytes).expect("input datagram");
-        if check(&ack, &inputs) {
-            return;
-        }
-    }
-}
-
-fn seqs(inputs: &[InputFrame]) -> Vec<u32> {
-    inputs.iter().map(|i| i.seq).collect()
-}
+use common::{
+    Control, TestServer, WAIT, moved_record, read_inputs_until, seqs, snapshot, spawn_record,
+    welcome, within,
+};
 
 /// The main session script: replication with acks, inputs with redundancy, game
 /// events both ways, and a polite close.
@@ -68,16 +30,7 @@ async fn play_session(conn: quinn::Connection, done: oneshot::Sender<()>) {
         .expect("send");
     // No input from the game yet: the SDK acknowledges on its own.
     read_inputs_until(&conn, |ack, inputs| inputs.is_empty() && ack.covers(1)).await;
-    let moved = EntityRecord::Update {
-        id: NetId(7),
-        spawn_kind: None,
-        pos: PosField::Delta {
-            baseline_back: 1,
-            dx: 16,
-            dy: 0,
-        },
-        components: vec![],
-    };
+    let moved = moved_record();
     conn.send_datagram(snapshot(2, 0, vec![moved]))
         .expect("send");
     read_inputs_until(&conn, |_, inputs| seqs(inputs) == [3, 2, 1]).await;

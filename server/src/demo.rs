@@ -122,7 +122,7 @@ pub fn demo_game(config: DemoConfig) -> Game {
 
 /// A stable spawn point from the player's name, so a player comes back where it first
 /// appeared (until persistence remembers where it left).
-fn spawn_point(name: &str, world: Vec2) -> Vec2 {
+pub fn spawn_point(name: &str, world: Vec2) -> Vec2 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);
     let bits = h.finish();

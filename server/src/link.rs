@@ -46,6 +46,9 @@ pub struct ClientLink {
     /// Set by the connection task when the session ends; zones drop the player when
     /// they see it (this replaces a "leave" message that could be lost or misrouted).
     closed: AtomicBool,
+    /// The player went on to another node (its entity, claim and next saves are
+    /// there): ending this connection must neither wait for a save nor free a claim.
+    moved_away: AtomicBool,
     max_datagram_bytes: AtomicU32,
     snapshot: Mutex<Option<SnapshotBatch>>,
     control: Mutex<VecDeque<ServerControl>>,
@@ -68,6 +71,7 @@ impl ClientLink {
             name,
             zone: AtomicU32::new(zone.0),
             closed: AtomicBool::new(false),
+            moved_away: AtomicBool::new(false),
             max_datagram_bytes: AtomicU32::new(max_datagram_bytes),
             snapshot: Mutex::new(None),
             control: Mutex::new(VecDeque::new()),
@@ -128,6 +132,16 @@ impl ClientLink {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Records that the player went on to another node.
+    pub fn mark_moved_away(&self) {
+        self.moved_away.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the player went on to another node.
+    pub fn moved_away(&self) -> bool {
+        self.moved_away.load(Ordering::SeqCst)
     }
 
     /// True once the session has ended.

@@ -80,6 +80,7 @@ impl Node {
         store: Arc<dyn Store>,
         keep_warm: &KeepWarm,
         ownership: Arc<dyn ZoneOwnership>,
+        other_nodes: Option<Arc<dyn crate::zone::elsewhere::OtherNodes>>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let (router, inboxes) = ZoneRouter::new(config.layout.zones(), config.zone.inbox_capacity);
@@ -97,6 +98,7 @@ impl Node {
                 keep_warm: keep_warm.clone(),
                 idle_after: config.idle_deactivate_after,
             }),
+            other_nodes,
         });
         let workers = config.workers.unwrap_or_else(available_cores);
         let (retire_tx, retired) = tokio::sync::mpsc::channel(config.layout.n_zones().max(1));

@@ -14,6 +14,7 @@ use zonemesh_server::persist::lifecycle::Lifecycle;
 use zonemesh_server::persist::{
     CheckpointWriter, KeepWarm, RecordVersions, ZoneActivation, ZoneDirectory,
 };
+use zonemesh_server::zone::elsewhere::GhostOrigin;
 use zonemesh_server::zone::{
     SendError, WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneMessage, ZonePersistence, ZoneRouter,
 };
@@ -83,6 +84,7 @@ impl TwoZones {
                 keep_warm: KeepWarm::All,
                 idle_after: Duration::from_secs(3600),
             }),
+            other_nodes: None,
         });
         let mut build = |zone: ZoneId, epoch: u64| {
             let inbox = inboxes.remove(&zone).expect("inbox");
@@ -187,7 +189,11 @@ async fn a_player_whose_transfer_bounced_is_saved_where_it_stayed() {
     let mut zones = TwoZones::start(1).await;
     let link = zones.join_west("stuck");
     let filler = || ZoneMessage::Ghosts {
-        from: WEST,
+        origin: GhostOrigin {
+            zone: WEST,
+            epoch: 1,
+            tick: 0,
+        },
         states: Vec::new(),
     };
     // The west zone's tick may already have sent one; either way the inbox is full.

@@ -317,11 +317,7 @@ impl EntityRecord {
                 }
                 encode_pos(pos, w);
                 if !components.is_empty() {
-                    w.varint(components.len() as u64);
-                    for c in components {
-                        w.varint(c.id.into());
-                        w.bytes(&c.bytes);
-                    }
+                    encode_components(components, w);
                 }
             }
         }
@@ -399,7 +395,20 @@ fn decode_pos(flags: u8, r: &mut Reader<'_>) -> Result<PosField, DecodeError> {
     Ok(PosField::Unchanged)
 }
 
-fn decode_components(r: &mut Reader<'_>) -> Result<Vec<ComponentValue>, DecodeError> {
+/// Writes a component list as records carry it: a count, then each id and its bytes.
+/// Used for anything that carries an entity's components (records, and player and
+/// ghost messages between nodes), so there is one encoding.
+pub fn encode_components(components: &[ComponentValue], w: &mut Writer) {
+    w.varint(components.len() as u64);
+    for c in components {
+        w.varint(c.id.into());
+        w.bytes(&c.bytes);
+    }
+}
+
+/// Reads a list written by [`encode_components`], within
+/// [`COMPONENTS_PER_RECORD_MAX`] components of [`COMPONENT_BYTES_MAX`] bytes each.
+pub fn decode_components(r: &mut Reader<'_>) -> Result<Vec<ComponentValue>, DecodeError> {
     let n = r.count("components", COMPONENTS_PER_RECORD_MAX)?;
     (0..n)
         .map(|_| {

@@ -54,6 +54,27 @@ pub struct ClusterStatusReport {
     /// Bytes this node received from other nodes, since start.
     #[serde(default)]
     pub node_bytes_received: u64,
+    /// Players and ghosts crossing borders between this node and others, since start.
+    #[serde(default)]
+    pub crossings: CrossingReport,
+}
+
+/// Players and ghosts that crossed between a node's zones and other nodes' zones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossingReport {
+    /// Players another node took, whose clients were sent there.
+    pub players_out: u64,
+    /// Players taken from other nodes.
+    pub players_in: u64,
+    /// Players offered to another node that were taken back (refused, or the node was
+    /// unreachable) and kept at the border.
+    pub players_taken_back: u64,
+    /// Players taken from other nodes whose clients never came (saved and let go).
+    pub arrivals_expired: u64,
+    /// Ghost batches sent to zones on other nodes.
+    pub ghost_batches_out: u64,
+    /// Ghost batches from other nodes handed to zones here.
+    pub ghost_batches_in: u64,
 }
 
 /// One member of a cluster.
@@ -335,6 +356,11 @@ mod tests {
                 redirects: 7,
                 node_bytes_sent: 1200,
                 node_bytes_received: 900,
+                crossings: CrossingReport {
+                    players_out: 2,
+                    ghost_batches_in: 40,
+                    ..CrossingReport::default()
+                },
             }),
             ..report
         };

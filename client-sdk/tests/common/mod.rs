@@ -1,6 +1,6 @@
 //! Shared by the SDK's loopback tests: tiny scripted QUIC servers on 127.0.0.1:0 (each
-//! accepted connection runs a handler), the server side of the control stream, and
-//! the test deadline.
+//! accepted connection runs a handler), the server side of the control stream and of
+//! datagrams, and the test deadline.
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use zonemesh_client::{ClientConfig, NetId, Trust, ZoneId};
 use zonemesh_shared::control::{ClientControl, FrameDecoder, ServerControl};
+use zonemesh_shared::datagram::{
+    Ack, ClientDatagram, EntityRecord, InputFrame, PosField, Snapshot, SnapshotHeader,
+};
+use zonemesh_shared::quant::QPos;
 use zonemesh_shared::{ALPN, PROTOCOL_VERSION};
 
 /// Longest any step may take before a test fails.
@@ -155,4 +159,58 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A snapshot datagram (tick = 100 + seq).
+pub fn snapshot(seq: u32, input_ack: u32, records: Vec<EntityRecord>) -> bytes::Bytes {
+    let header = SnapshotHeader {
+        seq,
+        tick: 100 + u64::from(seq),
+        input_ack,
+    };
+    Snapshot { header, records }.encode().into()
+}
+
+/// Entity 7 (the player in `welcome()`) coming into view at (1, 1).
+pub fn spawn_record() -> EntityRecord {
+    EntityRecord::Update {
+        id: NetId(7),
+        spawn_kind: Some(1),
+        pos: PosField::Absolute(QPos { x: 16, y: 16 }),
+        components: vec![],
+    }
+}
+
+/// The player of [`spawn_record`] 16 quantised units east of the previous snapshot.
+pub fn moved_record() -> EntityRecord {
+    EntityRecord::Update {
+        id: NetId(7),
+        spawn_kind: None,
+        pos: PosField::Delta {
+            baseline_back: 1,
+            dx: 16,
+            dy: 0,
+        },
+        components: vec![],
+    }
+}
+
+/// Reads input datagrams until one satisfies `check`.
+pub async fn read_inputs_until(
+    conn: &quinn::Connection,
+    mut check: impl FnMut(&Ack, &[InputFrame]) -> bool,
+) {
+    loop {
+        let bytes = conn.read_datagram().await.expect("datagram");
+        let ClientDatagram::Input { ack, inputs } =
+            ClientDatagram::decode(&bytes).expect("input datagram");
+        if check(&ack, &inputs) {
+            return;
+        }
+    }
+}
+
+/// The sequence numbers of a datagram's inputs, newest first.
+pub fn seqs(inputs: &[InputFrame]) -> Vec<u32> {
+    inputs.iter().map(|i| i.seq).collect()
 }

@@ -110,6 +110,14 @@ impl Directory {
         }
     }
 
+    /// The live host of `zone` and its epoch, if one registered (a zone placed but not
+    /// yet activated has no host to show). Never places anything.
+    pub fn peek(&self, now: Millis, zone: ZoneId, view: &View) -> Option<(NodeRef, u64)> {
+        self.live_entry(now, zone, view)
+            .filter(|e| e.epoch > 0)
+            .map(|e| (e.host, e.epoch))
+    }
+
     /// Places `zone` on a live member and records the choice.
     pub fn place(
         &mut self,

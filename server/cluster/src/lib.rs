@@ -16,6 +16,7 @@
 //! checks the cluster's invariants after every step.
 
 pub mod admission;
+pub mod crossing;
 pub mod directory;
 pub mod lease;
 pub mod membership;

@@ -58,6 +58,20 @@ pub enum NodeMsg {
         /// The zone to bring back.
         zone: ZoneId,
     },
+    /// Where does `zone` live, if anywhere? Unlike `Lookup` the owner never places an
+    /// unheld zone: asked for ghosts, which must not activate a neighbour.
+    Peek {
+        /// The zone asked about.
+        zone: ZoneId,
+    },
+    /// The directory owner's answer to `Peek`: the zone's registered host and epoch,
+    /// or `None` when no live node holds it (or the receiver does not own the range).
+    PeekReply {
+        /// The zone asked about.
+        zone: ZoneId,
+        /// Its host and epoch.
+        host: Option<(NodeRef, u64)>,
+    },
     /// A deputy of the zone's directory owner saw `host` die while holding `zone`; the
     /// owner brings the zone back even if its own view has not caught up yet.
     HostDied {
@@ -195,6 +209,8 @@ const TAG_REGISTER: u8 = 3;
 const TAG_UNREGISTER: u8 = 4;
 const TAG_ACTIVATE: u8 = 5;
 const TAG_HOST_DIED: u8 = 6;
+const TAG_PEEK: u8 = 7;
+const TAG_PEEK_REPLY: u8 = 8;
 
 const ANSWER_HOST: u8 = 1;
 const ANSWER_NOT_OWNER: u8 = 2;
@@ -231,6 +247,22 @@ impl Envelope {
                 w.u32(zone.0);
                 host.encode(&mut w);
             }
+            NodeMsg::Peek { zone } => {
+                w.u8(TAG_PEEK);
+                w.u32(zone.0);
+            }
+            NodeMsg::PeekReply { zone, host } => {
+                w.u8(TAG_PEEK_REPLY);
+                w.u32(zone.0);
+                match host {
+                    Some((host, epoch)) => {
+                        w.u8(1);
+                        host.encode(&mut w);
+                        w.varint(epoch);
+                    }
+                    None => w.u8(0),
+                }
+            }
         }
         w.into_vec()
     }
@@ -262,6 +294,17 @@ impl Envelope {
             TAG_HOST_DIED => NodeMsg::HostDied {
                 zone: ZoneId(r.u32()?),
                 host: NodeRef::decode(&mut r)?,
+            },
+            TAG_PEEK => NodeMsg::Peek {
+                zone: ZoneId(r.u32()?),
+            },
+            TAG_PEEK_REPLY => NodeMsg::PeekReply {
+                zone: ZoneId(r.u32()?),
+                host: match r.u8()? {
+                    0 => None,
+                    1 => Some((NodeRef::decode(&mut r)?, r.varint()?)),
+                    tag => return Err(unknown("peek answer", tag)),
+                },
             },
             tag => return Err(unknown("node message", tag)),
         };
@@ -346,6 +389,15 @@ mod tests {
             },
             NodeMsg::Activate { zone: z },
             NodeMsg::HostDied { zone: z, host: a },
+            NodeMsg::Peek { zone: z },
+            NodeMsg::PeekReply {
+                zone: z,
+                host: Some((b, 9)),
+            },
+            NodeMsg::PeekReply {
+                zone: z,
+                host: None,
+            },
         ];
         msgs.into_iter()
             .map(|msg| Envelope {

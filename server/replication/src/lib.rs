@@ -11,6 +11,10 @@
 //! 3. whenever an input datagram arrives, pass its acknowledgement to
 //!    [`ClientView::handle_ack`].
 //!
+//! A player moving to another node takes its view along as a [`ViewHandover`]
+//! ([`ClientView::handover`], encoded and decoded for the trip) and the new node
+//! continues it with [`ClientView::resume`]: the client keeps its replica.
+//!
 //! The datagrams follow the contract in `zonemesh_shared::datagram` (self-contained
 //! records, deltas only against acknowledged baselines the client still holds).
 //! Everything is bounded: tracked entities per client, sent-record log, bytes per tick.
@@ -22,4 +26,4 @@ mod view;
 
 pub use grid::SpatialGrid;
 pub use state::{ReplicatedState, components_hash};
-pub use view::{BuildStats, ClientView, SnapshotFrame, ViewConfig};
+pub use view::{BuildStats, ClientView, SnapshotFrame, ViewConfig, ViewHandover};

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use zonemesh_cluster::admission::Admission;
+use zonemesh_cluster::crossing::CrossingMsg;
 use zonemesh_cluster::membership::static_list::{Probe, StaticConfig, StaticMembership};
 use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
 use zonemesh_cluster::membership::table::{TableCall, TableConfig, TableMembership};
@@ -97,6 +98,11 @@ pub trait ClusterEvents: Send + Sync + 'static {
     /// Another node is letting `player` in: end its session `session` here, if it is
     /// still on this node.
     fn end_session(&self, player: &str, session: u64);
+    /// A player or ghosts crossing from node run `from` into a zone here. Nodes without
+    /// zones (the driver's own tests) drop them.
+    fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
+        let _ = (from, msg);
+    }
 }
 
 /// How a node joins its cluster.
@@ -330,6 +336,27 @@ impl Cluster {
         true
     }
 
+    /// Sends a crossing message to node run `to`; false when `to` is not a live member.
+    pub fn send_crossing(&self, to: NodeRef, msg: &CrossingMsg) -> bool {
+        let Some(addr) = self.live_member(to).map(|m| m.addr) else {
+            return false;
+        };
+        self.transport
+            .send(addr, &NodePacket::Crossing(Bytes::from(msg.encode())));
+        true
+    }
+
+    /// Where `zone` lives, if known, without activating it (see
+    /// [`zonemesh_cluster::node::NodeCore::locate`]).
+    pub fn locate(&self, zone: ZoneId) -> Option<NodeRef> {
+        let host = self.shared.core().locate(self.shared.now(), zone);
+        if host.is_none() {
+            // A question to the zone's directory owner may be waiting to go out.
+            self.shared.wake.notify_one();
+        }
+        host
+    }
+
     /// Whether this node may apply inputs to `zone` now.
     pub fn accepts_inputs(&self, zone: ZoneId) -> bool {
         self.shared.core().accepts_inputs(self.shared.now(), zone)
@@ -384,6 +411,8 @@ impl Cluster {
             redirects: core.counters().n_redirects,
             node_bytes_sent: traffic.n_bytes_sent,
             node_bytes_received: traffic.n_bytes_received,
+            // The runtime fills these in (it owns the crossings).
+            crossings: Default::default(),
         }
     }
 
@@ -559,6 +588,15 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::debug!(from = %received.from, "malformed session message dropped: {e}")
+                }
+            },
+            NodePacket::Crossing(bytes) => match CrossingMsg::decode(&bytes) {
+                Ok(msg) if msg.to() == self.me.node => self.events.crossing(received.from, msg),
+                Ok(_) => {
+                    tracing::debug!(from = %received.from, "crossing message for another run dropped")
+                }
+                Err(e) => {
+                    tracing::debug!(from = %received.from, "malformed crossing message dropped: {e}")
                 }
             },
             NodePacket::Message(bytes) => match Envelope::decode(&bytes) {

@@ -2,9 +2,11 @@
 //! cluster-secret handshake ([`auth`]). The decisions (membership, directory, leases,
 //! admission) live in the sans-IO crate `zonemesh-cluster`; this module only moves
 //! their bytes ([`driver`]) and connects them to the node's zones and sessions
-//! ([`runtime`]).
+//! ([`runtime`]), including players and ghosts crossing into zones on other nodes
+//! ([`crossing`]).
 
 pub mod auth;
+pub mod crossing;
 pub mod driver;
 pub mod runtime;
 pub mod store_calls;

@@ -33,11 +33,13 @@ use zonemesh_shared::replay::ReplayGuard;
 use zonemesh_shared::status::ClusterStatusReport;
 use zonemesh_store::{Activation, PlayerClaim, Store};
 
+use super::crossing::Crossings;
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
 use super::store_calls::{StoreAdapter, store_run};
 use crate::persist::ZoneHost;
 use crate::persist::lifecycle::ZonePhase;
 use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
+use zonemesh_cluster::crossing::CrossingMsg;
 
 /// How long a redirect token stays valid: long enough for a client on a slow link to
 /// reconnect, short enough that a captured token is soon worthless.
@@ -83,6 +85,12 @@ pub struct ClusterRuntime {
     adapter: StoreAdapter,
     store: Arc<dyn Store>,
     redirects: RedirectDesk,
+    /// Players and ghosts crossing to and from other nodes.
+    crossings: Crossings,
+    /// This runtime, for the tasks it starts.
+    this: Weak<ClusterRuntime>,
+    /// The runtime the tasks run on (zones call in from their own threads).
+    tokio: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for ClusterRuntime {
@@ -95,17 +103,43 @@ impl std::fmt::Debug for ClusterRuntime {
 
 impl ClusterRuntime {
     /// A runtime over `store`, signing redirects with `secret`; attach the zones with
-    /// [`Self::attach_host`] and the cluster with [`Self::attach_cluster`].
-    pub fn new(store: Arc<dyn Store>, secret: &[u8], lease: Duration) -> anyhow::Result<Self> {
-        Ok(Self {
+    /// [`Self::attach_host`] and the cluster with [`Self::attach_cluster`]. Call it
+    /// inside the tokio runtime its tasks are to run on.
+    pub fn new(store: Arc<dyn Store>, secret: &[u8], lease: Duration) -> anyhow::Result<Arc<Self>> {
+        let redirects = RedirectDesk::new(secret)?;
+        Ok(Arc::new_cyclic(|this| Self {
             cluster: OnceLock::new(),
             host: OnceLock::new(),
             sessions: OnceLock::new(),
             unused_releases: Arc::new(Semaphore::new(MAX_UNUSED_RELEASES)),
             adapter: StoreAdapter::new(Arc::clone(&store), lease),
             store,
-            redirects: RedirectDesk::new(secret)?,
-        })
+            redirects,
+            crossings: Crossings::default(),
+            this: this.clone(),
+            tokio: tokio::runtime::Handle::try_current().ok(),
+        }))
+    }
+
+    /// Players and ghosts crossing between this node and others.
+    pub fn crossings(&self) -> &Crossings {
+        &self.crossings
+    }
+
+    pub(super) fn this(&self) -> Option<Arc<Self>> {
+        self.this.upgrade()
+    }
+
+    pub(super) fn tokio(&self) -> Option<&tokio::runtime::Handle> {
+        self.tokio.as_ref()
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(super) fn zone_host(&self) -> Option<Arc<ZoneHost>> {
+        self.host()
     }
 
     /// The store calls the cluster driver makes (they keep activations for the zones).
@@ -196,6 +230,7 @@ impl ClusterRuntime {
     pub fn status(&self) -> Option<ClusterStatusReport> {
         let mut report = self.cluster.get()?.status();
         report.redirects = self.redirects.issued();
+        report.crossings = self.crossings.report();
         Some(report)
     }
 
@@ -322,6 +357,10 @@ impl ClusterEvents for ClusterRuntime {
             }
             drop(permit);
         });
+    }
+
+    fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
+        self.handle_crossing(from, msg);
     }
 
     fn superseded(&self) {

@@ -2,7 +2,10 @@
 //! [`NODE_ALPN`]) that both accepts and dials, authenticates every peer with the
 //! cluster secret ([`super::auth`]) before anything else, and then carries gossip and
 //! node messages as QUIC datagrams. Both are loss-tolerant by design (SWIM and the
-//! directory protocol retry), so nothing here retransmits or orders.
+//! directory protocol retry), so nothing here retransmits or orders. A packet too big
+//! for one datagram (a player crossing with its client's view, a large ghost batch)
+//! goes on a unidirectional stream of its own instead, with the same best-effort
+//! contract: the protocols above repeat what matters.
 //!
 //! Bounds and policies:
 //! - received packets go to one bounded channel ([`TransportConfig::inbox_capacity`]);
@@ -11,6 +14,9 @@
 //!   [`PENDING_PER_PEER`], oldest dropped first;
 //! - at most [`TransportConfig::max_peers`] peers at once; packets to more are dropped;
 //! - a failed dial backs off for [`DIAL_BACKOFF`], dropping packets meanwhile;
+//! - packets sent on streams: at most [`STREAM_SENDS_MAX`] in flight per node (more
+//!   are dropped), each at most [`STREAM_PACKET_MAX`] bytes (larger ones are dropped
+//!   by the sender and refused by the receiver);
 //! - a peer that fails authentication is closed with [`CLOSE_AUTH_FAILED`] and a
 //!   reason, and logged once per address (not once per packet).
 
@@ -41,6 +47,14 @@ pub const PENDING_PER_PEER: usize = 64;
 pub const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest a connection and handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Packets on streams in flight at once; more are dropped and counted.
+pub const STREAM_SENDS_MAX: usize = 256;
+/// Largest packet sent on a stream.
+pub const STREAM_PACKET_MAX: usize = 1024 * 1024;
+/// Streams a peer may have open towards this node at once.
+const PEER_STREAMS_MAX: u32 = 64;
+/// Longest a stream send may take before it is abandoned.
+const STREAM_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Addresses remembered for "logged once"; when full the memory is cleared.
 const MAX_LOGGED: usize = 1024;
 
@@ -48,6 +62,7 @@ const KIND_GOSSIP: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 const KIND_PROBE: u8 = 3;
 const KIND_SESSION: u8 = 4;
+const KIND_CROSSING: u8 = 5;
 
 /// What travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +76,9 @@ pub enum NodePacket {
     /// A message about a player's session
     /// (`zonemesh_cluster::session_msg::SessionMsg`).
     Session(Bytes),
+    /// A player or ghosts crossing to a zone on another node
+    /// (`zonemesh_cluster::crossing::CrossingMsg`).
+    Crossing(Bytes),
 }
 
 impl NodePacket {
@@ -70,6 +88,7 @@ impl NodePacket {
             NodePacket::Message(b) => (KIND_MESSAGE, b),
             NodePacket::Probe(b) => (KIND_PROBE, b),
             NodePacket::Session(b) => (KIND_SESSION, b),
+            NodePacket::Crossing(b) => (KIND_CROSSING, b),
         };
         let mut out = BytesMut::with_capacity(1 + body.len());
         out.put_u8(kind);
@@ -87,6 +106,7 @@ impl NodePacket {
             KIND_MESSAGE => Some(NodePacket::Message(frame)),
             KIND_PROBE => Some(NodePacket::Probe(frame)),
             KIND_SESSION => Some(NodePacket::Session(frame)),
+            KIND_CROSSING => Some(NodePacket::Crossing(frame)),
             _ => None,
         }
     }
@@ -156,6 +176,8 @@ struct Inner {
     n_bytes_received: AtomicU64,
     n_dropped: AtomicU64,
     n_auth_failures: AtomicU64,
+    /// Stream sends in flight, at most [`STREAM_SENDS_MAX`].
+    stream_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl Inner {
@@ -206,6 +228,7 @@ impl NodeTransport {
             n_bytes_received: AtomicU64::new(0),
             n_dropped: AtomicU64::new(0),
             n_auth_failures: AtomicU64::new(0),
+            stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
         });
         let transport = Self { endpoint, inner };
         tokio::spawn(transport.clone().accept_loop());
@@ -225,11 +248,7 @@ impl NodeTransport {
         let full = peers.len() >= self.inner.max_peers && !peers.contains_key(&to);
         match peers.get_mut(&to) {
             Some(Peer::Connected { conn, .. }) => {
-                let len = frame.len() as u64;
-                if conn.send_datagram(frame).is_ok() {
-                    self.inner.count_sent(len);
-                } else {
-                    self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+                if !self.send_frame(conn, frame) {
                     peers.remove(&to);
                 }
             }
@@ -385,35 +404,106 @@ impl NodeTransport {
         );
         if let Some(Peer::Dialing(queue)) = previous {
             for frame in queue {
-                let len = frame.len() as u64;
-                if conn.send_datagram(frame).is_ok() {
-                    self.inner.count_sent(len);
-                }
+                self.send_frame(&conn, frame);
             }
         }
         lock(&self.inner.logged).remove(&addr);
+        tokio::spawn(self.clone().read_streams(addr, conn.clone(), node));
         tokio::spawn(self.clone().read_loop(addr, conn, node));
+    }
+
+    /// Sends one frame on `conn`: as a datagram if it fits, else on a stream of its
+    /// own. False when the connection cannot take datagrams any more.
+    fn send_frame(&self, conn: &Connection, frame: Bytes) -> bool {
+        let len = frame.len() as u64;
+        let fits = conn
+            .max_datagram_size()
+            .is_some_and(|max| frame.len() <= max);
+        if !fits {
+            self.send_on_stream(conn, frame);
+            return true;
+        }
+        let sent = conn.send_datagram(frame).is_ok();
+        if sent {
+            self.inner.count_sent(len);
+        } else {
+            self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Sends a frame too big for a datagram on a new unidirectional stream, within
+    /// the bounds in the module docs.
+    fn send_on_stream(&self, conn: &Connection, frame: Bytes) {
+        let permit = Arc::clone(&self.inner.stream_sends).try_acquire_owned();
+        let (Ok(permit), true) = (permit, frame.len() <= STREAM_PACKET_MAX) else {
+            self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (conn, inner) = (conn.clone(), Arc::clone(&self.inner));
+        tokio::spawn(async move {
+            let len = frame.len() as u64;
+            let sent = tokio::time::timeout(STREAM_SEND_TIMEOUT, async {
+                let mut stream = conn.open_uni().await?;
+                stream.write_all(&frame).await?;
+                stream.finish()?;
+                anyhow::Ok(())
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => inner.count_sent(len),
+                _ => {
+                    inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
+    }
+
+    /// Takes packets the peer sent on streams (see [`Self::send_on_stream`]).
+    async fn read_streams(self, addr: SocketAddr, conn: Connection, node: NodeRef) {
+        while let Ok(mut stream) = conn.accept_uni().await {
+            let transport = self.clone();
+            tokio::spawn(async move {
+                let read = tokio::time::timeout(
+                    STREAM_SEND_TIMEOUT,
+                    stream.read_to_end(STREAM_PACKET_MAX),
+                )
+                .await;
+                match read {
+                    Ok(Ok(frame)) => transport.deliver(addr, node, Bytes::from(frame)),
+                    _ => {
+                        transport.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Hands a received frame to the inbox, counting it.
+    fn deliver(&self, addr: SocketAddr, node: NodeRef, frame: Bytes) {
+        let len = frame.len() as u64;
+        let Some(packet) = NodePacket::parse(frame) else {
+            return;
+        };
+        let received = Received {
+            from: node,
+            addr,
+            packet,
+        };
+        if self.inner.inbox.try_send(received).is_ok() {
+            self.inner.n_received.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .n_bytes_received
+                .fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     async fn read_loop(self, addr: SocketAddr, conn: Connection, node: NodeRef) {
         while let Ok(frame) = conn.read_datagram().await {
-            let len = frame.len() as u64;
-            let Some(packet) = NodePacket::parse(frame) else {
-                continue;
-            };
-            let received = Received {
-                from: node,
-                addr,
-                packet,
-            };
-            if self.inner.inbox.try_send(received).is_ok() {
-                self.inner.n_received.fetch_add(1, Ordering::Relaxed);
-                self.inner
-                    .n_bytes_received
-                    .fetch_add(len, Ordering::Relaxed);
-            } else {
-                self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            self.deliver(addr, node, frame);
         }
         let mut peers = lock(&self.inner.peers);
         let same = matches!(peers.get(&addr), Some(Peer::Connected { conn: c, .. }) if c.stable_id() == conn.stable_id());
@@ -442,7 +532,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(PEER_STREAMS_MAX))
         .datagram_receive_buffer_size(Some(256 * 1024))
         .datagram_send_buffer_size(256 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(2)))

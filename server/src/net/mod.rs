@@ -3,7 +3,7 @@
 //! reliable messages back out. Zones never wait on anything here.
 
 mod registry;
-mod session;
+pub(crate) mod session;
 pub(crate) mod transport;
 
 mod actions;
@@ -152,7 +152,7 @@ impl Server {
             Some(setup) => {
                 let lease = Duration::from_millis(setup.node.lease.duration_ms);
                 let store = Arc::clone(&config.store);
-                Some(Arc::new(ClusterRuntime::new(store, &setup.secret, lease)?))
+                Some(ClusterRuntime::new(store, &setup.secret, lease)?)
             }
             None => None,
         };
@@ -171,7 +171,17 @@ impl Server {
                 (Arc::new(ownership) as _, config.keep_warm.clone())
             }
         };
-        let node = Node::start(config.node, game, config.store, &keep_warm, ownership)?;
+        let other_nodes = runtime
+            .as_ref()
+            .map(|r| Arc::clone(r) as Arc<dyn crate::zone::elsewhere::OtherNodes>);
+        let node = Node::start(
+            config.node,
+            game,
+            config.store,
+            &keep_warm,
+            ownership,
+            other_nodes,
+        )?;
         if let (Some(runtime), Some(setup)) = (&runtime, config.cluster) {
             runtime.attach_host(node.host());
             let client_addr = match setup.advertise {
@@ -232,6 +242,11 @@ impl Server {
     /// The cluster driver, for a node in a cluster.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.shared.cluster.as_ref()?.cluster()
+    }
+
+    /// The server's side of its cluster (zones, sessions and crossings), if any.
+    pub fn cluster_runtime(&self) -> Option<&Arc<ClusterRuntime>> {
+        self.shared.cluster.as_ref()
     }
 
     /// The address the endpoint is bound to.

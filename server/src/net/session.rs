@@ -142,7 +142,10 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
 const FINAL_SAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// Gives the player's claim back once its zone has saved it on leaving.
-async fn release_claim(cluster: Arc<ClusterRuntime>, link: Arc<ClientLink>) {
+pub(crate) async fn release_claim(cluster: Arc<ClusterRuntime>, link: Arc<ClientLink>) {
+    if link.moved_away() {
+        return; // The claim is the next node's now.
+    }
     if !link.final_save(FINAL_SAVE_WAIT).await {
         tracing::debug!(
             player = link.name(),
@@ -244,6 +247,9 @@ async fn join(
     entry: Entry,
     shared: &Shared,
 ) -> Result<Arc<ClientLink>, JoinRefused> {
+    if let Some(link) = resume_moved(conn, &entry, shared)? {
+        return Ok(link);
+    }
     let players = shared.host.players();
     let loading = || JoinRefused::Loading(retry_hint_ms(shared.host.directory().retry_after()));
     let record = match players.lookup(&entry.player, JOIN_WAIT).await {
@@ -313,6 +319,40 @@ async fn join(
         old.kick(ErrorCode::Replaced, "the player connected again");
     }
     Ok(link)
+}
+
+/// A player moved here from another node, whose entity waits in its zone: the
+/// arriving connection takes over the waiting link (the zone has already queued the
+/// `Welcome` with the player's entity on it). `None` for every other arrival.
+fn resume_moved(
+    conn: &Connection,
+    entry: &Entry,
+    shared: &Shared,
+) -> Result<Option<Arc<ClientLink>>, JoinRefused> {
+    let (Some(cluster), Some(claims)) = (&shared.cluster, &entry.redirect) else {
+        return Ok(None);
+    };
+    let Some(link) = cluster.take_arrival(claims) else {
+        return Ok(None);
+    };
+    if let Err((code, message)) = cluster.consume_redirect(claims) {
+        // A replayed token: the player's own client holds the first use. Let the
+        // waiting player go (its zone saves it) rather than hand it to this one.
+        link.close();
+        tokio::spawn(release_claim(Arc::clone(cluster), link));
+        return Err(match code {
+            ErrorCode::Busy => JoinRefused::Busy,
+            code => JoinRefused::Refused(code, message),
+        });
+    }
+    if let Some(mtu) = conn.max_datagram_size() {
+        link.set_max_datagram_bytes(mtu);
+    }
+    shared.host.players().forget(link.name());
+    if let Some(old) = shared.sessions.claim_name(&link) {
+        old.kick(ErrorCode::Replaced, "the player connected again");
+    }
+    Ok(Some(link))
 }
 
 /// Asks the cluster whether `zone` is served here: `Ok` to go on, or the answer that

@@ -108,6 +108,11 @@ impl ZoneHost {
         host
     }
 
+    /// What the node's zones share (router, layout, tunables).
+    pub fn context(&self) -> &Arc<ZoneContext> {
+        &self.ctx
+    }
+
     /// The zone directory.
     pub fn directory(&self) -> &Arc<ZoneDirectory> {
         &self.directory

@@ -36,6 +36,19 @@ impl RecordVersions {
         }
     }
 
+    /// Versions continuing from `next` (a player arriving from another node carries
+    /// the counter of the session it continues).
+    pub fn continuing_from(next: u64) -> Self {
+        Self {
+            next: next.min(MAX_STORED_U64),
+        }
+    }
+
+    /// The version the next record will get.
+    pub fn peek_next(&self) -> u64 {
+        self.next
+    }
+
     /// The session's generation.
     pub fn generation(&self) -> u64 {
         self.next >> SEQUENCE_BITS

@@ -12,6 +12,7 @@
 use crate::game::SessionId;
 use crate::link::ClientLink;
 use crate::persist::RecordVersions;
+use crate::zone::elsewhere::GhostOrigin;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,9 @@ pub struct PlayerTransfer {
     /// The versions of the player's saved records: the target zone continues the
     /// sequence, so its saves are newer than any the source zone made.
     pub versions: RecordVersions,
+    /// The player comes from another node: its client connects here anew and is
+    /// welcomed (with its entity's id) instead of told of a zone change.
+    pub from_other_node: bool,
 }
 
 /// A message for a zone.
@@ -94,8 +98,8 @@ pub enum ZoneMessage {
     },
     /// A neighbour's entities near the shared border, replacing its previous batch.
     Ghosts {
-        /// The neighbour.
-        from: ZoneId,
+        /// The neighbour, its epoch and tick (on this node or another).
+        origin: GhostOrigin,
         /// Its entities within the ghost margin.
         states: Vec<ReplicatedState>,
     },

@@ -13,6 +13,7 @@
 mod actions;
 mod checkpoint;
 pub mod clock;
+pub mod elsewhere;
 pub mod layout;
 pub mod messages;
 mod players;
@@ -82,6 +83,8 @@ pub struct ZoneContext {
     /// Where zones save and which neighbours are active; `None` for zones run without
     /// a store (benchmarks, unit tests), which then never save.
     pub persistence: Option<ZonePersistence>,
+    /// Zones on other nodes; `None` outside a cluster.
+    pub other_nodes: Option<Arc<dyn elsewhere::OtherNodes>>,
 }
 
 /// What zones need from the node's persistence.
@@ -125,7 +128,7 @@ pub struct Zone {
     idle_limit_ticks: Option<u64>,
     idle_ticks: u64,
     players: HashMap<SessionId, PlayerSlot>,
-    ghosts: HashMap<ZoneId, Vec<ReplicatedState>>,
+    ghosts: HashMap<ZoneId, replication::GhostBatch>,
     neighbours: Vec<(ZoneId, Rect)>,
     states: Vec<ReplicatedState>,
     /// How many of `states` (the first ones) this zone owns; the rest are ghosts.
@@ -390,9 +393,7 @@ impl Zone {
             ZoneMessage::DurableAction { link, action, hops } => {
                 self.apply_durable_action(link, action, hops);
             }
-            ZoneMessage::Ghosts { from, states } => {
-                self.ghosts.insert(from, states);
-            }
+            ZoneMessage::Ghosts { origin, states } => self.take_ghosts(origin, states),
         }
     }
 

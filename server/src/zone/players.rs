@@ -212,6 +212,12 @@ impl Zone {
             self.keep_inside(slot);
             return;
         }
+        if let Some(other) = self.ctx.other_nodes.clone()
+            && let Some(host) = other.host_elsewhere(target)
+        {
+            self.transfer_to_node(slot, pos, target, host, other.as_ref());
+            return;
+        }
         if !self.reserve_arrival(target) {
             // The neighbour is not loaded: its load has been asked for; hold the player
             // at the border until it is (a few ticks with a fast store).
@@ -238,6 +244,29 @@ impl Zone {
                 if let ZoneMessage::TransferIn(t) = msg {
                     self.restore_player(*t);
                 }
+            }
+        }
+    }
+
+    /// Hands a player to the cluster for `target` on node `host`. From here the
+    /// player exists only in the cluster's transfer: it arrives there once, or comes
+    /// back to this zone as a `TransferIn`.
+    fn transfer_to_node(
+        &mut self,
+        slot: PlayerSlot,
+        pos: Vec2,
+        target: ZoneId,
+        host: zonemesh_shared::node::NodeRef,
+        other: &dyn crate::zone::elsewhere::OtherNodes,
+    ) {
+        let Some(transfer) = self.capture_player(slot, pos) else {
+            return;
+        };
+        match other.send_player(target, host, transfer) {
+            Ok(()) => self.stats.transfers_out += 1,
+            Err(transfer) => {
+                self.stats.transfers_deferred += 1;
+                self.restore_player(*transfer);
             }
         }
     }
@@ -274,6 +303,7 @@ impl Zone {
             link: slot.link,
             view: slot.view,
             versions: slot.versions,
+            from_other_node: false,
         };
         self.world.despawn(slot.entity);
         Some(transfer)
@@ -288,6 +318,7 @@ impl Zone {
     /// Takes over a player crossing in from a neighbour, keeping its id and view.
     pub(super) fn accept_transfer(&mut self, transfer: PlayerTransfer) {
         let link = Arc::clone(&transfer.link);
+        let (net_id, from_other_node) = (transfer.net_id, transfer.from_other_node);
         self.spawn_transferred(transfer);
         if link.is_closed() {
             // The session ended in flight. Its progress since the last save lives only
@@ -295,7 +326,17 @@ impl Zone {
             self.remove_player(link.session());
             return;
         }
-        link.push_control(ServerControl::ZoneChanged { zone: self.id });
+        let msg = if from_other_node {
+            // The client connects to this node anew; it keeps its entity and replica.
+            ServerControl::Welcome {
+                player: net_id,
+                zone: self.id,
+                tick_hz: self.ctx.config.tick_hz,
+            }
+        } else {
+            ServerControl::ZoneChanged { zone: self.id }
+        };
+        link.push_control(msg);
     }
 
     fn spawn_transferred(&mut self, t: PlayerTransfer) {

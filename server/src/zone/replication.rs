@@ -1,11 +1,16 @@
 //! The zone's replication step: gather what clients may see, share the border strip
 //! with neighbours as ghosts, and build every client's snapshot.
 //!
-//! Ghosts travel as plain [`ReplicatedState`] messages through the neighbour's inbox,
-//! the same way they would travel between nodes, so nothing here assumes the
-//! neighbour lives in this process.
+//! Ghosts travel as plain [`ReplicatedState`] messages through the neighbour's inbox;
+//! a neighbour on another node gets them through the cluster
+//! ([`OtherNodes::send_ghosts`](super::elsewhere::OtherNodes::send_ghosts)), which
+//! delivers them to that zone's inbox the same way. Each batch names its zone's epoch
+//! and tick: a batch older than the one held (reordered on the way, or from an
+//! activation since replaced) is ignored, and a batch not refreshed for
+//! [`GHOST_EXPIRY_MS`] (its zone stopped, moved, or its node died) is no longer shown.
 
 use super::Zone;
+use super::elsewhere::GhostOrigin;
 use crate::game::{Kind, NetEntity, PlayerInput, Position, Rect, ReplicaComponents};
 use crate::link::SnapshotBatch;
 use crate::zone::messages::ZoneMessage;
@@ -14,7 +19,45 @@ use zonemesh_replication::{ReplicatedState, SnapshotFrame};
 use zonemesh_shared::ids::NetId;
 use zonemesh_shared::quant::{QPos, Vec2};
 
+/// How long a ghost batch is shown without a newer one (a neighbour sends one per
+/// tick; this is several ticks at any sane rate).
+pub(super) const GHOST_EXPIRY_MS: u64 = 500;
+
+/// The ghosts a neighbour sent last.
+#[derive(Debug)]
+pub(super) struct GhostBatch {
+    origin: GhostOrigin,
+    /// This zone's tick when the batch arrived.
+    received_tick: u64,
+    states: Vec<ReplicatedState>,
+}
+
 impl Zone {
+    /// Keeps a neighbour's batch unless the one held is newer (by epoch, then tick).
+    pub(super) fn take_ghosts(&mut self, origin: GhostOrigin, states: Vec<ReplicatedState>) {
+        if let Some(held) = self.ghosts.get(&origin.zone) {
+            let held_key = (held.origin.epoch, held.origin.tick);
+            if (origin.epoch, origin.tick) < held_key {
+                return;
+            }
+        }
+        let batch = GhostBatch {
+            origin,
+            received_tick: self.tick,
+            states,
+        };
+        self.ghosts.insert(origin.zone, batch);
+    }
+
+    /// Forgets batches not refreshed within [`GHOST_EXPIRY_MS`].
+    fn expire_ghosts(&mut self) {
+        let hz = u64::from(self.ctx.config.tick_hz.max(1));
+        let max_age = (GHOST_EXPIRY_MS * hz / 1000).max(2);
+        let now = self.tick;
+        self.ghosts
+            .retain(|_, b| now.saturating_sub(b.received_tick) <= max_age);
+    }
+
     /// Rebuilds `states` (own entities first, then ghosts not owned here) and the grid.
     pub(super) fn collect_states(&mut self) {
         self.states.clear();
@@ -38,6 +81,7 @@ impl Zone {
     /// Adds neighbours' ghosts, skipping any id this zone owns: a player that just
     /// crossed in may still be in the neighbour's previous ghost batch.
     fn append_ghosts(&mut self) {
+        self.expire_ghosts();
         if self.ghosts.is_empty() {
             return;
         }
@@ -49,6 +93,7 @@ impl Zone {
         for batch in self.ghosts.values() {
             self.states.extend(
                 batch
+                    .states
                     .iter()
                     .filter(|s| !own_players.contains(&s.id))
                     .cloned(),
@@ -63,22 +108,33 @@ impl Zone {
             return;
         }
         let own = self.own_states;
+        let origin = GhostOrigin {
+            zone: self.id,
+            epoch: self.epoch,
+            tick: self.tick,
+        };
         for (neighbour, rect) in &self.neighbours {
-            if !self.accepts_traffic(*neighbour) {
-                continue; // Nobody drains its inbox until it is loaded.
-            }
-            let near: Vec<ReplicatedState> = self.states[..own]
-                .iter()
-                .filter(|s| distance_to_rect(s.pos.to_world(), rect) <= margin)
-                .cloned()
-                .collect();
-            let msg = ZoneMessage::Ghosts {
-                from: self.id,
-                states: near,
+            let near = || -> Vec<ReplicatedState> {
+                self.states[..own]
+                    .iter()
+                    .filter(|s| distance_to_rect(s.pos.to_world(), rect) <= margin)
+                    .cloned()
+                    .collect()
             };
-            // A full inbox drops this batch (counted by the router); the next tick's
-            // batch replaces it anyway.
-            let _ = self.ctx.router.send(*neighbour, msg);
+            if self.accepts_traffic(*neighbour) {
+                let msg = ZoneMessage::Ghosts {
+                    origin,
+                    states: near(),
+                };
+                // A full inbox drops this batch (counted by the router); the next
+                // tick's batch replaces it anyway.
+                let _ = self.ctx.router.send(*neighbour, msg);
+            } else if let Some(other) = &self.ctx.other_nodes
+                && let Some(host) = other.host_elsewhere(*neighbour)
+            {
+                other.send_ghosts(host, origin, *neighbour, &near());
+            }
+            // Otherwise the neighbour is loaded nowhere (or not yet): nobody to show.
         }
     }
 

@@ -131,13 +131,24 @@ fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
         .map(|z| format!("{}@{}", z.zone, z.epoch))
         .collect();
     let _ = writeln!(out, "  holds zones (zone@epoch): {}", held.join(" "));
+    let x = &c.crossings;
+    let _ = writeln!(
+        out,
+        "  players crossed to other nodes {}, from other nodes {}, taken back {}, never arrived {}; ghost batches out {}, in {}",
+        x.players_out,
+        x.players_in,
+        x.players_taken_back,
+        x.arrivals_expired,
+        x.ghost_batches_out,
+        x.ghost_batches_in
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use zonemesh_shared::status::{
-        BucketCounts, HeldZoneReport, MemberReport, TickTotals, ZoneStatusReport,
+        BucketCounts, CrossingReport, HeldZoneReport, MemberReport, TickTotals, ZoneStatusReport,
     };
 
     #[test]
@@ -185,6 +196,11 @@ mod tests {
                 redirects: 7,
                 node_bytes_sent: 1200,
                 node_bytes_received: 900,
+                crossings: CrossingReport {
+                    players_out: 4,
+                    players_in: 3,
+                    ..CrossingReport::default()
+                },
             }),
             ..status
         };
@@ -193,6 +209,7 @@ mod tests {
             "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects, 1200 B to nodes",
             "players at 127.0.0.1:4433",
             "4@2",
+            "players crossed to other nodes 4, from other nodes 3",
             "20 Hz, 1 workers, 3 sessions",
             "240 rounds, 2 overran, 5 missed ticks",
             "p50 1.50 ms",

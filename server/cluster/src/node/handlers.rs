@@ -130,7 +130,26 @@ impl NodeCore {
             }
             NodeMsg::Activate { zone } => self.start_activation(now, zone),
             NodeMsg::HostDied { zone, host } => self.bring_back_if_held_by(now, zone, host),
+            NodeMsg::Peek { zone } => {
+                let host = self.peek_directory(now, zone);
+                self.send(from, NodeMsg::PeekReply { zone, host });
+            }
+            NodeMsg::PeekReply { zone, host } => {
+                if let Some((host, _)) = host
+                    && self.view.is_live(host)
+                {
+                    self.remember_host(now, zone, host);
+                }
+            }
         }
+    }
+
+    /// What this node's directory part says about `zone` (nothing if it does not own
+    /// the zone's range in its view).
+    pub(super) fn peek_directory(&self, now: Millis, zone: ZoneId) -> Option<(NodeRef, u64)> {
+        (self.ring.owner(zone) == Some(self.me))
+            .then(|| self.directory.peek(now, zone, &self.view))
+            .flatten()
     }
 
     fn answer_lookup(&mut self, now: Millis, from: NodeRef, zone: ZoneId) {

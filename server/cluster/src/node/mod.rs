@@ -18,6 +18,8 @@
 //! message was lost) the store's `Held` answer corrects it.
 
 mod handlers;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -136,6 +138,9 @@ struct PendingLookup {
     attempts: u32,
 }
 
+/// How often [`NodeCore::locate`] asks again about a zone nobody was known to hold.
+pub const PEEK_INTERVAL_MS: u64 = 1_000;
+
 /// Sends of one lookup before it is given up.
 const MAX_LOOKUP_ATTEMPTS: u32 = 10;
 
@@ -167,6 +172,8 @@ pub struct NodeCore {
     next_attempt: u64,
     cache: HashMap<ZoneId, (NodeRef, Millis)>,
     lookups: BTreeMap<ZoneId, PendingLookup>,
+    /// When each zone's directory owner was last asked where it lives ([`Self::locate`]).
+    peeks: HashMap<ZoneId, Millis>,
     deferred: VecDeque<(Millis, StoreCall)>,
     outbox: VecDeque<Envelope>,
     local: VecDeque<Envelope>,
@@ -193,6 +200,7 @@ impl NodeCore {
             next_attempt: 1,
             cache: HashMap::new(),
             lookups: BTreeMap::new(),
+            peeks: HashMap::new(),
             deferred: VecDeque::new(),
             outbox: VecDeque::new(),
             local: VecDeque::new(),
@@ -229,6 +237,39 @@ impl NodeCore {
         }
         self.drain_local(now);
         answer
+    }
+
+    /// Where `zone` lives as far as this node knows, without activating it anywhere:
+    /// this node if it holds it, else a fresh cached location. When neither, the
+    /// zone's directory owner is asked (at most once per [`PEEK_INTERVAL_MS`] per
+    /// zone, oldest asks forgotten past [`NodeLimits::max_lookups`]); its answer fills
+    /// the cache, so a
+    /// caller asking every tick learns the host within a round trip. Used for ghosts:
+    /// a zone shows its neighbours' border entities only if they are held somewhere.
+    pub fn locate(&mut self, now: Millis, zone: ZoneId) -> Option<NodeRef> {
+        if self.active.contains_key(&zone) {
+            return Some(self.me);
+        }
+        if let Some(host) = self.cached_host(now, zone) {
+            return Some(host);
+        }
+        if let Some((host, _)) = self.peek_directory(now, zone) {
+            self.remember_host(now, zone, host);
+            return Some(host);
+        }
+        let asked_recently = self
+            .peeks
+            .get(&zone)
+            .is_some_and(|at| now.since(*at).as_millis() < u128::from(PEEK_INTERVAL_MS));
+        if !asked_recently {
+            if self.peeks.len() >= self.config.limits.max_lookups {
+                self.peeks.clear();
+            }
+            self.peeks.insert(zone, now);
+            self.send_to_owner(zone, NodeMsg::Peek { zone });
+            self.drain_local(now);
+        }
+        None
     }
 
     /// Whether this node may apply inputs to `zone` now: it holds the zone and its lease

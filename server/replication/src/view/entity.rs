@@ -131,6 +131,19 @@ impl Tracked {
         }
     }
 
+    /// An entity the client may hold from another view (another node's): this view
+    /// sent nothing about it, so it is treated exactly as an entity that left the view
+    /// with its despawn owed. If a frame selects it, it comes back with a new life and
+    /// a spawn record (see `ClientView::select`); otherwise the despawn goes out.
+    pub(crate) fn carried(kind: u16, next_seq: u64) -> Self {
+        // `seen` 0 is no build's generation (the first build is 1), and `state_index`
+        // and `fresh_tick` are set when a frame selects it.
+        let mut t = Self::new(kind, next_seq, 0, 0, 0);
+        t.life = Life::Leaving { sent_tick: None };
+        t.client_may_hold = true;
+        t
+    }
+
     /// Starts a new life: forgets every baseline so the next record is a spawn. Used
     /// when the entity comes back while its despawn is owed, or when the client must
     /// be reset (kind changed, components emptied).
@@ -404,6 +417,16 @@ mod tests {
         t.on_acked(old);
         assert!(t.baseline.is_none());
         assert!(t.client_may_hold);
+    }
+
+    #[test]
+    fn carried_entities_owe_a_despawn_or_come_back_with_a_spawn() {
+        let mut t = Tracked::carried(2, 40);
+        assert!(t.despawn_due(0, 3));
+        assert!(t.leave(), "the client may hold it: it must be despawned");
+        t.restart(2, 41, 7);
+        assert!(t.client_may_hold);
+        assert_eq!(t.plan(&state(0, 0), 7, 41, 3), Some(Plan::Full));
     }
 
     #[test]

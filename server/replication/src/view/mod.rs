@@ -31,8 +31,13 @@
 //! client applies that spawn whether or not the despawn reached it, since the spawn is
 //! newer). Clients must remember the sequence number of a despawn they applied (a
 //! tombstone) so that an older, reordered spawn record cannot resurrect the entity.
+//!
+//! A view resumed on another node from a [`ViewHandover`] starts with every entity the
+//! client may hold in that state (left, despawn owed), so each is either spawned again
+//! with a full record or despawned (see `handover`).
 
 mod entity;
+mod handover;
 mod log;
 mod order;
 mod pack;
@@ -46,6 +51,7 @@ mod size;
 use crate::idmap::IdMap;
 use crate::state::ReplicatedState;
 use entity::Tracked;
+pub use handover::ViewHandover;
 use log::SentLog;
 use plan::Candidate;
 use select::Ranked;
@@ -128,7 +134,9 @@ pub struct BuildStats {
 }
 
 /// One client's replication state: what it was sent, what it acknowledged, and which
-/// entities it is shown. Moves with the player between zones (ids are stable).
+/// entities it is shown. Moves with the player between zones (ids are stable); to
+/// another node, it travels as a [`ViewHandover`] and continues as a
+/// [`ClientView::resume`]d view.
 #[derive(Debug)]
 pub struct ClientView {
     config: ViewConfig,

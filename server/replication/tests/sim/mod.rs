@@ -390,6 +390,12 @@ impl Harness {
         }
     }
 
+    /// Takes the datagrams still on their way to the client (to deliver them late, say
+    /// after the client moved to another node's view).
+    pub(crate) fn take_in_flight(&mut self) -> Vec<Vec<u8>> {
+        self.datagrams_in_flight.drain(..).map(|(_, d)| d).collect()
+    }
+
     /// Hands an acknowledgement to the view, noting which ids it confirms.
     pub(crate) fn acknowledge(&mut self, ack: Ack) {
         for (seq, ids) in &self.updates_by_seq {

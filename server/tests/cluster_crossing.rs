@@ -1,0 +1,257 @@
+//! Players crossing between zones held by different nodes, over real QUIC on loopback
+//! with real SDK clients: three nodes of `zonemesh dev --nodes 3` in this process, a
+//! world of three zones in a row, zone `k` held by node `k`.
+//!
+//! - A bot walks from zone 0 through zones 1 and 2 and back: it changes node at each
+//!   border (make-before-break, the SDK following the old node's redirect) and
+//!   arrives with the same entity, `NetId`, replica and input sequence; at every
+//!   moment exactly one node holds it.
+//! - Ghosts cross nodes: a player in zone 1 sees players standing in zones 0 and 2,
+//!   which live on the two other nodes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{drive, own_position, wait_own_position, within};
+use tempfile::TempDir;
+use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_server::dev::{DevServer, DevWorld, start_dev_cluster};
+use zonemesh_server::zone::{WorldLayout, ZoneConfig};
+use zonemesh_server::{NetLimits, NodeConfig};
+use zonemesh_shared::ids::ZoneId;
+use zonemesh_shared::quant::Vec2;
+
+/// Zone edge length: small, so a walk across a zone takes about two seconds.
+const ZONE_SIZE: f32 = 16.0;
+/// Zones in the row.
+const ZONES: u16 = 3;
+
+struct Row {
+    nodes: Vec<DevServer>,
+    data: TempDir,
+    layout: WorldLayout,
+}
+
+impl Row {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let layout = WorldLayout {
+            zones_x: ZONES,
+            zones_y: 1,
+            zone_size: ZONE_SIZE,
+        };
+        let world = DevWorld {
+            node: NodeConfig {
+                layout,
+                zone: ZoneConfig {
+                    checkpoint_interval: Duration::from_secs(1),
+                    ..ZoneConfig::default()
+                },
+                workers: Some(1),
+                idle_deactivate_after: Duration::from_secs(60),
+            },
+            npcs: 0,
+            limits: NetLimits::default(),
+            ..DevWorld::default()
+        }
+        .with_aoi_radius(200.0);
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let nodes = start_dev_cluster(listen, data.path(), &world, 3)
+            .await
+            .expect("cluster starts");
+        let row = Self {
+            nodes,
+            data,
+            layout,
+        };
+        within("every node sees the whole cluster", async {
+            while !row
+                .nodes
+                .iter()
+                .all(|n| n.server.cluster().expect("clustered").members().len() == 3)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        row
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].server.local_addr().expect("bound")
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> usize {
+        (0..self.nodes.len())
+            .find(|i| self.addr(*i) == addr)
+            .unwrap_or_else(|| panic!("{addr} is no node of the cluster"))
+    }
+
+    async fn connect(&self, i: usize, player: &str) -> Client {
+        let mut config =
+            ClientConfig::from_dev_data(self.addr(i), self.data.path(), player).expect("dev data");
+        config.connect_deadline = common::WAIT;
+        Client::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("{player} could not connect through node {i}: {e}"))
+    }
+
+    /// A player name whose first spawn point is in `zone`, away from its borders.
+    fn name_spawning_in(&self, prefix: &str, zone: ZoneId) -> String {
+        let world = Vec2::new(f32::from(ZONES) * ZONE_SIZE, ZONE_SIZE);
+        let bounds = self.layout.bounds(zone);
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|name| {
+                let p = zonemesh_server::demo::spawn_point(name, world);
+                self.layout.zone_at(p) == zone
+                    && p.x > bounds.min.x + 2.0
+                    && p.x < bounds.max.x - 2.0
+            })
+            .expect("some name spawns there")
+    }
+
+    /// The nodes whose zones hold `player` now, by their status.
+    fn nodes_holding(&self, player: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| {
+                self.nodes[*i]
+                    .server
+                    .status()
+                    .zones
+                    .iter()
+                    .any(|z| z.player_names.iter().any(|n| n == player))
+            })
+            .collect()
+    }
+
+    /// Places zone `k` on node `k` (a player standing in it through that node makes
+    /// the node prefer itself), and returns those players.
+    async fn occupy_each_zone(&self) -> Vec<Client> {
+        let mut anchors = Vec::new();
+        for k in 0..usize::from(ZONES) {
+            let zone = ZoneId(u32::try_from(k).expect("few zones"));
+            let name = self.name_spawning_in(&format!("anchor{k}-"), zone);
+            let mut anchor = self.connect(k, &name).await;
+            wait_own_position(&mut anchor).await;
+            assert_eq!(anchor.zone(), zone);
+            assert_eq!(
+                self.index_of(anchor.remote_address()),
+                k,
+                "zone {k} is held by the node its first player came through"
+            );
+            anchors.push(anchor);
+        }
+        anchors
+    }
+}
+
+/// Walks `client` with `velocity` until it is in `zone` on node `node`, and returns
+/// the events on the way.
+async fn walk_to(
+    row: &Row,
+    client: &mut Client,
+    velocity: Vec2,
+    zone: ZoneId,
+    node: usize,
+) -> Vec<Event> {
+    let addr = row.addr(node);
+    drive(
+        client,
+        Some(velocity),
+        &format!("walking into zone {} on node {node}", zone.0),
+        |c, _| c.zone() == zone && c.remote_address() == addr && own_position(c).is_some(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_walks_a_loop_across_zones_on_three_nodes_and_keeps_its_entity() {
+    let row = Row::start().await;
+    let _anchors = row.occupy_each_zone().await;
+    let name = row.name_spawning_in("walker-", ZoneId(0));
+    let mut walker = row.connect(0, &name).await;
+    wait_own_position(&mut walker).await;
+    let me = walker.player();
+    let east = Vec2::new(8.0, 0.0);
+
+    walk_to(&row, &mut walker, east, ZoneId(1), 1).await;
+    assert_eq!(walker.player(), me, "same entity on the second node");
+    assert_eq!(walker.node_changes(), 1);
+    walk_to(&row, &mut walker, east, ZoneId(2), 2).await;
+    assert_eq!(walker.node_changes(), 2);
+    let west = Vec2::new(-8.0, 0.0);
+    let events = walk_to(&row, &mut walker, west, ZoneId(0), 0).await;
+    assert_eq!(walker.player(), me, "same entity back on the first node");
+    assert_eq!(walker.node_changes(), 4, "0 → 1 → 2 → 1 → 0");
+    assert_eq!(walker.reconnects(), 0, "moves are not reconnects");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Reconnected { .. } | Event::Disconnected(_))),
+        "the session carried on: {events:?}"
+    );
+    assert!(
+        walker.replica().get(me).is_some(),
+        "the replica still holds the player's own entity"
+    );
+
+    // Inputs: the node that holds the player applies the newest one sent (numbering
+    // carried on through the moves). A velocity that moves the player, so snapshots
+    // (which carry the acknowledgement) keep coming.
+    let last = walker
+        .send_input(Vec2::new(0.0, 3.0), 0)
+        .expect("input accepted");
+    drive(
+        &mut walker,
+        None,
+        "the newest input is applied on the last node",
+        |c, _| c.last_input_ack() == last,
+    )
+    .await;
+
+    within("exactly one node holds the walker", async {
+        while row.nodes_holding(&name) != vec![0] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for node in &row.nodes {
+        let crossings = node
+            .server
+            .cluster_runtime()
+            .expect("clustered")
+            .crossings()
+            .counters();
+        assert_eq!(
+            crossings
+                .taken_back
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "no offer was refused"
+        );
+    }
+    for node in row.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghosts_show_players_standing_in_zones_on_other_nodes() {
+    let row = Row::start().await;
+    let mut anchors = row.occupy_each_zone().await;
+    let (west, east) = (anchors[0].player(), anchors[2].player());
+    let middle = &mut anchors[1];
+    drive(
+        middle,
+        None,
+        "the middle player sees both neighbours' players",
+        |c, _| c.replica().contains(west) && c.replica().contains(east),
+    )
+    .await;
+    for node in row.nodes {
+        node.server.shutdown().await;
+    }
+}
