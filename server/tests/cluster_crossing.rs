@@ -4,10 +4,12 @@
 //!
 //! - A bot walks from zone 0 through zones 1 and 2 and back: it changes node at each
 //!   border (make-before-break, the SDK following the old node's redirect) and
-//!   arrives with the same entity, `NetId`, replica and input sequence; at every
-//!   moment exactly one node holds it.
+//!   arrives with the same entity, `NetId`, replica and input sequence, held by
+//!   exactly one node at the end.
 //! - Ghosts cross nodes: a player in zone 1 sees players standing in zones 0 and 2,
 //!   which live on the two other nodes.
+//! - Every node publishes its load (zones, players, entities, tick time) and every
+//!   node sees the others' in its status.
 
 mod common;
 
@@ -250,6 +252,35 @@ async fn ghosts_show_players_standing_in_zones_on_other_nodes() {
         "the middle player sees both neighbours' players",
         |c, _| c.replica().contains(west) && c.replica().contains(east),
     )
+    .await;
+    for node in row.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_sees_the_load_the_others_publish() {
+    let row = Row::start().await;
+    let _anchors = row.occupy_each_zone().await;
+    // Each node holds one zone with one player; each publishes that once a second and
+    // every node's status shows all three reports.
+    within("every node shows every member's load", async {
+        loop {
+            let seen = row.nodes.iter().all(|node| {
+                let status = node.server.status();
+                let members = status.cluster.expect("clustered").members;
+                members.len() == 3
+                    && members.iter().all(|m| {
+                        m.load
+                            .is_some_and(|l| l.zones == 1 && l.players == 1 && l.entities >= 1)
+                    })
+            });
+            if seen {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
     .await;
     for node in row.nodes {
         node.server.shutdown().await;

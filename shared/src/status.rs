@@ -86,6 +86,22 @@ pub struct MemberReport {
     pub node_addr: String,
     /// Where its players connect.
     pub client_addr: String,
+    /// The load it published last, if this node has a fresh report.
+    #[serde(default)]
+    pub load: Option<LoadReport>,
+}
+
+/// A node's published load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Zones in memory.
+    pub zones: u32,
+    /// Players connected.
+    pub players: u32,
+    /// Entities in its zones.
+    pub entities: u32,
+    /// The slowest zone's 99th-percentile tick time, microseconds.
+    pub tick_p99_us: u32,
 }
 
 /// A zone held by a node, and the epoch it holds.
@@ -351,6 +367,12 @@ mod tests {
                     node: "00000000000000aa/3".into(),
                     node_addr: "127.0.0.1:7433".into(),
                     client_addr: "127.0.0.1:4433".into(),
+                    load: Some(LoadReport {
+                        zones: 1,
+                        players: 3,
+                        entities: 40,
+                        tick_p99_us: 900,
+                    }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
                 redirects: 7,

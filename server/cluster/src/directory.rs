@@ -23,6 +23,7 @@ use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
 use crate::Millis;
+use crate::load::LOAD_MAX_AGE_MS;
 use crate::membership::View;
 use crate::msg::LookupAnswer;
 use crate::placement::{Candidate, PlacementPolicy, place};
@@ -70,9 +71,12 @@ pub struct Directory {
     config: DirectoryConfig,
     entries: BTreeMap<ZoneId, DirEntry>,
     grace_until: Millis,
-    /// Placements made per node since the entry was written: the load estimate used
-    /// between two load reports.
+    /// Placements made per node since its last load report: added to the report, so
+    /// placements between two reports still spread.
     n_placed: BTreeMap<NodeRef, u64>,
+    /// Each member's last published load ([`crate::load::NodeLoad::units`]) and when
+    /// it arrived.
+    published: BTreeMap<NodeRef, (u64, Millis)>,
 }
 
 impl Directory {
@@ -83,6 +87,7 @@ impl Directory {
             entries: BTreeMap::new(),
             grace_until: Millis(0),
             n_placed: BTreeMap::new(),
+            published: BTreeMap::new(),
         }
     }
 
@@ -144,7 +149,7 @@ impl Directory {
             .filter(|m| Some(m.node) != excluded)
             .map(|m| Candidate {
                 node: m.node,
-                load: self.n_placed.get(&m.node).copied().unwrap_or(0),
+                load: self.load_of(now, m.node),
             })
             .collect();
         let host = place(self.config.placement, zone, requester, &candidates)?;
@@ -158,6 +163,23 @@ impl Directory {
             },
         );
         Some(host)
+    }
+
+    /// Records `node`'s published load (in placement units) at `now`.
+    pub fn set_load(&mut self, now: Millis, node: NodeRef, units: u64) {
+        self.published.insert(node, (units, now));
+        self.n_placed.remove(&node);
+    }
+
+    /// What placement counts for `node`: its last fresh report plus the zones placed
+    /// there since.
+    pub fn load_of(&self, now: Millis, node: NodeRef) -> u64 {
+        let published = self
+            .published
+            .get(&node)
+            .filter(|(_, at)| now.since(*at).as_millis() < u128::from(LOAD_MAX_AGE_MS))
+            .map_or(0, |(units, _)| *units);
+        published + self.n_placed.get(&node).copied().unwrap_or(0)
     }
 
     fn live_entry(&self, now: Millis, zone: ZoneId, view: &View) -> Option<DirEntry> {
@@ -212,6 +234,7 @@ impl Directory {
         self.grace_until = now + self.config.reregister_grace_ms;
         self.entries.retain(|zone, _| ring.owner(*zone) == Some(me));
         self.n_placed.retain(|node, _| view.is_live(*node));
+        self.published.retain(|node, _| view.is_live(*node));
         let orphaned: Vec<ZoneId> = self
             .entries
             .iter()
@@ -279,6 +302,37 @@ mod tests {
                 "later requesters are sent to the first choice"
             );
         }
+    }
+
+    #[test]
+    fn least_loaded_placement_follows_published_load_and_spreads_between_reports() {
+        let view = view_of(&[1, 2, 3]);
+        let config = DirectoryConfig {
+            placement: PlacementPolicy::LeastLoaded,
+            ..DirectoryConfig::default()
+        };
+        let mut dir = Directory::new(config);
+        let (a, b, c) = (NodeRef::new(1, 1), NodeRef::new(2, 1), NodeRef::new(3, 1));
+        let now = Millis(100);
+        dir.set_load(now, a, 50);
+        dir.set_load(now, b, 3);
+        dir.set_load(now, c, 10);
+        // b is least loaded until the zones placed there since its report make it
+        // as busy as c; then they alternate.
+        let hosts: Vec<NodeRef> = (0..12)
+            .map(|z| dir.place(now, ZoneId(z), None, &view).expect("placed"))
+            .collect();
+        assert!(hosts[..7].iter().all(|h| *h == b), "{hosts:?}");
+        assert!(hosts.contains(&c), "{hosts:?}");
+        assert!(
+            !hosts.contains(&a),
+            "the busiest node gets nothing: {hosts:?}"
+        );
+        // A new report replaces the estimate; a stale one counts as nothing.
+        dir.set_load(now, b, 100);
+        assert_eq!(dir.load_of(now, b), 100);
+        let later = now + LOAD_MAX_AGE_MS;
+        assert_eq!(dir.load_of(later, a), 0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod crossing;
 pub mod directory;
 pub mod lease;
+pub mod load;
 pub mod membership;
 pub mod msg;
 pub mod node;

@@ -3,6 +3,7 @@
 //! Node messages have a wire encoding ([`Envelope::encode`], [`Envelope::decode`]);
 //! store calls are carried out by the driver through the `Store` trait.
 
+use crate::load::NodeLoad;
 use zonemesh_shared::codec::{DecodeError, Reader, Writer};
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
@@ -71,6 +72,11 @@ pub enum NodeMsg {
         zone: ZoneId,
         /// Its host and epoch.
         host: Option<(NodeRef, u64)>,
+    },
+    /// The sender's load, published to every live member once a second.
+    Load {
+        /// The load.
+        load: NodeLoad,
     },
     /// A deputy of the zone's directory owner saw `host` die while holding `zone`; the
     /// owner brings the zone back even if its own view has not caught up yet.
@@ -211,6 +217,7 @@ const TAG_ACTIVATE: u8 = 5;
 const TAG_HOST_DIED: u8 = 6;
 const TAG_PEEK: u8 = 7;
 const TAG_PEEK_REPLY: u8 = 8;
+const TAG_LOAD: u8 = 9;
 
 const ANSWER_HOST: u8 = 1;
 const ANSWER_NOT_OWNER: u8 = 2;
@@ -246,6 +253,10 @@ impl Envelope {
                 w.u8(TAG_HOST_DIED);
                 w.u32(zone.0);
                 host.encode(&mut w);
+            }
+            NodeMsg::Load { load } => {
+                w.u8(TAG_LOAD);
+                load.encode(&mut w);
             }
             NodeMsg::Peek { zone } => {
                 w.u8(TAG_PEEK);
@@ -294,6 +305,9 @@ impl Envelope {
             TAG_HOST_DIED => NodeMsg::HostDied {
                 zone: ZoneId(r.u32()?),
                 host: NodeRef::decode(&mut r)?,
+            },
+            TAG_LOAD => NodeMsg::Load {
+                load: NodeLoad::decode(&mut r)?,
             },
             TAG_PEEK => NodeMsg::Peek {
                 zone: ZoneId(r.u32()?),
@@ -390,6 +404,14 @@ mod tests {
             NodeMsg::Activate { zone: z },
             NodeMsg::HostDied { zone: z, host: a },
             NodeMsg::Peek { zone: z },
+            NodeMsg::Load {
+                load: NodeLoad {
+                    zones: 2,
+                    players: 40,
+                    entities: 900,
+                    tick_p99_us: 1_800,
+                },
+            },
             NodeMsg::PeekReply {
                 zone: z,
                 host: Some((b, 9)),

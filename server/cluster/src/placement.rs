@@ -32,7 +32,8 @@ pub enum PlacementPolicy {
 pub struct Candidate {
     /// The node.
     pub node: NodeRef,
-    /// Its load in abstract units (players plus zones); lower is better.
+    /// Its load in placement units ([`crate::load::NodeLoad::units`] as it last
+    /// published them, plus zones placed there since); lower is better.
     pub load: u64,
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::crossing::CrossingMsg;
+use zonemesh_cluster::load::{LOAD_INTERVAL_MS, NodeLoad};
 use zonemesh_cluster::membership::static_list::{Probe, StaticConfig, StaticMembership};
 use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
 use zonemesh_cluster::membership::table::{TableCall, TableConfig, TableMembership};
@@ -26,7 +27,7 @@ use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
 use zonemesh_cluster::session_msg::SessionMsg;
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
-use zonemesh_shared::status::{ClusterStatusReport, HeldZoneReport, MemberReport};
+use zonemesh_shared::status::{ClusterStatusReport, HeldZoneReport, LoadReport, MemberReport};
 
 use super::transport::{NodePacket, NodeTransport, Received, TransportConfig};
 use crate::dev::TlsIdentity;
@@ -102,6 +103,12 @@ pub trait ClusterEvents: Send + Sync + 'static {
     /// zones (the driver's own tests) drop them.
     fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
         let _ = (from, msg);
+    }
+    /// This node's load, published to the others every
+    /// [`LOAD_INTERVAL_MS`](zonemesh_cluster::load::LOAD_INTERVAL_MS). Nodes without
+    /// zones publish none.
+    fn load(&self) -> NodeLoad {
+        NodeLoad::default()
     }
 }
 
@@ -292,6 +299,7 @@ impl Cluster {
             events,
             calls: JoinSet::new(),
             table_calls: JoinSet::new(),
+            next_load_at: Millis(0),
         };
         let task = tokio::spawn(driver.run(inbox));
         Ok(Self {
@@ -386,6 +394,7 @@ impl Cluster {
         let traffic = self.transport.stats();
         let now = self.shared.now();
         let core = self.shared.core();
+        let loads: std::collections::HashMap<NodeRef, NodeLoad> = core.loads(now).collect();
         let mut held_zones: Vec<HeldZoneReport> = core
             .active_zones()
             .map(|(zone, epoch)| HeldZoneReport {
@@ -404,6 +413,12 @@ impl Cluster {
                     node: m.node.to_string(),
                     node_addr: m.addr.to_string(),
                     client_addr: m.client_addr.to_string(),
+                    load: loads.get(&m.node).map(|l| LoadReport {
+                        zones: l.zones,
+                        players: l.players,
+                        entities: l.entities,
+                        tick_p99_us: l.tick_p99_us,
+                    }),
                 })
                 .collect(),
             held_zones,
@@ -462,6 +477,8 @@ struct Driver {
     calls: JoinSet<StoreReply>,
     /// The table provider's store calls (at most three at once: heartbeat, read, leave).
     table_calls: JoinSet<TableReply>,
+    /// When this node publishes its load next.
+    next_load_at: Millis,
 }
 
 impl Driver {
@@ -552,10 +569,14 @@ impl Driver {
 
     fn next_deadline(&self) -> tokio::time::Instant {
         let core = self.shared.core().poll_timeout();
-        let next = [core, self.membership.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            core,
+            self.membership.poll_timeout(),
+            Some(self.next_load_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let wait = next.map_or(IDLE_WAKE, |at| at.since(self.shared.now()).min(IDLE_WAKE));
         tokio::time::Instant::now() + wait
     }
@@ -564,6 +585,11 @@ impl Driver {
         let now = self.shared.now();
         self.membership.handle_timeout(now);
         self.shared.core().handle_timeout(now);
+        if now >= self.next_load_at {
+            self.next_load_at = now + LOAD_INTERVAL_MS;
+            let load = self.events.load();
+            self.shared.core().publish_load(now, load);
+        }
     }
 
     fn handle_received(&mut self, received: Received) {

@@ -40,6 +40,7 @@ use crate::persist::ZoneHost;
 use crate::persist::lifecycle::ZonePhase;
 use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
 use zonemesh_cluster::crossing::CrossingMsg;
+use zonemesh_cluster::load::NodeLoad;
 
 /// How long a redirect token stays valid: long enough for a client on a slow link to
 /// reconnect, short enough that a captured token is soon worthless.
@@ -361,6 +362,28 @@ impl ClusterEvents for ClusterRuntime {
 
     fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
         self.handle_crossing(from, msg);
+    }
+
+    /// Zones in memory, their players and entities, and the slowest zone's p99 tick.
+    fn load(&self) -> NodeLoad {
+        let Some(host) = self.host() else {
+            return NodeLoad::default();
+        };
+        let zones = host.status();
+        let sum = |f: fn(&crate::zone::ZoneStatus) -> usize| {
+            u32::try_from(zones.iter().map(f).sum::<usize>()).unwrap_or(u32::MAX)
+        };
+        let tick_p99_us = zones
+            .iter()
+            .map(|z| z.tick_time_us.value_at_quantile(0.99))
+            .max()
+            .unwrap_or(0);
+        NodeLoad {
+            zones: u32::try_from(zones.len()).unwrap_or(u32::MAX),
+            players: sum(|z| z.players),
+            entities: sum(|z| z.entities),
+            tick_p99_us: u32::try_from(tick_p99_us).unwrap_or(u32::MAX),
+        }
     }
 
     fn superseded(&self) {

@@ -119,9 +119,21 @@ fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
         c.node_bytes_received
     );
     for m in &c.members {
+        let load = m.load.map_or_else(
+            || "load unknown".to_owned(),
+            |l| {
+                format!(
+                    "{} zones, {} players, {} entities, tick p99 {:.2} ms",
+                    l.zones,
+                    l.players,
+                    l.entities,
+                    f64::from(l.tick_p99_us) / 1000.0
+                )
+            },
+        );
         let _ = writeln!(
             out,
-            "  member {} players at {}, nodes at {}",
+            "  member {} players at {}, nodes at {}; {load}",
             m.node, m.client_addr, m.node_addr
         );
     }
@@ -148,7 +160,8 @@ fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
 mod tests {
     use super::*;
     use zonemesh_shared::status::{
-        BucketCounts, CrossingReport, HeldZoneReport, MemberReport, TickTotals, ZoneStatusReport,
+        BucketCounts, CrossingReport, HeldZoneReport, LoadReport, MemberReport, TickTotals,
+        ZoneStatusReport,
     };
 
     #[test]
@@ -191,6 +204,12 @@ mod tests {
                     node: "00000000000000aa/3".into(),
                     node_addr: "127.0.0.1:7433".into(),
                     client_addr: "127.0.0.1:4433".into(),
+                    load: Some(LoadReport {
+                        zones: 1,
+                        players: 3,
+                        entities: 40,
+                        tick_p99_us: 1_500,
+                    }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
                 redirects: 7,
@@ -208,6 +227,7 @@ mod tests {
         for needle in [
             "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects, 1200 B to nodes",
             "players at 127.0.0.1:4433",
+            "1 zones, 3 players, 40 entities, tick p99 1.50 ms",
             "4@2",
             "players crossed to other nodes 4, from other nodes 3",
             "20 Hz, 1 workers, 3 sessions",

@@ -130,6 +130,7 @@ impl NodeCore {
             }
             NodeMsg::Activate { zone } => self.start_activation(now, zone),
             NodeMsg::HostDied { zone, host } => self.bring_back_if_held_by(now, zone, host),
+            NodeMsg::Load { load } => self.record_load(now, from, load),
             NodeMsg::Peek { zone } => {
                 let host = self.peek_directory(now, zone);
                 self.send(from, NodeMsg::PeekReply { zone, host });

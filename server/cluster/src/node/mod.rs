@@ -30,6 +30,7 @@ use crate::Millis;
 use crate::admission::{Admission, AdmissionFacts, NextStep, ZoneHere, decide};
 use crate::directory::{Directory, DirectoryConfig};
 use crate::lease::{Lease, LeaseConfig};
+use crate::load::{LOAD_MAX_AGE_MS, NodeLoad};
 use crate::membership::{Member, View};
 use crate::msg::{Envelope, NodeMsg, StoreCall};
 use crate::ring::{Ring, RingConfig};
@@ -174,6 +175,8 @@ pub struct NodeCore {
     lookups: BTreeMap<ZoneId, PendingLookup>,
     /// When each zone's directory owner was last asked where it lives ([`Self::locate`]).
     peeks: HashMap<ZoneId, Millis>,
+    /// The load each live member (this one included) published last, and when.
+    loads: HashMap<NodeRef, (NodeLoad, Millis)>,
     deferred: VecDeque<(Millis, StoreCall)>,
     outbox: VecDeque<Envelope>,
     local: VecDeque<Envelope>,
@@ -201,6 +204,7 @@ impl NodeCore {
             cache: HashMap::new(),
             lookups: BTreeMap::new(),
             peeks: HashMap::new(),
+            loads: HashMap::new(),
             deferred: VecDeque::new(),
             outbox: VecDeque::new(),
             local: VecDeque::new(),
@@ -270,6 +274,40 @@ impl NodeCore {
             self.drain_local(now);
         }
         None
+    }
+
+    /// Publishes this node's load to every live member (the driver calls this every
+    /// [`crate::load::LOAD_INTERVAL_MS`]); least-loaded placement decides from it.
+    pub fn publish_load(&mut self, now: Millis, load: NodeLoad) {
+        self.record_load(now, self.me, load);
+        let others: Vec<NodeRef> = self
+            .view
+            .members()
+            .map(|m| m.node)
+            .filter(|n| *n != self.me)
+            .collect();
+        for node in others {
+            self.send(node, NodeMsg::Load { load });
+        }
+    }
+
+    /// The last load each live member published (this node's included), if fresh.
+    pub fn loads(&self, now: Millis) -> impl Iterator<Item = (NodeRef, NodeLoad)> + '_ {
+        self.loads.iter().filter_map(move |(node, (load, at))| {
+            let fresh = now.since(*at).as_millis() < u128::from(LOAD_MAX_AGE_MS);
+            (fresh && self.view.is_live(*node)).then_some((*node, *load))
+        })
+    }
+
+    pub(super) fn record_load(&mut self, now: Millis, node: NodeRef, load: NodeLoad) {
+        if !self.view.is_live(node) {
+            return;
+        }
+        if self.loads.len() >= self.config.limits.max_lookups {
+            self.loads.retain(|n, _| self.view.is_live(*n));
+        }
+        self.loads.insert(node, (load, now));
+        self.directory.set_load(now, node, load.units());
     }
 
     /// Whether this node may apply inputs to `zone` now: it holds the zone and its lease
