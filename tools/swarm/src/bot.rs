@@ -354,7 +354,12 @@ impl<'a> Session<'a> {
     async fn finish(self, end: SessionEnd) -> SessionEnd {
         let stats = self.client.stats();
         let length = self.connected_at.elapsed();
+        // Each move is one redirect followed and one node change (as the SDK counts).
+        let moves = u64::from(self.client.moves());
         self.ctx.recorder.with(|set| {
+            set.counters.moves += moves;
+            set.counters.redirects += moves;
+            set.counters.node_changes += moves;
             if length >= RATE_WINDOW_MIN {
                 let secs = length.as_secs_f64();
                 let per_s = |n: u64| (n as f64 / secs).round() as u64;

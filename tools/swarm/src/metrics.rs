@@ -100,13 +100,18 @@ pub struct Counters {
     pub inputs_acknowledged: u64,
     /// `ZoneChanged` events: border crossings.
     pub zone_changes: u64,
-    /// `Redirect` answers the SDK followed while connecting, summed over sessions.
+    /// `Redirect` answers the SDK followed, summed over sessions: while connecting,
+    /// and mid-session (each move to another node).
     #[serde(default)]
     pub redirects: u64,
-    /// Sessions moving to another node: the SDK's node changes while connecting,
-    /// plus each session that landed on another address than the bot's previous one.
+    /// Sessions moving to another node: the SDK's node changes while connecting, each
+    /// mid-session move (a player crossing into a zone on another node), and each
+    /// session that landed on another address than the bot's previous one.
     #[serde(default)]
     pub node_changes: u64,
+    /// Mid-session moves to another node (border crossings between nodes).
+    #[serde(default)]
+    pub moves: u64,
     /// Bots assigned to each `--server` address (round-robin by bot index).
     #[serde(default)]
     pub bots_per_server: BTreeMap<String, u64>,
@@ -131,6 +136,7 @@ impl Counters {
         self.zone_changes += other.zone_changes;
         self.redirects += other.redirects;
         self.node_changes += other.node_changes;
+        self.moves += other.moves;
         add_map(&mut self.bots_per_server, &other.bots_per_server);
         add_map(&mut self.sessions_per_server, &other.sessions_per_server);
         add_map(&mut self.disconnects, &other.disconnects);

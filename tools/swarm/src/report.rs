@@ -69,11 +69,15 @@ pub struct Report {
     pub inputs_acknowledged: u64,
     /// Border crossings seen (`ZoneChanged`).
     pub zone_changes: u64,
-    /// `Redirect` answers followed while connecting, over every session.
+    /// `Redirect` answers followed, over every session: while connecting and
+    /// mid-session (moves).
     pub redirects: u64,
     /// Sessions moving to another node: at connect (a redirect or retry landing on
-    /// another address) and a rejoin landing elsewhere than the bot's last session.
+    /// another address), mid-session (moves), and a rejoin landing elsewhere than the
+    /// bot's last session.
     pub node_changes: u64,
+    /// Mid-session moves: players crossing into a zone held by another node.
+    pub moves: u64,
     /// Bots assigned to each `--server` address.
     pub bots_per_server: BTreeMap<String, u64>,
     /// Sessions by the address they were welcomed on (after redirects).
@@ -122,6 +126,7 @@ impl Report {
             zone_changes: c.zone_changes,
             redirects: c.redirects,
             node_changes: c.node_changes,
+            moves: c.moves,
             bots_per_server: c.bots_per_server.clone(),
             sessions_per_server: c.sessions_per_server.clone(),
             disconnects: c.disconnects.clone(),
@@ -161,9 +166,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "routing: {} redirects followed, {} node changes; bots per server: {}; sessions per server: {}",
+            "routing: {} redirects followed, {} node changes ({} moves mid-session); bots per server: {}; sessions per server: {}",
             self.redirects,
             self.node_changes,
+            self.moves,
             list(&self.bots_per_server),
             list(&self.sessions_per_server)
         );
@@ -281,6 +287,7 @@ mod tests {
         set.counters.error("connect_timeout");
         set.counters.redirects = 3;
         set.counters.node_changes = 2;
+        set.counters.moves = 1;
         set.counters.bots_per_server.insert("127.0.0.1:1".into(), 2);
         set.counters.session_on("127.0.0.1:9");
         set
@@ -325,6 +332,7 @@ mod tests {
             "server",
             "redirects",
             "node_changes",
+            "moves",
             "bots_per_server",
             "sessions_per_server",
         ] {
@@ -357,7 +365,7 @@ mod tests {
             "counters incomplete",
             "disconnects: none",
             "server: not asked",
-            "routing: 3 redirects followed, 2 node changes",
+            "routing: 3 redirects followed, 2 node changes (1 moves mid-session)",
             "bots per server: 127.0.0.1:1 2; sessions per server: 127.0.0.1:9 1",
         ] {
             assert!(table.contains(needle), "{needle:?} missing from\n{table}");
