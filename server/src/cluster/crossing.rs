@@ -72,6 +72,9 @@ pub const OFFER_GIVE_UP: Duration = Duration::from_secs(30);
 /// How long an arrived player waits for its client (the redirect token's lifetime,
 /// plus a margin for the token's last-moment use).
 pub const ARRIVAL_WAIT: Duration = REDIRECT_TOKEN_TTL.saturating_add(Duration::from_secs(1));
+/// Offers received being handled at once (each waits on the store); more are answered
+/// `Busy` at once and the sender takes its player back.
+pub const MAX_OFFERS_HANDLED: usize = 1024;
 /// Offers whose answers are remembered, to answer repeats alike.
 pub const ANSWERS_REMEMBERED: usize = 8192;
 /// How long a player whose offer was refused stays at the border before the next.
@@ -147,9 +150,10 @@ impl AnswerMemory {
 }
 
 /// The crossing state of one node.
-#[derive(Default)]
 pub struct Crossings {
     next_offer: AtomicU64,
+    /// Offers received being handled, at most [`MAX_OFFERS_HANDLED`].
+    handling: Arc<tokio::sync::Semaphore>,
     offers: Mutex<HashMap<u64, oneshot::Sender<OfferOutcome>>>,
     answers: Mutex<AnswerMemory>,
     waiting: Mutex<HashMap<u64, Waiting>>,
@@ -162,6 +166,20 @@ impl std::fmt::Debug for Crossings {
         f.debug_struct("Crossings")
             .field("counters", &self.counters)
             .finish_non_exhaustive()
+    }
+}
+
+impl Default for Crossings {
+    fn default() -> Self {
+        Self {
+            next_offer: AtomicU64::new(0),
+            handling: Arc::new(tokio::sync::Semaphore::new(MAX_OFFERS_HANDLED)),
+            offers: Mutex::default(),
+            answers: Mutex::default(),
+            waiting: Mutex::default(),
+            refused: Mutex::default(),
+            counters: CrossingCounters::default(),
+        }
     }
 }
 
@@ -451,13 +469,18 @@ impl ClusterRuntime {
             Seen::Answered(outcome) => self.answer(from, id, outcome),
             Seen::InProgress => {}
             Seen::New => {
-                let (Some(this), Some(handle)) = (self.this(), self.tokio()) else {
+                let permit = Arc::clone(&self.crossings().handling).try_acquire_owned();
+                let (Some(this), Some(handle), Ok(permit)) = (self.this(), self.tokio(), permit)
+                else {
+                    lock(&self.crossings().answers).finish((from, id), OfferOutcome::Busy);
+                    self.answer(from, id, OfferOutcome::Busy);
                     return;
                 };
                 handle.spawn(async move {
                     let outcome = this.admit_player(from, zone, player).await;
                     lock(&this.crossings().answers).finish((from, id), outcome);
                     this.answer(from, id, outcome);
+                    drop(permit);
                 });
             }
         }
