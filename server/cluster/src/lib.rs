@@ -24,6 +24,7 @@ pub mod membership;
 pub mod msg;
 pub mod node;
 pub mod placement;
+pub mod rebalance;
 pub mod ring;
 pub mod session_msg;
 pub mod sim;
