@@ -8,8 +8,8 @@
 //!   exactly one node at the end.
 //! - Ghosts cross nodes: a player in zone 1 sees players standing in zones 0 and 2,
 //!   which live on the two other nodes.
-//! - Every node publishes its load (zones, players, entities, tick time) and every
-//!   node sees the others' in its status.
+//! - Every node publishes its load (zones, players, entities, tick time, what each
+//!   zone's ticks cost) and every node sees the others' in its status.
 
 mod common;
 
@@ -271,8 +271,14 @@ async fn every_node_sees_the_load_the_others_publish() {
                 let members = status.cluster.expect("clustered").members;
                 members.len() == 3
                     && members.iter().all(|m| {
-                        m.load
-                            .is_some_and(|l| l.zones == 1 && l.players == 1 && l.entities >= 1)
+                        m.load.as_ref().is_some_and(|l| {
+                            l.zones == 1
+                                && l.players == 1
+                                && l.entities >= 1
+                                && l.tick_us_per_s > 0
+                                && l.costliest_zones.len() == 1
+                                && l.costliest_zones[0].us_per_s == l.tick_us_per_s
+                        })
                     })
             });
             if seen {

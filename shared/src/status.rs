@@ -92,7 +92,7 @@ pub struct MemberReport {
 }
 
 /// A node's published load.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Zones in memory.
     pub zones: u32,
@@ -102,6 +102,21 @@ pub struct LoadReport {
     pub entities: u32,
     /// The slowest zone's 99th-percentile tick time, microseconds.
     pub tick_p99_us: u32,
+    /// Tick time of all its zones per second, microseconds (1,000,000 is a core).
+    #[serde(default)]
+    pub tick_us_per_s: u32,
+    /// Its costliest zones, costliest first.
+    #[serde(default)]
+    pub costliest_zones: Vec<ZoneCostReport>,
+}
+
+/// What one zone's ticks cost its node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneCostReport {
+    /// The zone's id.
+    pub zone: u32,
+    /// Tick time per second, microseconds.
+    pub us_per_s: u32,
 }
 
 /// A zone held by a node, and the epoch it holds.
@@ -372,6 +387,11 @@ mod tests {
                         players: 3,
                         entities: 40,
                         tick_p99_us: 900,
+                        tick_us_per_s: 12_000,
+                        costliest_zones: vec![ZoneCostReport {
+                            zone: 4,
+                            us_per_s: 12_000,
+                        }],
                     }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],

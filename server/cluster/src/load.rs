@@ -6,15 +6,19 @@
 //! reports still spreads.
 
 use zonemesh_shared::codec::{DecodeError, Reader, Writer};
+use zonemesh_shared::ids::ZoneId;
 
 /// How often a node publishes its load.
 pub const LOAD_INTERVAL_MS: u64 = 1_000;
+/// Zones whose cost a report lists: the costliest ones (the rebalancer moves those;
+/// the rest count in the node's total only).
+pub const ZONE_COSTS_MAX: usize = 32;
 /// A report older than this is not used (the member stopped publishing: its load is
 /// unknown and counts as zero plus what was placed there since).
 pub const LOAD_MAX_AGE_MS: u64 = 5 * LOAD_INTERVAL_MS;
 
 /// One node's load.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeLoad {
     /// Zones in memory.
     pub zones: u32,
@@ -24,6 +28,12 @@ pub struct NodeLoad {
     pub entities: u32,
     /// The 99th percentile of its zones' tick times, microseconds (the slowest zone's).
     pub tick_p99_us: u32,
+    /// Tick time of all its zones per second of wall time, microseconds (a core's
+    /// worth is 1,000,000), over the last report interval.
+    pub tick_us_per_s: u32,
+    /// The costliest zones (at most [`ZONE_COSTS_MAX`]), each with its tick time per
+    /// second, costliest first.
+    pub zone_costs: Vec<(ZoneId, u32)>,
 }
 
 impl NodeLoad {
@@ -40,18 +50,42 @@ impl NodeLoad {
 
     /// The wire form (varints).
     pub fn encode(&self, w: &mut Writer) {
-        for v in [self.zones, self.players, self.entities, self.tick_p99_us] {
+        let fields = [
+            self.zones,
+            self.players,
+            self.entities,
+            self.tick_p99_us,
+            self.tick_us_per_s,
+        ];
+        for v in fields {
             w.varint(u64::from(v));
+        }
+        let costs = &self.zone_costs[..self.zone_costs.len().min(ZONE_COSTS_MAX)];
+        w.varint(costs.len() as u64);
+        for (zone, cost) in costs {
+            w.u32(zone.0);
+            w.varint(u64::from(*cost));
         }
     }
 
     /// Reads the wire form.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let zones = r.varint_u32("zones")?;
+        let players = r.varint_u32("players")?;
+        let entities = r.varint_u32("entities")?;
+        let tick_p99_us = r.varint_u32("tick_p99_us")?;
+        let tick_us_per_s = r.varint_u32("tick_us_per_s")?;
+        let n = r.count("zone costs", ZONE_COSTS_MAX)?;
+        let zone_costs = (0..n)
+            .map(|_| Ok((ZoneId(r.u32()?), r.varint_u32("zone cost")?)))
+            .collect::<Result<_, DecodeError>>()?;
         Ok(Self {
-            zones: r.varint_u32("zones")?,
-            players: r.varint_u32("players")?,
-            entities: r.varint_u32("entities")?,
-            tick_p99_us: r.varint_u32("tick_p99_us")?,
+            zones,
+            players,
+            entities,
+            tick_p99_us,
+            tick_us_per_s,
+            zone_costs,
         })
     }
 }
@@ -69,6 +103,7 @@ mod tests {
             players: 10,
             entities: 640,
             tick_p99_us: 1_000,
+            ..NodeLoad::default()
         };
         assert_eq!(busy.units(), 10 + 8 + 10 + 4);
     }
@@ -80,6 +115,8 @@ mod tests {
             players: u32::MAX,
             entities: 7,
             tick_p99_us: 2_500,
+            tick_us_per_s: 40_000,
+            zone_costs: vec![(ZoneId(4), 30_000), (ZoneId(1), 10_000)],
         };
         let mut w = Writer::with_capacity(16);
         load.encode(&mut w);

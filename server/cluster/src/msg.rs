@@ -254,7 +254,7 @@ impl Envelope {
                 w.u32(zone.0);
                 host.encode(&mut w);
             }
-            NodeMsg::Load { load } => {
+            NodeMsg::Load { ref load } => {
                 w.u8(TAG_LOAD);
                 load.encode(&mut w);
             }
@@ -410,6 +410,8 @@ mod tests {
                     players: 40,
                     entities: 900,
                     tick_p99_us: 1_800,
+                    tick_us_per_s: 70_000,
+                    zone_costs: vec![(ZoneId(9), 50_000)],
                 },
             },
             NodeMsg::PeekReply {

@@ -27,7 +27,9 @@ use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
 use zonemesh_cluster::session_msg::SessionMsg;
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
-use zonemesh_shared::status::{ClusterStatusReport, HeldZoneReport, LoadReport, MemberReport};
+use zonemesh_shared::status::{
+    ClusterStatusReport, HeldZoneReport, LoadReport, MemberReport, ZoneCostReport,
+};
 
 use super::transport::{NodePacket, NodeTransport, Received, TransportConfig};
 use crate::dev::TlsIdentity;
@@ -418,6 +420,15 @@ impl Cluster {
                         players: l.players,
                         entities: l.entities,
                         tick_p99_us: l.tick_p99_us,
+                        tick_us_per_s: l.tick_us_per_s,
+                        costliest_zones: l
+                            .zone_costs
+                            .iter()
+                            .map(|(zone, cost)| ZoneCostReport {
+                                zone: zone.0,
+                                us_per_s: *cost,
+                            })
+                            .collect(),
                     }),
                 })
                 .collect(),

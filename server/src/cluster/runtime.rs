@@ -92,6 +92,43 @@ pub struct ClusterRuntime {
     this: Weak<ClusterRuntime>,
     /// The runtime the tasks run on (zones call in from their own threads).
     tokio: Option<tokio::runtime::Handle>,
+    /// Each zone's total tick time at the last load report.
+    tick_costs: Mutex<TickCosts>,
+}
+
+/// What each zone's ticks cost per second between two load reports, from the zones'
+/// cumulative tick-time histograms.
+#[derive(Debug, Default)]
+struct TickCosts {
+    /// When the last sample was taken, and each zone's total tick time then (µs).
+    last: Option<(std::time::Instant, std::collections::HashMap<ZoneId, f64>)>,
+}
+
+impl TickCosts {
+    /// Each zone's tick microseconds per second since the last sample (a zone seen for
+    /// the first time, or reloaded since, counts from zero: its next report is right).
+    fn sample(&mut self, zones: &[crate::zone::ZoneStatus]) -> Vec<(ZoneId, u32)> {
+        let now = std::time::Instant::now();
+        let totals: std::collections::HashMap<ZoneId, f64> = zones
+            .iter()
+            .map(|z| (z.zone, z.tick_time_us.mean() * z.tick_time_us.len() as f64))
+            .collect();
+        let costs = match &self.last {
+            Some((at, before)) => {
+                let secs = now.duration_since(*at).as_secs_f64().max(1e-3);
+                totals
+                    .iter()
+                    .map(|(zone, total)| {
+                        let spent = (total - before.get(zone).copied().unwrap_or(0.0)).max(0.0);
+                        (*zone, (spent / secs).min(f64::from(u32::MAX)) as u32)
+                    })
+                    .collect()
+            }
+            None => totals.keys().map(|zone| (*zone, 0)).collect(),
+        };
+        self.last = Some((now, totals));
+        costs
+    }
 }
 
 impl std::fmt::Debug for ClusterRuntime {
@@ -119,6 +156,7 @@ impl ClusterRuntime {
             crossings: Crossings::default(),
             this: this.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
+            tick_costs: Mutex::new(TickCosts::default()),
         }))
     }
 
@@ -364,7 +402,8 @@ impl ClusterEvents for ClusterRuntime {
         self.handle_crossing(from, msg);
     }
 
-    /// Zones in memory, their players and entities, and the slowest zone's p99 tick.
+    /// Zones in memory, their players and entities, the slowest zone's p99 tick, and
+    /// what each zone's ticks cost since the last report.
     fn load(&self) -> NodeLoad {
         let Some(host) = self.host() else {
             return NodeLoad::default();
@@ -378,11 +417,21 @@ impl ClusterEvents for ClusterRuntime {
             .map(|z| z.tick_time_us.value_at_quantile(0.99))
             .max()
             .unwrap_or(0);
+        let mut zone_costs = self
+            .tick_costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sample(&zones);
+        let tick_us_per_s = zone_costs.iter().map(|(_, c)| u64::from(*c)).sum::<u64>();
+        zone_costs.sort_by_key(|(zone, cost)| (std::cmp::Reverse(*cost), zone.0));
+        zone_costs.truncate(zonemesh_cluster::load::ZONE_COSTS_MAX);
         NodeLoad {
             zones: u32::try_from(zones.len()).unwrap_or(u32::MAX),
             players: sum(|z| z.players),
             entities: sum(|z| z.entities),
             tick_p99_us: u32::try_from(tick_p99_us).unwrap_or(u32::MAX),
+            tick_us_per_s: u32::try_from(tick_us_per_s).unwrap_or(u32::MAX),
+            zone_costs,
         }
     }
 

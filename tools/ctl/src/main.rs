@@ -119,15 +119,22 @@ fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
         c.node_bytes_received
     );
     for m in &c.members {
-        let load = m.load.map_or_else(
+        let load = m.load.as_ref().map_or_else(
             || "load unknown".to_owned(),
             |l| {
+                let costliest: Vec<String> = l
+                    .costliest_zones
+                    .iter()
+                    .map(|z| format!("{}:{:.1}%", z.zone, f64::from(z.us_per_s) / 1e4))
+                    .collect();
                 format!(
-                    "{} zones, {} players, {} entities, tick p99 {:.2} ms",
+                    "{} zones, {} players, {} entities, tick p99 {:.2} ms, ticking {:.1}% of a core (costliest zones {})",
                     l.zones,
                     l.players,
                     l.entities,
-                    f64::from(l.tick_p99_us) / 1000.0
+                    f64::from(l.tick_p99_us) / 1000.0,
+                    f64::from(l.tick_us_per_s) / 1e4,
+                    costliest.join(" ")
                 )
             },
         );
@@ -161,7 +168,7 @@ mod tests {
     use super::*;
     use zonemesh_shared::status::{
         BucketCounts, CrossingReport, HeldZoneReport, LoadReport, MemberReport, TickTotals,
-        ZoneStatusReport,
+        ZoneCostReport, ZoneStatusReport,
     };
 
     #[test]
@@ -209,6 +216,11 @@ mod tests {
                         players: 3,
                         entities: 40,
                         tick_p99_us: 1_500,
+                        tick_us_per_s: 25_000,
+                        costliest_zones: vec![ZoneCostReport {
+                            zone: 4,
+                            us_per_s: 25_000,
+                        }],
                     }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
@@ -227,7 +239,7 @@ mod tests {
         for needle in [
             "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects, 1200 B to nodes",
             "players at 127.0.0.1:4433",
-            "1 zones, 3 players, 40 entities, tick p99 1.50 ms",
+            "1 zones, 3 players, 40 entities, tick p99 1.50 ms, ticking 2.5% of a core (costliest zones 4:2.5%)",
             "4@2",
             "players crossed to other nodes 4, from other nodes 3",
             "20 Hz, 1 workers, 3 sessions",

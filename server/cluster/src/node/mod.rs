@@ -279,7 +279,7 @@ impl NodeCore {
     /// Publishes this node's load to every live member (the driver calls this every
     /// [`crate::load::LOAD_INTERVAL_MS`]); least-loaded placement decides from it.
     pub fn publish_load(&mut self, now: Millis, load: NodeLoad) {
-        self.record_load(now, self.me, load);
+        self.record_load(now, self.me, load.clone());
         let others: Vec<NodeRef> = self
             .view
             .members()
@@ -287,7 +287,7 @@ impl NodeCore {
             .filter(|n| *n != self.me)
             .collect();
         for node in others {
-            self.send(node, NodeMsg::Load { load });
+            self.send(node, NodeMsg::Load { load: load.clone() });
         }
     }
 
@@ -295,7 +295,7 @@ impl NodeCore {
     pub fn loads(&self, now: Millis) -> impl Iterator<Item = (NodeRef, NodeLoad)> + '_ {
         self.loads.iter().filter_map(move |(node, (load, at))| {
             let fresh = now.since(*at).as_millis() < u128::from(LOAD_MAX_AGE_MS);
-            (fresh && self.view.is_live(*node)).then_some((*node, *load))
+            (fresh && self.view.is_live(*node)).then(|| (*node, load.clone()))
         })
     }
 
@@ -306,8 +306,8 @@ impl NodeCore {
         if self.loads.len() >= self.config.limits.max_lookups {
             self.loads.retain(|n, _| self.view.is_live(*n));
         }
-        self.loads.insert(node, (load, now));
         self.directory.set_load(now, node, load.units());
+        self.loads.insert(node, (load, now));
     }
 
     /// Whether this node may apply inputs to `zone` now: it holds the zone and its lease
