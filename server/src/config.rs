@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+use zonemesh_cluster::membership::swim::SwimTiming;
 
 /// Environment variable that overrides `store`.
 pub const ENV_STORE: &str = "ZONEMESH_STORE";
@@ -47,6 +48,14 @@ pub const CLUSTER_SECRET_MIN: usize = 32;
 const ZONES_MAX: u16 = 1024;
 /// Fewest snapshot bytes per client per tick (`NodeConfig::validate` requires 200).
 const BUDGET_BYTES_MIN: usize = 200;
+/// Shortest SWIM probe period: below it, a loaded host's scheduling hiccups would
+/// fail probes of live nodes.
+const PROBE_PERIOD_MS_MIN: u64 = 100;
+/// Longest SWIM probe period, and with [`SUSPECT_TO_DOWN_MS_MAX`] a guard against
+/// seconds typed where milliseconds are meant.
+const PROBE_PERIOD_MS_MAX: u64 = 60_000;
+/// Longest SWIM suspicion: ten minutes of a dead node's zones unserved.
+const SUSPECT_TO_DOWN_MS_MAX: u64 = 600_000;
 
 /// The configuration of one node, as read from its file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -123,6 +132,50 @@ pub struct ClusterSection {
     /// Every node's `host:port` node endpoint, this one's included (`static`).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// `[cluster.swim]`: the failure detector's timing (`swim`).
+    #[serde(default)]
+    pub swim: SwimSection,
+}
+
+/// `[cluster.swim]`: how fast SWIM declares a silent node down. Defaults: ZoneMesh's
+/// LAN profile ([`SwimTiming::LAN`]), which detects a dead node in about 3 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwimSection {
+    /// Milliseconds between this node's probes, each of one member.
+    pub probe_period_ms: u64,
+    /// Milliseconds a probe waits for the direct answer before asking other members
+    /// to probe for it; at most half of `probe_period_ms`.
+    pub probe_rtt_ms: u64,
+    /// Milliseconds a suspected member has to refute before it is declared down; at
+    /// least `probe_period_ms`.
+    pub suspect_to_down_ms: u64,
+}
+
+impl Default for SwimSection {
+    fn default() -> Self {
+        let SwimTiming {
+            probe_period_ms,
+            probe_rtt_ms,
+            suspect_to_down_ms,
+        } = SwimTiming::LAN;
+        Self {
+            probe_period_ms,
+            probe_rtt_ms,
+            suspect_to_down_ms,
+        }
+    }
+}
+
+impl SwimSection {
+    /// The timing SWIM runs with (after [`ServeConfig::validate`], one foca accepts).
+    pub fn timing(&self) -> SwimTiming {
+        SwimTiming {
+            probe_period_ms: self.probe_period_ms,
+            probe_rtt_ms: self.probe_rtt_ms,
+            suspect_to_down_ms: self.suspect_to_down_ms,
+        }
+    }
 }
 
 /// How the nodes of a cluster find each other.
@@ -467,6 +520,20 @@ secret_file = "cluster-secret.hex"
 # Every node's node endpoint (host:port), this one's included (static).
 # peers = ["10.0.0.1:7433", "10.0.0.2:7433"]
 
+# The SWIM failure detector (membership "swim"), in milliseconds. With the defaults a
+# dead node is declared down about 3 s after it stops (at most about 4.5 s in a small
+# cluster) and a live node that stalls for up to 2 s is not. Raise them on a slow or
+# lossy network or for clusters of hundreds of nodes; give every node the same values.
+[cluster.swim]
+# How often this node probes one member (100 to 60000).
+# probe_period_ms = 500
+# How long a probe waits for the direct answer before asking other members to probe
+# for it; at most half of probe_period_ms.
+# probe_rtt_ms = 250
+# How long a suspected member has to refute before it is declared down; at least
+# probe_period_ms, at most 600000.
+# suspect_to_down_ms = 2000
+
 [world]
 # Zones along each side of the square world (1 to 1024).
 # zones = 4
@@ -681,7 +748,50 @@ fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
         }
     }
     check_endpoints("cluster.seeds", &cluster.seeds)?;
-    check_endpoints("cluster.peers", &cluster.peers)
+    check_endpoints("cluster.peers", &cluster.peers)?;
+    validate_swim(cluster)
+}
+
+/// Checks `[cluster.swim]` against foca's rules and ranges that catch typos (seconds
+/// for milliseconds). Only `swim` membership reads it, so values set for another kind
+/// are refused rather than silently unused.
+fn validate_swim(cluster: &ClusterSection) -> Result<(), ConfigError> {
+    let swim = &cluster.swim;
+    let unused = cluster.membership != MembershipKind::Swim && *swim != SwimSection::default();
+    ensure(!unused, "cluster.swim", || {
+        "`[cluster.swim]` tunes membership = \"swim\"; remove it for this membership".to_owned()
+    })?;
+    let period = swim.probe_period_ms;
+    ensure(
+        (PROBE_PERIOD_MS_MIN..=PROBE_PERIOD_MS_MAX).contains(&period),
+        "cluster.swim.probe_period_ms",
+        || format!("must be {PROBE_PERIOD_MS_MIN}..={PROBE_PERIOD_MS_MAX} ms, got {period}"),
+    )?;
+    // The indirect probes, two hops each way, need the rest of the period.
+    ensure(
+        (1..=period / 2).contains(&swim.probe_rtt_ms),
+        "cluster.swim.probe_rtt_ms",
+        || {
+            format!(
+                "must be 1..={} ms (at most half of cluster.swim.probe_period_ms, {period}, \
+                 so indirect probes fit in the period), got {}",
+                period / 2,
+                swim.probe_rtt_ms
+            )
+        },
+    )?;
+    // A suspect needs at least a period to hear that it is suspected and refute.
+    ensure(
+        (period..=SUSPECT_TO_DOWN_MS_MAX).contains(&swim.suspect_to_down_ms),
+        "cluster.swim.suspect_to_down_ms",
+        || {
+            format!(
+                "must be {period}..={SUSPECT_TO_DOWN_MS_MAX} ms (at least \
+                 cluster.swim.probe_period_ms, so a live node can refute), got {}",
+                swim.suspect_to_down_ms
+            )
+        },
+    )
 }
 
 /// Checks the `host:port` form of each entry now, so a typo is reported at start-up
@@ -1008,7 +1118,7 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(uncommented, 14, "{text}");
+        assert_eq!(uncommented, 17, "{text}");
         assert_eq!(parse(&text).unwrap(), parse(default_toml()).unwrap());
     }
 
@@ -1189,6 +1299,112 @@ mod tests {
             );
             assert!(!err.contains("pw@"), "the store URL is not repeated: {err}");
         }
+    }
+
+    #[test]
+    fn swim_timing_defaults_to_the_lan_profile_and_can_be_set() {
+        let config = parse(&config_text("", "", "")).unwrap();
+        assert_eq!(config.cluster.swim.timing(), SwimTiming::LAN);
+        let text = config_text(
+            "",
+            "",
+            "[cluster.swim]\nprobe_period_ms = 1000\nprobe_rtt_ms = 400\n\
+             suspect_to_down_ms = 5000",
+        );
+        let config = parse(&text).unwrap();
+        config.validate().unwrap();
+        let expected = SwimTiming {
+            probe_period_ms: 1_000,
+            probe_rtt_ms: 400,
+            suspect_to_down_ms: 5_000,
+        };
+        assert_eq!(config.cluster.swim.timing(), expected);
+        // One key alone keeps the others' defaults (and must still fit them).
+        let one = parse(&config_text(
+            "",
+            "",
+            "[cluster.swim]\nsuspect_to_down_ms = 3000",
+        ))
+        .unwrap();
+        one.validate().unwrap();
+        assert_eq!(
+            one.cluster.swim.probe_period_ms,
+            SwimTiming::LAN.probe_period_ms
+        );
+        assert_eq!(one.cluster.swim.suspect_to_down_ms, 3_000);
+    }
+
+    #[test]
+    fn bad_swim_timing_names_the_key_and_the_range() {
+        let swim = |keys: &str| config_text("", "", &format!("[cluster.swim]\n{keys}"));
+        let cases = [
+            (
+                "probe_period_ms = 50",
+                "cluster.swim.probe_period_ms: must be 100..=60000 ms, got 50",
+            ),
+            (
+                "probe_period_ms = 500000",
+                "cluster.swim.probe_period_ms: must be 100..=60000 ms, got 500000",
+            ),
+            (
+                "probe_rtt_ms = 0",
+                "cluster.swim.probe_rtt_ms: must be 1..=250 ms (at most half of \
+                 cluster.swim.probe_period_ms, 500, so indirect probes fit in the period), \
+                 got 0",
+            ),
+            (
+                "probe_period_ms = 1000\nprobe_rtt_ms = 501",
+                "cluster.swim.probe_rtt_ms: must be 1..=500 ms",
+            ),
+            (
+                "suspect_to_down_ms = 499",
+                "cluster.swim.suspect_to_down_ms: must be 500..=600000 ms (at least \
+                 cluster.swim.probe_period_ms, so a live node can refute), got 499",
+            ),
+            (
+                "suspect_to_down_ms = 3600000",
+                "cluster.swim.suspect_to_down_ms: must be 500..=600000 ms",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let err = validate_err(&swim(keys));
+            assert!(err.starts_with(expected), "{keys}: got {err}");
+        }
+        let static_list = config_text(
+            "",
+            "membership = \"static\"\npeers = [\"127.0.0.1:7433\"]",
+            "[cluster.swim]\nprobe_period_ms = 1000",
+        );
+        let err = validate_err(&static_list);
+        assert!(
+            err.starts_with("cluster.swim: `[cluster.swim]` tunes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn swim_keys_are_parsed_with_their_place() {
+        let swim = |keys: &str| config_text("", "", &format!("[cluster.swim]\n{keys}"));
+        let typo = parse_err(&swim("probe_period = 500"));
+        assert!(
+            typo.contains(": cluster.swim.probe_period: unknown field `probe_period`"),
+            "{typo}"
+        );
+        let text = parse_err(&swim("probe_period_ms = \"500ms\""));
+        assert!(
+            text.contains(": cluster.swim.probe_period_ms: invalid type: string \"500ms\""),
+            "{text}"
+        );
+        let negative = parse_err(&swim("suspect_to_down_ms = -1"));
+        assert!(
+            negative.contains(": cluster.swim.suspect_to_down_ms: invalid value"),
+            "{negative}"
+        );
+        let fraction = parse_err(&swim("probe_rtt_ms = 2.5"));
+        assert!(
+            fraction.contains(": cluster.swim.probe_rtt_ms: invalid type: floating point"),
+            "{fraction}"
+        );
     }
 
     #[test]

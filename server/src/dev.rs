@@ -366,6 +366,8 @@ pub async fn start_dev_cluster(
                 node_listen: SocketAddr::new(listen.ip(), 0),
                 node_advertise: None,
                 advertise: None,
+                // SWIM's LAN profile (`SwimTiming::LAN`), as `zonemesh serve` by
+                // default: a killed node is declared down in about 3 s.
                 membership: MembershipConfig::Swim {
                     seeds,
                     config: lan_config(u32::from(nodes)),

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use zonemesh_cluster::membership::static_list::StaticConfig;
-use zonemesh_cluster::membership::swim::lan_config;
 use zonemesh_cluster::membership::table::TableConfig;
 use zonemesh_cluster::node::NodeConfig as ClusterNodeConfig;
 use zonemesh_shared::node::NodeRef;
@@ -30,8 +29,8 @@ use crate::node::NodeConfig;
 use crate::persist::KeepWarm;
 use crate::zone::{WorldLayout, ZoneConfig};
 
-/// Cluster size SWIM's timing is tuned for when the configuration does not say
-/// (the LAN profile's timeouts grow slowly with it).
+/// Cluster size SWIM is tuned for: it sets how many times an update is repeated
+/// (`[cluster.swim]` sets the timing, `SwimTiming::LAN` by default).
 const EXPECTED_NODES: u32 = 16;
 
 /// A running `zonemesh serve` node.
@@ -111,7 +110,7 @@ fn membership(config: &ServeConfig) -> anyhow::Result<MembershipConfig> {
             seeds: config
                 .resolve_seeds()
                 .context("cannot resolve cluster.seeds")?,
-            config: lan_config(EXPECTED_NODES),
+            config: config.cluster.swim.timing().config(EXPECTED_NODES),
         },
         MembershipKind::Static => MembershipConfig::Static {
             peers: config
@@ -181,5 +180,30 @@ mod tests {
         assert_eq!(world.npcs, dev.npcs);
         assert_eq!(world.node.zone.tick_hz, dev.node.zone.tick_hz);
         assert_eq!(world.limits.event_rate, NetLimits::default().event_rate);
+    }
+
+    #[test]
+    fn swim_runs_with_the_configured_timing() {
+        let text = crate::config::default_toml().replace(
+            "[cluster.swim]\n",
+            "[cluster.swim]\nprobe_period_ms = 800\nsuspect_to_down_ms = 3000\n",
+        );
+        let config = ServeConfig::parse(&text, "node.toml".as_ref()).expect("parses");
+        config.validate().expect("valid");
+        let MembershipConfig::Swim { config: swim, .. } = membership(&config).unwrap() else {
+            panic!("the default membership is swim");
+        };
+        assert_eq!(swim.probe_period, Duration::from_millis(800));
+        assert_eq!(swim.probe_rtt, Duration::from_millis(250));
+        assert_eq!(swim.suspect_to_down_after, Duration::from_secs(3));
+
+        let default = ServeConfig::parse(crate::config::default_toml(), "d.toml".as_ref())
+            .expect("the default parses");
+        let MembershipConfig::Swim { config: swim, .. } = membership(&default).unwrap() else {
+            panic!("the default membership is swim");
+        };
+        let lan = zonemesh_cluster::membership::swim::lan_config(EXPECTED_NODES);
+        assert_eq!(swim.probe_period, lan.probe_period);
+        assert_eq!(swim.suspect_to_down_after, lan.suspect_to_down_after);
     }
 }

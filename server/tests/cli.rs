@@ -528,3 +528,34 @@ async fn config_files_are_checked_with_the_key_and_reason() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn swim_timing_keys_are_documented_and_checked() {
+    let out = run_cli(&["config", "default"]).await;
+    assert!(out.status.success());
+    let default = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        "[cluster.swim]",
+        "# probe_period_ms = 500",
+        "# probe_rtt_ms = 250",
+        "# suspect_to_down_ms = 2000",
+    ] {
+        assert!(default.contains(line), "{line:?} missing from:\n{default}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("slow.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:4433\"\n[cluster]\nnode_listen = \"127.0.0.1:7433\"\n\
+         [cluster.swim]\nprobe_period_ms = 500\nprobe_rtt_ms = 400\n",
+    )
+    .expect("written");
+    let out = run_cli(&["config", "check", bad.to_str().expect("utf-8")]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.swim.probe_rtt_ms: must be 1..=250 ms"),
+        "{err}"
+    );
+}

@@ -448,8 +448,8 @@ fn print_settings(players: usize) {
     println!(
         "Lease {} ms, renewed every {} ms, drift margin {} ms. SWIM (`lan_config({})`, as \
          `zonemesh serve`): probe every {} ms, probe RTT {} ms, {} indirect probes, suspect \
-         → down after {} ms. {players} players (idle timeout {} s, keep-alive 1 s); \
-         survivors polled every {} ms.",
+         → down after {} ms, each update sent {} times. {players} players (idle timeout {} \
+         s, keep-alive 1 s); survivors polled every {} ms.",
         lease.duration_ms,
         lease.renew_every_ms,
         lease.drift_margin_ms,
@@ -458,6 +458,7 @@ fn print_settings(players: usize) {
         swim.probe_rtt.as_millis(),
         swim.num_indirect_probes,
         swim.suspect_to_down_after.as_millis(),
+        swim.max_transmissions,
         IDLE_TIMEOUT.as_secs(),
         MEASURE_POLL.as_millis(),
     );

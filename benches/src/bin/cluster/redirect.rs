@@ -15,7 +15,7 @@
 use crate::fixture::{Fixture, PHASE_LIMIT};
 use crate::leg::{Answer, Leg, first_leg};
 use crate::node::{Node, wait_until};
-use crate::stats::{max, median, ms, quantile};
+use crate::stats::{max, median, ms, ms_difference, quantile};
 use anyhow::{Context, bail};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -247,29 +247,14 @@ fn print_report(m: &Measured, host: usize, tick: Duration) {
     let redirected = Columns::of(&m.redirected);
     direct.print_row("straight to the zone's node", m.direct.len());
     redirected.print_row("through another node (1 redirect)", m.redirected.len());
-    let extra =
-        |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a.saturating_sub(b));
+    let difference =
+        |a: &[Duration], b: &[Duration], q: f64| ms_difference(quantile(a, q), quantile(b, q), 2);
     println!(
         "| **difference** (p50 − p50, p99 − p99) | | {} | {} | | {} | {} | | | |",
-        ms(
-            extra(median(&redirected.welcome), median(&direct.welcome)),
-            2
-        ),
-        ms(
-            extra(
-                quantile(&redirected.welcome, 0.99),
-                quantile(&direct.welcome, 0.99)
-            ),
-            2
-        ),
-        ms(extra(median(&redirected.seen), median(&direct.seen)), 2),
-        ms(
-            extra(
-                quantile(&redirected.seen, 0.99),
-                quantile(&direct.seen, 0.99)
-            ),
-            2
-        ),
+        difference(&redirected.welcome, &direct.welcome, 0.5),
+        difference(&redirected.welcome, &direct.welcome, 0.99),
+        difference(&redirected.seen, &direct.seen, 0.5),
+        difference(&redirected.seen, &direct.seen, 0.99),
     );
     println!();
     print_legs(&m.legs);

@@ -35,6 +35,16 @@ pub(crate) fn ms(d: Option<Duration>, decimals: usize) -> String {
     )
 }
 
+/// `a − b` in milliseconds with `decimals` places and a sign when negative (a
+/// redirected connect can be faster than a direct one at some quantile: noise that
+/// a clamped difference would hide as 0), or `—` when either is missing.
+pub(crate) fn ms_difference(a: Option<Duration>, b: Option<Duration>, decimals: usize) -> String {
+    a.zip(b).map_or_else(
+        || "—".to_owned(),
+        |(a, b)| format!("{:.decimals$}", (a.as_secs_f64() - b.as_secs_f64()) * 1e3),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +72,9 @@ mod tests {
         assert_eq!(ms(Some(Duration::from_micros(1_234_567)), 0), "1235");
         assert_eq!(ms(Some(Duration::from_micros(1_500)), 2), "1.50");
         assert_eq!(ms(None, 1), "—");
+        let (a, b) = (Duration::from_micros(64_200), Duration::from_micros(69_510));
+        assert_eq!(ms_difference(Some(a), Some(b), 2), "-5.31");
+        assert_eq!(ms_difference(Some(b), Some(a), 2), "5.31");
+        assert_eq!(ms_difference(None, Some(a), 2), "—");
     }
 }

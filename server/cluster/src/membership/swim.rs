@@ -6,6 +6,10 @@
 //! entries in a deadline queue, so the driver only ever sleeps until
 //! [`Swim::poll_timeout`].
 //!
+//! Timing: [`SwimTiming`] (in `timing.rs`) is the failure detector's profile, and
+//! [`lan_config`] the foca configuration every ZoneMesh node runs unless its
+//! configuration file says otherwise.
+//!
 //! Identity: a member is `(NodeRef, address, rejoin)`. Two identities with the same
 //! address are one member; the newer run (higher incarnation, then higher rejoin
 //! counter) wins. A node wrongly declared down renews its identity (bumps `rejoin`) and
@@ -14,7 +18,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec};
@@ -26,26 +29,9 @@ use super::{Member, MembershipEvent};
 use crate::Millis;
 
 pub use foca::Config as SwimConfig;
+pub use timing::{SwimTiming, lan_config};
 
-/// foca's failure-detector settings for a LAN of about `expected_nodes` nodes
-/// (probe every second, suspicion scaled with cluster size): memberlist's LAN profile,
-/// except that a node asks a random member for its member list every 5 s instead of
-/// every 30 s. Updates are gossiped a bounded number of times; a node that missed
-/// them (it was cut off, or restarted) would otherwise learn of a live member only
-/// when that member probes it, and zones held there would stay unreachable from it.
-pub fn lan_config(expected_nodes: u32) -> SwimConfig {
-    let mut config =
-        SwimConfig::new_lan(NonZeroU32::new(expected_nodes.max(1)).unwrap_or(NonZeroU32::MIN));
-    let every_5s = foca::PeriodicParams {
-        frequency: std::time::Duration::from_secs(5),
-        num_members: std::num::NonZeroUsize::MIN,
-    };
-    config.periodic_announce = Some(every_5s.clone());
-    // Two sides of a healed partition each hold the other down; asking down members
-    // every 5 s (not 65 s) lets them find each other again within the settle time.
-    config.periodic_announce_to_down_members = Some(every_5s);
-    config
-}
+mod timing;
 
 /// A member's identity on the gossip layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
