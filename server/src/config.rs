@@ -135,6 +135,47 @@ pub struct ClusterSection {
     /// `[cluster.swim]`: the failure detector's timing (`swim`).
     #[serde(default)]
     pub swim: SwimSection,
+    /// Where a zone nobody holds is activated.
+    #[serde(default)]
+    pub placement: PlacementKind,
+    /// Side of the square blocks of zones kept together (`placement = "hash"`).
+    #[serde(default = "default_placement_block")]
+    pub placement_block: u16,
+}
+
+/// Where a zone nobody holds is activated (`cluster.placement`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementKind {
+    /// The node whose player asked first: that player needs no redirect.
+    #[default]
+    PreferRequester,
+    /// The node with the least published load (players, zones, entities, tick time).
+    LeastLoaded,
+    /// A hash of the zone's block of `placement_block` × `placement_block` zones over
+    /// the live nodes: spread evenly, neighbours in a block on one node.
+    Hash,
+}
+
+/// Largest `cluster.placement_block`.
+pub const PLACEMENT_BLOCK_MAX: u16 = 1024;
+
+fn default_placement_block() -> u16 {
+    4
+}
+
+impl ClusterSection {
+    /// The placement policy these settings choose.
+    pub fn placement_policy(&self) -> zonemesh_cluster::placement::PlacementPolicy {
+        use zonemesh_cluster::placement::PlacementPolicy;
+        match self.placement {
+            PlacementKind::PreferRequester => PlacementPolicy::PreferRequester,
+            PlacementKind::LeastLoaded => PlacementPolicy::LeastLoaded,
+            PlacementKind::Hash => PlacementPolicy::Hash {
+                block: self.placement_block,
+            },
+        }
+    }
 }
 
 /// `[cluster.swim]`: how fast SWIM declares a silent node down. Defaults: ZoneMesh's
@@ -519,6 +560,13 @@ secret_file = "cluster-secret.hex"
 # seeds = []
 # Every node's node endpoint (host:port), this one's included (static).
 # peers = ["10.0.0.1:7433", "10.0.0.2:7433"]
+# Where a zone nobody holds is activated: "prefer-requester" (the node the first
+# player asked: no redirect for it), "least-loaded" (by the load nodes publish every
+# second: players, zones, entities, tick time) or "hash" (blocks of placement_block x
+# placement_block zones hashed over the nodes: even spread, a block's zones together).
+# Give every node the same value: the zone's directory node decides.
+# placement = "prefer-requester"
+# placement_block = 4
 
 # The SWIM failure detector (membership "swim"), in milliseconds. With the defaults a
 # dead node is declared down about 3 s after it stops (at most about 4.5 s in a small
@@ -749,6 +797,12 @@ fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
     }
     check_endpoints("cluster.seeds", &cluster.seeds)?;
     check_endpoints("cluster.peers", &cluster.peers)?;
+    let block = cluster.placement_block;
+    ensure(
+        (1..=PLACEMENT_BLOCK_MAX).contains(&block),
+        "cluster.placement_block",
+        || format!("must be 1..={PLACEMENT_BLOCK_MAX} zones, got {block}"),
+    )?;
     validate_swim(cluster)
 }
 
@@ -1118,8 +1172,36 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(uncommented, 17, "{text}");
+        assert_eq!(uncommented, 19, "{text}");
         assert_eq!(parse(&text).unwrap(), parse(default_toml()).unwrap());
+    }
+
+    #[test]
+    fn placement_is_chosen_by_name_and_bad_values_name_the_key() {
+        use zonemesh_cluster::placement::PlacementPolicy;
+        let policy = |cluster: &str| {
+            let config = parse(&config_text("", cluster, "")).expect("parses");
+            config.validate().expect("valid");
+            config.cluster.placement_policy()
+        };
+        assert_eq!(policy(""), PlacementPolicy::PreferRequester);
+        assert_eq!(
+            policy("placement = \"least-loaded\""),
+            PlacementPolicy::LeastLoaded
+        );
+        assert_eq!(
+            policy("placement = \"hash\"\nplacement_block = 2"),
+            PlacementPolicy::Hash { block: 2 }
+        );
+        let unknown = parse(&config_text("", "placement = \"fastest\"", ""))
+            .expect_err("an unknown policy is refused")
+            .to_string();
+        assert!(unknown.contains("placement"), "{unknown}");
+        let zero = validate_err(&config_text("", "placement_block = 0", ""));
+        assert!(
+            zero.starts_with("cluster.placement_block: must be 1..=1024"),
+            "{zero}"
+        );
     }
 
     #[test]

@@ -78,11 +78,18 @@ pub async fn start(
             advertise: config.advertise,
             membership,
             secret,
-            node: ClusterNodeConfig::default(),
+            node: cluster_node_config(&config),
         }),
     };
     let server = Server::start(server_config, &dev::demo_game_for(&world)).await?;
     Ok(ServeNode { server, node })
+}
+
+/// The cluster cores' settings: defaults, with the placement the file chose.
+fn cluster_node_config(config: &ServeConfig) -> ClusterNodeConfig {
+    let mut node = ClusterNodeConfig::default();
+    node.directory.placement = config.cluster.placement_policy();
+    node
 }
 
 /// The certificate players verify and the secret their tokens are checked with.
