@@ -49,6 +49,9 @@ pub struct ClientLink {
     /// The player went on to another node (its entity, claim and next saves are
     /// there): ending this connection must neither wait for a save nor free a claim.
     moved_away: AtomicBool,
+    /// A player moved here from another node whose client has not connected yet: no
+    /// connection task drives the link, so ending the session closes it at once.
+    waiting_for_client: AtomicBool,
     max_datagram_bytes: AtomicU32,
     snapshot: Mutex<Option<SnapshotBatch>>,
     control: Mutex<VecDeque<ServerControl>>,
@@ -72,6 +75,7 @@ impl ClientLink {
             zone: AtomicU32::new(zone.0),
             closed: AtomicBool::new(false),
             moved_away: AtomicBool::new(false),
+            waiting_for_client: AtomicBool::new(false),
             max_datagram_bytes: AtomicU32::new(max_datagram_bytes),
             snapshot: Mutex::new(None),
             control: Mutex::new(VecDeque::new()),
@@ -132,6 +136,17 @@ impl ClientLink {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Marks the link as waiting for its client (a player moved here from another
+    /// node): until [`Self::client_arrived`], a kick closes it.
+    pub fn wait_for_client(&self) {
+        self.waiting_for_client.store(true, Ordering::SeqCst);
+    }
+
+    /// A connection now drives the link.
+    pub fn client_arrived(&self) {
+        self.waiting_for_client.store(false, Ordering::SeqCst);
     }
 
     /// Records that the player went on to another node.
@@ -211,6 +226,10 @@ impl ClientLink {
             });
         }
         drop(k);
+        if self.waiting_for_client.load(Ordering::SeqCst) {
+            // No connection task will act on the kick: end the session here.
+            self.close();
+        }
         self.wake.notify_one();
     }
 

@@ -78,7 +78,7 @@ pub async fn start(
             advertise: config.advertise,
             membership,
             secret,
-            node: cluster_node_config(&config),
+            node: cluster_node_config(config),
         }),
     };
     let server = Server::start(server_config, &dev::demo_game_for(&world)).await?;

@@ -1,10 +1,12 @@
 //! The seeded cluster simulation as a test: a few hundred seeds with every fault kind
-//! (the `cluster-sim` binary runs thousands), the cold-zone race, and proof that the
-//! checker catches a store that grants a zone twice.
+//! (the `cluster-sim` binary runs thousands), players crossing into zones on other
+//! nodes, the cold-zone race, and proof that the checker catches a store that grants
+//! a zone twice, nodes that take over claims they should not, and crossings that
+//! break the transfer protocol's rules.
 //!
 //! A failure prints its seed and the command that replays it.
 
-use zonemesh_cluster::sim::{SimConfig, Violation, run};
+use zonemesh_cluster::sim::{SimConfig, SimFailure, Violation, run};
 
 /// Seeds run by the test suite; `cluster-sim --seeds 5000` runs more.
 const N_SEEDS: u64 = 300;
@@ -13,11 +15,22 @@ const N_SEEDS: u64 = 300;
 fn safety_and_liveness_hold_under_faults() {
     let mut n_crashes = 0;
     let mut n_cuts = 0;
+    let mut crossings = [0u64; 5];
     for seed in 0..N_SEEDS {
         match run(SimConfig::with_faults(seed)) {
             Ok(report) => {
                 n_crashes += report.n_crashes;
                 n_cuts += report.n_cuts;
+                let counts = [
+                    report.n_offers,
+                    report.n_clients_arrived,
+                    report.n_arrivals_expired,
+                    report.n_taken_back,
+                    report.n_dropped,
+                ];
+                for (total, n) in crossings.iter_mut().zip(counts) {
+                    *total += n;
+                }
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -25,6 +38,14 @@ fn safety_and_liveness_hold_under_faults() {
     // The faults really happened: a run without them proves nothing.
     assert!(n_crashes > N_SEEDS / 2, "only {n_crashes} crashes injected");
     assert!(n_cuts > N_SEEDS / 2, "only {n_cuts} links cut");
+    // So did every way a crossing ends: moved, never claimed by its client, taken
+    // back, and dropped because it could not be put back.
+    let [n_offers, n_arrived, n_expired, n_taken_back, n_dropped] = crossings;
+    assert!(n_offers > 10 * N_SEEDS, "only {n_offers} players offered");
+    assert!(n_arrived > 5 * N_SEEDS, "only {n_arrived} clients arrived");
+    assert!(n_expired > N_SEEDS / 2, "only {n_expired} arrivals expired");
+    assert!(n_taken_back > N_SEEDS / 2, "only {n_taken_back} taken back");
+    assert!(n_dropped > 0, "no player ever dropped on a take-back");
 }
 
 #[test]
@@ -65,6 +86,81 @@ fn the_checker_catches_nodes_taking_over_claims_of_nodes_they_cannot_see() {
     });
     let failure =
         caught.expect("taking over unseen claims must put a player on two nodes for some seed");
+    assert!(
+        matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+/// The first failure among `seeds` with the fault runs' configuration changed by
+/// `broken`.
+fn first_failure_with(
+    seeds: std::ops::Range<u64>,
+    broken: impl Fn(&mut SimConfig),
+) -> Option<SimFailure> {
+    seeds.into_iter().find_map(|seed| {
+        let mut config = SimConfig::with_faults(seed);
+        broken(&mut config);
+        run(config).err()
+    })
+}
+
+#[test]
+fn the_checker_catches_a_source_taking_players_back_before_the_hosts_copy_is_gone() {
+    // Giving up after 2 s and taking the player back at once: the host may accept
+    // the last repeat (or one whose answer is lost) and keep a copy waiting for 11 s.
+    let caught = first_failure_with(0..300, |c| {
+        c.crossing.take_back_at_once = true;
+        c.crossing.offer_give_up_ms = 2_000;
+    });
+    let failure = caught.expect("an early take-back must put a player in two worlds for some seed");
+    assert!(
+        matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_host_handling_repeated_offers_anew() {
+    // Without the answer memory a repeat is admitted again and may be answered
+    // differently (Busy after Accepted): the source takes back a player the host
+    // keeps. Delays up to 300 ms, longer than the 250 ms between repeats, reorder
+    // repeats and answers often (the protocol itself holds under them too).
+    let caught = first_failure_with(0..300, |c| {
+        c.crossing.answers_remembered = 0;
+        c.net.max_delay_ms = 300;
+    });
+    let failure =
+        caught.expect("a host without answer memory must put a player in two worlds for some seed");
+    assert!(
+        matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_waiting_arrival_outliving_the_players_new_session() {
+    // Without the rule: a client that never follows its redirect logs in anew, and
+    // the copy waiting for it is neither ended by the login nor by the request to end
+    // its session.
+    let caught = first_failure_with(0..100, |c| c.crossing.sessions_end_arrivals = false);
+    let failure =
+        caught.expect("arrivals outliving sessions must put a player in two worlds for some seed");
+    assert!(
+        matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_checker_catches_an_old_sessions_transfer_taking_a_newer_sessions_claim() {
+    // Without the rule: a client that lost its connection mid-transfer logs in
+    // anew; the old transfer's host takes the new session's claim over when it
+    // accepts, or the old transfer's take-back claims it back, and the new session
+    // lives on beside a second entity.
+    let caught = first_failure_with(0..100, |c| c.crossing.guards_stale_sessions = false);
+    let failure =
+        caught.expect("unguarded stale sessions must put a player in two worlds for some seed");
     assert!(
         matches!(failure.violation, Violation::TwoEntities { .. }),
         "{failure}"

@@ -21,13 +21,25 @@
 //! 5. A client that does not arrive within [`ARRIVAL_WAIT`] is treated as gone: its
 //!    link closes, Z2 saves the player and the claim is released.
 //!
-//! When B refuses (not its zone, the player logged in elsewhere, busy), or cannot be
-//! reached (gone from the view after [`OFFER_PATIENCE`], or silent for
-//! [`OFFER_GIVE_UP`], longer than [`ARRIVAL_WAIT`] so an unattached copy on B is gone
-//! by then), A takes the player back: it claims the player again, gives its records a
-//! new generation (above anything B could have saved from the transfer) and returns
-//! it to Z1 at the border. A player refused once is not offered again for
-//! [`REFUSED_BACKOFF`].
+//! When B refuses (not its zone, the player has another session there, busy), A
+//! takes the player back at once. When B cannot be reached (gone from the view for
+//! [`OFFER_PATIENCE`], or silent for [`OFFER_GIVE_UP`]), A stops offering but takes
+//! the player back only once its last offer is older than [`ARRIVAL_WAIT`] plus a
+//! second, so a copy B may have accepted is gone by then (an answer arriving
+//! meanwhile still counts). Taking back: A claims the player again, gives its records
+//! a new generation (above anything B could have saved from the transfer) and
+//! returns it to Z1 at the border; if the client left meanwhile, A only saves it
+//! (no claim: a newer session may hold it). A player refused once is not offered
+//! again for [`REFUSED_BACKOFF`].
+//!
+//! Sessions stay single (the seeded simulation found each of these holes):
+//! - a player waiting on B for its client is one of B's sessions: a new login of the
+//!   player on B, or another node asking B to end the session, ends it (its zone
+//!   saves it and the claim is released);
+//! - while a transfer of a player is in flight from A, A lets no new session of that
+//!   player in (it answers `Loading`), and B refuses an offer for a player that has
+//!   another live session on B: a claim names a run, not a session, so an old
+//!   session's transfer could otherwise take over a newer session's claim.
 //!
 //! Ghosts go the other way every tick, best effort ([`OtherNodes::send_ghosts`]).
 
@@ -79,6 +91,9 @@ pub const MAX_OFFERS_HANDLED: usize = 1024;
 pub const ANSWERS_REMEMBERED: usize = 8192;
 /// How long a player whose offer was refused stays at the border before the next.
 pub const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
+/// How long after its last offer a player that got no answer is taken back: by then
+/// a copy the other node may have accepted has expired there.
+pub const TAKE_BACK_AFTER: Duration = ARRIVAL_WAIT.saturating_add(Duration::from_secs(1));
 /// Players remembered as refused; past it the memory is cleared.
 const REFUSED_REMEMBERED: usize = 4096;
 /// Datagram size a waiting link assumes until its client connects.
@@ -158,6 +173,8 @@ pub struct Crossings {
     answers: Mutex<AnswerMemory>,
     waiting: Mutex<HashMap<u64, Waiting>>,
     refused: Mutex<HashMap<String, Instant>>,
+    /// Players on their way from this node (offered, or being taken back).
+    in_transit: Mutex<HashMap<String, u32>>,
     counters: CrossingCounters,
 }
 
@@ -178,6 +195,7 @@ impl Default for Crossings {
             answers: Mutex::default(),
             waiting: Mutex::default(),
             refused: Mutex::default(),
+            in_transit: Mutex::default(),
             counters: CrossingCounters::default(),
         }
     }
@@ -203,6 +221,37 @@ impl Crossings {
         }
     }
 
+    /// Whether a transfer of `player` from this node is in flight.
+    pub fn in_transit(&self, player: &str) -> bool {
+        lock(&self.in_transit).contains_key(player)
+    }
+
+    fn transit_started(&self, player: &str) {
+        *lock(&self.in_transit).entry(player.to_owned()).or_default() += 1;
+    }
+
+    fn transit_ended(&self, player: &str) {
+        let mut transit = lock(&self.in_transit);
+        if let Some(n) = transit.get_mut(player) {
+            *n -= 1;
+            if *n == 0 {
+                transit.remove(player);
+            }
+        }
+    }
+
+    /// Takes `player`'s link waiting here for its client in session `session`.
+    fn take_waiting(&self, player: &str, session: u64) -> Option<Arc<ClientLink>> {
+        let mut waiting = lock(&self.waiting);
+        let found = waiting
+            .get(&session)
+            .is_some_and(|w| w.link.name() == player);
+        found
+            .then(|| waiting.remove(&session))
+            .flatten()
+            .map(|w| w.link)
+    }
+
     fn refused_recently(&self, player: &str) -> bool {
         lock(&self.refused)
             .get(player)
@@ -215,6 +264,14 @@ impl Crossings {
             refused.clear();
         }
         refused.insert(player.to_owned(), Instant::now() + REFUSED_BACKOFF);
+    }
+}
+
+/// The player an offer carries.
+fn link_name(offer: &CrossingMsg) -> &str {
+    match offer {
+        CrossingMsg::Offer { player, .. } => &player.name,
+        _ => "",
     }
 }
 
@@ -280,6 +337,7 @@ impl OtherNodes for ClusterRuntime {
             player: carry(&transfer),
         };
         count(&crossings.counters.offered);
+        crossings.transit_started(&transfer.name);
         handle.spawn(async move { this.drive_offer(id, host, zone, offer, transfer, rx).await });
         Ok(())
     }
@@ -356,15 +414,21 @@ impl ClusterRuntime {
         mut answer: oneshot::Receiver<OfferOutcome>,
     ) {
         let started = Instant::now();
-        let mut ever_sent = false;
+        let mut last_sent = None;
+        let mut out_of_view_since = None;
         let outcome = loop {
             let in_view = self
                 .cluster()
                 .is_some_and(|cluster| cluster.send_crossing(host, &offer));
-            ever_sent |= in_view;
-            let waited = started.elapsed();
-            if (!in_view && (!ever_sent || waited >= OFFER_PATIENCE)) || waited >= OFFER_GIVE_UP {
-                break None;
+            let now = Instant::now();
+            if in_view {
+                last_sent = Some(now);
+                out_of_view_since = None;
+            }
+            let gone_for = now.duration_since(*out_of_view_since.get_or_insert(now));
+            let unreachable = !in_view && (last_sent.is_none() || gone_for >= OFFER_PATIENCE);
+            if unreachable || started.elapsed() >= OFFER_GIVE_UP {
+                break self.last_chance(last_sent, &mut answer).await;
             }
             match tokio::time::timeout(OFFER_RESEND, &mut answer).await {
                 Ok(Ok(outcome)) => break Some(outcome),
@@ -379,6 +443,23 @@ impl ClusterRuntime {
                 tracing::debug!(player = transfer.name, %host, ?other, "player not taken by the other node; taking it back");
                 self.take_back(host, transfer).await;
             }
+        }
+        self.crossings().transit_ended(link_name(&offer));
+    }
+
+    /// Offering stopped without an answer: waits until a copy the other node may have
+    /// accepted from the last offer has expired there, taking an answer that still
+    /// comes. Nothing sent means nothing to wait for.
+    async fn last_chance(
+        &self,
+        last_sent: Option<Instant>,
+        answer: &mut oneshot::Receiver<OfferOutcome>,
+    ) -> Option<OfferOutcome> {
+        let last_sent = last_sent?;
+        let until = tokio::time::Instant::from_std(last_sent + TAKE_BACK_AFTER);
+        match tokio::time::timeout_at(until, answer).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            _ => None,
         }
     }
 
@@ -410,12 +491,17 @@ impl ClusterRuntime {
         crossings.note_refused(&transfer.name);
         count(&crossings.counters.taken_back);
         let link = Arc::clone(&transfer.link);
-        if !self.claim_back(host, &link).await {
+        if link.is_closed() {
+            // The client left meanwhile: its zone only saves the player. No claim: a
+            // newer session of the player may hold it by now.
+        } else if self.claim_back(host, &link).await {
+            // Above anything the other node could have saved from the transfer.
+            transfer.versions = RecordVersions::after(Some(transfer.versions.peek_next()));
+        } else {
             // Someone else holds the player now: save what it did here and let go.
             link.kick(ErrorCode::Replaced, "the player connected elsewhere");
             link.close();
         }
-        transfer.versions = RecordVersions::after(Some(transfer.versions.peek_next()));
         let from_zone = link.zone();
         let Some(host_zones) = self.zone_host() else {
             return;
@@ -506,6 +592,18 @@ impl ClusterRuntime {
         if !held || !host_zones.directory().is_active(zone) {
             return OfferOutcome::NotHere;
         }
+        let Some(sessions) = self.sessions() else {
+            return OfferOutcome::Busy;
+        };
+        if sessions.has_other_session(&p.name, p.session) {
+            // A newer login of the player here: this transfer's session is stale.
+            return OfferOutcome::Claimed;
+        }
+        if self.crossings().in_transit(&p.name) {
+            // A session of the player is on its way from here; its claim may be
+            // taken back here, so nothing else of the player comes in until then.
+            return OfferOutcome::Busy;
+        }
         if lock(&self.crossings().waiting).len() >= MAX_WAITING_ARRIVALS {
             return OfferOutcome::Busy;
         }
@@ -535,6 +633,7 @@ impl ClusterRuntime {
             zone,
             WAITING_DATAGRAM_BYTES,
         ));
+        link.wait_for_client();
         let ctx = host_zones.context();
         let transfer = PlayerTransfer {
             net_id: p.net_id,
@@ -562,6 +661,7 @@ impl ClusterRuntime {
             return OfferOutcome::Busy;
         }
         count(&self.crossings().counters.moved_in);
+        sessions.register_arrival(&link);
         self.wait_for_client(link);
         OfferOutcome::Accepted
     }
@@ -593,6 +693,20 @@ impl ClusterRuntime {
                 crate::net::session::release_claim(Arc::clone(&this), link).await;
             }
         });
+    }
+
+    /// Ends `player`'s session `session` if it is a player waiting here for its
+    /// client (another node lets the player in): its zone saves it, then the claim is
+    /// released. False if there is no such player.
+    pub(super) fn end_waiting(&self, player: &str, session: u64) -> bool {
+        let Some(link) = self.crossings().take_waiting(player, session) else {
+            return false;
+        };
+        link.close();
+        if let (Some(this), Some(handle)) = (self.this(), self.tokio()) {
+            handle.spawn(crate::net::session::release_claim(this, link));
+        }
+        true
     }
 
     fn on_ghosts(&self, batch: GhostBatch) {

@@ -191,6 +191,11 @@ impl ClusterRuntime {
         let _ = self.host.set(Arc::downgrade(host));
     }
 
+    /// The node's sessions, once attached.
+    pub(super) fn sessions(&self) -> Option<&dyn LocalSessions> {
+        self.sessions.get().map(|s| s.as_ref())
+    }
+
     /// Attaches the node's sessions (once), so other nodes can end them.
     pub fn attach_sessions(&self, sessions: Box<dyn LocalSessions>) {
         if self.sessions.set(sessions).is_err() {
@@ -370,6 +375,9 @@ impl ClusterEvents for ClusterRuntime {
     /// the record is saved; a claim without a session here (a join that did not
     /// finish) is released at once.
     fn end_session(&self, player: &str, session: u64) {
+        if self.end_waiting(player, session) {
+            return;
+        }
         let ended = self
             .sessions
             .get()
@@ -447,6 +455,12 @@ pub trait LocalSessions: Send + Sync {
     /// Ends `player`'s session `session` (the player logged in elsewhere); false if
     /// there is no such session here.
     fn end(&self, player: &str, session: u64) -> bool;
+    /// Makes a player moved here from another node, waiting for its client, one of
+    /// this node's sessions: a new login of the player here replaces it, and a request
+    /// to end its session ends it. A different session of the player here is ended.
+    fn register_arrival(&self, link: &Arc<crate::link::ClientLink>);
+    /// Whether `player` has a live session here other than `session`.
+    fn has_other_session(&self, player: &str, session: u64) -> bool;
 }
 
 /// Signs redirect tokens for other nodes and admits the ones presented here, each at

@@ -311,6 +311,28 @@ impl LocalSessions for SessionEnder {
         link.kick(ErrorCode::Replaced, "the player connected on another node");
         true
     }
+
+    fn register_arrival(&self, link: &Arc<crate::link::ClientLink>) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if let Some(old) = shared.sessions.claim_name(link)
+            && !Arc::ptr_eq(&old, link)
+        {
+            old.kick(
+                ErrorCode::Replaced,
+                "the player moved here from another node",
+            );
+        }
+    }
+
+    fn has_other_session(&self, player: &str, session: u64) -> bool {
+        self.0.upgrade().is_some_and(|shared| {
+            shared
+                .sessions
+                .has_other_session(player, SessionId(session))
+        })
+    }
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {

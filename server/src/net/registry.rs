@@ -122,15 +122,24 @@ impl Sessions {
             .cloned()
     }
 
-    /// Forgets `link` if it is still its player's current session.
+    /// Forgets `link` if it is still its player's current session. By identity, not
+    /// session id: a session that left for another node and came back has a new link
+    /// under the same id, which the old one's end must not forget.
     pub(super) fn release_name(&self, link: &ClientLink) {
         let mut map = lock(&self.by_name);
         if map
             .get(link.name())
-            .is_some_and(|current| current.session() == link.session())
+            .is_some_and(|current| std::ptr::eq(current.as_ref(), link))
         {
             map.remove(link.name());
         }
+    }
+
+    /// Whether `player` has a live session here other than `session`.
+    pub(super) fn has_other_session(&self, player: &str, session: SessionId) -> bool {
+        lock(&self.by_name).get(player).is_some_and(|link| {
+            link.session() != session && !link.is_closed() && !link.moved_away()
+        })
     }
 }
 

@@ -252,6 +252,13 @@ async fn join(
     }
     let players = shared.host.players();
     let loading = || JoinRefused::Loading(retry_hint_ms(shared.host.directory().retry_after()));
+    if let Some(cluster) = &shared.cluster
+        && cluster.crossings().in_transit(&entry.player)
+    {
+        // The player's previous session is on its way to another node: its claim may
+        // move there, so no new session starts here until that is settled.
+        return Err(loading());
+    }
     let record = match players.lookup(&entry.player, JOIN_WAIT).await {
         PlayerLookup::Found(record) => record,
         PlayerLookup::Loading => return Err(loading()),
@@ -348,8 +355,11 @@ fn resume_moved(
     if let Some(mtu) = conn.max_datagram_size() {
         link.set_max_datagram_bytes(mtu);
     }
+    link.client_arrived();
     shared.host.players().forget(link.name());
-    if let Some(old) = shared.sessions.claim_name(&link) {
+    if let Some(old) = shared.sessions.claim_name(&link)
+        && !Arc::ptr_eq(&old, &link)
+    {
         old.kick(ErrorCode::Replaced, "the player connected again");
     }
     Ok(Some(link))

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use zonemesh_cluster::sim::scale::{ScaleConfig, measure};
-use zonemesh_cluster::sim::{SimConfig, run};
+use zonemesh_cluster::sim::{SimConfig, SimReport, run};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,25 +37,50 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (mut n_activations, mut n_crashes, mut n_cuts, mut n_steps) = (0, 0, 0, 0);
+    let mut total = SimReport::default();
     for seed in first..first + count {
         match run(SimConfig::with_faults(seed)) {
-            Ok(report) => {
-                n_activations += report.n_activations;
-                n_crashes += report.n_crashes;
-                n_cuts += report.n_cuts;
-                n_steps += report.n_steps;
-            }
+            Ok(report) => add(&mut total, &report),
             Err(failure) => {
                 eprintln!("{failure}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    let t = &total;
     println!(
-        "{count} seeds from {first} passed: {n_steps} steps, {n_crashes} crashes, {n_cuts} cut links, {n_activations} activations"
+        "{count} seeds from {first} passed: {} steps, {} crashes, {} cut links, {} activations",
+        t.n_steps, t.n_crashes, t.n_cuts, t.n_activations
+    );
+    println!(
+        "crossings: {} local moves, {} players offered to other nodes ({} offer messages and answers), \
+         {} accepted, {} clients arrived, {} arrivals expired, {} taken back ({} of them dropped)",
+        t.n_local_moves,
+        t.n_offers,
+        t.n_crossing_messages,
+        t.n_accepted,
+        t.n_clients_arrived,
+        t.n_arrivals_expired,
+        t.n_taken_back,
+        t.n_dropped
     );
     ExitCode::SUCCESS
+}
+
+/// Adds one run's counts to `total`.
+fn add(total: &mut SimReport, r: &SimReport) {
+    total.n_steps += r.n_steps;
+    total.n_activations += r.n_activations;
+    total.n_crashes += r.n_crashes;
+    total.n_cuts += r.n_cuts;
+    total.n_crossing_messages += r.n_crossing_messages;
+    total.n_local_moves += r.n_local_moves;
+    total.n_offers += r.n_offers;
+    total.n_accepted += r.n_accepted;
+    total.n_clients_arrived += r.n_clients_arrived;
+    total.n_arrivals_expired += r.n_arrivals_expired;
+    total.n_taken_back += r.n_taken_back;
+    total.n_dropped += r.n_dropped;
 }
 
 fn scale(config: ScaleConfig) -> ExitCode {

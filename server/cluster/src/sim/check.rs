@@ -7,7 +7,6 @@ use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
 use super::store::SimStore;
-use super::world::Entity;
 use crate::Millis;
 use crate::node::NodeCore;
 
@@ -42,6 +41,25 @@ pub enum Violation {
         nodes: Vec<NodeRef>,
         /// The entities' zones.
         zones: Vec<ZoneId>,
+    },
+    /// A player's client is connected to a live run that holds the player neither
+    /// where the client expects it (in a zone while playing, in a transfer while
+    /// crossing) nor was it sent away: the player is lost.
+    Lost {
+        /// The player (its index in the run).
+        player: usize,
+        /// The run the client is connected to.
+        node: NodeRef,
+        /// What the client is doing.
+        client: &'static str,
+    },
+    /// A live run holds a player's session in two places at once (a zone and a
+    /// transfer, or two transfers).
+    HeldTwice {
+        /// The player (its index in the run).
+        player: usize,
+        /// The run.
+        node: NodeRef,
     },
     /// The run took more steps than allowed (a livelock, or a configuration far too
     /// large for the step budget).
@@ -79,6 +97,17 @@ impl fmt::Display for Violation {
                 f,
                 "player {player} is live on {nodes:?} at once (zones {zones:?})"
             ),
+            Violation::Lost {
+                player,
+                node,
+                client,
+            } => write!(
+                f,
+                "player {player} is lost: its client is {client} on {node}, which holds it nowhere"
+            ),
+            Violation::HeldTwice { player, node } => {
+                write!(f, "player {player} is held twice on {node}")
+            }
             Violation::StepLimit => write!(f, "step limit reached"),
             Violation::Unserved { n_players, zones } => {
                 write!(
@@ -122,23 +151,29 @@ pub(super) fn check_owners<'a>(
     }
 }
 
-/// Safety: no player has entities on two runs that accept inputs for their zones (an
-/// entity in a zone its run no longer serves is inert: its zone sends it away).
-pub(super) fn check_single_entity<'a>(
-    now: Millis,
-    runs: impl Iterator<Item = (&'a NodeCore, &'a BTreeMap<usize, Entity>)>,
-) -> Result<(), Violation> {
-    let mut live: BTreeMap<usize, Vec<(NodeRef, ZoneId)>> = BTreeMap::new();
-    for (core, entities) in runs {
-        for (player, entity) in entities {
-            if core.accepts_inputs(now, entity.zone) {
-                live.entry(*player)
-                    .or_default()
-                    .push((core.me(), entity.zone));
-            }
-        }
+/// An entity of a player in a run's world that could take inputs now: its run
+/// accepts inputs for its zone (an entity in a zone its run no longer serves is
+/// inert: its zone sends it away). Players waiting for their clients count too.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LiveEntity {
+    /// The player (its index in the run).
+    pub(super) player: usize,
+    /// The run.
+    pub(super) node: NodeRef,
+    /// The zone.
+    pub(super) zone: ZoneId,
+}
+
+/// Safety: no player has two live entities (on two runs, or twice on one).
+pub(super) fn check_single_entity(live: impl Iterator<Item = LiveEntity>) -> Result<(), Violation> {
+    let mut by_player: BTreeMap<usize, Vec<(NodeRef, ZoneId)>> = BTreeMap::new();
+    for e in live {
+        by_player
+            .entry(e.player)
+            .or_default()
+            .push((e.node, e.zone));
     }
-    match live.into_iter().find(|(_, at)| at.len() > 1) {
+    match by_player.into_iter().find(|(_, at)| at.len() > 1) {
         Some((player, at)) => Err(Violation::TwoEntities {
             player,
             nodes: at.iter().map(|(n, _)| *n).collect(),
@@ -146,4 +181,46 @@ pub(super) fn check_single_entity<'a>(
         }),
         None => Ok(()),
     }
+}
+
+/// What a live run holds of the session a player's client is connected to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Attachment {
+    /// The player (its index in the run).
+    pub(super) player: usize,
+    /// The run the client is connected to.
+    pub(super) node: NodeRef,
+    /// Whether the client waits for a transfer (else it plays in a zone).
+    pub(super) crossing: bool,
+    /// Entities of the session in the run's zones (0 or 1).
+    pub(super) n_in_zone: usize,
+    /// Transfers of the session the run drives.
+    pub(super) n_in_transfer: usize,
+}
+
+/// The player is never lost while its node lives: a client connected to a live run
+/// finds its player there in a zone (playing) or in exactly one transfer (crossing),
+/// and never in both; a player the run let go has had its client sent away.
+pub(super) fn check_players(attached: impl Iterator<Item = Attachment>) -> Result<(), Violation> {
+    for a in attached {
+        if a.n_in_zone + a.n_in_transfer > 1 {
+            return Err(Violation::HeldTwice {
+                player: a.player,
+                node: a.node,
+            });
+        }
+        let found = if a.crossing {
+            a.n_in_transfer
+        } else {
+            a.n_in_zone
+        };
+        if found == 0 {
+            return Err(Violation::Lost {
+                player: a.player,
+                node: a.node,
+                client: if a.crossing { "crossing" } else { "playing" },
+            });
+        }
+    }
+    Ok(())
 }

@@ -37,6 +37,16 @@ pub(super) enum Packet {
         /// The wire bytes.
         bytes: Vec<u8>,
     },
+    /// An encoded [`CrossingMsg`](crate::crossing::CrossingMsg) from run `from` for
+    /// slot `to` (the real transport authenticates the sender; so does this one).
+    Crossing {
+        /// Receiving slot.
+        to: usize,
+        /// The sending run.
+        from: NodeRef,
+        /// The wire bytes.
+        bytes: Vec<u8>,
+    },
     /// A store call from run `node` in slot `from`.
     Call {
         /// Sending slot.
@@ -60,9 +70,10 @@ pub(super) enum Packet {
 impl Packet {
     fn destination(&self) -> Endpoint {
         match self {
-            Packet::Gossip { to, .. } | Packet::Node { to, .. } | Packet::Reply { to, .. } => {
-                Endpoint::Node(*to)
-            }
+            Packet::Gossip { to, .. }
+            | Packet::Node { to, .. }
+            | Packet::Crossing { to, .. }
+            | Packet::Reply { to, .. } => Endpoint::Node(*to),
             Packet::Call { .. } => Endpoint::Store,
         }
     }
@@ -91,6 +102,8 @@ pub(super) struct Net {
     pub(super) n_gossip_bytes: u64,
     /// Node messages sent.
     pub(super) n_node_messages: u64,
+    /// Crossing messages (offers and answers) sent.
+    pub(super) n_crossing_messages: u64,
 }
 
 impl Net {
@@ -106,6 +119,7 @@ impl Net {
         match &packet {
             Packet::Gossip { bytes, .. } => self.n_gossip_bytes += bytes.len() as u64,
             Packet::Node { .. } => self.n_node_messages += 1,
+            Packet::Crossing { .. } => self.n_crossing_messages += 1,
             Packet::Call { .. } | Packet::Reply { .. } => {}
         }
         if self.is_cut(from, packet.destination()) || rng.chance(faults.loss) {

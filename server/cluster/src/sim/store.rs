@@ -1,7 +1,8 @@
 //! The simulated store: the contract the real stores implement for clusters, as a
 //! linearizable in-memory model. Node leases by run, zone rows with epoch and holder,
 //! activation only when no other run holds the zone with a live lease; player claims
-//! (one session per player), taken over when the holder's lease has lapsed.
+//! (one session per player), taken over when the holder's lease has lapsed or when the
+//! caller names the holder's run as the one it takes over from (a crossing).
 
 use std::collections::BTreeMap;
 
@@ -67,16 +68,22 @@ impl SimStore {
     }
 
     /// Claims `player` for `(node, session)` at store time `now`: granted when no
-    /// claim exists, when it is `node`'s own, or when its holder's lease has lapsed.
+    /// claim exists, when it is `node`'s own (any session), when it is held by the
+    /// `takeover` run, or when its holder's lease has lapsed (the real stores' rule).
     pub fn claim_player(
         &mut self,
         now: Millis,
         player: usize,
         node: NodeRef,
         session: u64,
+        takeover: Option<NodeRef>,
     ) -> Claim {
         match self.claims.get(&player) {
-            Some(&(holder, held)) if holder != node && self.live_lease(now, holder).is_some() => {
+            Some(&(holder, held))
+                if holder != node
+                    && Some(holder) != takeover
+                    && self.live_lease(now, holder).is_some() =>
+            {
                 Claim::HeldBy(holder, held)
             }
             _ => {
@@ -84,6 +91,11 @@ impl SimStore {
                 Claim::Claimed
             }
         }
+    }
+
+    /// Who holds `player`'s claim, if anyone.
+    pub fn claim_of(&self, player: usize) -> Option<(NodeRef, u64)> {
+        self.claims.get(&player).copied()
     }
 
     /// Gives `player`'s claim to `(node, session)` whoever holds it (the unsafe rule

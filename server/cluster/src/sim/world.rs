@@ -1,15 +1,24 @@
 //! The simulated world: node slots (each holding the current run of one node, or
 //! nothing while it is down), the store, the network, the players, and the fault
-//! schedule; [`run`] drives it from a seed.
+//! schedule; [`run`] drives it from a seed. Players crossing into zones on other
+//! nodes are in [`crossing`]; what the checker and failure reports read is in
+//! [`observe`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
-use super::check::{Violation, check_owners, check_single_entity};
+mod crossing;
+mod observe;
+
+pub use crossing::CrossingConfig;
+use crossing::Crossings;
+use observe::Trace;
+
+use super::check::{Violation, check_owners, check_players, check_single_entity};
 use super::net::{Endpoint, Net, NetFaults, Packet};
 use super::rng::SimRng;
 use super::store::{Claim, SimStore};
@@ -67,6 +76,8 @@ pub struct SimConfig {
     /// Zones the store lists per `ZonesHeldBy` answer. The fault runs use a tiny limit
     /// so that truncated answers are exercised; the real stores list 10,000.
     pub store_zones_per_read: usize,
+    /// How players cross into zones on other nodes.
+    pub crossing: CrossingConfig,
 }
 
 impl SimConfig {
@@ -98,6 +109,7 @@ impl SimConfig {
             check_every_step: true,
             players_start_ms: (0, 3_000),
             store_zones_per_read: 3,
+            crossing: CrossingConfig::default(),
         }
     }
 
@@ -142,6 +154,23 @@ pub struct SimReport {
     pub n_node_messages: u64,
     /// Players redirected.
     pub n_redirects: u64,
+    /// Crossing messages (offers, repeats and answers) sent.
+    pub n_crossing_messages: u64,
+    /// Players who walked into another zone of the same node.
+    pub n_local_moves: u64,
+    /// Players offered to other nodes (each transfer once, however often repeated).
+    pub n_offers: u64,
+    /// Offers accepted (a repeat handled anew counts again).
+    pub n_accepted: u64,
+    /// Redirected clients that reached their waiting players.
+    pub n_clients_arrived: u64,
+    /// Waiting players whose clients did not come in time.
+    pub n_arrivals_expired: u64,
+    /// Transfers ended by taking the player back (refused, unreachable or silent).
+    pub n_taken_back: u64,
+    /// Of those, players that could not be put back (claimed elsewhere, zone gone,
+    /// client gone) and were saved instead.
+    pub n_dropped: u64,
 }
 
 /// A failed run: which seed, when, and what broke.
@@ -175,6 +204,8 @@ struct Run {
     swim: Swim,
     /// Players in this run's worlds (by index), as the server's zones hold them.
     entities: BTreeMap<usize, Entity>,
+    /// Players on their way to or from other nodes.
+    crossings: Crossings,
 }
 
 /// A player's entity on a node: in which zone, for which session.
@@ -182,6 +213,23 @@ struct Run {
 pub(super) struct Entity {
     pub(super) zone: ZoneId,
     pub(super) session: u64,
+}
+
+impl Run {
+    /// Whether this run holds `player` in a session other than `session`, in a zone
+    /// or waiting for its client.
+    fn holds_other_session(&self, player: usize, session: u64) -> bool {
+        let in_zone = self
+            .entities
+            .get(&player)
+            .is_some_and(|e| e.session != session);
+        let waiting = self
+            .crossings
+            .arrivals
+            .iter()
+            .any(|(s, a)| a.player == player && *s != session);
+        in_zone || waiting
+    }
 }
 
 struct Slot {
@@ -202,12 +250,33 @@ enum PlayerState {
         slot: usize,
         node: NodeRef,
         check_at: Millis,
+        /// The zone the player is walking into and how often it tried, while it
+        /// waits at the border.
+        heading: Option<(ZoneId, u32)>,
+    },
+    /// Connected to `node`, whose transfer carries the player to another node.
+    InTransfer {
+        slot: usize,
+        node: NodeRef,
+        check_at: Millis,
+    },
+    /// Sent on to `node`, where the player waits: reaches it at `at`, or (`arrives`
+    /// false) gives up then and logs in anew.
+    Following {
+        slot: usize,
+        node: NodeRef,
+        at: Millis,
+        arrives: bool,
     },
 }
 
 struct Player {
     zone: ZoneId,
     state: PlayerState,
+    /// The player's latest session (0 before the first).
+    session: u64,
+    /// The latest things that happened to it, for reading a failure.
+    trace: VecDeque<(Millis, Trace)>,
 }
 
 /// Redirects a player follows before starting over at a random node.
@@ -294,6 +363,8 @@ impl World {
                     hops: 0,
                     redirected: false,
                 },
+                session: 0,
+                trace: VecDeque::new(),
             })
             .collect();
         let slots = (0..config.n_nodes)
@@ -340,6 +411,7 @@ impl World {
             n_activations: self.store.n_activations(),
             n_gossip_bytes: self.net.n_gossip_bytes,
             n_node_messages: self.net.n_node_messages,
+            n_crossing_messages: self.net.n_crossing_messages,
             ..self.report.clone()
         }
     }
@@ -369,7 +441,7 @@ impl World {
             self.check()?;
         }
         for slot in 0..self.slots.len() {
-            if self.restart_if_due(slot) | self.fire_timers(slot) {
+            if self.restart_if_due(slot) | self.fire_timers(slot) | self.drive_crossings(slot) {
                 self.check()?;
             }
         }
@@ -405,11 +477,18 @@ impl World {
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
         let players = self.players.iter().map(|p| match p.state {
-            PlayerState::Asking { at, .. } => at,
-            PlayerState::Playing { check_at, .. } => check_at,
+            PlayerState::Asking { at, .. } | PlayerState::Following { at, .. } => at,
+            PlayerState::Playing { check_at, .. } | PlayerState::InTransfer { check_at, .. } => {
+                check_at
+            }
         });
+        let crossings = self
+            .slots
+            .iter()
+            .filter_map(|s| s.run.as_ref()?.crossings.next_due());
         let faults = (self.now < Millis(self.config.fault_ms)).then_some(self.next_fault_at);
         timers
+            .chain(crossings)
             .chain(restarts)
             .chain(players)
             .chain(faults)
@@ -430,27 +509,37 @@ impl World {
             .iter()
             .filter_map(|s| s.run.as_ref().map(|r| &r.core));
         check_owners(self.now, cores, &self.store).map_err(|v| self.failure(v))?;
-        let runs = self
-            .slots
-            .iter()
-            .filter_map(|s| s.run.as_ref().map(|r| (&r.core, &r.entities)));
-        check_single_entity(self.now, runs).map_err(|v| self.failure(v))
+        check_single_entity(self.live_entities()).map_err(|v| self.failure(v))?;
+        check_players(self.attachments()).map_err(|v| self.failure(v))
     }
 
     fn failure(&self, violation: Violation) -> SimFailure {
+        let player = match &violation {
+            Violation::TwoEntities { player, .. }
+            | Violation::Lost { player, .. }
+            | Violation::HeldTwice { player, .. } => Some(*player),
+            _ => None,
+        };
         let mut zones = match &violation {
             Violation::TwoOwners { zone, .. } | Violation::NotTheHolder { zone, .. } => vec![*zone],
             Violation::Unserved { zones, .. } => zones.clone(),
             Violation::TwoEntities { zones, .. } => zones.clone(),
+            Violation::Lost { player, .. } | Violation::HeldTwice { player, .. } => {
+                vec![self.players[*player].zone]
+            }
             Violation::StepLimit => Vec::new(),
         };
         zones.sort_unstable();
         zones.dedup();
+        let mut state = self.dump(&zones);
+        if let Some(i) = player {
+            state.push_str(&self.dump_player(i));
+        }
         SimFailure {
             seed: self.config.seed,
             step: self.report.n_steps,
             at: self.now,
-            state: self.dump(&zones),
+            state,
             violation,
         }
     }
@@ -552,6 +641,7 @@ impl World {
                 self.net
                     .send(now, Endpoint::Store, packet, self.faults, &mut self.rng);
             }
+            Packet::Crossing { to, from, bytes } => self.deliver_crossing(to, from, &bytes),
             Packet::Reply { to, node, reply } => {
                 if let Some(run) = self.slots[to].run.as_mut().filter(|r| r.core.me() == node) {
                     run.core.handle_store_reply(now, reply);
@@ -660,6 +750,7 @@ impl World {
             core,
             swim,
             entities: BTreeMap::new(),
+            crossings: Crossings::default(),
         });
         self.flush(slot);
         true
@@ -680,11 +771,21 @@ impl World {
             .filter(|(_, e)| !run.core.accepts_inputs(now, e.zone))
             .map(|(p, e)| (*p, *e))
             .collect();
+        let me = run.core.me();
         for (player, entity) in &lost {
             run.entities.remove(player);
             if store_reachable {
-                self.store
-                    .release_player(*player, run.core.me(), entity.session);
+                self.store.release_player(*player, me, entity.session);
+            }
+        }
+        for (player, entity) in &lost {
+            self.note(*player, "zone lost", me, entity.session);
+            // The zone sends its client away: it asks anew.
+            let p = &self.players[*player];
+            let attached = matches!(p.state, PlayerState::Playing { node, .. } if node == me);
+            if attached && p.session == entity.session {
+                let state = self.ask_anew(200);
+                self.set_state(*player, state);
             }
         }
         !lost.is_empty()
@@ -707,10 +808,15 @@ impl World {
         let Some(run) = self.slots[slot].run.as_ref() else {
             return self.ask_anew(500);
         };
+        // A transfer of the player's previous session may still take the claim over
+        // from this run or claim it back: the player waits until it is decided.
+        if self.config.crossing.guards_stale_sessions && run.crossings.is_sending(i) {
+            return retry;
+        }
         let me = run.core.me();
         self.next_session += 1;
         let session = self.next_session;
-        match self.store.claim_player(now, i, me, session) {
+        match self.store.claim_player(now, i, me, session, None) {
             Claim::Claimed => self.enter_claimed(i, slot, me, session),
             Claim::HeldBy(holder, _)
                 if self.config.take_over_unseen_claims && !run_sees(&self.slots[slot], holder) =>
@@ -728,14 +834,18 @@ impl World {
     /// Puts player `i`'s entity for `session` into the run in `slot`, whose claim it is.
     fn enter_claimed(&mut self, i: usize, slot: usize, me: NodeRef, session: u64) -> PlayerState {
         let zone = self.players[i].zone;
+        self.players[i].session = session;
+        self.note(i, "entered", me, session);
+        let end_arrivals = self.config.crossing.sessions_end_arrivals;
         if let Some(run) = self.slots[slot].run.as_mut() {
             run.entities.insert(i, Entity { zone, session });
+            // The new session takes the place of a copy waiting here for its client
+            // (the claim stays this run's).
+            if end_arrivals {
+                run.crossings.end_arrivals(i, None);
+            }
         }
-        PlayerState::Playing {
-            slot,
-            node: me,
-            check_at: self.now + PLAY_CHECK_MS,
-        }
+        self.playing(slot, me, None)
     }
 
     /// The run in `from` asks run `holder` to end player `player`'s session `session`
@@ -747,6 +857,13 @@ impl World {
             return;
         }
         let store_reachable = !self.net.is_cut(Endpoint::Node(to), Endpoint::Store);
+        if self.slots[to]
+            .run
+            .as_ref()
+            .is_some_and(|r| r.core.me() == holder)
+        {
+            self.note(player, "asked to end", holder, session);
+        }
         let Some(run) = self.slots[to]
             .run
             .as_mut()
@@ -760,6 +877,14 @@ impl World {
             .is_some_and(|e| e.session == session)
         {
             run.entities.remove(&player);
+        }
+        // A session whose player is in a transfer loses its client; the transfer
+        // carries on (the runtime's behaviour).
+        if let Some(id) = run.crossings.transfer_of(player, session) {
+            run.crossings.close_link(id);
+        }
+        if self.config.crossing.sessions_end_arrivals {
+            run.crossings.end_arrivals(player, Some(session));
         }
         if store_reachable {
             self.store.release_player(player, holder, session);
@@ -777,36 +902,72 @@ impl World {
                 hops,
                 redirected,
             } if at <= now => {
-                self.players[i].state = self.ask(i, slot, zone, hops, redirected);
+                let state = self.ask(i, slot, zone, hops, redirected);
+                self.set_state(i, state);
                 true
             }
             PlayerState::Playing {
                 slot,
                 node,
                 check_at,
+                heading,
             } if check_at <= now => {
                 let still = self.slots[slot]
                     .run
                     .as_ref()
                     .is_some_and(|r| r.core.me() == node && r.core.accepts_inputs(now, zone));
-                let moves = still && !self.faults_stopped && self.rng.chance(MOVE_CHANCE);
-                self.players[i].state = if moves {
-                    self.players[i].zone =
-                        ZoneId(self.rng.index(self.config.n_zones as usize) as u32);
-                    self.ask_anew(0)
-                } else if still {
-                    PlayerState::Playing {
-                        slot,
-                        node,
-                        check_at: now + PLAY_CHECK_MS,
-                    }
-                } else {
+                let state = if !still {
                     self.ask_anew(200)
+                } else if let Some((target, tries)) = heading {
+                    self.cross(i, slot, target, tries)
+                } else if !self.faults_stopped && self.rng.chance(MOVE_CHANCE) {
+                    self.move_player(i, slot, node)
+                } else {
+                    self.playing(slot, node, None)
                 };
+                self.set_state(i, state);
+                true
+            }
+            PlayerState::InTransfer {
+                slot,
+                node,
+                check_at,
+            } if check_at <= now => {
+                let state = self.check_in_transfer(i, slot, node);
+                self.set_state(i, state);
+                true
+            }
+            PlayerState::Following {
+                slot,
+                node,
+                at,
+                arrives,
+            } if at <= now => {
+                let state = if arrives {
+                    self.arrive(i, slot, node)
+                } else {
+                    self.ask_anew(0)
+                };
+                self.set_state(i, state);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Player `i`, playing on run `node` in `slot`, moves to a random zone: it walks
+    /// across a border, or logs in anew for a zone its record names (its old session
+    /// stays open on its old node until that node is asked to end it).
+    fn move_player(&mut self, i: usize, slot: usize, node: NodeRef) -> PlayerState {
+        let target = ZoneId(self.rng.index(self.config.n_zones as usize) as u32);
+        if !self.rng.chance(self.config.crossing.cross_share) {
+            self.players[i].zone = target;
+            return self.ask_anew(0);
+        }
+        if target == self.players[i].zone {
+            return self.playing(slot, node, None);
+        }
+        self.cross(i, slot, target, 0)
     }
 
     fn ask(
