@@ -1,8 +1,9 @@
 //! The seeded cluster simulation as a test: a few hundred seeds with every fault kind
 //! (the `cluster-sim` binary runs thousands), players crossing into zones on other
-//! nodes, the cold-zone race, and proof that the checker catches a store that grants
-//! a zone twice, nodes that take over claims they should not, and crossings that
-//! break the transfer protocol's rules.
+//! nodes, durable actions, the cold-zone race, and proof that the checker catches a
+//! store that grants a zone twice, nodes that take over claims they should not,
+//! crossings that break the transfer protocol's rules, nodes that acknowledge durable
+//! actions before the store has them, and a store that commits a repeat anew.
 //!
 //! A failure prints its seed and the command that replays it.
 
@@ -16,6 +17,7 @@ fn safety_and_liveness_hold_under_faults() {
     let mut n_crashes = 0;
     let mut n_cuts = 0;
     let mut crossings = [0u64; 5];
+    let mut actions = [0u64; 4];
     for seed in 0..N_SEEDS {
         match run(SimConfig::with_faults(seed)) {
             Ok(report) => {
@@ -29,6 +31,15 @@ fn safety_and_liveness_hold_under_faults() {
                     report.n_dropped,
                 ];
                 for (total, n) in crossings.iter_mut().zip(counts) {
+                    *total += n;
+                }
+                let counts = [
+                    report.n_actions,
+                    report.n_action_sends,
+                    report.n_actions_acked,
+                    report.n_actions_refused,
+                ];
+                for (total, n) in actions.iter_mut().zip(counts) {
                     *total += n;
                 }
             }
@@ -46,6 +57,16 @@ fn safety_and_liveness_hold_under_faults() {
     assert!(n_expired > N_SEEDS / 2, "only {n_expired} arrivals expired");
     assert!(n_taken_back > N_SEEDS / 2, "only {n_taken_back} taken back");
     assert!(n_dropped > 0, "no player ever dropped on a take-back");
+    // Durable actions were sent, resent (after Busy, silence or a reconnect) and
+    // all acknowledged in the end (the run fails otherwise).
+    let [n_actions, n_sends, n_acked, n_refused] = actions;
+    assert!(n_actions > 20 * N_SEEDS, "only {n_actions} durable actions");
+    assert!(
+        n_sends > n_actions + N_SEEDS,
+        "only {n_sends} sends of {n_actions}"
+    );
+    assert_eq!(n_acked, n_actions, "every action acknowledged once");
+    assert!(n_refused > N_SEEDS / 2, "only {n_refused} refused busy");
 }
 
 #[test]
@@ -163,6 +184,30 @@ fn the_checker_catches_an_old_sessions_transfer_taking_a_newer_sessions_claim() 
         caught.expect("unguarded stale sessions must put a player in two worlds for some seed");
     assert!(
         matches!(failure.violation, Violation::TwoEntities { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_node_acknowledging_actions_before_the_store_has_them() {
+    // The node answers `ActionCommitted` as it sends the action to the store: until
+    // the store has it, a crash, a cut or a lost call loses an acknowledged action.
+    let caught = first_failure_with(0..20, |c| c.acknowledges_before_commit = true);
+    let failure = caught.expect("acknowledging before the commit must lose an action");
+    assert!(
+        matches!(failure.violation, Violation::LostAction { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_store_committing_a_resent_action_anew() {
+    // A client resends an action whose answer it did not hear (lost, or its node
+    // crashed or it moved); a store without the id check commits it again.
+    let caught = first_failure_with(0..20, |c| c.store_dedupes_actions = false);
+    let failure = caught.expect("a store without the id check must commit some action twice");
+    assert!(
+        matches!(failure.violation, Violation::ActionCommittedTwice { .. }),
         "{failure}"
     );
 }

@@ -64,6 +64,15 @@ fn main() -> ExitCode {
         t.n_taken_back,
         t.n_dropped
     );
+    println!(
+        "durable actions: {} started, {} sends (with resends), {} committed, {} acknowledged, \
+         {} refused busy",
+        t.n_actions,
+        t.n_action_sends,
+        t.n_actions_committed,
+        t.n_actions_acked,
+        t.n_actions_refused
+    );
     ExitCode::SUCCESS
 }
 
@@ -81,6 +90,11 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.n_arrivals_expired += r.n_arrivals_expired;
     total.n_taken_back += r.n_taken_back;
     total.n_dropped += r.n_dropped;
+    total.n_actions += r.n_actions;
+    total.n_action_sends += r.n_action_sends;
+    total.n_actions_acked += r.n_actions_acked;
+    total.n_actions_refused += r.n_actions_refused;
+    total.n_actions_committed += r.n_actions_committed;
 }
 
 fn scale(config: ScaleConfig) -> ExitCode {

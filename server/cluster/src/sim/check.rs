@@ -61,6 +61,31 @@ pub enum Violation {
         /// The run.
         node: NodeRef,
     },
+    /// A client holds a durable action as acknowledged that the store has not
+    /// committed: a node answered before the store confirmed, and a crash, a cut or a
+    /// lost call would lose the action.
+    LostAction {
+        /// The player (its index in the run).
+        player: usize,
+        /// The action's id.
+        id: u64,
+    },
+    /// The store created the record of one durable action twice (a repeat was not
+    /// recognised as one).
+    ActionCommittedTwice {
+        /// The player (its index in the run).
+        player: usize,
+        /// The action's id.
+        id: u64,
+    },
+    /// After the faults stopped, some clients still held durable actions they sent
+    /// and never saw acknowledged.
+    ActionsPending {
+        /// How many actions.
+        n_actions: usize,
+        /// The first player holding one.
+        player: usize,
+    },
     /// The run took more steps than allowed (a livelock, or a configuration far too
     /// large for the step budget).
     StepLimit,
@@ -108,6 +133,20 @@ impl fmt::Display for Violation {
             Violation::HeldTwice { player, node } => {
                 write!(f, "player {player} is held twice on {node}")
             }
+            Violation::LostAction { player, id } => write!(
+                f,
+                "player {player} holds durable action {id:#x} as acknowledged, but the store has not committed it"
+            ),
+            Violation::ActionCommittedTwice { player, id } => {
+                write!(
+                    f,
+                    "durable action {id:#x} of player {player} was committed twice"
+                )
+            }
+            Violation::ActionsPending { n_actions, player } => write!(
+                f,
+                "{n_actions} durable actions unacknowledged after faults stopped (player {player} holds one)"
+            ),
             Violation::StepLimit => write!(f, "step limit reached"),
             Violation::Unserved { n_players, zones } => {
                 write!(
@@ -220,6 +259,25 @@ pub(super) fn check_players(attached: impl Iterator<Item = Attachment>) -> Resul
                 node: a.node,
                 client: if a.crossing { "crossing" } else { "playing" },
             });
+        }
+    }
+    Ok(())
+}
+
+/// Durability: every durable action a client holds as acknowledged is committed, and
+/// no action was committed twice. The store never forgets a record, so `acked` need
+/// only name the acknowledgements made since the last check (the end of a run checks
+/// them all again).
+pub(super) fn check_actions(
+    acked: impl Iterator<Item = (usize, u64)>,
+    store: &SimStore,
+) -> Result<(), Violation> {
+    if let Some((id, player)) = store.action_committed_twice() {
+        return Err(Violation::ActionCommittedTwice { player, id });
+    }
+    for (player, id) in acked {
+        if !store.has_action(id) {
+            return Err(Violation::LostAction { player, id });
         }
     }
     Ok(())

@@ -12,8 +12,13 @@
 //! memory; the host's claim taken over from the source; a client that follows its
 //! redirect after a random delay, late, or never; the host letting an unclaimed copy
 //! go after 11 s; and the source's take-back (a re-claim taken over from the host) on
-//! a refusal, a host gone from its view, or silence. One seed drives every choice, so
-//! a failing seed replays exactly.
+//! a refusal, a host gone from its view, or silence. Playing clients send durable
+//! actions (`server/src/net/actions.rs`, modelled in `world/actions.rs`): the node
+//! commits each to the store under its zone's epoch over the faulty network and
+//! answers `ActionCommitted` only once the store confirmed it, `Busy` when it cannot;
+//! clients resend unacknowledged ids (same id) after `Busy`, silence, or on a new
+//! session or node. One seed drives every choice, so a failing seed replays exactly
+//! (the actions draw from their own generator, derived from the seed).
 //!
 //! After every step the checker verifies the safety invariants:
 //! - a node that accepts inputs for a zone is the store's holder of that zone at the
@@ -22,11 +27,16 @@
 //!   for its zone, and so does a player waiting there for its client;
 //! - no player is lost while its node lives: a client connected to a live node finds
 //!   its player there in a zone (playing) or in exactly one transfer (crossing), never
-//!   both; a player that could not be kept was saved and its client sent away.
+//!   both; a player that could not be kept was saved and its client sent away;
+//! - no acknowledged durable action is lost: every id a client holds as acknowledged
+//!   is committed in the store at that moment (crashes, restarts, cuts and lost
+//!   packets never lose one), and no id's record was created twice (the store's
+//!   commits per id are at most 1).
 //!
 //! After the fault phase (partitions healed, crashed nodes restarted, no loss) the
-//! liveness invariant: within the settle time every player is served by the zone's
-//! holder.
+//! liveness invariants: within the settle time every player is served by the zone's
+//! holder, and every durable action a client sent has been acknowledged (clients
+//! start no new ones once the faults stop; resends get the pending ones committed).
 //!
 //! The crossing protocol keeps these invariants through three rules this simulation
 //! found were needed; the runtime follows them, and a [`CrossingConfig`] flag turns
@@ -37,6 +47,13 @@
 //! sessions ([`CrossingConfig::guards_stale_sessions`]); and a source that gives up
 //! must not take the player back until any copy the host made from its last offer
 //! has stopped waiting ([`CrossingConfig::take_back_at_once`]).
+//!
+//! Two [`SimConfig`] flags break the durable actions' rules, and the tests show the
+//! checker catching each: a node that answers `ActionCommitted` before the store
+//! confirmed the commit ([`SimConfig::acknowledges_before_commit`], caught as
+//! [`Violation::LostAction`]) and a store that commits a resent id anew
+//! ([`SimConfig::store_dedupes_actions`] off, caught as
+//! [`Violation::ActionCommittedTwice`]).
 
 mod check;
 mod net;

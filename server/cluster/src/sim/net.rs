@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
 use super::rng::SimRng;
+use super::store::ActionCommit;
 use crate::Millis;
 use crate::msg::{StoreCall, StoreReply};
 
@@ -56,6 +58,26 @@ pub(super) enum Packet {
         /// The call.
         call: StoreCall,
     },
+    /// A durable action run `node` in slot `from` commits to the store.
+    Action {
+        /// Sending slot.
+        from: usize,
+        /// The run that commits it.
+        node: NodeRef,
+        /// The action.
+        action: ActionCall,
+    },
+    /// The store's answer to an [`Packet::Action`] for run `node` in slot `to`.
+    ActionDone {
+        /// Receiving slot.
+        to: usize,
+        /// The run that committed it; an answer to a dead run is dropped.
+        node: NodeRef,
+        /// The action.
+        action: ActionCall,
+        /// What the store did.
+        commit: ActionCommit,
+    },
     /// The store's reply to run `node` in slot `to`.
     Reply {
         /// Receiving slot.
@@ -73,10 +95,27 @@ impl Packet {
             Packet::Gossip { to, .. }
             | Packet::Node { to, .. }
             | Packet::Crossing { to, .. }
-            | Packet::Reply { to, .. } => Endpoint::Node(*to),
-            Packet::Call { .. } => Endpoint::Store,
+            | Packet::Reply { to, .. }
+            | Packet::ActionDone { to, .. } => Endpoint::Node(*to),
+            Packet::Call { .. } | Packet::Action { .. } => Endpoint::Store,
         }
     }
+}
+
+/// A durable action on its way to the store and back: whose session sent it, its
+/// id, and the zone and epoch it is committed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ActionCall {
+    /// The player (its index in the run).
+    pub(super) player: usize,
+    /// The session that sent it.
+    pub(super) session: u64,
+    /// The action's id.
+    pub(super) id: u64,
+    /// The player's zone.
+    pub(super) zone: ZoneId,
+    /// The epoch the run holds that zone at.
+    pub(super) epoch: u64,
 }
 
 /// Fault settings of the network.
@@ -120,7 +159,10 @@ impl Net {
             Packet::Gossip { bytes, .. } => self.n_gossip_bytes += bytes.len() as u64,
             Packet::Node { .. } => self.n_node_messages += 1,
             Packet::Crossing { .. } => self.n_crossing_messages += 1,
-            Packet::Call { .. } | Packet::Reply { .. } => {}
+            Packet::Call { .. }
+            | Packet::Reply { .. }
+            | Packet::Action { .. }
+            | Packet::ActionDone { .. } => {}
         }
         if self.is_cut(from, packet.destination()) || rng.chance(faults.loss) {
             return;

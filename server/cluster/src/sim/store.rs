@@ -2,7 +2,9 @@
 //! linearizable in-memory model. Node leases by run, zone rows with epoch and holder,
 //! activation only when no other run holds the zone with a live lease; player claims
 //! (one session per player), taken over when the holder's lease has lapsed or when the
-//! caller names the holder's run as the one it takes over from (a crossing).
+//! caller names the holder's run as the one it takes over from (a crossing); durable
+//! actions, committed once per id under the epoch of the player's zone (the fence
+//! refuses a stale epoch) and never forgotten.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,24 @@ pub struct SimStore {
     zones_per_read: usize,
     /// Player (by index) → the run and session holding it.
     claims: BTreeMap<usize, (NodeRef, u64)>,
+    /// Durable action id → its player (by index) and how many commits created its
+    /// record (1, unless the idempotency rule is broken).
+    actions: BTreeMap<u64, (usize, u32)>,
+    /// The first action whose record was created twice, and its player.
+    committed_twice: Option<(u64, usize)>,
+    dedupes_actions: bool,
+}
+
+/// What committing a durable action did (the real stores' `ActionCommit`, with the
+/// fence's refusal folded in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionCommit {
+    /// The record is new.
+    Committed,
+    /// A record with this id exists: a repeat, acknowledged again.
+    AlreadyCommitted,
+    /// The writer's epoch is not the zone's latest: a stale owner.
+    StaleEpoch,
 }
 
 /// What a claim did (the real stores' `PlayerClaim`).
@@ -64,7 +84,50 @@ impl SimStore {
             respects_leases: true,
             zones_per_read: usize::MAX,
             claims: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            committed_twice: None,
+            dedupes_actions: true,
         }
+    }
+
+    /// Commits `player`'s durable action `id` under `zone`'s `epoch`: refused for an
+    /// epoch other than the zone's latest (checked first, as the real stores do), a
+    /// repeat if the id exists, else a new record.
+    pub fn commit_action(
+        &mut self,
+        zone: ZoneId,
+        epoch: u64,
+        id: u64,
+        player: usize,
+    ) -> ActionCommit {
+        if self.zone(zone).epoch != epoch {
+            return ActionCommit::StaleEpoch;
+        }
+        let (_, n_commits) = self.actions.entry(id).or_insert((player, 0));
+        if *n_commits > 0 && self.dedupes_actions {
+            return ActionCommit::AlreadyCommitted;
+        }
+        *n_commits += 1;
+        if *n_commits > 1 {
+            self.committed_twice.get_or_insert((id, player));
+        }
+        ActionCommit::Committed
+    }
+
+    /// Whether durable action `id` is committed.
+    pub fn has_action(&self, id: u64) -> bool {
+        self.actions.contains_key(&id)
+    }
+
+    /// The first durable action whose record was created more than once, if any,
+    /// and its player.
+    pub fn action_committed_twice(&self) -> Option<(u64, usize)> {
+        self.committed_twice
+    }
+
+    /// Durable actions committed.
+    pub fn n_actions(&self) -> u64 {
+        self.actions.len() as u64
     }
 
     /// Claims `player` for `(node, session)` at store time `now`: granted when no
@@ -121,6 +184,12 @@ impl SimStore {
     /// catches what it would cause).
     pub fn set_respects_leases(&mut self, respects: bool) {
         self.respects_leases = respects;
+    }
+
+    /// Turns the idempotency of action commits off (a deliberately broken store, to
+    /// show the checker catches an action committed twice).
+    pub fn set_dedupes_actions(&mut self, dedupes: bool) {
+        self.dedupes_actions = dedupes;
     }
 
     /// Carries out `call` from `from` at store time `now`.

@@ -1,8 +1,8 @@
 //! The simulated world: node slots (each holding the current run of one node, or
 //! nothing while it is down), the store, the network, the players, and the fault
 //! schedule; [`run`] drives it from a seed. Players crossing into zones on other
-//! nodes are in [`crossing`]; what the checker and failure reports read is in
-//! [`observe`].
+//! nodes are in [`crossing`]; their durable actions in [`actions`]; what the checker
+//! and failure reports read is in [`observe`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -11,14 +11,16 @@ use std::net::SocketAddr;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 
+mod actions;
 mod crossing;
 mod observe;
 
+use actions::ClientActions;
 pub use crossing::CrossingConfig;
 use crossing::Crossings;
 use observe::Trace;
 
-use super::check::{Violation, check_owners, check_players, check_single_entity};
+use super::check::{Violation, check_actions, check_owners, check_players, check_single_entity};
 use super::net::{Endpoint, Net, NetFaults, Packet};
 use super::rng::SimRng;
 use super::store::{Claim, SimStore};
@@ -78,6 +80,14 @@ pub struct SimConfig {
     pub store_zones_per_read: usize,
     /// How players cross into zones on other nodes.
     pub crossing: CrossingConfig,
+    /// Nodes answer a durable action `ActionCommitted` when they send it to the store,
+    /// before the store confirmed it (a rule the server must not use: the action is
+    /// lost if the call is, or the node crashes first). Only turned on to show that
+    /// the checker catches the resulting lost actions.
+    pub acknowledges_before_commit: bool,
+    /// Whether the store commits a durable action id once (a repeat is answered as
+    /// committed). Only turned off to show that the checker catches double commits.
+    pub store_dedupes_actions: bool,
 }
 
 impl SimConfig {
@@ -110,6 +120,8 @@ impl SimConfig {
             players_start_ms: (0, 3_000),
             store_zones_per_read: 3,
             crossing: CrossingConfig::default(),
+            acknowledges_before_commit: false,
+            store_dedupes_actions: true,
         }
     }
 
@@ -171,6 +183,16 @@ pub struct SimReport {
     /// Of those, players that could not be put back (claimed elsewhere, zone gone,
     /// client gone) and were saved instead.
     pub n_dropped: u64,
+    /// Durable actions clients started (each id once).
+    pub n_actions: u64,
+    /// Sends of durable actions to nodes, first sends and resends.
+    pub n_action_sends: u64,
+    /// Durable actions whose `ActionCommitted` reached their clients.
+    pub n_actions_acked: u64,
+    /// `ActionRejected{Busy}` answers that reached clients (who resend).
+    pub n_actions_refused: u64,
+    /// Durable actions the store committed.
+    pub n_actions_committed: u64,
 }
 
 /// A failed run: which seed, when, and what broke.
@@ -277,6 +299,8 @@ struct Player {
     session: u64,
     /// The latest things that happened to it, for reading a failure.
     trace: VecDeque<(Millis, Trace)>,
+    /// Its client's durable actions.
+    actions: ClientActions,
 }
 
 /// Redirects a player follows before starting over at a random node.
@@ -289,6 +313,8 @@ const MOVE_CHANCE: f64 = 0.1;
 const CLAIM_RETRY_MS: u64 = 200;
 /// How often a playing player checks that its node still serves it.
 const PLAY_CHECK_MS: u64 = 500;
+/// Mixed into the seed for the durable actions' generator.
+const ACTION_SEED: u64 = 0xac71_0a5d_0000_0001;
 /// Slots every node announces itself to.
 const N_SEEDS: usize = 3;
 /// Base port of the slots' (fictional) addresses.
@@ -310,6 +336,11 @@ pub struct World {
     next_check_at: Millis,
     report: SimReport,
     next_session: u64,
+    /// Draws the durable actions' choices (and their packets' fates), apart from
+    /// `rng` so that they leave the other choices of a seed as they were.
+    action_rng: SimRng,
+    /// Acknowledgements that reached clients since the last check.
+    acks_to_check: Vec<(usize, u64)>,
 }
 
 impl fmt::Debug for World {
@@ -354,6 +385,7 @@ impl World {
     /// A world at time zero with every node started and joining through slot 0.
     pub fn new(config: SimConfig) -> Self {
         let mut rng = SimRng::new(config.seed);
+        let action_rng = SimRng::new(config.seed ^ ACTION_SEED);
         let players = (0..config.n_players)
             .map(|_| Player {
                 zone: ZoneId(rng.index(config.n_zones as usize) as u32),
@@ -365,6 +397,7 @@ impl World {
                 },
                 session: 0,
                 trace: VecDeque::new(),
+                actions: ClientActions::default(),
             })
             .collect();
         let slots = (0..config.n_nodes)
@@ -377,6 +410,7 @@ impl World {
         let mut store = SimStore::new(config.node.lease.duration_ms);
         store.set_respects_leases(config.store_respects_leases);
         store.set_zones_per_read(config.store_zones_per_read);
+        store.set_dedupes_actions(config.store_dedupes_actions);
         Self {
             faults: config.net,
             report: SimReport {
@@ -394,6 +428,8 @@ impl World {
             store,
             net: Net::default(),
             next_session: 0,
+            action_rng,
+            acks_to_check: Vec::new(),
             players,
         }
     }
@@ -402,6 +438,7 @@ impl World {
         let end = Millis(self.config.fault_ms + self.config.settle_ms);
         self.run_until(end)?;
         self.check_served()?;
+        self.check_actions_settled()?;
         Ok(self.report())
     }
 
@@ -412,6 +449,7 @@ impl World {
             n_gossip_bytes: self.net.n_gossip_bytes,
             n_node_messages: self.net.n_node_messages,
             n_crossing_messages: self.net.n_crossing_messages,
+            n_actions_committed: self.store.n_actions(),
             ..self.report.clone()
         }
     }
@@ -437,8 +475,15 @@ impl World {
     /// Handles everything due at `now`, checking the invariants after each handler.
     fn step(&mut self) -> Result<(), SimFailure> {
         while let Some(packet) = self.net.pop_due(self.now) {
+            // A durable action's commit or answer changes only the store's actions
+            // and a client's: only the actions' invariants can break.
+            let only_actions = matches!(packet, Packet::Action { .. } | Packet::ActionDone { .. });
             self.deliver(packet);
-            self.check()?;
+            if only_actions {
+                self.check_durability()?;
+            } else {
+                self.check()?;
+            }
         }
         for slot in 0..self.slots.len() {
             if self.restart_if_due(slot) | self.fire_timers(slot) | self.drive_crossings(slot) {
@@ -510,14 +555,28 @@ impl World {
             .filter_map(|s| s.run.as_ref().map(|r| &r.core));
         check_owners(self.now, cores, &self.store).map_err(|v| self.failure(v))?;
         check_single_entity(self.live_entities()).map_err(|v| self.failure(v))?;
-        check_players(self.attachments()).map_err(|v| self.failure(v))
+        check_players(self.attachments()).map_err(|v| self.failure(v))?;
+        self.check_durability()
+    }
+
+    /// Checks the durable actions' invariants over the acknowledgements since the
+    /// last check.
+    fn check_durability(&mut self) -> Result<(), SimFailure> {
+        if self.acks_to_check.is_empty() && self.store.action_committed_twice().is_none() {
+            return Ok(());
+        }
+        let acked = std::mem::take(&mut self.acks_to_check);
+        check_actions(acked.into_iter(), &self.store).map_err(|v| self.failure(v))
     }
 
     fn failure(&self, violation: Violation) -> SimFailure {
         let player = match &violation {
             Violation::TwoEntities { player, .. }
             | Violation::Lost { player, .. }
-            | Violation::HeldTwice { player, .. } => Some(*player),
+            | Violation::HeldTwice { player, .. }
+            | Violation::LostAction { player, .. }
+            | Violation::ActionCommittedTwice { player, .. }
+            | Violation::ActionsPending { player, .. } => Some(*player),
             _ => None,
         };
         let mut zones = match &violation {
@@ -527,7 +586,10 @@ impl World {
             Violation::Lost { player, .. } | Violation::HeldTwice { player, .. } => {
                 vec![self.players[*player].zone]
             }
-            Violation::StepLimit => Vec::new(),
+            Violation::StepLimit
+            | Violation::LostAction { .. }
+            | Violation::ActionCommittedTwice { .. }
+            | Violation::ActionsPending { .. } => Vec::new(),
         };
         zones.sort_unstable();
         zones.dedup();
@@ -642,6 +704,13 @@ impl World {
                     .send(now, Endpoint::Store, packet, self.faults, &mut self.rng);
             }
             Packet::Crossing { to, from, bytes } => self.deliver_crossing(to, from, &bytes),
+            Packet::Action { from, node, action } => self.commit_action(from, node, action),
+            Packet::ActionDone {
+                to,
+                node,
+                action,
+                commit,
+            } => self.answer_action(to, node, action, commit),
             Packet::Reply { to, node, reply } => {
                 if let Some(run) = self.slots[to].run.as_mut().filter(|r| r.core.me() == node) {
                     run.core.handle_store_reply(now, reply);
@@ -916,6 +985,9 @@ impl World {
                     .run
                     .as_ref()
                     .is_some_and(|r| r.core.me() == node && r.core.accepts_inputs(now, zone));
+                if still {
+                    self.send_actions(i, slot, node);
+                }
                 let state = if !still {
                     self.ask_anew(200)
                 } else if let Some((target, tries)) = heading {

@@ -123,8 +123,9 @@ impl World {
     pub(super) fn dump_player(&self, i: usize) -> String {
         use std::fmt::Write;
         let p = &self.players[i];
+        let (n_pending, n_acked) = p.actions.counts();
         let mut out = format!(
-            "  player {i}: session {}, claim {:?}, {:?}\n",
+            "  player {i}: session {}, claim {:?}, {:?}, actions {n_pending} pending {n_acked} acknowledged\n",
             p.session,
             self.store.claim_of(i),
             p.state
