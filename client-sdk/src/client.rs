@@ -140,6 +140,9 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     /// How this client connects, for [`Client::reconnect`].
     config: ClientConfig,
+    /// The QUIC and TLS configuration every connection of this client uses: it keeps
+    /// the TLS sessions nodes issued, which later connections resume with 0-RTT.
+    quic: quinn::ClientConfig,
     /// Sessions after the first (see [`Client::reconnect`]).
     reconnects: u32,
     /// Automatic reconnects since a session last showed the player.
@@ -162,7 +165,8 @@ impl Client {
     /// following redirects as [`ClientConfig`] allows. Must run inside a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let endpoint = Self::bind_endpoint(config.server)?;
-        let established = connect::establish(&endpoint, &config, None).await;
+        let quic = connect::quic_client_config(&config)?;
+        let established = connect::establish(&endpoint, &config, &quic, None).await;
         let established = match established {
             Ok(e) => e,
             Err(e) => {
@@ -170,7 +174,13 @@ impl Client {
                 return Err(e);
             }
         };
-        Ok(Self::from_established(established, config, endpoint, true))
+        Ok(Self::from_established(
+            established,
+            config,
+            quic,
+            endpoint,
+            true,
+        ))
     }
 
     /// Connects over a shared endpoint, so many clients (a bot swarm) can use a few UDP
@@ -179,10 +189,12 @@ impl Client {
         endpoint: &quinn::Endpoint,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
-        let established = connect::establish(endpoint, &config, None).await?;
+        let quic = connect::quic_client_config(&config)?;
+        let established = connect::establish(endpoint, &config, &quic, None).await?;
         Ok(Self::from_established(
             established,
             config,
+            quic,
             endpoint.clone(),
             false,
         ))
@@ -202,6 +214,7 @@ impl Client {
     fn from_established(
         e: Established,
         config: ClientConfig,
+        quic: quinn::ClientConfig,
         endpoint: quinn::Endpoint,
         owns_endpoint: bool,
     ) -> Self {
@@ -216,6 +229,7 @@ impl Client {
             owned_endpoint: owns_endpoint.then(|| endpoint.clone()),
             endpoint,
             config,
+            quic,
             reconnects: 0,
             auto_reconnects_in_a_row: 0,
             reconnected: None,
@@ -254,7 +268,7 @@ impl Client {
             config.other_servers.insert(0, config.server);
             config.server = here;
         }
-        let e = connect::establish(&self.endpoint, &config, Some(here)).await?;
+        let e = connect::establish(&self.endpoint, &config, &self.quic, Some(here)).await?;
         tracing::debug!(player = %e.welcome.player, zone = %e.welcome.zone, "welcomed again");
         self.core = ClientCore::new(e.welcome, self.config.core_config(), Instant::now());
         self.conn = e.conn;
@@ -263,8 +277,7 @@ impl Client {
         self.server_name = e.server_name;
         self.conn_open = true;
         self.moving = None;
-        self.route.redirects_followed += e.route.redirects_followed;
-        self.route.node_changes += e.route.node_changes;
+        self.route.add(e.route);
         self.reconnects += 1;
         self.dispatch_frames();
         Ok(())
@@ -334,6 +347,18 @@ impl Client {
     /// and `node_changes() == 1`, and so does a move from one node to another.
     pub fn node_changes(&self) -> u32 {
         self.route.node_changes
+    }
+
+    /// Connections of this client (attempts of connects, reconnects and moves) whose
+    /// `Hello` went in the first packet and the server took it: a TLS session from an
+    /// earlier connection was resumed with 0-RTT. Nodes of a cluster share their TLS
+    /// sessions, so the connection a `Redirect` or a move opens to another node is
+    /// normally one of these, and is answered one round trip after its first packet
+    /// (a redirect token is single-use, so the server answers at once); a `Hello` with
+    /// a session token is answered once the handshake completed, as without 0-RTT.
+    /// The first attempt of a client never resumes.
+    pub fn zero_rtt_answers(&self) -> u32 {
+        self.route.zero_rtt_answers
     }
 
     /// Mid-session moves to another node completed (see

@@ -84,7 +84,12 @@ impl Client {
             addr: request.addr.clone(),
             token: request.token,
         };
-        let attempts = connect::follow_move(self.endpoint.clone(), self.config.clone(), start);
+        let attempts = connect::follow_move(
+            self.endpoint.clone(),
+            self.config.clone(),
+            self.quic.clone(),
+            start,
+        );
         self.moving = Some(Moving {
             attempts: tokio::sync::Mutex::new(Box::pin(attempts)),
             addr: request.addr,
@@ -120,8 +125,7 @@ impl Client {
         self.control = control_reader(e.recv, e.decoder);
         self.conn_open = true;
         self.server_name = e.server_name;
-        self.route.redirects_followed += e.route.redirects_followed;
-        self.route.node_changes += e.route.node_changes;
+        self.route.add(e.route);
         self.moves += 1;
         if let Some(datagram) = self.core.handle_moved(Instant::now(), e.welcome)
             && let Err(error) = self.send_datagram(datagram)

@@ -111,10 +111,10 @@ pub(crate) enum Failure {
 pub(crate) async fn establish(
     endpoint: &quinn::Endpoint,
     config: &ClientConfig,
+    quic: &quinn::ClientConfig,
     previous: Option<SocketAddr>,
 ) -> Result<Established, ClientError> {
     config.validate()?;
-    let quic = quic_client_config(config)?;
     let deadline = Instant::now() + config.connect_deadline;
     let rng = StdRng::from_os_rng();
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max, rng);
@@ -137,7 +137,7 @@ pub(crate) async fn establish(
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = config.attempt_timeout.min(remaining);
-        let (error, hint, stay) = match attempt(endpoint, &quic, &target, timeout, &mut route).await
+        let (error, hint, stay) = match attempt(endpoint, quic, &target, timeout, &mut route).await
         {
             Ok(mut established) => {
                 established.route = route.stats();
@@ -191,9 +191,9 @@ pub(crate) struct MoveStart {
 pub(crate) async fn follow_move(
     endpoint: quinn::Endpoint,
     config: ClientConfig,
+    quic: quinn::ClientConfig,
     start: MoveStart,
 ) -> Result<Established, ClientError> {
-    let quic = quic_client_config(&config)?;
     let rng = StdRng::from_os_rng();
     let mut plan = MovePlan::new(&config, start.player, start.here, Instant::now(), rng);
     let deadline = tokio::time::Instant::from_std(plan.deadline());
@@ -273,25 +273,50 @@ async fn attempt(
     }
 }
 
-/// QUIC handshake, `Hello`, and the server's answer. A completed handshake is noted
-/// in `route` whatever the answer: the client was on that node.
+/// QUIC handshake, `Hello`, and the server's answer. With a TLS session from an
+/// earlier connection (to any node of the cluster) the `Hello` goes with 0-RTT, in the
+/// first packet; if the server does not take it, it goes again once the handshake is
+/// done. A completed handshake is noted in `route` whatever the answer: the client
+/// was on that node.
 async fn handshake(
     connecting: Connecting,
     token: &str,
     route: &mut Route,
 ) -> Result<Established, Failure> {
-    let conn = connecting.await.map_err(classify_connection_error)?;
-    route.handle_reached(conn.remote_address());
-    let (mut send, mut recv) = conn.open_bi().await.map_err(classify_connection_error)?;
-    let hello = ClientControl::Hello {
-        version: PROTOCOL_VERSION,
-        token: token.to_owned(),
+    let (conn, answered) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) => {
+            let answered = match send_hello(&conn, token).await {
+                Err(HelloError::ZeroRttRejected) => {
+                    // The server dropped the early data: the handshake is done.
+                    accepted.await;
+                    send_hello(&conn, token).await
+                }
+                answered => {
+                    if answered.is_ok() && accepted.await {
+                        route.handle_zero_rtt_answer();
+                    }
+                    answered
+                }
+            };
+            if answered.is_ok() {
+                // An answer is protected with the handshake's keys: it completed.
+                route.handle_reached(conn.remote_address());
+            }
+            (conn, answered)
+        }
+        Err(connecting) => {
+            let conn = connecting.await.map_err(classify_connection_error)?;
+            route.handle_reached(conn.remote_address());
+            let answered = send_hello(&conn, token).await;
+            (conn, answered)
+        }
     };
-    send.write_all(&hello.to_frame())
-        .await
-        .map_err(classify_write_error)?;
-    let mut decoder = FrameDecoder::default();
-    let answer = read_answer(&mut recv, &mut decoder).await?;
+    let Answered {
+        send,
+        recv,
+        decoder,
+        answer,
+    } = answered.map_err(HelloError::into_failure)?;
     let welcome = match answer {
         ServerControl::Welcome {
             player,
@@ -313,6 +338,63 @@ async fn handshake(
         // Filled in by the callers, which own the route and the target.
         route: RouteStats::default(),
         server_name: String::new(),
+    })
+}
+
+/// A `Hello` sent and its answer read.
+struct Answered {
+    send: SendStream,
+    recv: RecvStream,
+    /// May already hold frames the server sent after the answer.
+    decoder: FrameDecoder,
+    answer: ServerControl,
+}
+
+/// Why a `Hello` got no answer.
+enum HelloError {
+    /// It went with 0-RTT and the server did not take the early data: send it again.
+    ZeroRttRejected,
+    Failed(Failure),
+}
+
+impl HelloError {
+    fn into_failure(self) -> Failure {
+        match self {
+            HelloError::Failed(failure) => failure,
+            HelloError::ZeroRttRejected => Failure::Retry(
+                ClientError::UnexpectedMessage("0-RTT refused after the handshake".into()),
+                None,
+            ),
+        }
+    }
+}
+
+impl From<Failure> for HelloError {
+    fn from(failure: Failure) -> Self {
+        HelloError::Failed(failure)
+    }
+}
+
+/// Opens the control stream, sends `Hello` and reads the answer.
+async fn send_hello(conn: &Connection, token: &str) -> Result<Answered, HelloError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(classify_connection_error)?;
+    let hello = ClientControl::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+    };
+    send.write_all(&hello.to_frame())
+        .await
+        .map_err(|e| match e {
+            quinn::WriteError::ZeroRttRejected => HelloError::ZeroRttRejected,
+            e => classify_write_error(e).into(),
+        })?;
+    let mut decoder = FrameDecoder::default();
+    let answer = read_answer(&mut recv, &mut decoder).await?;
+    Ok(Answered {
+        send,
+        recv,
+        decoder,
+        answer,
     })
 }
 
@@ -355,24 +437,27 @@ fn refusal(conn: &Connection, answer: ServerControl) -> Failure {
 async fn read_answer(
     recv: &mut RecvStream,
     decoder: &mut FrameDecoder,
-) -> Result<ServerControl, Failure> {
+) -> Result<ServerControl, HelloError> {
     let mut buf = [0u8; READ_CHUNK];
     loop {
         match decoder.next_frame() {
             Ok(Some(body)) => {
-                return ServerControl::decode(&body).map_err(|e| Failure::Fatal(e.into()));
+                return ServerControl::decode(&body).map_err(|e| Failure::Fatal(e.into()).into());
             }
             Ok(None) => {}
-            Err(e) => return Err(Failure::Fatal(e.into())),
+            Err(e) => return Err(Failure::Fatal(e.into()).into()),
         }
         match recv.read(&mut buf).await {
             Ok(Some(n)) => decoder.push(&buf[..n]),
             Ok(None) => {
                 let error = ClientError::UnexpectedMessage("stream ended before an answer".into());
-                return Err(Failure::Retry(error, None));
+                return Err(Failure::Retry(error, None).into());
             }
-            Err(quinn::ReadError::ConnectionLost(e)) => return Err(classify_connection_error(e)),
-            Err(e) => return Err(Failure::Retry(e.into(), None)),
+            Err(quinn::ReadError::ZeroRttRejected) => return Err(HelloError::ZeroRttRejected),
+            Err(quinn::ReadError::ConnectionLost(e)) => {
+                return Err(classify_connection_error(e).into());
+            }
+            Err(e) => return Err(Failure::Retry(e.into(), None).into()),
         }
     }
 }

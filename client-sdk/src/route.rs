@@ -20,6 +20,20 @@ pub(crate) struct RouteStats {
     pub(crate) redirects_followed: u32,
     /// Handshakes completed with a different address than the one before.
     pub(crate) node_changes: u32,
+    /// Connections whose `Hello` the server took with 0-RTT (a resumed TLS session:
+    /// the answer came one round trip after the first packet).
+    pub(crate) zero_rtt_answers: u32,
+}
+
+impl RouteStats {
+    /// Adds the figures of a later connect or move.
+    pub(crate) fn add(&mut self, later: RouteStats) {
+        self.redirects_followed = self
+            .redirects_followed
+            .saturating_add(later.redirects_followed);
+        self.node_changes = self.node_changes.saturating_add(later.node_changes);
+        self.zero_rtt_answers = self.zero_rtt_answers.saturating_add(later.zero_rtt_answers);
+    }
 }
 
 /// The route of one connect (all its attempts), fed by the connect loop.
@@ -47,6 +61,12 @@ impl Route {
         if previous.is_some_and(|p| p != addr) {
             self.stats.node_changes = self.stats.node_changes.saturating_add(1);
         }
+    }
+
+    /// A server answered a `Hello` the client sent with 0-RTT, and the server took it
+    /// as such.
+    pub(crate) fn handle_zero_rtt_answer(&mut self) {
+        self.stats.zero_rtt_answers = self.stats.zero_rtt_answers.saturating_add(1);
     }
 
     /// A server answered `Redirect`: `Ok` to follow it, `TooManyRedirects` when that

@@ -164,6 +164,13 @@ async fn a_player_connecting_to_the_wrong_node_is_redirected_and_plays() {
     );
     assert_eq!(second.node_changes(), 1);
     assert_eq!(second.remote_address(), cluster.addr(host));
+    // The entry node shared the TLS session it issued with the others: the redirected
+    // connection resumed it, and its `Hello` went in the first packet and was taken.
+    assert_eq!(
+        second.zero_rtt_answers(),
+        1,
+        "the connect after the redirect resumed with 0-RTT"
+    );
     wait_own_position(&mut second).await;
     // The zone publishes who is in it once per tick.
     cluster.wait_players(host, &["first", "second"]).await;

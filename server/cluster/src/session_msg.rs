@@ -4,12 +4,52 @@
 //!
 //! They travel as unreliable datagrams: the asking node asks again on each retry of
 //! the player's connect (every few hundred milliseconds) until the claim is free.
+//!
+//! Nodes also share the TLS sessions they issue to clients ([`SessionMsg::TlsSessions`]),
+//! so a client redirected or moved to another node resumes there with 0-RTT. A lost
+//! message only costs such a client a full handshake.
 
 use zonemesh_shared::codec::{DecodeError, Reader, Writer};
 use zonemesh_shared::ids::{PLAYER_NAME_MAX, validate_player_name};
 use zonemesh_shared::node::NodeRef;
 
 const TAG_END_SESSION: u8 = 1;
+const TAG_TLS_SESSIONS: u8 = 2;
+
+/// Longest TLS session id shared (rustls issues 32-byte ids).
+pub const SHARED_SESSION_ID_MAX: usize = 64;
+/// Longest encoded TLS session shared (rustls' run to a few hundred bytes).
+pub const SHARED_SESSION_VALUE_MAX: usize = 2_048;
+/// Most TLS sessions in one message.
+pub const SHARED_SESSIONS_PER_MESSAGE_MAX: usize = 64;
+
+/// A TLS session a node issued to a client: the ticket id the client holds and the
+/// encoded session (its resumption secret: it travels only on the authenticated,
+/// encrypted node links).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSession {
+    /// The ticket id.
+    pub id: Vec<u8>,
+    /// The encoded session.
+    pub value: Vec<u8>,
+}
+
+impl SharedSession {
+    /// Bytes it takes in a message (length prefixes included).
+    pub fn encoded_len(&self) -> usize {
+        self.id.len() + self.value.len() + 4
+    }
+}
+
+impl std::fmt::Debug for SharedSession {
+    // Never print the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSession")
+            .field("id_len", &self.id.len())
+            .field("value_len", &self.value.len())
+            .finish()
+    }
+}
 
 /// A message about a player's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +63,11 @@ pub enum SessionMsg {
         player: String,
         /// The session to end; a newer session of the player is left alone.
         session: u64,
+    },
+    /// TLS sessions the sender issued, for resuming clients that come here.
+    TlsSessions {
+        /// At most [`SHARED_SESSIONS_PER_MESSAGE_MAX`].
+        sessions: Vec<SharedSession>,
     },
 }
 
@@ -41,25 +86,47 @@ impl SessionMsg {
                 w.str(player);
                 w.varint(*session);
             }
+            SessionMsg::TlsSessions { sessions } => {
+                w.u8(TAG_TLS_SESSIONS);
+                w.varint(sessions.len() as u64);
+                for session in sessions {
+                    w.bytes(&session.id);
+                    w.bytes(&session.value);
+                }
+            }
         }
         w.into_vec()
     }
 
-    /// Reads the wire form; anything else (an unknown tag, a bad player name,
-    /// trailing bytes) is an error.
+    /// Reads the wire form; anything else (an unknown tag, a bad player name, too
+    /// many or too large sessions, trailing bytes) is an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let msg = match r.u8()? {
-            TAG_END_SESSION => SessionMsg::EndSession {
-                to: NodeRef::decode(&mut r)?,
-                player: r.str("player", PLAYER_NAME_MAX)?.to_owned(),
-                session: r.varint()?,
-            },
+            TAG_END_SESSION => {
+                let to = NodeRef::decode(&mut r)?;
+                let player = r.str("player", PLAYER_NAME_MAX)?.to_owned();
+                validate_player_name(&player).map_err(|_| DecodeError::InvalidValue("player"))?;
+                SessionMsg::EndSession {
+                    to,
+                    player,
+                    session: r.varint()?,
+                }
+            }
+            TAG_TLS_SESSIONS => {
+                let n = r.count("tls sessions", SHARED_SESSIONS_PER_MESSAGE_MAX)?;
+                let mut sessions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    sessions.push(SharedSession {
+                        id: r.bytes("tls session id", SHARED_SESSION_ID_MAX)?.to_vec(),
+                        value: r.bytes("tls session", SHARED_SESSION_VALUE_MAX)?.to_vec(),
+                    });
+                }
+                SessionMsg::TlsSessions { sessions }
+            }
             _ => return Err(DecodeError::InvalidValue("session message tag")),
         };
         r.finish()?;
-        let SessionMsg::EndSession { player, .. } = &msg;
-        validate_player_name(player).map_err(|_| DecodeError::InvalidValue("player"))?;
         Ok(msg)
     }
 }
@@ -80,6 +147,44 @@ mod tests {
     fn round_trips() {
         let msg = end("alice");
         assert_eq!(SessionMsg::decode(&msg.encode()), Ok(msg));
+    }
+
+    fn tls(n: usize) -> SessionMsg {
+        let sessions = (0..n)
+            .map(|i| SharedSession {
+                id: vec![i as u8; 32],
+                value: vec![7; 300],
+            })
+            .collect();
+        SessionMsg::TlsSessions { sessions }
+    }
+
+    #[test]
+    fn tls_sessions_round_trip_and_cut_ones_are_refused() {
+        let msg = tls(3);
+        let bytes = msg.encode();
+        assert_eq!(SessionMsg::decode(&bytes), Ok(msg));
+        for cut in 0..bytes.len() {
+            assert!(SessionMsg::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn too_many_or_too_large_tls_sessions_are_refused() {
+        let many = tls(SHARED_SESSIONS_PER_MESSAGE_MAX + 1).encode();
+        assert!(SessionMsg::decode(&many).is_err());
+        let large = SessionMsg::TlsSessions {
+            sessions: vec![SharedSession {
+                id: vec![1; 32],
+                value: vec![0; SHARED_SESSION_VALUE_MAX + 1],
+            }],
+        };
+        assert!(SessionMsg::decode(&large.encode()).is_err());
+        let debug = format!("{:?}", tls(1));
+        assert!(
+            !debug.contains("7, 7"),
+            "the secret is never printed: {debug}"
+        );
     }
 
     #[test]

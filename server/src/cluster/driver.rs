@@ -24,7 +24,7 @@ use zonemesh_cluster::membership::table::{TableCall, TableConfig, TableMembershi
 use zonemesh_cluster::membership::{Member, MembershipEvent};
 use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
-use zonemesh_cluster::session_msg::SessionMsg;
+use zonemesh_cluster::session_msg::{SessionMsg, SharedSession};
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{
@@ -105,6 +105,11 @@ pub trait ClusterEvents: Send + Sync + 'static {
     /// zones (the driver's own tests) drop them.
     fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
         let _ = (from, msg);
+    }
+    /// TLS sessions another node issued to its clients, for resuming them here.
+    /// Nodes without a client endpoint drop them.
+    fn tls_sessions(&self, sessions: Vec<SharedSession>) {
+        let _ = sessions;
     }
     /// This node's load, published to the others every
     /// [`LOAD_INTERVAL_MS`](zonemesh_cluster::load::LOAD_INTERVAL_MS). Nodes without
@@ -344,6 +349,23 @@ impl Cluster {
         self.transport
             .send(addr, &NodePacket::Session(Bytes::from(msg.encode())));
         true
+    }
+
+    /// Shares TLS sessions this node issued with every other live member (best
+    /// effort: a lost one costs a client a full handshake).
+    pub fn share_tls_sessions(&self, sessions: Vec<SharedSession>) {
+        let packet =
+            NodePacket::Session(Bytes::from(SessionMsg::TlsSessions { sessions }.encode()));
+        let me = self.me();
+        let others: Vec<SocketAddr> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.node != me)
+            .map(|m| m.addr)
+            .collect();
+        for addr in others {
+            self.transport.send(addr, &packet);
+        }
     }
 
     /// Sends a crossing message to node run `to`; false when `to` is not a live member.
@@ -620,6 +642,7 @@ impl Driver {
                     player,
                     session,
                 }) if to == self.me.node => self.events.end_session(&player, session),
+                Ok(SessionMsg::TlsSessions { sessions }) => self.events.tls_sessions(sessions),
                 Ok(_) => {
                     tracing::debug!(from = %received.from, "session message for another run dropped")
                 }

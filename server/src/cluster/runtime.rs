@@ -36,11 +36,13 @@ use zonemesh_store::{Activation, PlayerClaim, Store};
 use super::crossing::Crossings;
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
 use super::store_calls::{StoreAdapter, store_run};
+use crate::net::resumption::SharedSessions;
 use crate::persist::ZoneHost;
 use crate::persist::lifecycle::ZonePhase;
 use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
 use zonemesh_cluster::crossing::CrossingMsg;
 use zonemesh_cluster::load::NodeLoad;
+use zonemesh_cluster::session_msg::SharedSession;
 
 /// How long a redirect token stays valid: long enough for a client on a slow link to
 /// reconnect, short enough that a captured token is soon worthless.
@@ -88,6 +90,8 @@ pub struct ClusterRuntime {
     redirects: RedirectDesk,
     /// Players and ghosts crossing to and from other nodes.
     crossings: Crossings,
+    /// The client endpoint's TLS sessions, shared with the other nodes.
+    tls_sessions: Arc<SharedSessions>,
     /// This runtime, for the tasks it starts.
     this: Weak<ClusterRuntime>,
     /// The runtime the tasks run on (zones call in from their own threads).
@@ -154,6 +158,7 @@ impl ClusterRuntime {
             store,
             redirects,
             crossings: Crossings::default(),
+            tls_sessions: SharedSessions::clustered(),
             this: this.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             tick_costs: Mutex::new(TickCosts::default()),
@@ -293,6 +298,19 @@ impl ClusterRuntime {
         self.redirects.check(token, me)
     }
 
+    /// The TLS session store of this node's client endpoint: what it issues is shared
+    /// with the other nodes, what they issue is kept here.
+    pub fn tls_sessions(&self) -> &Arc<SharedSessions> {
+        &self.tls_sessions
+    }
+
+    /// Sends TLS sessions this node issued to the other live members.
+    pub fn share_sessions(&self, sessions: Vec<SharedSession>) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.share_tls_sessions(sessions);
+        }
+    }
+
     /// Uses up a checked token as the player is let in; a second use is refused.
     pub fn consume_redirect(&self, claims: &RedirectClaims) -> Result<(), (ErrorCode, String)> {
         self.redirects.consume(claims)
@@ -350,6 +368,10 @@ impl ZoneOwnership for ClusterRuntime {
 }
 
 impl ClusterEvents for ClusterRuntime {
+    fn tls_sessions(&self, sessions: Vec<SharedSession>) {
+        self.tls_sessions.receive(sessions);
+    }
+
     /// Loads the zone now (it may have players waiting, or have lost its host), or
     /// retires an older activation of it still in memory.
     fn zone_active(&self, zone: ZoneId, epoch: u64) {

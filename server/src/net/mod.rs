@@ -3,12 +3,14 @@
 //! reliable messages back out. Zones never wait on anything here.
 
 mod registry;
+pub mod resumption;
 pub(crate) mod session;
 pub(crate) mod transport;
 
 mod actions;
 pub mod limits;
 
+pub use resumption::{SessionFigures, SharedSessions};
 pub use transport::{NetLimits, server_config as quic_server_config};
 
 use crate::cluster::driver::{Cluster, ClusterConfig};
@@ -145,17 +147,20 @@ impl Server {
     pub async fn start(config: ServerConfig, game: &Game) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
         let node_tls = config.tls.clone_identity();
-        let server_config = transport::server_config(config.tls, &config.limits)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let runtime = match &config.cluster {
-            Some(setup) => {
-                let lease = Duration::from_millis(setup.node.lease.duration_ms);
-                let store = Arc::clone(&config.store);
-                Some(ClusterRuntime::new(store, &setup.secret, lease)?)
-            }
-            None => None,
-        };
+        let runtime = config
+            .cluster
+            .as_ref()
+            .map(|setup| cluster_runtime(&config.store, setup))
+            .transpose()?;
+        let tls_sessions = runtime
+            .as_ref()
+            .map_or_else(SharedSessions::local, |r| Arc::clone(r.tls_sessions()));
+        let endpoint = client_endpoint(
+            config.tls,
+            &config.limits,
+            config.listen,
+            Arc::clone(&tls_sessions),
+        )?;
         let (ownership, keep_warm): (Arc<dyn ZoneOwnership>, _) = match &runtime {
             Some(runtime) => {
                 if config.keep_warm != KeepWarm::None {
@@ -203,6 +208,10 @@ impl Server {
                 Arc::clone(runtime) as _,
             )?;
             runtime.attach_cluster(cluster);
+            tokio::spawn(resumption::share(
+                Arc::clone(&tls_sessions),
+                Arc::downgrade(runtime),
+            ));
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -347,13 +356,62 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let guard = shared.sessions.connection_opened();
-            match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
-                Ok(Ok(conn)) => session::run(conn, &shared).await,
-                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
-                Err(_) => tracing::debug!("handshake timed out"),
+            if let Some((conn, handshake)) = accept(incoming, &shared).await {
+                session::run(conn, handshake, &shared).await;
             }
             drop(guard);
         });
+    }
+}
+
+/// The zone runtime's side of the cluster `setup` describes.
+fn cluster_runtime(
+    store: &Arc<dyn Store>,
+    setup: &ClusterSetup,
+) -> anyhow::Result<Arc<ClusterRuntime>> {
+    let lease = Duration::from_millis(setup.node.lease.duration_ms);
+    ClusterRuntime::new(Arc::clone(store), &setup.secret, lease)
+}
+
+/// The endpoint players connect to, keeping its TLS sessions in `sessions`.
+fn client_endpoint(
+    tls: TlsIdentity,
+    limits: &NetLimits,
+    listen: SocketAddr,
+    sessions: Arc<SharedSessions>,
+) -> anyhow::Result<quinn::Endpoint> {
+    let server_config = transport::server_config_with_sessions(tls, limits, sessions)?;
+    quinn::Endpoint::server(server_config, listen)
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Accepts a connection without waiting for its handshake to complete, so a `Hello`
+/// a resuming client sent with 0-RTT is read at once (the session decides what it may
+/// do before the handshake completes); the returned future completes with it.
+async fn accept(
+    incoming: quinn::Incoming,
+    shared: &Shared,
+) -> Option<(quinn::Connection, session::Handshake)> {
+    let connecting = incoming
+        .accept()
+        .inspect_err(|e| tracing::debug!(error = %e, "connection refused"))
+        .ok()?;
+    match connecting.into_0rtt() {
+        Ok((conn, completed)) => Some((conn, session::Handshake::Pending(completed))),
+        // quinn always allows this on a server; should that change, wait as before.
+        Err(connecting) => {
+            match tokio::time::timeout(shared.limits.handshake_timeout, connecting).await {
+                Ok(Ok(conn)) => Some((conn, session::Handshake::Complete)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("handshake timed out");
+                    None
+                }
+            }
+        }
     }
 }
 

@@ -52,10 +52,37 @@ impl End {
     }
 }
 
-/// Serves one established connection to its end.
-pub(super) async fn run(conn: Connection, shared: &Shared) {
+/// Where a connection's TLS handshake stands when its session starts.
+pub(super) enum Handshake {
+    /// Still going: the client may have sent `Hello` with 0-RTT. The future completes
+    /// when the handshake does or the connection fails (its value means nothing on a
+    /// server).
+    Pending(quinn::ZeroRttAccepted),
+    /// Done.
+    Complete,
+}
+
+impl Handshake {
+    /// Waits until the handshake completed, by `deadline`.
+    async fn complete(self, conn: &Connection, deadline: tokio::time::Instant) -> Result<(), End> {
+        let Handshake::Pending(completed) = self else {
+            return Ok(());
+        };
+        match tokio::time::timeout_at(deadline, completed).await {
+            Ok(_) if conn.close_reason().is_none() => Ok(()),
+            Ok(_) => Err(End::Lost),
+            Err(_) => Err(End::close(
+                ErrorCode::HandshakeTimeout,
+                "handshake did not complete in time",
+            )),
+        }
+    }
+}
+
+/// Serves one connection to its end, from the moment it was accepted.
+pub(super) async fn run(conn: Connection, handshake: Handshake, shared: &Shared) {
     let remote = conn.remote_address();
-    match serve(&conn, shared).await {
+    match serve(&conn, handshake, shared).await {
         End::Close(code, message) => {
             tracing::debug!(%remote, ?code, %message, "closing connection");
             shared.sessions.count_close(code);
@@ -69,7 +96,7 @@ pub(super) async fn run(conn: Connection, shared: &Shared) {
     }
 }
 
-async fn serve(conn: &Connection, shared: &Shared) -> End {
+async fn serve(conn: &Connection, handshake: Handshake, shared: &Shared) -> End {
     let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
     let hello = tokio::time::timeout_at(deadline, async {
         let (send, recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
@@ -97,6 +124,15 @@ async fn serve(conn: &Connection, shared: &Shared) -> End {
             return answer_and_close(conn, &mut send, answer, code).await;
         }
     };
+    if entry.redirect.is_none()
+        && let Err(end) = handshake.complete(conn, deadline).await
+    {
+        // 0-RTT data can be replayed by anyone who saw it, and only completing the
+        // handshake proves the sender is the client: a session token admits a player
+        // after that. A redirect token is single-use and checked against the replay
+        // guard of the one node it names, so its `Hello` is answered at once.
+        return end;
+    }
     let Some(admission) = shared.sessions.try_admit(shared.limits.max_connections) else {
         return answer_busy(conn, &mut send, shared).await;
     };

@@ -4,6 +4,7 @@
 //! cap on handshakes in flight.
 
 use super::limits::RateLimit;
+use super::resumption::SharedSessions;
 use crate::dev::TlsIdentity;
 use anyhow::Context;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -94,9 +95,27 @@ impl NetLimits {
 }
 
 /// Builds quinn's server configuration from the identity and limits: what the server
-/// listens with, public so baselines and tools can serve the same transport.
+/// listens with, public so baselines and tools can serve the same transport. TLS
+/// sessions are kept for this endpoint alone.
 pub fn server_config(tls: TlsIdentity, limits: &NetLimits) -> anyhow::Result<quinn::ServerConfig> {
-    let mut config = tls_server(tls, ALPN)?;
+    server_config_with_sessions(tls, limits, SharedSessions::local())
+}
+
+/// [`server_config`] with TLS sessions kept in `sessions` (shared by a cluster's
+/// nodes), resumable with 0-RTT; see [`super::resumption`].
+pub(crate) fn server_config_with_sessions(
+    tls: TlsIdentity,
+    limits: &NetLimits,
+    sessions: Arc<SharedSessions>,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let mut crypto = tls_crypto(tls, ALPN)?;
+    crypto.session_storage = sessions;
+    // QUIC allows only 0 (no early data) or this value.
+    crypto.max_early_data_size = u32::MAX;
+    // One ticket per connection: a client uses one per redirect or move, and gets a
+    // fresh one from each node it reaches; every ticket is shared with every node.
+    crypto.send_tls13_tickets = 1;
+    let mut config = quic_config(crypto)?;
     config.transport_config(Arc::new(transport(limits)?));
     config.max_incoming(limits.max_pending_handshakes);
     config.incoming_buffer_size(16 * 1024);
@@ -109,6 +128,10 @@ pub fn server_config(tls: TlsIdentity, limits: &NetLimits) -> anyhow::Result<qui
 /// A QUIC server configuration with TLS 1.3 (ring), `tls` as identity, no client
 /// certificates and the one ALPN `alpn`; the caller adds its transport limits.
 pub(crate) fn tls_server(tls: TlsIdentity, alpn: &[u8]) -> anyhow::Result<quinn::ServerConfig> {
+    quic_config(tls_crypto(tls, alpn)?)
+}
+
+fn tls_crypto(tls: TlsIdentity, alpn: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -117,6 +140,10 @@ pub(crate) fn tls_server(tls: TlsIdentity, alpn: &[u8]) -> anyhow::Result<quinn:
         .with_single_cert(tls.certs, tls.key)
         .context("certificate and key do not form a usable TLS identity")?;
     crypto.alpn_protocols = vec![alpn.to_vec()];
+    Ok(crypto)
+}
+
+fn quic_config(crypto: rustls::ServerConfig) -> anyhow::Result<quinn::ServerConfig> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .context("TLS configuration unusable for QUIC")?;
     Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
