@@ -178,6 +178,9 @@ struct Inner {
     n_auth_failures: AtomicU64,
     /// Stream sends in flight, at most [`STREAM_SENDS_MAX`].
     stream_sends: Arc<tokio::sync::Semaphore>,
+    /// The runtime the transport's tasks run on: [`NodeTransport::send`] is also
+    /// called from zone worker threads, which are not tokio threads.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -229,6 +232,7 @@ impl NodeTransport {
             n_dropped: AtomicU64::new(0),
             n_auth_failures: AtomicU64::new(0),
             stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
+            runtime: tokio::runtime::Handle::current(),
         });
         let transport = Self { endpoint, inner };
         tokio::spawn(transport.clone().accept_loop());
@@ -240,8 +244,9 @@ impl NodeTransport {
         Ok(self.endpoint.local_addr()?)
     }
 
-    /// Sends `packet` to the node at `to`, connecting first if needed. Never waits;
-    /// see the module docs for what is dropped when.
+    /// Sends `packet` to the node at `to`, connecting first if needed. Never waits,
+    /// and may be called from any thread; see the module docs for what is dropped
+    /// when.
     pub fn send(&self, to: SocketAddr, packet: &NodePacket) {
         let frame = packet.frame();
         let mut peers = lock(&self.inner.peers);
@@ -267,7 +272,7 @@ impl NodeTransport {
             }
             _ => {
                 peers.insert(to, Peer::Dialing(VecDeque::from([frame])));
-                tokio::spawn(self.clone().dial(to));
+                self.inner.runtime.spawn(self.clone().dial(to));
             }
         }
     }
@@ -441,7 +446,7 @@ impl NodeTransport {
             return;
         };
         let (conn, inner) = (conn.clone(), Arc::clone(&self.inner));
-        tokio::spawn(async move {
+        self.inner.runtime.spawn(async move {
             let len = frame.len() as u64;
             let sent = tokio::time::timeout(STREAM_SEND_TIMEOUT, async {
                 let mut stream = conn.open_uni().await?;
