@@ -527,7 +527,8 @@ impl Client {
     /// Sends a game action that must not be lost (a trade, a loot pickup) and returns
     /// its id. The server stores it before applying it; [`Event::ActionCommitted`] with
     /// this id says it is stored, [`Event::ActionRejected`] that it had no effect. If
-    /// the session ends before either arrives, send it again with
+    /// neither arrives (the session ended, or moved to another node while the old one
+    /// was refusing actions because the player was leaving), send it again with
     /// [`Self::send_durable_action_with_id`] and the same id: it is applied once.
     pub async fn send_durable_action(
         &mut self,

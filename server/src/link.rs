@@ -10,8 +10,8 @@
 
 use crate::game::SessionId;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use zonemesh_shared::control::{ErrorCode, ServerControl};
 use zonemesh_shared::ids::ZoneId;
@@ -61,6 +61,24 @@ pub struct ClientLink {
     /// The save of the player's record when it left its zone, once the zone made it.
     final_save: Mutex<Option<FinalSave>>,
     final_save_made: Notify,
+    /// Durable actions of this session being committed or on their way to the zone
+    /// ([`ActionInFlight`]).
+    actions_in_flight: AtomicU32,
+    /// The zone wants to hand the player to another node: new durable actions are
+    /// refused until the player has gone, or stays.
+    holding_for_crossing: AtomicBool,
+}
+
+/// One durable action of a session between the start of its commit and the moment
+/// its zone applied it (or gave up on it): while any is, the player does not cross to
+/// another node, so no committed action's effect is left behind. Dropping it ends it.
+#[derive(Debug)]
+pub struct ActionInFlight(Arc<ClientLink>);
+
+impl Drop for ActionInFlight {
+    fn drop(&mut self) {
+        self.0.actions_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The store's answer to a leaving player's save (see [`ClientLink::final_save`]).
@@ -84,7 +102,33 @@ impl ClientLink {
             wake: Notify::new(),
             final_save: Mutex::new(None),
             final_save_made: Notify::new(),
+            actions_in_flight: AtomicU32::new(0),
+            holding_for_crossing: AtomicBool::new(false),
         }
+    }
+
+    /// Starts a durable action of this session, or `None` while its zone is handing
+    /// the player to another node (the client sends it again after the move).
+    pub fn begin_action(self: &Arc<Self>) -> Option<ActionInFlight> {
+        // Counted before the hold is read, and the zone sets the hold before it reads
+        // the count (all sequentially consistent): either the zone sees this action
+        // and waits for it, or this action sees the hold and is refused.
+        self.actions_in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = ActionInFlight(Arc::clone(self));
+        (!self.holding_for_crossing.load(Ordering::SeqCst)).then_some(in_flight)
+    }
+
+    /// The zone is about to hand the player to another node: refuses new durable
+    /// actions and says whether none is in flight (the player may go now).
+    pub fn hold_for_crossing(&self) -> bool {
+        self.holding_for_crossing.store(true, Ordering::SeqCst);
+        self.actions_in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// The player stays (it turned back, or came back from a crossing that failed):
+    /// durable actions are taken again.
+    pub fn release_crossing_hold(&self) {
+        self.holding_for_crossing.store(false, Ordering::SeqCst);
     }
 
     /// Hands over the save of the player's record made as it left its zone (the zone

@@ -6,6 +6,8 @@
 //!   border (make-before-break, the SDK following the old node's redirect) and
 //!   arrives with the same entity, `NetId`, replica and input sequence, held by
 //!   exactly one node at the end.
+//! - Durable actions sent all along such a walk are each applied exactly once, on
+//!   whichever node holds the player when its commit completes.
 //! - Ghosts cross nodes: a player in zone 1 sees players standing in zones 0 and 2,
 //!   which live on the two other nodes.
 //! - Every node publishes its load (zones, players, entities, tick time, what each
@@ -13,13 +15,16 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{drive, own_position, wait_own_position, within};
+use common::{coins, drive, own_position, wait_own_position, within};
 use tempfile::TempDir;
 use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_server::demo::ACTION_PICK_UP_COIN;
 use zonemesh_server::dev::{DevServer, DevWorld, start_dev_cluster};
+use zonemesh_server::net::limits::RateLimit;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
 use zonemesh_shared::ids::ZoneId;
@@ -55,7 +60,11 @@ impl Row {
                 idle_deactivate_after: Duration::from_secs(60),
             },
             npcs: 0,
-            limits: NetLimits::default(),
+            limits: NetLimits {
+                // The collector picks up coins far faster than a game would allow.
+                event_rate: RateLimit::per_second_with_double_burst(1_000),
+                ..NetLimits::default()
+            },
             ..DevWorld::default()
         }
         .with_aoi_radius(200.0);
@@ -288,6 +297,163 @@ async fn every_node_sees_the_load_the_others_publish() {
         }
     })
     .await;
+    for node in row.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+/// Durable actions a client sent and what became of them.
+#[derive(Debug, Default)]
+struct Actions {
+    /// Sent, not answered yet.
+    pending: HashSet<u128>,
+    /// Answered `ActionCommitted`.
+    committed: usize,
+    /// Answered `ActionRejected` (the node would not take them then).
+    rejected: usize,
+}
+
+impl Actions {
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::ActionCommitted { id } if self.pending.remove(id) => self.committed += 1,
+            Event::ActionRejected { id, .. } if self.pending.remove(id) => self.rejected += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Walks `client` as [`walk_to`] does while picking up coins (durable actions),
+/// keeping [`ACTIONS_IN_FLIGHT`] unanswered at all times, so some are nearly always
+/// being committed when the walker reaches a border.
+async fn walk_picking_up_coins(
+    row: &Row,
+    client: &mut Client,
+    velocity: Vec2,
+    (zone, node): (ZoneId, usize),
+    actions: &mut Actions,
+) {
+    let addr = row.addr(node);
+    within(
+        &format!("walking into zone {} on node {node}", zone.0),
+        async {
+            let mut inputs = tokio::time::interval(common::INPUT_INTERVAL);
+            // After a refusal (`Busy` while the player waits to cross), wait for the
+            // next input tick before sending more, as a game would back off.
+            let mut backing_off = false;
+            while !(client.zone() == zone
+                && client.remote_address() == addr
+                && own_position(client).is_some())
+            {
+                while !backing_off && actions.pending.len() < ACTIONS_IN_FLIGHT {
+                    let id = client
+                        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
+                        .await
+                        .expect("durable action sent");
+                    actions.pending.insert(id);
+                }
+                tokio::select! {
+                    event = client.next_event() => {
+                        let event = event.expect("the session goes on");
+                        assert!(!matches!(event, Event::Disconnected(_)), "{event:?}");
+                        backing_off |= matches!(event, Event::ActionRejected { .. });
+                        actions.note(&event);
+                    }
+                    _ = inputs.tick() => {
+                        client.send_input(velocity, 0).expect("input accepted by the SDK");
+                        backing_off = false;
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Sends every unanswered action again with its id, twice a second, until each is
+/// answered.
+async fn resend_until_answered(client: &mut Client, actions: &mut Actions) {
+    within("every durable action answered", async {
+        while !actions.pending.is_empty() {
+            let pending: Vec<u128> = actions.pending.iter().copied().collect();
+            for id in pending {
+                client
+                    .send_durable_action_with_id(id, ACTION_PICK_UP_COIN, Vec::new())
+                    .await
+                    .expect("durable action sent again");
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(event) = client.next_event().await {
+                    actions.note(&event);
+                    if actions.pending.is_empty() {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// Durable actions the collector keeps unanswered (half what a session may have in
+/// flight).
+const ACTIONS_IN_FLIGHT: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_actions_sent_while_crossing_between_nodes_are_each_applied_once() {
+    let row = Row::start().await;
+    let _anchors = row.occupy_each_zone().await;
+    let name = row.name_spawning_in("collector-", ZoneId(0));
+    let mut walker = row.connect(0, &name).await;
+    wait_own_position(&mut walker).await;
+    let start = coins(&walker).unwrap_or(0);
+    let mut actions = Actions::default();
+    let (east, west) = (Vec2::new(8.0, 0.0), Vec2::new(-8.0, 0.0));
+    walk_picking_up_coins(&row, &mut walker, east, (ZoneId(1), 1), &mut actions).await;
+    walk_picking_up_coins(&row, &mut walker, east, (ZoneId(2), 2), &mut actions).await;
+    walk_picking_up_coins(&row, &mut walker, west, (ZoneId(1), 1), &mut actions).await;
+    assert_eq!(walker.node_changes(), 3);
+
+    // Every action is answered; each committed one added exactly one coin, wherever
+    // the player was when its commit finished. An answer the old node sent after its
+    // `Redirect` (a refusal while the player was leaving) may not reach the client:
+    // as the SDK documents, such an action is sent again with its id.
+    resend_until_answered(&mut walker, &mut actions).await;
+    assert!(actions.committed > 50, "{actions:?}");
+    // Crossings waited for actions being committed (every zone is loaded, so nothing
+    // else defers a crossing here): without that wait their effects were left behind.
+    let deferred: u64 = row
+        .nodes
+        .iter()
+        .flat_map(|n| n.server.status().zones)
+        .map(|z| z.transfers_deferred)
+        .sum();
+    assert!(deferred > 0, "no crossing waited for a durable action");
+    let expected = start + u32::try_from(actions.committed).expect("few actions");
+    drive(
+        &mut walker,
+        Some(Vec2::new(0.0, 1.0)),
+        "the coins of every committed action",
+        |c, _| coins(c) >= Some(expected),
+    )
+    .await;
+    // Half a second more of play: a second application of any action would show.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        drive(
+            &mut walker,
+            Some(Vec2::new(0.0, -1.0)),
+            "nothing",
+            |_, _| false,
+        ),
+    )
+    .await;
+    assert_eq!(
+        coins(&walker),
+        Some(expected),
+        "no action applied twice: {actions:?}"
+    );
     for node in row.nodes {
         node.server.shutdown().await;
     }

@@ -6,7 +6,7 @@
 //! Bounded: at most [`IN_FLIGHT_PER_SESSION`] actions of one session are being
 //! committed at once; more are rejected with `Busy` (the client may resend them).
 
-use crate::link::ClientLink;
+use crate::link::{ActionInFlight, ClientLink};
 use crate::persist::ZoneDirectory;
 use crate::persist::lifecycle::ZonePhase;
 use crate::zone::{CommittedAction, SendError, ZoneMessage, ZoneRouter};
@@ -59,10 +59,16 @@ impl SessionActions {
             link.push_control(rejected(action.id, ErrorCode::Busy, message));
             return;
         };
+        let Some(in_flight) = link.begin_action() else {
+            let message = "the player is moving to another node; send the action again there";
+            link.push_control(rejected(action.id, ErrorCode::Busy, message));
+            return;
+        };
         let (desk, link) = (self.desk.clone(), Arc::clone(link));
         tokio::spawn(async move {
-            let answer = commit(&desk, &link, action).await;
-            link.push_control(answer);
+            if let Some(answer) = commit(&desk, &link, action, in_flight).await {
+                link.push_control(answer);
+            }
             drop(permit);
         });
     }
@@ -72,14 +78,15 @@ async fn commit(
     desk: &ActionDesk,
     link: &Arc<ClientLink>,
     action: CommittedAction,
-) -> ServerControl {
+    in_flight: ActionInFlight,
+) -> Option<ServerControl> {
     let zone = link.zone();
     let Some(ZonePhase::Active { epoch }) = desk.directory.phase(zone) else {
-        return rejected(
+        return Some(rejected(
             action.id,
             ErrorCode::Busy,
             "the player's zone is not active",
-        );
+        ));
     };
     let record = DurableAction {
         id: ActionId(action.id),
@@ -90,24 +97,39 @@ async fn commit(
     };
     match desk.store.commit_action(zone.0, epoch, record).await {
         Ok(ActionCommit::Committed) => {
-            let id = action.id;
-            deliver(desk, link, action).await;
-            ServerControl::ActionCommitted { id }
+            // Answered before the zone has it: the zone lets the player cross to
+            // another node only once it applied the action, so this answer is on the
+            // control stream before the `Redirect` that starts the move.
+            link.push_control(ServerControl::ActionCommitted { id: action.id });
+            deliver(desk, link, action, in_flight).await;
+            None
         }
-        Ok(ActionCommit::AlreadyCommitted(_)) => ServerControl::ActionCommitted { id: action.id },
+        Ok(ActionCommit::AlreadyCommitted(_)) => {
+            Some(ServerControl::ActionCommitted { id: action.id })
+        }
         Err(e) => {
             tracing::warn!(player = link.name(), error = %e, "durable action not stored");
-            rejected(action.id, ErrorCode::Busy, format!("not stored: {e}"))
+            Some(rejected(
+                action.id,
+                ErrorCode::Busy,
+                format!("not stored: {e}"),
+            ))
         }
     }
 }
 
 /// Hands a committed action to the player's zone, waiting briefly if its inbox is full.
-async fn deliver(desk: &ActionDesk, link: &Arc<ClientLink>, action: CommittedAction) {
+async fn deliver(
+    desk: &ActionDesk,
+    link: &Arc<ClientLink>,
+    action: CommittedAction,
+    in_flight: ActionInFlight,
+) {
     let mut msg = ZoneMessage::DurableAction {
         link: Arc::clone(link),
         action,
         hops: 0,
+        in_flight,
     };
     for _ in 0..DELIVERY_ATTEMPTS {
         match desk.router.send_now(link.zone(), msg) {

@@ -1,11 +1,13 @@
 //! Applying committed durable actions: the game's handler runs once per committed
-//! action on the acting player's entity. A player who changed zone while the action
-//! was being committed is followed (a bounded number of hops).
+//! action on the acting player's entity. A player who changed zone on this node while
+//! the action was being committed is followed (a bounded number of hops); a player
+//! does not cross to another node while an action of its session is in flight (see
+//! [`ActionInFlight`]), so the effect is never left behind on the old node.
 
 use super::Zone;
 use super::messages::{CommittedAction, ZoneMessage};
 use crate::game::DurableActionEvent;
-use crate::link::ClientLink;
+use crate::link::{ActionInFlight, ClientLink};
 use std::sync::Arc;
 
 /// Forwards after which a committed action whose player cannot be found is dropped
@@ -18,9 +20,10 @@ impl Zone {
         link: Arc<ClientLink>,
         action: CommittedAction,
         hops: u8,
+        in_flight: ActionInFlight,
     ) {
         let Some(slot) = self.players.get(&link.session()) else {
-            self.forward_durable_action(link, action, hops);
+            self.forward_durable_action(link, action, hops, in_flight);
             return;
         };
         let Some(handler) = self.durable_actions.get(&action.kind).cloned() else {
@@ -37,9 +40,16 @@ impl Zone {
             payload: action.payload,
         };
         handler(&mut self.world, &event);
+        drop(in_flight);
     }
 
-    fn forward_durable_action(&self, link: Arc<ClientLink>, action: CommittedAction, hops: u8) {
+    fn forward_durable_action(
+        &self,
+        link: Arc<ClientLink>,
+        action: CommittedAction,
+        hops: u8,
+        in_flight: ActionInFlight,
+    ) {
         let now_in = link.zone();
         if now_in == self.id || hops >= MAX_HOPS || link.is_closed() {
             tracing::warn!(
@@ -53,6 +63,7 @@ impl Zone {
             link,
             action,
             hops: hops + 1,
+            in_flight,
         };
         if self.ctx.router.send(now_in, msg).is_err() {
             tracing::warn!(zone = ?now_in, "could not forward a committed durable action");

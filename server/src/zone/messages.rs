@@ -10,7 +10,7 @@
 //!   its next tick, so a player is never lost in between.
 
 use crate::game::SessionId;
-use crate::link::ClientLink;
+use crate::link::{ActionInFlight, ClientLink};
 use crate::persist::RecordVersions;
 use crate::zone::elsewhere::GhostOrigin;
 use std::collections::HashMap;
@@ -95,6 +95,9 @@ pub enum ZoneMessage {
         action: CommittedAction,
         /// Times this message was forwarded after the player moved on.
         hops: u8,
+        /// Keeps the player from crossing to another node until the action is
+        /// applied (dropped with the message).
+        in_flight: ActionInFlight,
     },
     /// A neighbour's entities near the shared border, replacing its previous batch.
     Ghosts {

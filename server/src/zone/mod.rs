@@ -128,6 +128,9 @@ pub struct Zone {
     idle_limit_ticks: Option<u64>,
     idle_ticks: u64,
     players: HashMap<SessionId, PlayerSlot>,
+    /// Players at a border to a zone on another node, waiting for their durable
+    /// actions in flight before they cross (few: a store round trip each).
+    crossing_holds: Vec<SessionId>,
     ghosts: HashMap<ZoneId, replication::GhostBatch>,
     neighbours: Vec<(ZoneId, Rect)>,
     states: Vec<ReplicatedState>,
@@ -225,6 +228,7 @@ impl Zone {
             idle_limit_ticks,
             idle_ticks: 0,
             players: HashMap::new(),
+            crossing_holds: Vec::new(),
             ghosts: HashMap::new(),
             neighbours,
             states: Vec::new(),
@@ -390,9 +394,12 @@ impl Zone {
                 kind,
                 payload,
             } => self.queue_player_event(session, kind, payload),
-            ZoneMessage::DurableAction { link, action, hops } => {
-                self.apply_durable_action(link, action, hops);
-            }
+            ZoneMessage::DurableAction {
+                link,
+                action,
+                hops,
+                in_flight,
+            } => self.apply_durable_action(link, action, hops, in_flight),
             ZoneMessage::Ghosts { origin, states } => self.take_ghosts(origin, states),
         }
     }

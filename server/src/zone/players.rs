@@ -197,9 +197,25 @@ impl Zone {
                 (!self.bounds.contains(pos)).then_some((*s, pos))
             })
             .collect();
+        self.release_crossing_holds(&leaving);
         for (session, pos) in leaving {
             self.transfer_out(session, pos);
         }
+    }
+
+    /// Takes durable actions again from held players that are no longer leaving.
+    fn release_crossing_holds(&mut self, leaving: &[(SessionId, Vec2)]) {
+        if self.crossing_holds.is_empty() {
+            return;
+        }
+        let players = &self.players;
+        self.crossing_holds.retain(|session| {
+            let still_leaving = leaving.iter().any(|(s, _)| s == session);
+            if !still_leaving && let Some(slot) = players.get(session) {
+                slot.link.release_crossing_hold();
+            }
+            still_leaving
+        });
     }
 
     fn transfer_out(&mut self, session: SessionId, pos: Vec2) {
@@ -215,6 +231,18 @@ impl Zone {
         if let Some(other) = self.ctx.other_nodes.clone()
             && let Some(host) = other.host_elsewhere(target)
         {
+            if !slot.link.hold_for_crossing() {
+                // Durable actions of the player are being committed: their effects
+                // must land here before it goes. New ones are refused meanwhile, so
+                // the wait is one store round trip or so.
+                if !self.crossing_holds.contains(&session) {
+                    self.crossing_holds.push(session);
+                }
+                self.stats.transfers_deferred += 1;
+                self.keep_inside(slot);
+                return;
+            }
+            self.crossing_holds.retain(|s| *s != session);
             self.transfer_to_node(slot, pos, target, host, other.as_ref());
             return;
         }
@@ -340,6 +368,8 @@ impl Zone {
     }
 
     fn spawn_transferred(&mut self, t: PlayerTransfer) {
+        // Here to stay (an arrival, or back from a crossing that failed).
+        t.link.release_crossing_hold();
         let position = self.bounds.clamp(t.position);
         let registry = self
             .world
