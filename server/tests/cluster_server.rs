@@ -156,7 +156,14 @@ async fn a_player_connecting_to_the_wrong_node_is_redirected_and_plays() {
     wait_own_position(&mut first).await;
     let host = cluster.index_of(first.remote_address());
     let other = (host + 1) % 3;
+    // The nodes share one store: its counters see every node's reads.
+    let loads_before = cluster.nodes[host].server.store().stats().n_player_loads;
     let mut second = cluster.connect(other, "second").await;
+    let loads = cluster.nodes[host].server.store().stats().n_player_loads - loads_before;
+    assert_eq!(
+        loads, 1,
+        "only the entry node read the player's record; it forwarded it with the redirect"
+    );
     assert_eq!(
         second.redirects_followed(),
         1,

@@ -15,6 +15,29 @@ use zonemesh_shared::node::NodeRef;
 
 const TAG_END_SESSION: u8 = 1;
 const TAG_TLS_SESSIONS: u8 = 2;
+const TAG_PLAYER_RECORD: u8 = 3;
+
+/// Largest player data forwarded with a redirect; a larger record is read from the
+/// store by the node the player is sent to.
+pub const FORWARDED_DATA_MAX: usize = 64 * 1024;
+
+/// A player's saved record as the node that redirected it read it (the store's
+/// `PlayerRecord` without the name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardedRecord {
+    /// The zone the player is in.
+    pub zone: u32,
+    /// Position.
+    pub x: f32,
+    /// Position.
+    pub y: f32,
+    /// The game's data for the player, at most [`FORWARDED_DATA_MAX`] bytes.
+    pub data: Vec<u8>,
+    /// When it was saved (informational).
+    pub updated_at_unix_ms: u64,
+    /// The record's version.
+    pub version: u64,
+}
 
 /// Longest TLS session id shared (rustls issues 32-byte ids).
 pub const SHARED_SESSION_ID_MAX: usize = 64;
@@ -52,7 +75,7 @@ impl std::fmt::Debug for SharedSession {
 }
 
 /// A message about a player's session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SessionMsg {
     /// `player` logged in on another node: end its session `session` here (with
     /// `Replaced`), save it, and give its claim back.
@@ -68,6 +91,17 @@ pub enum SessionMsg {
     TlsSessions {
         /// At most [`SHARED_SESSIONS_PER_MESSAGE_MAX`].
         sessions: Vec<SharedSession>,
+    },
+    /// The sender redirected `player` here at connect time and read its record: the
+    /// receiver need not read it again (the claim it makes tells it whether the
+    /// record is still the newest).
+    PlayerRecord {
+        /// The node run the player was sent to; any other run ignores the message.
+        to: NodeRef,
+        /// The player.
+        player: String,
+        /// Its record (`None`: a new player).
+        record: Option<ForwardedRecord>,
     },
 }
 
@@ -92,6 +126,23 @@ impl SessionMsg {
                 for session in sessions {
                     w.bytes(&session.id);
                     w.bytes(&session.value);
+                }
+            }
+            SessionMsg::PlayerRecord { to, player, record } => {
+                w.u8(TAG_PLAYER_RECORD);
+                to.encode(&mut w);
+                w.str(player);
+                match record {
+                    None => w.u8(0),
+                    Some(r) => {
+                        w.u8(1);
+                        w.u32(r.zone);
+                        w.u32(r.x.to_bits());
+                        w.u32(r.y.to_bits());
+                        w.bytes(&r.data);
+                        w.varint(r.updated_at_unix_ms);
+                        w.varint(r.version);
+                    }
                 }
             }
         }
@@ -124,11 +175,37 @@ impl SessionMsg {
                 }
                 SessionMsg::TlsSessions { sessions }
             }
+            TAG_PLAYER_RECORD => {
+                let to = NodeRef::decode(&mut r)?;
+                let player = r.str("player", PLAYER_NAME_MAX)?.to_owned();
+                validate_player_name(&player).map_err(|_| DecodeError::InvalidValue("player"))?;
+                let record = match r.u8()? {
+                    0 => None,
+                    1 => Some(decode_record(&mut r)?),
+                    _ => return Err(DecodeError::InvalidValue("record presence")),
+                };
+                SessionMsg::PlayerRecord { to, player, record }
+            }
             _ => return Err(DecodeError::InvalidValue("session message tag")),
         };
         r.finish()?;
         Ok(msg)
     }
+}
+
+fn decode_record(r: &mut Reader<'_>) -> Result<ForwardedRecord, DecodeError> {
+    let record = ForwardedRecord {
+        zone: r.u32()?,
+        x: f32::from_bits(r.u32()?),
+        y: f32::from_bits(r.u32()?),
+        data: r.bytes("player data", FORWARDED_DATA_MAX)?.to_vec(),
+        updated_at_unix_ms: r.varint()?,
+        version: r.varint()?,
+    };
+    if !(record.x.is_finite() && record.y.is_finite()) {
+        return Err(DecodeError::InvalidValue("player position"));
+    }
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -185,6 +262,52 @@ mod tests {
             !debug.contains("7, 7"),
             "the secret is never printed: {debug}"
         );
+    }
+
+    fn forwarded(x: f32) -> SessionMsg {
+        SessionMsg::PlayerRecord {
+            to: NodeRef::new(2, 9),
+            player: "alice".into(),
+            record: Some(ForwardedRecord {
+                zone: 7,
+                x,
+                y: -3.5,
+                data: vec![1, 2, 3],
+                updated_at_unix_ms: 1_700_000_000_000,
+                version: (5 << 32) | 17,
+            }),
+        }
+    }
+
+    #[test]
+    fn forwarded_records_round_trip_and_bad_ones_are_refused() {
+        for msg in [
+            forwarded(12.25),
+            SessionMsg::PlayerRecord {
+                to: NodeRef::new(1, 1),
+                player: "newcomer".into(),
+                record: None,
+            },
+        ] {
+            let bytes = msg.encode();
+            assert_eq!(SessionMsg::decode(&bytes), Ok(msg));
+            for cut in 0..bytes.len() {
+                assert!(SessionMsg::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert!(SessionMsg::decode(&forwarded(f32::NAN).encode()).is_err());
+        assert!(SessionMsg::decode(&forwarded(f32::INFINITY).encode()).is_err());
+        let SessionMsg::PlayerRecord { to, player, record } = forwarded(1.0) else {
+            unreachable!("built above");
+        };
+        let mut record = record.expect("built with one");
+        record.data = vec![0; FORWARDED_DATA_MAX + 1];
+        let large = SessionMsg::PlayerRecord {
+            to,
+            player,
+            record: Some(record),
+        };
+        assert!(SessionMsg::decode(&large.encode()).is_err());
     }
 
     #[test]

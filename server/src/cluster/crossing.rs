@@ -540,7 +540,7 @@ impl ClusterRuntime {
             .claim_player(link.name(), me, link.session().0, Some(store_run(host)))
             .await;
         match claim {
-            Ok(PlayerClaim::Claimed) => true,
+            Ok(PlayerClaim::Claimed { .. }) => true,
             Ok(PlayerClaim::HeldBy { .. }) => false,
             Err(e) => {
                 tracing::warn!(player = link.name(), "cannot claim a player back: {e}");
@@ -620,7 +620,7 @@ impl ClusterRuntime {
             .claim_player(&p.name, me, p.session, Some(store_run(from)))
             .await;
         match claim {
-            Ok(PlayerClaim::Claimed) => {}
+            Ok(PlayerClaim::Claimed { .. }) => {}
             Ok(PlayerClaim::HeldBy { .. }) => return OfferOutcome::Claimed,
             Err(e) => {
                 tracing::warn!(player = p.name, "cannot claim an offered player: {e}");

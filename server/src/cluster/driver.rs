@@ -24,7 +24,7 @@ use zonemesh_cluster::membership::table::{TableCall, TableConfig, TableMembershi
 use zonemesh_cluster::membership::{Member, MembershipEvent};
 use zonemesh_cluster::msg::{Envelope, StoreCall, StoreReply};
 use zonemesh_cluster::node::{NodeConfig, NodeCore, NodeEvent};
-use zonemesh_cluster::session_msg::{SessionMsg, SharedSession};
+use zonemesh_cluster::session_msg::{ForwardedRecord, SessionMsg, SharedSession};
 use zonemesh_cluster::{Millis, ZoneId};
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{
@@ -105,6 +105,11 @@ pub trait ClusterEvents: Send + Sync + 'static {
     /// zones (the driver's own tests) drop them.
     fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
         let _ = (from, msg);
+    }
+    /// The record of `player`, whom another node just redirected here. Nodes without
+    /// zones drop it.
+    fn forwarded_record(&self, player: &str, record: Option<ForwardedRecord>) {
+        let _ = (player, record);
     }
     /// TLS sessions another node issued to its clients, for resuming them here.
     /// Nodes without a client endpoint drop them.
@@ -338,17 +343,12 @@ impl Cluster {
     /// a live member (then it cannot hold a session any more). Not acknowledged: the
     /// asker asks again until the player's claim is free.
     pub fn send_end_session(&self, to: NodeRef, player: &str, session: u64) -> bool {
-        let Some(addr) = self.live_member(to).map(|m| m.addr) else {
-            return false;
-        };
         let msg = SessionMsg::EndSession {
             to,
             player: player.to_owned(),
             session,
         };
-        self.transport
-            .send(addr, &NodePacket::Session(Bytes::from(msg.encode())));
-        true
+        self.send_session_msg(to, &msg)
     }
 
     /// Shares TLS sessions this node issued with every other live member (best
@@ -366,6 +366,17 @@ impl Cluster {
         for addr in others {
             self.transport.send(addr, &packet);
         }
+    }
+
+    /// Sends a message about a player's session to node run `to`; false when `to` is
+    /// not a live member.
+    pub fn send_session_msg(&self, to: NodeRef, msg: &SessionMsg) -> bool {
+        let Some(addr) = self.live_member(to).map(|m| m.addr) else {
+            return false;
+        };
+        self.transport
+            .send(addr, &NodePacket::Session(Bytes::from(msg.encode())));
+        true
     }
 
     /// Sends a crossing message to node run `to`; false when `to` is not a live member.
@@ -643,6 +654,9 @@ impl Driver {
                     session,
                 }) if to == self.me.node => self.events.end_session(&player, session),
                 Ok(SessionMsg::TlsSessions { sessions }) => self.events.tls_sessions(sessions),
+                Ok(SessionMsg::PlayerRecord { to, player, record }) if to == self.me.node => {
+                    self.events.forwarded_record(&player, record);
+                }
                 Ok(_) => {
                     tracing::debug!(from = %received.from, "session message for another run dropped")
                 }

@@ -31,7 +31,7 @@ use zonemesh_shared::redirect::{
 };
 use zonemesh_shared::replay::ReplayGuard;
 use zonemesh_shared::status::ClusterStatusReport;
-use zonemesh_store::{Activation, PlayerClaim, Store};
+use zonemesh_store::{Activation, PlayerClaim, PlayerRecord, Store};
 
 use super::crossing::Crossings;
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
@@ -42,7 +42,9 @@ use crate::persist::lifecycle::ZonePhase;
 use crate::persist::ownership::{AcquireError, OwnershipFuture, ZoneOwnership};
 use zonemesh_cluster::crossing::CrossingMsg;
 use zonemesh_cluster::load::NodeLoad;
-use zonemesh_cluster::session_msg::SharedSession;
+use zonemesh_cluster::session_msg::{
+    FORWARDED_DATA_MAX, ForwardedRecord, SessionMsg, SharedSession,
+};
 
 /// How long a redirect token stays valid: long enough for a client on a slow link to
 /// reconnect, short enough that a captured token is soon worthless.
@@ -135,6 +137,10 @@ impl TickCosts {
     }
 }
 
+/// The version of a player's record when its claim was made (`None`: no record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordVersion(pub Option<u64>);
+
 impl std::fmt::Debug for ClusterRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterRuntime")
@@ -209,25 +215,29 @@ impl ClusterRuntime {
     }
 
     /// Claims `player` for session `session` on this node before letting it in, so no
-    /// player is in two nodes' worlds at once. `Ok(true)`: claimed. `Ok(false)`:
-    /// another run holds the player's session; if it is in this node's view it was
-    /// asked to end it, and the player is to retry shortly. A run that is gone is
-    /// never taken over from here: the store takes its claims over once its lease has
-    /// lapsed (by then it accepts no input), while a run merely cut off from this node
-    /// may still be serving the player.
-    pub async fn claim_player(&self, player: &str, session: u64) -> anyhow::Result<bool> {
+    /// player is in two nodes' worlds at once. `Ok(Some(version))`: claimed, and the
+    /// player's record had `version` then. `Ok(None)`: another run holds the player's
+    /// session; if it is in this node's view it was asked to end it, and the player is
+    /// to retry shortly. A run that is gone is never taken over from here: the store
+    /// takes its claims over once its lease has lapsed (by then it accepts no input),
+    /// while a run merely cut off from this node may still be serving the player.
+    pub async fn claim_player(
+        &self,
+        player: &str,
+        session: u64,
+    ) -> anyhow::Result<Option<RecordVersion>> {
         let cluster = self
             .cluster
             .get()
             .context("node is still joining its cluster")?;
         let me = store_run(cluster.me());
         match self.store.claim_player(player, me, session, None).await? {
-            PlayerClaim::Claimed => Ok(true),
+            PlayerClaim::Claimed { record_version } => Ok(Some(RecordVersion(record_version))),
             PlayerClaim::HeldBy { node, session: old } => {
                 let holder = NodeRef::new(node.id, node.incarnation);
                 let asked = cluster.send_end_session(holder, player, old);
                 tracing::debug!(player, %holder, asked, "player's session is on another node");
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -304,6 +314,29 @@ impl ClusterRuntime {
         &self.tls_sessions
     }
 
+    /// Sends `player`'s record, read here, to node run `to`, which this node just
+    /// redirected the player to (a record too large for one message is not sent: `to`
+    /// reads it from the store).
+    pub fn forward_record(&self, to: NodeRef, player: &str, record: Option<&PlayerRecord>) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let record = match record {
+            Some(r) if r.data.len() > FORWARDED_DATA_MAX => return,
+            Some(r) => Some(ForwardedRecord {
+                zone: r.zone,
+                x: r.x,
+                y: r.y,
+                data: r.data.to_vec(),
+                updated_at_unix_ms: r.updated_at_unix_ms,
+                version: r.version,
+            }),
+            None => None,
+        };
+        let player = player.to_owned();
+        cluster.send_session_msg(to, &SessionMsg::PlayerRecord { to, player, record });
+    }
+
     /// Sends TLS sessions this node issued to the other live members.
     pub fn share_sessions(&self, sessions: Vec<SharedSession>) {
         if let Some(cluster) = self.cluster.get() {
@@ -370,6 +403,22 @@ impl ZoneOwnership for ClusterRuntime {
 impl ClusterEvents for ClusterRuntime {
     fn tls_sessions(&self, sessions: Vec<SharedSession>) {
         self.tls_sessions.receive(sessions);
+    }
+
+    fn forwarded_record(&self, player: &str, record: Option<ForwardedRecord>) {
+        let Some(host) = self.host() else {
+            return;
+        };
+        let record = record.map(|r| PlayerRecord {
+            player: player.to_owned(),
+            zone: r.zone,
+            x: r.x,
+            y: r.y,
+            data: r.data.into(),
+            updated_at_unix_ms: r.updated_at_unix_ms,
+            version: r.version,
+        });
+        host.players().provide(player, record);
     }
 
     /// Loads the zone now (it may have players waiting, or have lost its host), or

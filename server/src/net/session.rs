@@ -7,7 +7,7 @@ use super::actions::SessionActions;
 use super::limits::{RateLimiter, RateVerdict, SlowClientDetector};
 use super::transport::DATAGRAM_SEND_BUFFER;
 use super::{Shared, close_code};
-use crate::cluster::runtime::ClusterRuntime;
+use crate::cluster::runtime::{ClusterRuntime, RecordVersion};
 use crate::game::SessionId;
 use crate::link::ClientLink;
 use crate::persist::RecordVersions;
@@ -274,6 +274,11 @@ enum JoinRefused {
 /// How long one connection attempt waits for the player's record and zone before the
 /// client is told `Loading` (the load goes on; the client's retry finds it done).
 const JOIN_WAIT: Duration = Duration::from_millis(200);
+/// How long a player redirected here waits for the record the redirecting node
+/// forwards before this node reads it from the store. The record is sent as the
+/// `Redirect` is answered, one hop where the client's way here is three, so it is
+/// normally already here.
+const FORWARD_WAIT: Duration = Duration::from_millis(50);
 
 /// Loads the player's record, makes sure its zone is active, creates the session's
 /// link, takes over the player's name and asks the zone for an entity. The zone
@@ -295,7 +300,14 @@ async fn join(
         // move there, so no new session starts here until that is settled.
         return Err(loading());
     }
-    let record = match players.lookup(&entry.player, JOIN_WAIT).await {
+    let forward_wait = match &entry.redirect {
+        Some(_) => FORWARD_WAIT,
+        None => Duration::ZERO,
+    };
+    let record = match players
+        .lookup_forwarded(&entry.player, forward_wait, JOIN_WAIT)
+        .await
+    {
         PlayerLookup::Found(record) => record,
         PlayerLookup::Loading => return Err(loading()),
         PlayerLookup::Busy => return Err(JoinRefused::Busy),
@@ -308,6 +320,8 @@ async fn join(
     // The session's records are newer than any the loaded record's session made.
     let record_version = record.as_ref().map(|r| r.version);
     let versions = RecordVersions::after(record_version);
+    // Kept to forward with a redirect: the next node need not read it again.
+    let forwardable = shared.cluster.as_ref().and(record.clone());
     let (zone, spawn, saved) = placement(&entry.player, record, shared);
     // A redirected session keeps its id: ids are unique cluster-wide.
     let session = match &entry.redirect {
@@ -315,7 +329,7 @@ async fn join(
         None => shared.sessions.next_session_id(),
     };
     if let Some(cluster) = &shared.cluster {
-        admit_in_cluster(cluster, &entry, session, zone).await?;
+        admit_in_cluster(cluster, &entry, session, zone, forwardable.as_ref()).await?;
         claim_in_cluster(cluster, &entry.player, session, record_version, shared).await?;
     }
     let directory = shared.host.directory();
@@ -409,6 +423,7 @@ async fn admit_in_cluster(
     entry: &Entry,
     session: SessionId,
     zone: ZoneId,
+    record: Option<&PlayerRecord>,
 ) -> Result<(), JoinRefused> {
     match admission_within(cluster, zone, entry.redirect.is_some(), JOIN_WAIT).await {
         Admission::Welcome { .. } => Ok(()),
@@ -421,6 +436,7 @@ async fn admit_in_cluster(
                 .redirects()
                 .issue(&entry.player, session.0, zone, to)
                 .map_err(|e| JoinRefused::Internal(format!("cannot sign redirect: {e}")))?;
+            cluster.forward_record(to, &entry.player, record);
             let addr = addr.to_string();
             Err(JoinRefused::Redirect { addr, token })
         }
@@ -453,9 +469,10 @@ async fn admission_within(
 }
 
 /// Claims the player for this session on this node (see
-/// [`ClusterRuntime::claim_player`]). When the claim was free, the record is read again:
-/// a session that ended elsewhere just before may have saved a newer one, and then the
-/// player is asked to retry so that everything is decided from the newest record.
+/// [`ClusterRuntime::claim_player`]). The claim reports the version of the stored
+/// record: a session that ended elsewhere just before may have saved a newer one than
+/// the record this join read (or was forwarded), and then the player is asked to retry
+/// so that everything is decided from the newest record, read afresh.
 async fn claim_in_cluster(
     cluster: &ClusterRuntime,
     player: &str,
@@ -466,22 +483,15 @@ async fn claim_in_cluster(
     let players = shared.host.players();
     let retry = JoinRefused::Loading(LOADING_RETRY_MS);
     match cluster.claim_player(player, session.0).await {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Some(RecordVersion(stored))) if stored == record_version => Ok(()),
+        Ok(_) => {
             players.forget(player);
-            return Err(retry);
+            Err(retry)
         }
         Err(e) => {
             tracing::warn!(player, "cannot claim the player: {e}");
-            return Err(JoinRefused::Busy);
+            Err(JoinRefused::Busy)
         }
-    }
-    players.forget(player);
-    match players.lookup(player, JOIN_WAIT).await {
-        PlayerLookup::Found(fresh) if fresh.as_ref().map(|r| r.version) == record_version => Ok(()),
-        PlayerLookup::Found(_) => Err(retry),
-        PlayerLookup::Loading => Err(retry),
-        PlayerLookup::Busy | PlayerLookup::Failed(_) => Err(JoinRefused::Busy),
     }
 }
 

@@ -76,6 +76,28 @@ impl PlayerLoader {
         }
     }
 
+    /// [`Self::lookup`], first waiting up to `forward_wait` for the record of a player
+    /// another node redirected here, which that node forwards ([`Self::provide`]),
+    /// before reading the store.
+    pub async fn lookup_forwarded(
+        self: &Arc<Self>,
+        player: &str,
+        forward_wait: Duration,
+        wait: Duration,
+    ) -> PlayerLookup {
+        let deadline = tokio::time::Instant::now() + forward_wait;
+        while !forward_wait.is_zero() {
+            let changed = self.changed.notified();
+            if crate::link::lock(&self.loads).contains_key(player) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        self.lookup(player, wait).await
+    }
+
     /// One look at the table; `None` while the load runs.
     fn poll(self: &Arc<Self>, player: &str) -> Option<PlayerLookup> {
         let mut loads = crate::link::lock(&self.loads);
@@ -113,6 +135,24 @@ impl PlayerLoader {
             crate::link::lock(&this.loads).insert(player, outcome);
             this.changed.notify_waiters();
         });
+    }
+
+    /// Takes `record` as `player`'s, read by another node that redirected the player
+    /// here, so its join needs no read. Nothing changes while a load of the player
+    /// runs or the table is full. The join's claim tells whether the record is still
+    /// the newest; if not, it is forgotten and read afresh.
+    pub fn provide(&self, player: &str, record: Option<PlayerRecord>) {
+        let mut loads = crate::link::lock(&self.loads);
+        if matches!(loads.get(player), Some(Load::Running)) {
+            return;
+        }
+        expire(&mut loads);
+        if loads.len() >= PLAYER_LOADS_MAX && !loads.contains_key(player) {
+            return;
+        }
+        loads.insert(player.to_owned(), Load::Ready(record, Instant::now()));
+        drop(loads);
+        self.changed.notify_waiters();
     }
 
     /// Drops what was loaded for `player` (its session has joined; from now on its

@@ -126,8 +126,27 @@ impl HeldZones {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlayerClaim {
     /// The player's session is now `(node, session)` as asked.
-    Claimed,
+    Claimed {
+        /// The version of the player's record as it stood when the claim was made
+        /// (read in the same transaction; `None`: no record). A caller holding a
+        /// record of this version has the newest one and need not read it again.
+        record_version: Option<u64>,
+    },
     /// Another claim holds the player; nothing changed.
+    HeldBy {
+        /// The run holding it.
+        node: NodeRun,
+        /// Its session id.
+        session: u64,
+    },
+}
+
+/// What the claim rule ([`decide_claim`]) allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimDecision {
+    /// The caller gets the player.
+    Claim,
+    /// Another run keeps it.
     HeldBy {
         /// The run holding it.
         node: NodeRun,
@@ -155,15 +174,15 @@ pub(crate) fn decide_claim(
     node: NodeRun,
     takeover: Option<NodeRun>,
     holder_live: bool,
-) -> PlayerClaim {
+) -> ClaimDecision {
     match current {
         Some(row) if holder_live && row.run != node && Some(row.run) != takeover => {
-            PlayerClaim::HeldBy {
+            ClaimDecision::HeldBy {
                 node: row.run,
                 session: row.session,
             }
         }
-        _ => PlayerClaim::Claimed,
+        _ => ClaimDecision::Claim,
     }
 }
 
@@ -656,13 +675,13 @@ mod tests {
     fn claims_go_to_the_free_the_own_run_and_a_takeover_of_the_holder() {
         let held_by_b = Some(ClaimRow { run: B, session: 4 });
         // The holder's lease is live throughout: only these three cases claim.
-        assert_eq!(decide_claim(None, A, None, true), PlayerClaim::Claimed);
-        assert_eq!(decide_claim(held_by_b, B, None, true), PlayerClaim::Claimed);
+        assert_eq!(decide_claim(None, A, None, true), ClaimDecision::Claim);
+        assert_eq!(decide_claim(held_by_b, B, None, true), ClaimDecision::Claim);
         assert_eq!(
             decide_claim(held_by_b, A, Some(B), true),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
-        let refused = PlayerClaim::HeldBy {
+        let refused = ClaimDecision::HeldBy {
             node: B,
             session: 4,
         };
@@ -680,26 +699,26 @@ mod tests {
         // Without a live holder lease any run claims, with or without a takeover.
         assert_eq!(
             decide_claim(held_by_b, A, None, false),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
         assert_eq!(
             decide_claim(held_by_b, A, Some(A), false),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
         let b_next = NodeRun::new(B.id, B.incarnation + 1);
         assert_eq!(
             decide_claim(held_by_b, b_next, None, false),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
         // The cases that claim anyway still do.
-        assert_eq!(decide_claim(None, A, None, false), PlayerClaim::Claimed);
+        assert_eq!(decide_claim(None, A, None, false), ClaimDecision::Claim);
         assert_eq!(
             decide_claim(held_by_b, B, None, false),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
         assert_eq!(
             decide_claim(held_by_b, A, Some(B), false),
-            PlayerClaim::Claimed
+            ClaimDecision::Claim
         );
     }
 

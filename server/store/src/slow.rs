@@ -201,7 +201,12 @@ mod tests {
         let started = Instant::now();
         let claim = slow.claim_player("p", run, 7, None).await;
         assert!(started.elapsed() >= delay);
-        assert_eq!(claim.ok(), Some(PlayerClaim::Claimed));
+        assert_eq!(
+            claim.ok(),
+            Some(PlayerClaim::Claimed {
+                record_version: None
+            })
+        );
         assert_eq!(slow.player_claim("p").await.ok(), Some(Some((run, 7))));
         let started = Instant::now();
         assert_eq!(slow.release_player("p", run, 7).await.ok(), Some(true));

@@ -18,10 +18,11 @@
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::{self, EpochEntry};
-use super::ops::{ZONE_EPOCHS, ZONE_STATE, from_redb, read_epoch, read_zone};
+use super::ops::{self, ZONE_EPOCHS, ZONE_STATE, from_redb, read_epoch, read_zone};
 use crate::cluster::{
-    self, ActivationView, ClaimRow, Decision, Heartbeat, HeldZones, LeaseGrant, LeaseRow,
-    LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal, StoredMember, ZoneRow,
+    self, ActivationView, ClaimDecision, ClaimRow, Decision, Heartbeat, HeldZones, LeaseGrant,
+    LeaseRow, LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal,
+    StoredMember, ZoneRow,
 };
 use crate::{StoreError, limits};
 
@@ -262,19 +263,24 @@ pub(crate) fn claim_player(
             }
             None => false,
         };
-        let decision = cluster::decide_claim(current, node, takeover, holder_live);
+        if let ClaimDecision::HeldBy { node, session } =
+            cluster::decide_claim(current, node, takeover, holder_live)
+        {
+            // A refusal changes nothing; returning drops (aborts) `txn`.
+            return Ok(PlayerClaim::HeldBy { node, session });
+        }
+        let record_version = ops::player_version(&txn, player)?;
         let wanted = ClaimRow { run: node, session };
-        // A refusal, or a claim already exactly as asked, changes nothing; returning
-        // drops (aborts) `txn`.
-        if decision != PlayerClaim::Claimed || current == Some(wanted) {
-            return Ok(decision);
+        if current == Some(wanted) {
+            return Ok(PlayerClaim::Claimed { record_version });
         }
         claims
             .insert(player, codec::encode_claim(&wanted).as_slice())
             .map_err(from_redb)?;
+        drop(claims);
+        txn.commit().map_err(from_redb)?;
+        Ok(PlayerClaim::Claimed { record_version })
     }
-    txn.commit().map_err(from_redb)?;
-    Ok(PlayerClaim::Claimed)
 }
 
 /// Ends `player`'s claim if it is `(node, session)`.
@@ -421,7 +427,7 @@ mod tests {
         let db = redb::Builder::new()
             .create_with_backend(InMemoryBackend::new())
             .expect("in-memory database");
-        super::super::ops::init(&db).expect("init");
+        ops::init(&db).expect("init");
         db
     }
 

@@ -252,6 +252,18 @@ pub(crate) fn load_player(db: &Database, player: &str) -> Result<Option<PlayerRe
     codec::decode_player(guard.value()).map(Some)
 }
 
+/// The version of a player's record, if it has one, read in `txn`.
+pub(crate) fn player_version(
+    txn: &WriteTransaction,
+    player: &str,
+) -> Result<Option<u64>, StoreError> {
+    let players = txn.open_table(PLAYERS).map_err(from_redb)?;
+    let Some(guard) = players.get(player).map_err(from_redb)? else {
+        return Ok(None);
+    };
+    codec::decode_player(guard.value()).map(|record| Some(record.version))
+}
+
 /// Lists a player's actions in id order, through the index.
 pub(crate) fn actions_for_player(
     db: &Database,

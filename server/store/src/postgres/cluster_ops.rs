@@ -49,8 +49,8 @@ use super::pool::OpError;
 use super::rows::{self, run_params, to_bits};
 use crate::StoreError;
 use crate::cluster::{
-    self, ActivationView, Decision, Heartbeat, HeldZones, LeaseGrant, LeaseRow, LeasedActivation,
-    MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal, StoredMember, ZoneRow,
+    self, ActivationView, ClaimDecision, Decision, Heartbeat, HeldZones, LeaseGrant, LeaseRow,
+    LeasedActivation, MemberRow, MemberTable, NodeRun, PlayerClaim, Renewal, StoredMember, ZoneRow,
 };
 use crate::limits::{MAX_MEMBERS_PER_READ, MAX_ZONES_PER_HOLDER_READ};
 
@@ -379,8 +379,9 @@ pub(crate) async fn claim_player(
     // databases that lock less (one vanished row, then one takeover).
     for _pass in 0..3 {
         if upsert_claim(&tx, player, node, session, replaceable).await? {
+            let record_version = player_version(&tx, player).await?;
             tx.commit().await?;
-            return Ok(PlayerClaim::Claimed);
+            return Ok(PlayerClaim::Claimed { record_version });
         }
         // Refused: the row that refused us is locked by this transaction until it ends.
         let Some(holder) = read_claim(&tx, player).await? else {
@@ -388,10 +389,10 @@ pub(crate) async fn claim_player(
         };
         let holder_live = holder_lease_live(&tx, holder.run).await?;
         match cluster::decide_claim(Some(holder), node, takeover, holder_live) {
-            PlayerClaim::Claimed => replaceable = Some(holder.run),
-            refused @ PlayerClaim::HeldBy { .. } => {
+            ClaimDecision::Claim => replaceable = Some(holder.run),
+            ClaimDecision::HeldBy { node, session } => {
                 tx.rollback().await?;
-                return Ok(refused);
+                return Ok(PlayerClaim::HeldBy { node, session });
             }
         }
     }
@@ -399,6 +400,20 @@ pub(crate) async fn claim_player(
         "player {player:?}'s claim kept changing although its row was locked"
     ))
     .into())
+}
+
+/// The version of `player`'s record, read in `tx` (`None`: no record).
+async fn player_version(tx: &Transaction<'_>, player: &str) -> Result<Option<u64>, OpError> {
+    let row = tx
+        .query_opt("SELECT version FROM players WHERE player = $1", &[&player])
+        .await?;
+    row.map(|row| {
+        let version: i64 = row.try_get(0)?;
+        u64::try_from(version).map_err(|_| {
+            StoreError::Corrupt(format!("player {player:?} has version {version}")).into()
+        })
+    })
+    .transpose()
 }
 
 /// The upsert of a claim: inserts it, or replaces the claim when it is `node`'s own

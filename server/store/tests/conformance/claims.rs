@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use zonemesh_store::limits::MAX_NAME_BYTES;
 use zonemesh_store::{NodeRun, PlayerClaim, Store, StoreError};
 
-use super::{Fixture, assert_invalid, assert_too_large, lease, wait_out};
+use super::{Fixture, assert_invalid, assert_too_large, lease, versioned, wait_out};
 
 /// A lease long enough that no test outlives it.
 const HOLD: Duration = Duration::from_secs(60);
@@ -29,9 +29,32 @@ async fn live(store: &dyn Store, runs: &[NodeRun]) {
 #[track_caller]
 fn claimed(outcome: Result<PlayerClaim, StoreError>) {
     match outcome {
-        Ok(PlayerClaim::Claimed) => {}
+        Ok(PlayerClaim::Claimed { .. }) => {}
         other => panic!("expected Claimed, got {other:?}"),
     }
+}
+
+/// A claim reports the version of the player's record as it stood then (no record:
+/// `None`), so a caller holding that version need not read the record again.
+pub(crate) async fn a_claim_reports_the_stored_record_version(fixture: &impl Fixture) {
+    let store = fixture.open().await;
+    let a = NodeRun::new(1, 1);
+    let none = PlayerClaim::Claimed {
+        record_version: None,
+    };
+    let claim = |session| store.claim_player("carol", a, session, None);
+    assert_eq!(claim(1).await.expect("claim"), none);
+    let epoch = store.activate_zone(3, "a").await.expect("activate").epoch;
+    store
+        .save_players(3, epoch, vec![versioned("carol", 3, 7, b"seven")])
+        .await
+        .expect("save");
+    let seven = PlayerClaim::Claimed {
+        record_version: Some(7),
+    };
+    assert_eq!(claim(2).await.expect("claim"), seven);
+    // Unchanged claims report it too.
+    assert_eq!(claim(2).await.expect("claim"), seven);
 }
 
 /// The holder named by a `HeldBy` outcome.
@@ -256,7 +279,7 @@ async fn race(
     let mut refusals = Vec::new();
     for task in tasks {
         match task.await.expect("join") {
-            (run, session, Ok(PlayerClaim::Claimed)) => winners.push((run, session)),
+            (run, session, Ok(PlayerClaim::Claimed { .. })) => winners.push((run, session)),
             (_, _, outcome) => refusals.push(held_by(outcome)),
         }
     }

@@ -95,6 +95,7 @@ macro_rules! conformance_tests {
             reopen_keeps_leases_and_holders,
             lease_limits_and_cluster_stats,
             an_unclaimed_player_is_claimed_and_its_run_reclaims_it,
+            a_claim_reports_the_stored_record_version,
             a_claim_held_by_another_run_is_refused_unless_taken_over,
             a_claim_without_a_live_holder_lease_is_taken_over,
             only_the_claiming_session_releases,
