@@ -8,6 +8,9 @@
 //!   the player's zone (one redirect) against connecting to the one that does, in the
 //!   same run, with the redirect's first leg (handshake, `Hello`, `Redirect`) timed
 //!   on its own.
+//! - `cluster crossing --crossings 100`: the longest gap in a client's snapshots when
+//!   its player walks into a zone on another node (a mid-session move) against into a
+//!   zone on the same node, in the same run.
 //!
 //! It builds nothing: it starts the prebuilt `zonemesh` (run `cargo build --release
 //! --bins` first). Each run gets a fresh PostgreSQL schema `zm_bench_<random>`, dropped
@@ -15,12 +18,26 @@
 //! wait is bounded, and every node is killed when the run ends, however it ends.
 
 // A binary's root looks for modules next to it; these live in `cluster/`.
+#[path = "cluster/anchors.rs"]
+mod anchors;
+#[path = "cluster/crossing.rs"]
+mod crossing;
 #[path = "cluster/failover.rs"]
 mod failover;
+// Shared with the `scenarios` binary (its cluster-overhead scenario), which uses parts
+// this one does not.
+#[allow(
+    dead_code,
+    reason = "shared with the scenarios binary, which uses the rest"
+)]
 #[path = "cluster/fixture.rs"]
 mod fixture;
 #[path = "cluster/leg.rs"]
 mod leg;
+#[allow(
+    dead_code,
+    reason = "shared with the scenarios binary, which uses the rest"
+)]
 #[path = "cluster/node.rs"]
 mod node;
 #[path = "cluster/players.rs"]
@@ -29,10 +46,12 @@ mod players;
 mod redirect;
 #[path = "cluster/stats.rs"]
 mod stats;
+#[path = "cluster/walker.rs"]
+mod walker;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fixture::{Cleanup, Fixture};
+use fixture::{Cleanup, Fixture, NodeSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -82,6 +101,12 @@ enum Command {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         samples: u64,
     },
+    /// Snapshot gaps when walking into a zone on another node against the same node.
+    Crossing {
+        /// Crossings measured of each kind (over all walkers).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        crossings: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,11 +126,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let zones = match cli.command {
-        Command::Failover { .. } => failover::WORLD_ZONES,
-        Command::Redirect { .. } => redirect::WORLD_ZONES,
+    let settings = match cli.command {
+        Command::Failover { .. } => NodeSettings::small(failover::WORLD_ZONES),
+        Command::Redirect { .. } => NodeSettings::small(redirect::WORLD_ZONES),
+        Command::Crossing { .. } => crossing::settings(),
     };
-    let fixture = Fixture::new(&bin_dir, &cli.url, zones, cli.keep_dir, &runtime)?;
+    let fixture = Fixture::new(&bin_dir, &cli.url, settings, cli.keep_dir, &runtime)?;
     eprintln!("PostgreSQL schema {}", fixture.schema());
     runtime.spawn(clean_up_on_signal(fixture.cleanup()));
     // The run owns its nodes and players: they are gone when it returns, before the
@@ -115,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             failover::run(&runtime, &fixture, to_usize(kills), to_usize(players))
         }
         Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
+        Command::Crossing { crossings } => crossing::run(&runtime, &fixture, to_usize(crossings)),
     };
     let cleanup = fixture.drop_schema(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -2,6 +2,10 @@
 //! directories, node logs), the players' certificate and token secret and the cluster
 //! secret, a fresh PostgreSQL schema (dropped at the end), and the prebuilt `zonemesh`
 //! binary. It writes each node's configuration and starts the nodes.
+//!
+//! Shared by the `cluster` binary and the `scenarios` binary's cluster-overhead
+//! scenario (included there with `#[path]`); what differs between them (the world,
+//! pinning, log level) is [`NodeSettings`].
 
 use crate::node::{Node, all_see_each_other, toml_path, wait_until};
 use anyhow::{Context, bail};
@@ -18,6 +22,48 @@ const POLL: Duration = Duration::from_millis(50);
 /// Longest wait to connect to PostgreSQL or drop the schema.
 const STORE_LIMIT: Duration = Duration::from_secs(30);
 
+/// What every node of a run is configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NodeSettings {
+    /// Zones along each side of the world.
+    pub(crate) zones: u16,
+    /// A zone's side, world units.
+    pub(crate) zone_size: f32,
+    pub(crate) tick_hz: u16,
+    /// NPCs in the whole world.
+    pub(crate) npcs: u64,
+    /// Area-of-interest radius, world units.
+    pub(crate) aoi_radius: f32,
+    /// How often zones are checkpointed to PostgreSQL, seconds.
+    pub(crate) checkpoint_secs: f64,
+    /// Zone worker threads per node.
+    pub(crate) workers: u32,
+    /// The core every node is pinned to, or `None`.
+    pub(crate) pin: Option<usize>,
+    /// `RUST_LOG` of the nodes.
+    pub(crate) log_level: &'static str,
+}
+
+impl NodeSettings {
+    /// The small world of the `cluster` benchmarks: `zones` × `zones` zones of 32
+    /// units (a walker crosses one in 4 s), 8 NPCs, everything in view, checkpoints
+    /// every second, one worker, not pinned, logs at `info` (kept with `--keep-dir`
+    /// to tell what a node did).
+    pub(crate) fn small(zones: u16) -> Self {
+        Self {
+            zones,
+            zone_size: 32.0,
+            tick_hz: 20,
+            npcs: 8,
+            aoi_radius: 200.0,
+            checkpoint_secs: 1.0,
+            workers: 1,
+            pin: None,
+            log_level: "info",
+        }
+    }
+}
+
 /// A benchmark run's shared files, schema and binary.
 #[derive(Debug)]
 pub(crate) struct Fixture {
@@ -27,8 +73,7 @@ pub(crate) struct Fixture {
     zonemesh: PathBuf,
     url: String,
     schema: String,
-    /// Zones along each side of the world.
-    zones: u16,
+    settings: NodeSettings,
     keep_dir: bool,
 }
 
@@ -39,7 +84,7 @@ impl Fixture {
     pub(crate) fn new(
         bin_dir: &Path,
         url: &str,
-        zones: u16,
+        settings: NodeSettings,
         keep_dir: bool,
         runtime: &Runtime,
     ) -> anyhow::Result<Self> {
@@ -72,7 +117,7 @@ impl Fixture {
             zonemesh,
             url: url.to_owned(),
             schema,
-            zones,
+            settings,
             keep_dir,
         })
     }
@@ -80,6 +125,11 @@ impl Fixture {
     /// The schema this run's nodes use.
     pub(crate) fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The run's temporary directory (configurations, data, node logs).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts `count` nodes, the first being the others' seed, and waits until every
@@ -102,12 +152,14 @@ impl Fixture {
     pub(crate) fn start_node(&self, index: usize, seeds: &[SocketAddr]) -> anyhow::Result<Node> {
         let config = self.write_config(index, seeds)?;
         let log = self.dir.path().join(format!("node-{index}.log"));
-        Node::start(&self.zonemesh, index, &config, log)
+        let s = &self.settings;
+        Node::start(&self.zonemesh, s.pin, index, &config, log, s.log_level)
     }
 
     /// Node `index`'s configuration, as in `server/tests/cluster_processes.rs`:
     /// ephemeral ports everywhere, so a restarted node gets new ones (and `seeds`
-    /// must name live nodes).
+    /// must name live nodes). `max_connections` is far above any load here, so that
+    /// the limit never shapes a figure.
     fn write_config(&self, index: usize, seeds: &[SocketAddr]) -> anyhow::Result<PathBuf> {
         let shared = toml_path(&self.shared)?;
         let data = toml_path(&self.dir.path().join(format!("node-{index}")))?;
@@ -130,11 +182,15 @@ seeds = [{seeds}]
 
 [world]
 zones = {zones}
-zone_size = 32.0
-npcs = 8
-aoi_radius = 200.0
-checkpoint_secs = 1.0
-workers = 1
+zone_size = {zone_size:?}
+tick_hz = {tick_hz}
+npcs = {npcs}
+aoi_radius = {aoi_radius:?}
+checkpoint_secs = {checkpoint_secs:?}
+workers = {workers}
+
+[limits]
+max_connections = 20000
 
 [admin]
 listen = "127.0.0.1:0"
@@ -142,7 +198,13 @@ listen = "127.0.0.1:0"
             url = self.url,
             schema = self.schema,
             seeds = seeds.join(", "),
-            zones = self.zones,
+            zones = self.settings.zones,
+            zone_size = self.settings.zone_size,
+            tick_hz = self.settings.tick_hz,
+            npcs = self.settings.npcs,
+            aoi_radius = self.settings.aoi_radius,
+            checkpoint_secs = self.settings.checkpoint_secs,
+            workers = self.settings.workers,
         );
         let path = self.dir.path().join(format!("node-{index}.toml"));
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

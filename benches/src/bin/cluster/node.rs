@@ -1,6 +1,11 @@
-//! One `zonemesh serve` child process: started from a configuration file, its
-//! addresses read from the lines it prints on stdout, its `/status` read through the
-//! admin client, SIGKILLed on demand and killed (and reaped) when dropped.
+//! One `zonemesh serve` child process: started from a configuration file (pinned to a
+//! core with `taskset` when asked), its addresses read from the lines it prints on
+//! stdout, its `/status` read through the admin client, SIGKILLed on demand and killed
+//! (and reaped) when dropped.
+//!
+//! Shared by the `cluster` binary and the `scenarios` binary's cluster-overhead
+//! scenario (which includes this file with `#[path]`), so that both start, watch and
+//! stop nodes the same way.
 
 use anyhow::{Context, bail};
 use std::collections::BTreeSet;
@@ -13,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 use zonemesh_ctl::AdminClient;
-use zonemesh_shared::status::ClusterStatusReport;
+use zonemesh_shared::status::{ClusterStatusReport, NodeStatusReport};
 
 /// Longest a node may take to print its addresses (it connects to PostgreSQL and
 /// creates its tables first).
@@ -21,6 +26,10 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 /// Deadline of one `/status` request: polls are every 20 ms, so a stuck request must
 /// not hold a measurement up for long.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Attempts of [`Node::status`]: a node on a loaded core may miss one deadline, and a
+/// measurement that reads every node before and after its window should not be lost
+/// to that.
+const STATUS_TRIES: usize = 3;
 /// Log lines shown when a node fails.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -41,13 +50,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Starts `zonemesh serve --config CONFIG`, its logs appended to `log`, and waits
-    /// (at most [`START_LIMIT`]) for the lines naming its addresses.
+    /// Starts `zonemesh serve --config CONFIG` (on core `pin` when given, its logs at
+    /// `log_level` appended to `log`), and waits (at most [`START_LIMIT`]) for the lines
+    /// naming its addresses.
     pub(crate) fn start(
         zonemesh: &Path,
+        pin: Option<usize>,
         index: usize,
         config: &Path,
         log: PathBuf,
+        log_level: &str,
     ) -> anyhow::Result<Self> {
         // Appended: a restarted node's logs follow those of its earlier runs.
         let stderr = OpenOptions::new()
@@ -55,11 +67,12 @@ impl Node {
             .append(true)
             .open(&log)
             .with_context(|| format!("cannot open {}", log.display()))?;
-        let mut command = Command::new(zonemesh);
+        let mut command = pinned_command(zonemesh, pin);
         command
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -89,9 +102,59 @@ impl Node {
         })
     }
 
-    /// The node's view of its cluster, or `None` when it does not answer.
+    /// The node's view of its cluster, or `None` when it does not answer (one try: a
+    /// poll asks again soon).
     pub(crate) fn cluster(&self) -> Option<ClusterStatusReport> {
         self.admin.status().ok().and_then(|s| s.cluster)
+    }
+
+    /// Its whole `/status`, asked up to [`STATUS_TRIES`] times: for reads a
+    /// measurement cannot do without.
+    pub(crate) fn status(&self) -> anyhow::Result<NodeStatusReport> {
+        let mut last = None;
+        for _ in 0..STATUS_TRIES {
+            match self.admin.status() {
+                Ok(status) => return Ok(status),
+                Err(e) => last = Some(e),
+            }
+        }
+        bail!(
+            "node {} did not answer /status {STATUS_TRIES} times: {last:?}",
+            self.index
+        )
+    }
+
+    /// Its process id (the program itself when pinned: taskset execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// An error, with its last log lines, if it exited.
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.0.try_wait().context("waiting for a node")? {
+            bail!(
+                "node {} exited ({status}); its last log lines:\n{}",
+                self.index,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// The first line of its log reporting a panic, and the line after it (a zone
+    /// worker that panicked stops ticking its zones, and every figure after that is
+    /// void).
+    pub(crate) fn panic_in_log(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let mut lines = text.lines().skip_while(|l| !l.contains("panicked at"));
+        let line = lines.next()?;
+        let why = lines.next().unwrap_or_default();
+        Some(format!(
+            "node {}: {} {}",
+            self.index,
+            line.trim(),
+            why.trim()
+        ))
     }
 
     /// Its simulation rate, ticks per second, or `None` when it does not answer.
@@ -129,6 +192,18 @@ pub(crate) fn kill_all_running() {
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
+    }
+}
+
+/// A command running `program`, pinned to `core` with `taskset` when given.
+pub(crate) fn pinned_command(program: &Path, core: Option<usize>) -> Command {
+    match core {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 

@@ -12,6 +12,7 @@
 //! period: back-to-back connects would otherwise lock onto the tick's phase, each
 //! kind at its own, and compare phases instead of paths.
 
+use crate::anchors::{AbortOnDrop, CONNECT_LIMIT, connect, keep_reading, see_itself};
 use crate::fixture::{Fixture, PHASE_LIMIT};
 use crate::leg::{Answer, Leg, first_leg};
 use crate::node::{Node, wait_until};
@@ -34,10 +35,6 @@ pub(crate) const WORLD_ZONES: u16 = 1;
 const WARMUP_ROUNDS: usize = 5;
 /// What a node answering `Loading` tells the client to wait.
 const LOADING_HINT: Duration = Duration::from_millis(LOADING_RETRY_MS as u64);
-/// Longest one connect may take.
-const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-/// Longest wait, after `Welcome`, for the snapshot showing the player itself.
-const SNAPSHOT_LIMIT: Duration = Duration::from_secs(5);
 
 /// One timed connect.
 #[derive(Debug, Clone, Copy)]
@@ -98,31 +95,6 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, samples: usize) -> anyho
         );
     }
     Ok(())
-}
-
-/// Aborts a task when dropped.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Keeps a session alive (reading snapshots, which sends their acknowledgements)
-/// until it ends or the task is aborted.
-async fn keep_reading(mut client: Client) {
-    while client.wait_snapshot().await.is_ok() {}
-}
-
-/// Connects `name` through `addr` with the SDK's default settings.
-async fn connect(addr: SocketAddr, shared: &Path, name: &str) -> anyhow::Result<Client> {
-    let config = ClientConfig::from_dev_data(addr, shared, name)?;
-    tokio::time::timeout(CONNECT_LIMIT, Client::connect(config))
-        .await
-        .with_context(|| format!("{name}: connect timed out"))?
-        .with_context(|| format!("{name} cannot connect through {addr}"))
 }
 
 /// The index of the node holding the zone, once one does.
@@ -208,14 +180,8 @@ async fn timed_connect(addr: SocketAddr, shared: &Path, name: &str) -> anyhow::R
         .await
         .with_context(|| format!("{name}: connect timed out"))??;
     let welcome = start.elapsed();
-    let seen = tokio::time::timeout(SNAPSHOT_LIMIT, async {
-        while client.replica().get(client.player()).is_none() {
-            client.wait_snapshot().await?;
-        }
-        anyhow::Ok(start.elapsed())
-    })
-    .await
-    .with_context(|| format!("{name}: no snapshot showed the player itself"))??;
+    see_itself(&mut client, name).await?;
+    let seen = start.elapsed();
     let sample = Sample {
         welcome,
         seen,

@@ -43,14 +43,7 @@ impl Placement {
 
     /// A command running `program`, pinned to `core` with taskset when given.
     pub(crate) fn command(program: &Path, core: Option<usize>) -> Command {
-        match core {
-            Some(core) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(core.to_string()).arg(program);
-                c
-            }
-            None => Command::new(program),
-        }
+        crate::node::pinned_command(program, core)
     }
 }
 

@@ -97,7 +97,13 @@ pub(crate) fn run(
     let json_dir = tempfile::tempdir().context("cannot create a report directory")?;
     let json = json_dir.path().join("swarm.json");
     let busy_before = (procfs::machine_busy_s(clk_tck)?, srv.sample(clk_tck)?.cpu_s);
-    let mut swarm = load.spawn(placement, srv.addr, srv.admin, srv.data_dir(), &json)?;
+    let mut swarm = load.spawn(
+        placement,
+        &[srv.addr],
+        Some(srv.admin),
+        srv.data_dir(),
+        &json,
+    )?;
     let limit = Duration::from_secs_f64(load.duration_s) + SWARM_SLACK;
     let driven = drive::drive(&mut || srv.sample(clk_tck), &mut swarm, clk_tck, limit)?;
     drop(swarm);

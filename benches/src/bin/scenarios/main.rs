@@ -4,14 +4,36 @@
 //! hidden `echo-server` / `echo-client` subcommands), and prints markdown sections for
 //! BENCHMARKS.md. It builds nothing: run `cargo build --release --bins` first.
 
+// The cluster-overhead scenario starts and lays out its nodes with the `cluster`
+// binary's own code; parts of it only that binary uses.
+#[allow(
+    dead_code,
+    reason = "shared with the cluster binary, which uses the rest"
+)]
+#[path = "../cluster/anchors.rs"]
+mod anchors;
 mod child;
 mod drive;
 mod echo;
 mod echorun;
+#[allow(
+    dead_code,
+    reason = "shared with the cluster binary, which uses the rest"
+)]
+#[path = "../cluster/fixture.rs"]
+mod fixture;
 mod gamerun;
+#[allow(
+    dead_code,
+    reason = "shared with the cluster binary, which uses the rest"
+)]
+#[path = "../cluster/node.rs"]
+mod node;
+mod overhead;
 mod procfs;
 mod report;
 mod scenarios;
+mod servecluster;
 mod server;
 mod swarm;
 
@@ -80,6 +102,9 @@ enum Command {
     Memory,
     /// Everything, in one run.
     All,
+    /// Server CPU and node-to-node traffic of the same load on one `zonemesh serve`
+    /// node and on a cluster of them, on PostgreSQL.
+    ClusterOverhead(overhead::OverheadArgs),
     /// One measured run of a world and load you choose, printed as JSON (the
     /// server's missed ticks and tick times, the swarm's report, CPU and memory).
     Point(PointArgs),
@@ -197,6 +222,7 @@ fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<()> {
             scenarios::memory(ctx, cli.bots.unwrap_or(MEMORY_BOTS), cli.soak_secs).map(drop)
         }
         Command::All => run_all(cli, ctx),
+        Command::ClusterOverhead(ref args) => overhead::run(ctx, args),
         Command::Point(ref args) => {
             let load = SwarmSpec::wander(args.point_bots, ctx.secs);
             let run = gamerun::run(&ctx.placement, ctx.clk_tck, &args.server_spec(), &load)?;

@@ -39,23 +39,27 @@ impl SwarmSpec {
         }
     }
 
-    /// Starts the swarm against `server`, writing its report to `json`.
+    /// Starts the swarm against `servers` (bots spread over them round-robin), writing
+    /// its report to `json`; with `admin`, the swarm reads that server's tick counters
+    /// before and after its load (one server's only: a cluster's nodes are read by the
+    /// scenario itself).
     pub(crate) fn spawn(
         &self,
         placement: &Placement,
-        server: SocketAddr,
-        admin: SocketAddr,
+        servers: &[SocketAddr],
+        admin: Option<SocketAddr>,
         dev_data: &Path,
         json: &Path,
     ) -> anyhow::Result<ChildGuard> {
         let program = placement.binary("zonemesh-swarm")?;
         let mut cmd = Placement::command(&program, placement.load_core);
-        cmd.arg("--server")
-            .arg(server.to_string())
-            .arg("--dev-data")
+        let servers: Vec<String> = servers.iter().map(SocketAddr::to_string).collect();
+        cmd.arg("--server").arg(servers.join(","));
+        if let Some(admin) = admin {
+            cmd.arg("--server-admin").arg(admin.to_string());
+        }
+        cmd.arg("--dev-data")
             .arg(dev_data)
-            .arg("--server-admin")
-            .arg(admin.to_string())
             .arg("--json")
             .arg(json)
             .args(["--bots", &self.bots.to_string()])
@@ -109,6 +113,9 @@ pub(crate) struct SwarmReport {
     pub(crate) inputs_sent: u64,
     /// Inputs acknowledged by a snapshot.
     pub(crate) inputs_acknowledged: u64,
+    /// Zone changes the bots saw (crossings of a border, on one node or between two).
+    #[serde(default)]
+    pub(crate) zone_changes: u64,
     /// Sessions ended by the server or network, by kind.
     #[serde(default)]
     pub(crate) disconnects: BTreeMap<String, u64>,
