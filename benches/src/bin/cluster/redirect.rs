@@ -14,7 +14,7 @@
 
 use crate::anchors::{AbortOnDrop, CONNECT_LIMIT, connect, keep_reading, see_itself};
 use crate::fixture::{Fixture, PHASE_LIMIT};
-use crate::leg::{Answer, Leg, first_leg};
+use crate::leg::{Answer, Leg, SecondLeg, redirect_legs};
 use crate::node::{Node, wait_until};
 use crate::stats::{max, median, ms, ms_difference, quantile};
 use anyhow::{Context, bail};
@@ -55,6 +55,8 @@ struct Measured {
     redirected: Vec<Sample>,
     /// First legs of redirects, on their own.
     legs: Vec<Leg>,
+    /// Second legs of the redirects among them.
+    seconds: Vec<SecondLeg>,
     /// Samples left out because their route was not the intended one (a direct connect
     /// that was redirected, a redirected one that was not, or more than once).
     wrong_route: usize,
@@ -137,13 +139,16 @@ async fn measure(paths: &Paths, shared: &Path, samples: usize) -> Measured {
         // Through the other entry node: a node's first redirect after its cache entry
         // expired differs (see the report), and each kind should meet that by chance.
         let other = paths.entries[(i + 1) % paths.entries.len()];
-        let leg = first_leg(other, shared, &format!("leg-{i}")).await;
+        let legs = redirect_legs(other, shared, &format!("leg-{i}")).await;
         if keep {
             m.record(direct, 0, true);
             m.record(redirected, 1, false);
-            match leg {
-                Ok(l) => m.legs.push(l),
-                Err(e) => m.failures.push(format!("first leg: {e:#}")),
+            match legs {
+                Ok(l) => {
+                    m.legs.push(l.first);
+                    m.seconds.extend(l.second);
+                }
+                Err(e) => m.failures.push(format!("legs: {e:#}")),
             }
         }
     }
@@ -224,6 +229,63 @@ fn print_report(m: &Measured, host: usize, tick: Duration) {
     );
     println!();
     print_legs(&m.legs);
+    println!();
+    print_second_legs(&m.seconds, &m.legs, &m.direct);
+}
+
+/// The second legs, resumed and fresh, and what a redirect costs in round trips.
+fn print_second_legs(seconds: &[SecondLeg], legs: &[Leg], direct: &[Sample]) {
+    let resumed: Vec<Duration> = seconds.iter().map(|s| s.resumed.answered).collect();
+    let fresh: Vec<Duration> = seconds.iter().map(|s| s.fresh.answered).collect();
+    let n_early = seconds.iter().filter(|s| s.zero_rtt).count();
+    println!(
+        "| second leg alone (ms), {} redirects: connect to the named node, `Hello`, answer | p50 | p99 | max |",
+        seconds.len()
+    );
+    println!("|---|---:|---:|---:|");
+    for (label, samples) in [
+        (
+            format!("resumed TLS session, `Hello` in the first packet (taken as 0-RTT: {n_early})"),
+            &resumed,
+        ),
+        (
+            "fresh TLS (full handshake, then `Hello`): a first connection's cost".to_owned(),
+            &fresh,
+        ),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} |",
+            ms(median(samples), 2),
+            ms(quantile(samples, 0.99), 2),
+            ms(max(samples), 2)
+        );
+    }
+    let first: Vec<Duration> = legs
+        .iter()
+        .filter(|l| l.answer == Answer::Redirect)
+        .map(|l| l.answered)
+        .collect();
+    let rtts: Vec<Duration> = direct.iter().map(|s| s.rtt).collect();
+    let (Some(first), Some(resumed), Some(fresh)) =
+        (median(&first), median(&resumed), median(&fresh))
+    else {
+        println!("No redirect completed both legs: no cost to report.");
+        return;
+    };
+    // A direct connect's protocol part is one fresh leg; a redirected one is a first
+    // leg and a resumed second leg.
+    let cost = (first + resumed).saturating_sub(fresh);
+    println!();
+    println!(
+        "Redirect cost, protocol part, p50: first leg {} + resumed second leg {} − fresh \
+         leg {} = {} ms; resuming saved {} ms; client RTT p50 {} ms.",
+        ms(Some(first), 2),
+        ms(Some(resumed), 2),
+        ms(Some(fresh), 2),
+        ms(Some(cost), 2),
+        ms(Some(fresh.saturating_sub(resumed)), 2),
+        ms(median(&rtts), 3),
+    );
 }
 
 /// The first legs: handshake, answer, and which answers came.
