@@ -337,6 +337,19 @@ impl ClusterRuntime {
         cluster.send_session_msg(to, &SessionMsg::PlayerRecord { to, player, record });
     }
 
+    /// Sends every TLS session waiting to be shared now, rather than when the sharing
+    /// task next runs: called as a client is redirected, so the session it is about to
+    /// resume is on its way to the other nodes before the `Redirect` is.
+    pub fn flush_tls_sessions(&self) {
+        loop {
+            let batch = self.tls_sessions.take_queued();
+            if batch.is_empty() {
+                return;
+            }
+            self.share_sessions(batch);
+        }
+    }
+
     /// Sends TLS sessions this node issued to the other live members.
     pub fn share_sessions(&self, sessions: Vec<SharedSession>) {
         if let Some(cluster) = self.cluster.get() {

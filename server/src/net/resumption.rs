@@ -9,8 +9,9 @@
 //! stores for sharing: the node's sharer ([`share`]) sends them over the authenticated,
 //! encrypted node links to every live member, which keep them the same way (without
 //! sharing them on). The session is shared when the node issues the ticket, right
-//! after the client's handshake, so it is at the target long before a redirected
-//! client arrives. A session that did not arrive in time, was evicted or has expired
+//! after the client's handshake, and a node about to answer `Redirect` sends what is
+//! still queued at once, so the session travels ahead of the `Redirect` and is at the
+//! target before the redirected client. A session that did not arrive in time, was evicted or has expired
 //! only costs the client a full handshake.
 //!
 //! Replay: rustls takes a session out of the store when a client resumes with it, so
@@ -250,13 +251,7 @@ pub(crate) async fn share(sessions: Arc<SharedSessions>, cluster: Weak<ClusterRu
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        loop {
-            let batch = sessions.take_queued();
-            if batch.is_empty() {
-                break;
-            }
-            cluster.share_sessions(batch);
-        }
+        cluster.flush_tls_sessions();
     }
 }
 

@@ -437,6 +437,7 @@ async fn admit_in_cluster(
                 .issue(&entry.player, session.0, zone, to)
                 .map_err(|e| JoinRefused::Internal(format!("cannot sign redirect: {e}")))?;
             cluster.forward_record(to, &entry.player, record);
+            cluster.flush_tls_sessions();
             let addr = addr.to_string();
             Err(JoinRefused::Redirect { addr, token })
         }
