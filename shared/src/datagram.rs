@@ -174,23 +174,7 @@ impl ClientDatagram {
 
     /// Decodes a datagram; any malformed input is an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > DATAGRAM_MAX {
-            return Err(DecodeError::TooLong {
-                field: "datagram",
-                len: bytes.len() as u64,
-                max: DATAGRAM_MAX as u64,
-            });
-        }
-        let mut r = Reader::new(bytes);
-        match r.u8()? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "client datagram",
-                    tag: tag.into(),
-                });
-            }
-        }
+        let mut r = datagram_reader(bytes, "client datagram")?;
         let ack = Ack::decode(&mut r)?;
         let n = r.count("inputs", INPUTS_PER_DATAGRAM_MAX)?;
         let inputs = (0..n)
@@ -432,23 +416,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Decodes a snapshot datagram; any malformed input is an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > DATAGRAM_MAX {
-            return Err(DecodeError::TooLong {
-                field: "datagram",
-                len: bytes.len() as u64,
-                max: DATAGRAM_MAX as u64,
-            });
-        }
-        let mut r = Reader::new(bytes);
-        match r.u8()? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "server datagram",
-                    tag: tag.into(),
-                });
-            }
-        }
+        let mut r = datagram_reader(bytes, "server datagram")?;
         let header = SnapshotHeader {
             seq: r.u32()?,
             tick: r.varint()?,
@@ -471,6 +439,26 @@ impl Snapshot {
             rec.encode(&mut w);
         }
         w.into_vec()
+    }
+}
+
+/// A reader over a datagram of at most [`DATAGRAM_MAX`] bytes, past its version tag
+/// (1, the only one); `what` names the datagram in errors.
+fn datagram_reader<'a>(bytes: &'a [u8], what: &'static str) -> Result<Reader<'a>, DecodeError> {
+    if bytes.len() > DATAGRAM_MAX {
+        return Err(DecodeError::TooLong {
+            field: "datagram",
+            len: bytes.len() as u64,
+            max: DATAGRAM_MAX as u64,
+        });
+    }
+    let mut r = Reader::new(bytes);
+    match r.u8()? {
+        1 => Ok(r),
+        tag => Err(DecodeError::UnknownTag {
+            what,
+            tag: tag.into(),
+        }),
     }
 }
 
