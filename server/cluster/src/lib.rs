@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod crossing;
 pub mod directory;
+pub mod handoff;
 pub mod lease;
 pub mod load;
 pub mod membership;
