@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use common::{coins, drive, own_position, wait_own_position, within};
 use tempfile::TempDir;
-use zonemesh_client::{Client, ClientConfig, Event};
+use zonemesh_client::{Client, Event};
 use zonemesh_server::demo::ACTION_PICK_UP_COIN;
-use zonemesh_server::dev::{DevServer, DevWorld, start_dev_cluster};
+use zonemesh_server::dev::{DevServer, DevWorld};
 use zonemesh_server::net::limits::RateLimit;
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
@@ -43,7 +43,6 @@ struct Row {
 
 impl Row {
     async fn start() -> Self {
-        let data = tempfile::tempdir().expect("tempdir");
         let layout = WorldLayout {
             zones_x: ZONES,
             zones_y: 1,
@@ -68,26 +67,12 @@ impl Row {
             ..DevWorld::default()
         }
         .with_aoi_radius(200.0);
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let nodes = start_dev_cluster(listen, data.path(), &world, 3)
-            .await
-            .expect("cluster starts");
-        let row = Self {
+        let (nodes, data) = common::start_cluster(&world, 3).await;
+        Self {
             nodes,
             data,
             layout,
-        };
-        within("every node sees the whole cluster", async {
-            while !row
-                .nodes
-                .iter()
-                .all(|n| n.server.cluster().expect("clustered").members().len() == 3)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        row
+        }
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
@@ -101,12 +86,7 @@ impl Row {
     }
 
     async fn connect(&self, i: usize, player: &str) -> Client {
-        let mut config =
-            ClientConfig::from_dev_data(self.addr(i), self.data.path(), player).expect("dev data");
-        config.connect_deadline = common::WAIT;
-        Client::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("{player} could not connect through node {i}: {e}"))
+        common::connect_dev(self.addr(i), self.data.path(), player).await
     }
 
     /// A player name whose first spawn point is in `zone`, away from its borders.
@@ -126,16 +106,7 @@ impl Row {
 
     /// The nodes whose zones hold `player` now, by their status.
     fn nodes_holding(&self, player: &str) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|i| {
-                self.nodes[*i]
-                    .server
-                    .status()
-                    .zones
-                    .iter()
-                    .any(|z| z.player_names.iter().any(|n| n == player))
-            })
-            .collect()
+        common::nodes_holding(&self.nodes, player)
     }
 
     /// Places zone `k` on node `k` (a player standing in it through that node makes
@@ -338,26 +309,31 @@ async fn walk_picking_up_coins(
         &format!("walking into zone {} on node {node}", zone.0),
         async {
             let mut inputs = tokio::time::interval(common::INPUT_INTERVAL);
+            // Actions go out evenly, one every ACTION_PACE while fewer than
+            // ACTIONS_IN_FLIGHT are unanswered, so one is nearly always being committed
+            // and the rate stays within the node's event limit however fast the store.
             // After a refusal (`Busy` while the player waits to cross), wait for the
             // next input tick before sending more, as a game would back off.
+            let mut pace = tokio::time::interval(ACTION_PACE);
             let mut backing_off = false;
             while !(client.zone() == zone
                 && client.remote_address() == addr
                 && own_position(client).is_some())
             {
-                while !backing_off && actions.pending.len() < ACTIONS_IN_FLIGHT {
-                    let id = client
-                        .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
-                        .await
-                        .expect("durable action sent");
-                    actions.pending.insert(id);
-                }
+                let room = !backing_off && actions.pending.len() < ACTIONS_IN_FLIGHT;
                 tokio::select! {
                     event = client.next_event() => {
                         let event = event.expect("the session goes on");
                         assert!(!matches!(event, Event::Disconnected(_)), "{event:?}");
                         backing_off |= matches!(event, Event::ActionRejected { .. });
                         actions.note(&event);
+                    }
+                    _ = pace.tick(), if room => {
+                        let id = client
+                            .send_durable_action(ACTION_PICK_UP_COIN, Vec::new())
+                            .await
+                            .expect("durable action sent");
+                        actions.pending.insert(id);
                     }
                     _ = inputs.tick() => {
                         client.send_input(velocity, 0).expect("input accepted by the SDK");
@@ -399,6 +375,9 @@ async fn resend_until_answered(client: &mut Client, actions: &mut Actions) {
 /// Durable actions the collector keeps unanswered (half what a session may have in
 /// flight).
 const ACTIONS_IN_FLIGHT: usize = 8;
+/// How often the collector sends an action while it has room: 500 a second at most,
+/// within the event rate limit its nodes allow (1,000 a second).
+const ACTION_PACE: Duration = Duration::from_millis(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_actions_sent_while_crossing_between_nodes_are_each_applied_once() {

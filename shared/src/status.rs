@@ -77,6 +77,45 @@ pub struct CrossingReport {
     pub ghost_batches_in: u64,
 }
 
+/// Live zone moves a node started (`GET /moves`), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovesReport {
+    /// Moves in progress and the most recent ones.
+    pub moves: Vec<MoveReport>,
+}
+
+/// The answer to a request to move a zone (`POST /zones/X/Y/move-to/NODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStarted {
+    /// The move's id, as `GET /moves` lists it.
+    pub id: u64,
+}
+
+/// One live zone move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveReport {
+    /// The handoff's id.
+    pub id: u64,
+    /// The zone.
+    pub zone: u32,
+    /// The node run it goes to, as `node-id/incarnation`.
+    pub to: String,
+    /// Why it was started (an operator's command, a drain, the rebalancer's figures).
+    pub reason: String,
+    /// Players in the zone when it started.
+    pub players: u64,
+    /// Milliseconds since it started.
+    pub age_ms: u64,
+    /// Whether it is still under way.
+    pub in_progress: bool,
+    /// How it ended (`moved (epoch N)` or `not moved: REASON`).
+    pub outcome: Option<String>,
+    /// Milliseconds the zone was frozen (no ticks, no inputs), once ended.
+    pub pause_ms: Option<u64>,
+    /// Milliseconds from start to end, once ended.
+    pub took_ms: Option<u64>,
+}
+
 /// One member of a cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberReport {

@@ -223,7 +223,7 @@ fn outcome_from(code: u8) -> Result<OfferOutcome, DecodeError> {
     })
 }
 
-fn encode_player(p: &CarriedPlayer, w: &mut Writer) {
+pub(crate) fn encode_player(p: &CarriedPlayer, w: &mut Writer) {
     w.varint(p.session);
     w.str(&p.name);
     w.varint(p.net_id.0);
@@ -236,7 +236,7 @@ fn encode_player(p: &CarriedPlayer, w: &mut Writer) {
     w.bytes(&p.view);
 }
 
-fn decode_player(r: &mut Reader<'_>) -> Result<CarriedPlayer, DecodeError> {
+pub(crate) fn decode_player(r: &mut Reader<'_>) -> Result<CarriedPlayer, DecodeError> {
     let session = r.varint()?;
     let name = r.str("player", PLAYER_NAME_MAX)?.to_owned();
     validate_player_name(&name).map_err(|_| DecodeError::InvalidValue("player"))?;
@@ -260,7 +260,7 @@ fn decode_player(r: &mut Reader<'_>) -> Result<CarriedPlayer, DecodeError> {
 
 /// A float that must be finite (a position or speed from another node is still
 /// checked: a bad one would poison the zone's spatial index).
-fn finite(r: &mut Reader<'_>) -> Result<f32, DecodeError> {
+pub(crate) fn finite(r: &mut Reader<'_>) -> Result<f32, DecodeError> {
     let v = f32::from_bits(r.u32()?);
     if v.is_finite() {
         Ok(v)

@@ -62,13 +62,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use zonemesh_shared::codec::{DecodeError, Reader, Writer};
+use zonemesh_shared::datagram::InputFrame;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
+use zonemesh_shared::quant::Vec2;
 
 use crate::Millis;
 
 /// Largest snapshot a `State` message carries.
-pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const SNAPSHOT_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Handoffs in flight at once on one side; more are refused.
 pub const HANDOFFS_IN_FLIGHT_MAX: usize = 16;
 /// Ended handoffs remembered on one side (to answer repeats), oldest forgotten first.
@@ -94,6 +96,37 @@ const TAG_REFUSED: u8 = 3;
 const TAG_STATE: u8 = 4;
 const TAG_ACTIVATED: u8 = 5;
 const TAG_ABORT: u8 = 6;
+const TAG_FORWARD: u8 = 7;
+
+/// Items one `Forward` message carries at most.
+pub const FORWARDED_ITEMS_MAX: usize = 65_536;
+/// Inputs one forwarded item carries at most (as many as one input datagram).
+pub const FORWARDED_INPUTS_MAX: usize = 8;
+/// Largest forwarded game event payload (a control frame's limit).
+pub const FORWARDED_PAYLOAD_MAX: usize = 16 * 1024;
+
+/// An input or game event a player sent to the source while its zone was frozen,
+/// forwarded to the target once the zone moved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForwardedItem {
+    /// The newest inputs of a player's session (inputs are states: older ones add
+    /// nothing; the target applies only those newer than what it applied).
+    Input {
+        /// The session.
+        session: u64,
+        /// Its inputs, as the client sent them.
+        inputs: Vec<InputFrame>,
+    },
+    /// A reliable game event, in the order received.
+    Event {
+        /// The session.
+        session: u64,
+        /// Game-defined kind.
+        kind: u16,
+        /// Game-defined payload.
+        payload: Vec<u8>,
+    },
+}
 
 /// A zone's complete state as the source captured it (its `Debug` shows only the
 /// length: a snapshot may be megabytes).
@@ -124,7 +157,7 @@ pub enum RefuseReason {
 }
 
 /// A message between the source and the target of a handoff.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HandoffMsg {
     /// Source → target: get ready to take `zone`.
     Prepare {
@@ -186,6 +219,18 @@ pub enum HandoffMsg {
         /// The target run.
         to: NodeRef,
     },
+    /// Source → target, after the move: what the players sent while the zone was
+    /// frozen (best effort; the runtime's business, the cores ignore it).
+    Forward {
+        /// The handoff.
+        id: u64,
+        /// The target run.
+        to: NodeRef,
+        /// The zone.
+        zone: ZoneId,
+        /// Inputs and events, at most [`FORWARDED_ITEMS_MAX`].
+        items: Vec<ForwardedItem>,
+    },
 }
 
 impl HandoffMsg {
@@ -197,7 +242,8 @@ impl HandoffMsg {
             | HandoffMsg::Refused { to, .. }
             | HandoffMsg::State { to, .. }
             | HandoffMsg::Activated { to, .. }
-            | HandoffMsg::Abort { to, .. } => *to,
+            | HandoffMsg::Abort { to, .. }
+            | HandoffMsg::Forward { to, .. } => *to,
         }
     }
 
@@ -209,7 +255,8 @@ impl HandoffMsg {
             | HandoffMsg::Refused { id, .. }
             | HandoffMsg::State { id, .. }
             | HandoffMsg::Activated { id, .. }
-            | HandoffMsg::Abort { id, .. } => *id,
+            | HandoffMsg::Abort { id, .. }
+            | HandoffMsg::Forward { id, .. } => *id,
         }
     }
 
@@ -245,6 +292,10 @@ impl HandoffMsg {
                 w.bytes(&snapshot.0);
             }
             HandoffMsg::Activated { epoch, .. } => w.varint(*epoch),
+            HandoffMsg::Forward { zone, items, .. } => {
+                w.u32(zone.0);
+                encode_forwarded(items, &mut w);
+            }
             HandoffMsg::Ready { .. } | HandoffMsg::Abort { .. } => {}
         }
         w.into_vec()
@@ -254,7 +305,7 @@ impl HandoffMsg {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let tag = r.u8()?;
-        if !(TAG_PREPARE..=TAG_ABORT).contains(&tag) {
+        if !(TAG_PREPARE..=TAG_FORWARD).contains(&tag) {
             return Err(DecodeError::UnknownTag {
                 what: "handoff message",
                 tag: u64::from(tag),
@@ -289,6 +340,12 @@ impl HandoffMsg {
                 to,
                 epoch: r.varint()?,
             },
+            TAG_FORWARD => HandoffMsg::Forward {
+                id,
+                to,
+                zone: ZoneId(r.u32()?),
+                items: decode_forwarded(&mut r)?,
+            },
             _ => HandoffMsg::Abort { id, to },
         };
         r.finish()?;
@@ -303,8 +360,76 @@ impl HandoffMsg {
             HandoffMsg::State { .. } => TAG_STATE,
             HandoffMsg::Activated { .. } => TAG_ACTIVATED,
             HandoffMsg::Abort { .. } => TAG_ABORT,
+            HandoffMsg::Forward { .. } => TAG_FORWARD,
         }
     }
+}
+
+fn encode_forwarded(items: &[ForwardedItem], w: &mut Writer) {
+    w.varint(items.len() as u64);
+    for item in items {
+        match item {
+            ForwardedItem::Input { session, inputs } => {
+                w.u8(1);
+                w.varint(*session);
+                w.varint(inputs.len() as u64);
+                for i in inputs {
+                    w.u32(i.seq);
+                    w.u32(i.velocity.x.to_bits());
+                    w.u32(i.velocity.y.to_bits());
+                    w.u8(i.buttons);
+                }
+            }
+            ForwardedItem::Event {
+                session,
+                kind,
+                payload,
+            } => {
+                w.u8(2);
+                w.varint(*session);
+                w.u16(*kind);
+                w.bytes(payload);
+            }
+        }
+    }
+}
+
+fn decode_forwarded(r: &mut Reader<'_>) -> Result<Vec<ForwardedItem>, DecodeError> {
+    let n = r.count("forwarded items", FORWARDED_ITEMS_MAX)?;
+    let mut items = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let item = match r.u8()? {
+            1 => {
+                let session = r.varint()?;
+                let k = r.count("forwarded inputs", FORWARDED_INPUTS_MAX)?;
+                let mut inputs = Vec::with_capacity(k);
+                for _ in 0..k {
+                    let seq = r.u32()?;
+                    let x = crate::crossing::finite(r)?;
+                    let y = crate::crossing::finite(r)?;
+                    inputs.push(InputFrame {
+                        seq,
+                        velocity: Vec2::new(x, y),
+                        buttons: r.u8()?,
+                    });
+                }
+                ForwardedItem::Input { session, inputs }
+            }
+            2 => ForwardedItem::Event {
+                session: r.varint()?,
+                kind: r.u16()?,
+                payload: r.bytes("forwarded event", FORWARDED_PAYLOAD_MAX)?.to_vec(),
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "forwarded item",
+                    tag: u64::from(tag),
+                });
+            }
+        };
+        items.push(item);
+    }
+    Ok(items)
 }
 
 fn reason_code(reason: RefuseReason) -> u8 {
@@ -374,7 +499,7 @@ pub enum StartError {
 }
 
 /// What the source's runtime must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceAction {
     /// Send the message to its `to`.
     Send(HandoffMsg),
@@ -604,9 +729,20 @@ impl SourceHandoffs {
             HandoffMsg::Ready { id, .. } => self.on_ready(now, id),
             HandoffMsg::Refused { id, reason, .. } => self.on_refused(now, id, reason),
             HandoffMsg::Activated { id, epoch, .. } => self.on_activated(now, id, epoch),
-            // A target's messages only.
-            HandoffMsg::Prepare { .. } | HandoffMsg::State { .. } | HandoffMsg::Abort { .. } => {}
+            // A target's messages only, and the runtime's own.
+            HandoffMsg::Prepare { .. }
+            | HandoffMsg::State { .. }
+            | HandoffMsg::Abort { .. }
+            | HandoffMsg::Forward { .. } => {}
         }
+    }
+
+    /// Whether handoff `id` waits for its zone to freeze (a zone frozen for a
+    /// handoff no longer waiting must be unfrozen by the runtime).
+    pub fn awaits_freeze(&self, id: u64) -> bool {
+        self.handoffs
+            .get(&id)
+            .is_some_and(|h| matches!(h.phase, SourcePhase::Freezing { .. }))
     }
 
     /// The runtime froze the zone of handoff `id` at `tick`.
@@ -870,7 +1006,7 @@ fn forget_oldest<K: Ord + Copy, V>(
 }
 
 /// What the target's runtime must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TargetAction {
     /// Send the message to its `to`.
     Send(HandoffMsg),
@@ -886,6 +1022,8 @@ pub enum TargetAction {
     Restore {
         /// The handoff.
         id: u64,
+        /// The source run (whose players' claims the target takes over).
+        from: NodeRef,
         /// The zone.
         zone: ZoneId,
         /// The source's released epoch.
@@ -1029,10 +1167,11 @@ impl TargetHandoffs {
                 ..
             } => self.on_state(now, id, zone, epoch, tick, snapshot),
             HandoffMsg::Abort { id, .. } => self.on_abort(now, id),
-            // A source's messages only.
+            // A source's messages only, and the runtime's own.
             HandoffMsg::Ready { .. }
             | HandoffMsg::Refused { .. }
-            | HandoffMsg::Activated { .. } => {}
+            | HandoffMsg::Activated { .. }
+            | HandoffMsg::Forward { .. } => {}
         }
     }
 
@@ -1155,6 +1294,7 @@ impl TargetHandoffs {
                 h.phase = TargetPhase::Activating;
                 self.actions.push_back(TargetAction::Restore {
                     id,
+                    from: h.from,
                     zone,
                     epoch,
                     tick,
@@ -2105,6 +2245,26 @@ mod tests {
                 epoch: 10,
             },
             HandoffMsg::Abort { id: 6, to: B },
+            HandoffMsg::Forward {
+                id: 7,
+                to: B,
+                zone: ZoneId(3),
+                items: vec![
+                    ForwardedItem::Input {
+                        session: 11,
+                        inputs: vec![InputFrame {
+                            seq: 40,
+                            velocity: Vec2::new(1.5, -2.0),
+                            buttons: 3,
+                        }],
+                    },
+                    ForwardedItem::Event {
+                        session: 11,
+                        kind: 9,
+                        payload: vec![1, 2, 3],
+                    },
+                ],
+            },
         ]
     }
 
@@ -2136,7 +2296,7 @@ mod tests {
 
     #[test]
     fn handoff_unknown_tags_and_oversize_snapshots_are_refused() {
-        for tag in [0, TAG_ABORT + 1, 0xff] {
+        for tag in [0, TAG_FORWARD + 1, 0xff] {
             assert!(matches!(
                 HandoffMsg::decode(&[tag, 1, 1, 1]),
                 Err(DecodeError::UnknownTag { .. })

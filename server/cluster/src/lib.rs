@@ -30,6 +30,7 @@ pub mod ring;
 pub mod session_msg;
 pub mod sim;
 mod time;
+pub mod zone_image;
 
 pub use time::Millis;
 pub use zonemesh_shared::ids::ZoneId;

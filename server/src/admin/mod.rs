@@ -4,6 +4,11 @@
 //!   it reveals nothing).
 //! - `GET /status`: the node's [`NodeStatusReport`](zonemesh_shared::status::NodeStatusReport) as JSON: tick counters and
 //!   tick-time histograms since start, sessions, zones in memory.
+//! - `GET /moves`: live zone moves this node started, in progress and recent
+//!   ([`MovesReport`](zonemesh_shared::status::MovesReport)).
+//! - `POST /zones/{x}/{y}/move-to/{node}`: starts moving zone (x, y), held here, to
+//!   node `node` (its id); answers the move's id, or `409` and why not (`404` outside
+//!   a cluster).
 //!
 //! Off unless asked for. On a loopback address it may run without a token; on any
 //! other address it refuses to start without one, and with a token every path but
@@ -16,10 +21,11 @@ pub use report::node_report;
 use crate::net::StatusSource;
 use anyhow::{Context, bail};
 use axum::Router;
+use axum::extract::Path as UrlPath;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +102,8 @@ impl AdminServer {
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/status", get(status))
+            .route("/moves", get(moves))
+            .route("/zones/{x}/{y}/move-to/{node}", post(move_zone))
             .with_state(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -168,8 +176,47 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Res
     if !state.authorised(&headers) {
         return unauthorised();
     }
-    let report = node_report(&state.source.status());
-    match serde_json::to_vec(&report) {
+    json(&node_report(&state.source.status()))
+}
+
+async fn moves(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    match state.source.cluster() {
+        Some(cluster) => json(&cluster.moves()),
+        None => not_clustered(),
+    }
+}
+
+async fn move_zone(
+    State(state): State<Arc<AdminState>>,
+    UrlPath((x, y, node)): UrlPath<(u16, u16, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    let Some(cluster) = state.source.cluster() else {
+        return not_clustered();
+    };
+    let zone = zonemesh_shared::ids::ZoneId::grid(x, y);
+    match cluster.move_zone(zone, &node, "asked on the admin endpoint") {
+        Ok(id) => json(&zonemesh_shared::status::MoveStarted { id }),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
+fn not_clustered() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "this node is not in a cluster: zones move only between nodes\n",
+    )
+        .into_response()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

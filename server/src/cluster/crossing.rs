@@ -97,7 +97,7 @@ pub const TAKE_BACK_AFTER: Duration = ARRIVAL_WAIT.saturating_add(Duration::from
 /// Players remembered as refused; past it the memory is cleared.
 const REFUSED_REMEMBERED: usize = 4096;
 /// Datagram size a waiting link assumes until its client connects.
-const WAITING_DATAGRAM_BYTES: u32 = 1200;
+pub(super) const WAITING_DATAGRAM_BYTES: u32 = 1200;
 
 /// Counters of players and ghosts crossing between nodes, since start.
 #[derive(Debug, Default)]
@@ -464,7 +464,7 @@ impl ClusterRuntime {
     }
 
     /// Tells the client of a player another node took where to go.
-    fn send_client_on(&self, host: NodeRef, zone: ZoneId, link: &Arc<ClientLink>) {
+    pub(super) fn send_client_on(&self, host: NodeRef, zone: ZoneId, link: &Arc<ClientLink>) {
         count(&self.crossings().counters.moved_out);
         link.mark_moved_away();
         let addr = self.client_addr_of(host);
@@ -668,6 +668,24 @@ impl ClusterRuntime {
 
     /// Keeps an arrived player's link for its client, and lets the player go (saved by
     /// its zone, claim released) if the client does not come in time.
+    pub(super) fn expect_client(&self, link: Arc<ClientLink>) {
+        if let Some(this) = self.this() {
+            this.wait_for_client(link);
+        }
+    }
+
+    /// Forgets a player that waited here for its client without letting it go (its
+    /// zone did not come here after all; the node it came from keeps it).
+    pub(super) fn forget_arrival(&self, link: &Arc<ClientLink>) {
+        let mut waiting = lock(&self.crossings().waiting);
+        let same = waiting
+            .get(&link.session().0)
+            .is_some_and(|w| Arc::ptr_eq(&w.link, link));
+        if same {
+            waiting.remove(&link.session().0);
+        }
+    }
+
     fn wait_for_client(self: &Arc<Self>, link: Arc<ClientLink>) {
         let session = link.session().0;
         lock(&self.crossings().waiting).insert(

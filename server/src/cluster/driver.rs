@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use zonemesh_cluster::admission::Admission;
 use zonemesh_cluster::crossing::CrossingMsg;
+use zonemesh_cluster::handoff::HandoffMsg;
 use zonemesh_cluster::load::{LOAD_INTERVAL_MS, NodeLoad};
 use zonemesh_cluster::membership::static_list::{Probe, StaticConfig, StaticMembership};
 use zonemesh_cluster::membership::swim::{Swim, SwimConfig};
@@ -110,6 +111,15 @@ pub trait ClusterEvents: Send + Sync + 'static {
     /// zones drop it.
     fn forwarded_record(&self, player: &str, record: Option<ForwardedRecord>) {
         let _ = (player, record);
+    }
+    /// A live-handoff message from node run `from`. Nodes without zones drop it.
+    fn handoff(&self, from: NodeRef, msg: HandoffMsg) {
+        let _ = (from, msg);
+    }
+    /// The store did not grant an activation asked for by a live handoff
+    /// ([`Cluster::activate_handed_over`]).
+    fn handoff_activation_refused(&self, zone: ZoneId) {
+        let _ = zone;
     }
     /// TLS sessions another node issued to its clients, for resuming them here.
     /// Nodes without a client endpoint drop them.
@@ -389,6 +399,40 @@ impl Cluster {
         true
     }
 
+    /// Sends a live-handoff message to its `to`; false when that is not a live member.
+    pub fn send_handoff(&self, msg: &HandoffMsg) -> bool {
+        let Some(addr) = self.live_member(msg.to()).map(|m| m.addr) else {
+            return false;
+        };
+        self.transport
+            .send(addr, &NodePacket::Handoff(Bytes::from(msg.encode())));
+        true
+    }
+
+    /// A handoff froze `zone` to give it away: it is no longer held here (see
+    /// [`zonemesh_cluster::node::NodeCore::handoff_started`]); its epoch.
+    pub fn handoff_started(&self, zone: ZoneId) -> Option<u64> {
+        self.shared.core().handoff_started(zone)
+    }
+
+    /// The handoff of `zone` away from here ended, the zone on `host` (or not moved).
+    pub fn handoff_ended(&self, zone: ZoneId, host: Option<NodeRef>) {
+        self.shared
+            .core()
+            .handoff_ended(self.shared.now(), zone, host);
+    }
+
+    /// Asks the store to activate `zone` here for a handoff (see
+    /// [`zonemesh_cluster::node::NodeCore::activate_handed_over`]).
+    pub fn activate_handed_over(&self, zone: ZoneId) -> bool {
+        let started = self
+            .shared
+            .core()
+            .activate_handed_over(self.shared.now(), zone);
+        self.shared.wake.notify_one();
+        started
+    }
+
     /// Where `zone` lives, if known, without activating it (see
     /// [`zonemesh_cluster::node::NodeCore::locate`]).
     pub fn locate(&self, zone: ZoneId) -> Option<NodeRef> {
@@ -664,6 +708,15 @@ impl Driver {
                     tracing::debug!(from = %received.from, "malformed session message dropped: {e}")
                 }
             },
+            NodePacket::Handoff(bytes) => match HandoffMsg::decode(&bytes) {
+                Ok(msg) if msg.to() == self.me.node => self.events.handoff(received.from, msg),
+                Ok(_) => {
+                    tracing::debug!(from = %received.from, "handoff message for another run dropped")
+                }
+                Err(e) => {
+                    tracing::debug!(from = %received.from, "malformed handoff message dropped: {e}")
+                }
+            },
             NodePacket::Crossing(bytes) => match CrossingMsg::decode(&bytes) {
                 Ok(msg) if msg.to() == self.me.node => self.events.crossing(received.from, msg),
                 Ok(_) => {
@@ -757,6 +810,9 @@ impl Driver {
                 NodeEvent::ZoneActive { zone, epoch } => self.events.zone_active(zone, epoch),
                 NodeEvent::ZoneLost { zone } => self.events.zone_lost(zone),
                 NodeEvent::Superseded => self.events.superseded(),
+                NodeEvent::HandoffActivationRefused { zone } => {
+                    self.events.handoff_activation_refused(zone);
+                }
             }
         }
     }

@@ -3,11 +3,12 @@
 //! admission) live in the sans-IO crate `zonemesh-cluster`; this module only moves
 //! their bytes ([`driver`]) and connects them to the node's zones and sessions
 //! ([`runtime`]), including players and ghosts crossing into zones on other nodes
-//! ([`crossing`]).
+//! ([`crossing`]), and whole zones handed from one node to another ([`handoff`]).
 
 pub mod auth;
 pub mod crossing;
 pub mod driver;
+pub mod handoff;
 pub mod runtime;
 pub mod store_calls;
 pub mod transport;

@@ -35,6 +35,7 @@ use zonemesh_store::{Activation, PlayerClaim, PlayerRecord, Store};
 
 use super::crossing::Crossings;
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
+use super::handoff::Handoffs;
 use super::store_calls::{StoreAdapter, store_run};
 use crate::net::resumption::SharedSessions;
 use crate::persist::ZoneHost;
@@ -92,6 +93,8 @@ pub struct ClusterRuntime {
     redirects: RedirectDesk,
     /// Players and ghosts crossing to and from other nodes.
     crossings: Crossings,
+    /// Live zone handoffs to and from other nodes.
+    handoffs: Handoffs,
     /// The client endpoint's TLS sessions, shared with the other nodes.
     tls_sessions: Arc<SharedSessions>,
     /// This runtime, for the tasks it starts.
@@ -164,6 +167,7 @@ impl ClusterRuntime {
             store,
             redirects,
             crossings: Crossings::default(),
+            handoffs: Handoffs::default(),
             tls_sessions: SharedSessions::clustered(),
             this: this.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
@@ -178,6 +182,15 @@ impl ClusterRuntime {
 
     pub(super) fn this(&self) -> Option<Arc<Self>> {
         self.this.upgrade()
+    }
+
+    pub(super) fn weak(&self) -> Weak<Self> {
+        self.this.clone()
+    }
+
+    /// Live zone handoffs to and from other nodes.
+    pub(super) fn handoffs(&self) -> &Handoffs {
+        &self.handoffs
     }
 
     pub(super) fn tokio(&self) -> Option<&tokio::runtime::Handle> {
@@ -258,9 +271,12 @@ impl ClusterRuntime {
 
     /// Attaches the running cluster (once).
     pub fn attach_cluster(&self, cluster: Cluster) {
+        let me = cluster.me();
         if self.cluster.set(cluster).is_err() {
             tracing::error!("cluster attached twice; keeping the first");
+            return;
         }
+        self.start_handoffs(me);
     }
 
     /// The running cluster, once attached.
@@ -437,6 +453,9 @@ impl ClusterEvents for ClusterRuntime {
     /// Loads the zone now (it may have players waiting, or have lost its host), or
     /// retires an older activation of it still in memory.
     fn zone_active(&self, zone: ZoneId, epoch: u64) {
+        if self.handoff_zone_active(zone, epoch) {
+            return;
+        }
         let Some(host) = self.host() else {
             return;
         };
@@ -492,6 +511,14 @@ impl ClusterEvents for ClusterRuntime {
 
     fn crossing(&self, from: NodeRef, msg: CrossingMsg) {
         self.handle_crossing(from, msg);
+    }
+
+    fn handoff(&self, from: NodeRef, msg: zonemesh_cluster::handoff::HandoffMsg) {
+        self.on_handoff(from, msg);
+    }
+
+    fn handoff_activation_refused(&self, zone: ZoneId) {
+        ClusterRuntime::handoff_activation_refused(self, zone);
     }
 
     /// Zones in memory, their players and entities, the slowest zone's p99 tick, and

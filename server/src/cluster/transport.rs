@@ -49,8 +49,10 @@ pub const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Packets on streams in flight at once; more are dropped and counted.
 pub const STREAM_SENDS_MAX: usize = 256;
-/// Largest packet sent on a stream.
+/// Largest packet sent on a stream, but for handoffs.
 pub const STREAM_PACKET_MAX: usize = 1024 * 1024;
+/// Largest handoff packet (a frozen zone's complete state).
+pub const HANDOFF_PACKET_MAX: usize = zonemesh_cluster::handoff::SNAPSHOT_BYTES_MAX + 1024;
 /// Streams a peer may have open towards this node at once.
 const PEER_STREAMS_MAX: u32 = 64;
 /// Longest a stream send may take before it is abandoned.
@@ -63,6 +65,7 @@ const KIND_MESSAGE: u8 = 2;
 const KIND_PROBE: u8 = 3;
 const KIND_SESSION: u8 = 4;
 const KIND_CROSSING: u8 = 5;
+const KIND_HANDOFF: u8 = 6;
 
 /// What travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +82,9 @@ pub enum NodePacket {
     /// A player or ghosts crossing to a zone on another node
     /// (`zonemesh_cluster::crossing::CrossingMsg`).
     Crossing(Bytes),
+    /// A live zone handoff (`zonemesh_cluster::handoff::HandoffMsg`); its `State`
+    /// carries a whole zone, up to [`HANDOFF_PACKET_MAX`] bytes.
+    Handoff(Bytes),
 }
 
 impl NodePacket {
@@ -89,6 +95,7 @@ impl NodePacket {
             NodePacket::Probe(b) => (KIND_PROBE, b),
             NodePacket::Session(b) => (KIND_SESSION, b),
             NodePacket::Crossing(b) => (KIND_CROSSING, b),
+            NodePacket::Handoff(b) => (KIND_HANDOFF, b),
         };
         let mut out = BytesMut::with_capacity(1 + body.len());
         out.put_u8(kind);
@@ -107,10 +114,23 @@ impl NodePacket {
             KIND_PROBE => Some(NodePacket::Probe(frame)),
             KIND_SESSION => Some(NodePacket::Session(frame)),
             KIND_CROSSING => Some(NodePacket::Crossing(frame)),
+            KIND_HANDOFF => Some(NodePacket::Handoff(frame)),
             _ => None,
         }
     }
 }
+
+/// The largest packet of `kind` (its first byte) a stream may carry.
+fn stream_limit(kind: u8) -> usize {
+    if kind == KIND_HANDOFF {
+        HANDOFF_PACKET_MAX
+    } else {
+        STREAM_PACKET_MAX
+    }
+}
+
+/// Handoff packets read at once (each may be a whole zone); more wait.
+const HANDOFF_READS_MAX: usize = 2;
 
 /// A packet from an authenticated peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +196,8 @@ struct Inner {
     n_bytes_received: AtomicU64,
     n_dropped: AtomicU64,
     n_auth_failures: AtomicU64,
+    /// Handoff packets being read, at most [`HANDOFF_READS_MAX`].
+    handoff_reads: tokio::sync::Semaphore,
     /// Stream sends in flight, at most [`STREAM_SENDS_MAX`].
     stream_sends: Arc<tokio::sync::Semaphore>,
     /// The runtime the transport's tasks run on: [`NodeTransport::send`] is also
@@ -232,6 +254,7 @@ impl NodeTransport {
             n_dropped: AtomicU64::new(0),
             n_auth_failures: AtomicU64::new(0),
             stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
+            handoff_reads: tokio::sync::Semaphore::new(HANDOFF_READS_MAX),
             runtime: tokio::runtime::Handle::current(),
         });
         let transport = Self { endpoint, inner };
@@ -441,7 +464,7 @@ impl NodeTransport {
     /// the bounds in the module docs.
     fn send_on_stream(&self, conn: &Connection, frame: Bytes) {
         let permit = Arc::clone(&self.inner.stream_sends).try_acquire_owned();
-        let (Ok(permit), true) = (permit, frame.len() <= STREAM_PACKET_MAX) else {
+        let (Ok(permit), true) = (permit, frame.len() <= stream_limit(frame[0])) else {
             self.inner.n_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -470,10 +493,21 @@ impl NodeTransport {
         while let Ok(mut stream) = conn.accept_uni().await {
             let transport = self.clone();
             tokio::spawn(async move {
-                let read = tokio::time::timeout(
-                    STREAM_SEND_TIMEOUT,
-                    stream.read_to_end(STREAM_PACKET_MAX),
-                )
+                let read = tokio::time::timeout(STREAM_SEND_TIMEOUT, async {
+                    let mut kind = [0u8; 1];
+                    stream.read_exact(&mut kind).await?;
+                    // Whole zones travel one or two at a time, not 64.
+                    let _big = if kind[0] == KIND_HANDOFF {
+                        Some(transport.inner.handoff_reads.acquire().await?)
+                    } else {
+                        None
+                    };
+                    let rest = stream.read_to_end(stream_limit(kind[0]) - 1).await?;
+                    let mut frame = Vec::with_capacity(1 + rest.len());
+                    frame.push(kind[0]);
+                    frame.extend_from_slice(&rest);
+                    anyhow::Ok(frame)
+                })
                 .await;
                 match read {
                     Ok(Ok(frame)) => transport.deliver(addr, node, Bytes::from(frame)),

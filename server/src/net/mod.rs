@@ -124,6 +124,11 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
+    /// The node's cluster runtime, when it is in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<ClusterRuntime>> {
+        self.shared.cluster.as_ref()
+    }
+
     /// Current figures.
     pub fn status(&self) -> ServerStatus {
         let drops = self.shared.zones.router.drops();

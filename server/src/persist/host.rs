@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_store::Store;
@@ -71,6 +71,8 @@ pub struct ZoneHost {
     statuses: Mutex<BTreeMap<ZoneId, Arc<ZoneStatusCell>>>,
     pool: ZonePool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Live handoffs waiting for their zones to freeze.
+    freezing: Mutex<HashMap<ZoneId, oneshot::Sender<Box<Zone>>>>,
 }
 
 impl ZoneHost {
@@ -100,6 +102,7 @@ impl ZoneHost {
             statuses: Mutex::default(),
             pool,
             tasks: Mutex::default(),
+            freezing: Mutex::default(),
         });
         let loader = tokio::spawn(Arc::clone(&host).run_loads(loads));
         let retiring = tokio::spawn(Arc::clone(&host).run_retirements(retired));
@@ -181,6 +184,10 @@ impl ZoneHost {
 
     async fn run_retirements(self: Arc<Self>, mut retired: mpsc::Receiver<Box<Zone>>) {
         while let Some(zone) = retired.recv().await {
+            if zone.is_frozen() {
+                self.hand_frozen(zone);
+                continue;
+            }
             let host = Arc::clone(&self);
             tokio::spawn(async move { host.retire(zone).await });
         }
@@ -192,6 +199,132 @@ impl ZoneHost {
         if let Some(status) = crate::link::lock(&self.statuses).get(&zone) {
             status.revoke();
         }
+    }
+
+    /// Asks `zone` to freeze at its next tick boundary for a live handoff (see
+    /// `zone/image.rs`); the receiver gets the frozen zone, out of its worker. `None`
+    /// if the zone is not in memory here or a freeze of it is pending already.
+    pub fn freeze(&self, zone: ZoneId) -> Option<oneshot::Receiver<Box<Zone>>> {
+        let statuses = crate::link::lock(&self.statuses);
+        let status = statuses.get(&zone)?;
+        let mut freezing = crate::link::lock(&self.freezing);
+        if freezing.contains_key(&zone) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        freezing.insert(zone, tx);
+        status.request_freeze(true);
+        Some(rx)
+    }
+
+    /// Gives up a freeze asked for: a zone that has not frozen yet carries on; one
+    /// that froze meanwhile is resumed when its worker hands it over.
+    pub fn cancel_freeze(&self, zone: ZoneId) {
+        crate::link::lock(&self.freezing).remove(&zone);
+        if let Some(status) = crate::link::lock(&self.statuses).get(&zone) {
+            status.request_freeze(false);
+        }
+    }
+
+    /// A zone its worker handed over frozen: to the handoff waiting for it, or, if
+    /// the handoff gave up meanwhile, back to ticking (it was never released).
+    fn hand_frozen(&self, zone: Box<Zone>) {
+        let waiter = crate::link::lock(&self.freezing).remove(&zone.id());
+        let unclaimed = match waiter {
+            Some(waiter) => waiter.send(zone).err(),
+            None => Some(zone),
+        };
+        if let Some(zone) = unclaimed {
+            let epoch = zone.epoch();
+            self.resume_frozen(zone, epoch);
+        }
+    }
+
+    /// Lets a frozen zone tick again here at `epoch` (its handoff did not move it).
+    pub fn resume_frozen(&self, mut zone: Box<Zone>, epoch: u64) {
+        let id = zone.id();
+        zone.unfreeze(epoch);
+        let status = zone.status();
+        match self.pool.add(zone) {
+            Ok(()) => {
+                crate::link::lock(&self.statuses).insert(id, status);
+                self.directory.update(|l| l.resumed(id, epoch));
+                tracing::info!(
+                    zone = id.0,
+                    epoch,
+                    "zone resumed after a handoff that did not move it"
+                );
+            }
+            Err(zone) => {
+                tracing::warn!(zone = id.0, "zone not resumed: the node is stopping");
+                self.drop_moved(zone);
+            }
+        }
+    }
+
+    /// Lets go of a frozen zone without saving it: it moved to another node, or the
+    /// store gave it to another node while it was frozen. Its players must have been
+    /// sent away already; its inbox is kept for a later activation here.
+    pub fn drop_moved(&self, zone: Box<Zone>) {
+        let id = zone.id();
+        crate::link::lock(&self.statuses).remove(&id);
+        crate::link::lock(&self.inboxes).insert(id, (*zone).into_inbox());
+        self.directory.update(|l| l.deactivated(id));
+    }
+
+    /// The inbox of `zone`, for building it here from a handoff's state: the zone
+    /// turns `Loading` (no load from the store starts). `None` if the zone is not
+    /// inactive here. Give it back with [`Self::install_restored`] or
+    /// [`Self::abandon_restore`].
+    pub fn begin_restore(&self, zone: ZoneId) -> Option<Receiver<ZoneMessage>> {
+        let mut started = false;
+        self.directory.update(|l| started = l.begin_restore(zone));
+        if !started {
+            return None;
+        }
+        let inbox = crate::link::lock(&self.inboxes).remove(&zone);
+        if inbox.is_none() {
+            self.directory.update(|l| l.load_failed(zone));
+        }
+        inbox
+    }
+
+    /// Starts a zone built from a handoff's state, held here at `epoch`.
+    pub fn install_restored(&self, mut zone: Box<Zone>, epoch: u64) -> bool {
+        let id = zone.id();
+        zone.set_epoch(epoch);
+        let status = zone.status();
+        if let Err(rejected) = self.pool.add(zone) {
+            self.abandon_restore(rejected);
+            return false;
+        }
+        crate::link::lock(&self.statuses).insert(id, status);
+        self.directory.update(|l| l.loaded(id, epoch));
+        tracing::info!(
+            zone = id.0,
+            epoch,
+            "zone active, handed over from another node"
+        );
+        true
+    }
+
+    /// Drops a zone built from a handoff's state that will not run here.
+    pub fn abandon_restore(&self, zone: Box<Zone>) {
+        let id = zone.id();
+        crate::link::lock(&self.inboxes).insert(id, (*zone).into_inbox());
+        self.directory.update(|l| l.load_failed(id));
+    }
+
+    /// Gives back an inbox taken with [`Self::begin_restore`] whose zone was never
+    /// built.
+    pub fn return_inbox(&self, zone: ZoneId, inbox: Receiver<ZoneMessage>) {
+        crate::link::lock(&self.inboxes).insert(zone, inbox);
+        self.directory.update(|l| l.load_failed(zone));
+    }
+
+    /// The game this node hosts.
+    pub fn game(&self) -> &Game {
+        &self.game
     }
 
     /// Saves an idle zone's final checkpoint (unless it was lost to another node),

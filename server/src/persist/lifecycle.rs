@@ -129,6 +129,24 @@ impl Lifecycle {
         }
     }
 
+    /// A zone handed over from another node is being built here from the state it
+    /// shipped: `Inactive` → `Loading` without a load from the store. False if the
+    /// zone is not inactive here.
+    pub fn begin_restore(&mut self, zone: ZoneId) -> bool {
+        match self.phases.get_mut(&zone) {
+            Some(phase @ ZonePhase::Inactive) => {
+                *phase = ZonePhase::Loading;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A zone frozen for a handoff (`Deactivating`) stays here after all, at `epoch`.
+    pub fn resumed(&mut self, zone: ZoneId, epoch: u64) {
+        self.set_if(zone, ZonePhase::Deactivating, ZonePhase::Active { epoch });
+    }
+
     /// The zone's final checkpoint is committed (or given up on): it is inactive.
     pub fn deactivated(&mut self, zone: ZoneId) {
         self.set_if(zone, ZonePhase::Deactivating, ZonePhase::Inactive);

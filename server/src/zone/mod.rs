@@ -14,6 +14,7 @@ mod actions;
 mod checkpoint;
 pub mod clock;
 pub mod elsewhere;
+mod image;
 pub mod layout;
 pub mod messages;
 mod players;
@@ -144,6 +145,11 @@ pub struct Zone {
     /// This node lost the zone to another node: it only sends players away and
     /// leaves memory without saving (see [`Zone::lose`]).
     lost: bool,
+    /// Frozen for a live handoff: it does not tick, and leaves its worker for the
+    /// handoff (see `image.rs`).
+    frozen: bool,
+    /// Its players' links are held for a freeze that has not happened yet.
+    freeze_holds: bool,
 }
 
 impl std::fmt::Debug for Zone {
@@ -183,6 +189,30 @@ impl Zone {
         inbox: Receiver<ZoneMessage>,
         activation: ZoneActivation,
     ) -> Self {
+        let saved = activation.saved;
+        Self::assemble(
+            id,
+            game,
+            ctx,
+            inbox,
+            activation.epoch,
+            |world, starts| match &saved {
+                Some(saved) => crate::persist::state::restore_zone(world, saved),
+                None => starts.iter().for_each(|start| start(world)),
+            },
+        )
+    }
+
+    /// Builds zone `id` from the game's plugins at `epoch`; `fill` populates the new
+    /// world (given the game's zone-start hooks).
+    fn assemble(
+        id: ZoneId,
+        game: &Game,
+        ctx: Arc<ZoneContext>,
+        inbox: Receiver<ZoneMessage>,
+        epoch: u64,
+        fill: impl FnOnce(&mut World, &[crate::game::ZoneStartFn]),
+    ) -> Self {
         let app = game.build_zone().finish();
         let bounds = ctx.layout.bounds(id);
         let mut world = app.world;
@@ -194,10 +224,7 @@ impl Zone {
             dt: 1.0 / f32::from(ctx.config.tick_hz.max(1)),
         });
         world.insert_resource(NetIdAllocator::new(id));
-        match &activation.saved {
-            Some(saved) => crate::persist::state::restore_zone(&mut world, saved),
-            None => app.on_zone_start.iter().for_each(|start| start(&mut world)),
-        }
+        fill(&mut world, &app.on_zone_start);
         let tick_hz = u64::from(ctx.config.tick_hz.max(1));
         let ticks_in = |d: std::time::Duration| (d.as_millis() as u64 * tick_hz / 1000).max(1);
         let checkpoint_every = ticks_in(ctx.config.checkpoint_interval);
@@ -223,7 +250,7 @@ impl Zone {
             on_player_spawn: app.on_player_spawn,
             durable_actions: app.durable_actions,
             requests: app.requests,
-            epoch: activation.epoch,
+            epoch,
             checkpoint_every,
             idle_limit_ticks,
             idle_ticks: 0,
@@ -238,6 +265,8 @@ impl Zone {
             tick: 0,
             stats: TickStats::default(),
             lost: false,
+            frozen: false,
+            freeze_holds: false,
         }
     }
 
@@ -311,6 +340,12 @@ impl Zone {
     /// Runs one tick. Never blocks: the inbox is drained without waiting and every
     /// outgoing message is a non-blocking send.
     pub fn tick(&mut self) {
+        if self.frozen || (self.status.freeze_requested() && self.try_freeze()) {
+            return;
+        }
+        if self.freeze_holds && !self.status.freeze_requested() {
+            self.release_freeze_holds();
+        }
         self.tick += 1;
         self.world.resource_mut::<ZoneInfo>().tick = self.tick;
         if self.status.is_revoked() {

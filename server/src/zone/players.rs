@@ -314,11 +314,30 @@ impl Zone {
 
     /// Takes a player out of this world into a transfer message.
     fn capture_player(&mut self, slot: PlayerSlot, pos: Vec2) -> Option<PlayerTransfer> {
-        let e = self.world.get_entity(slot.entity).ok()?;
+        let state = self.player_state(slot.entity)?;
         let transfer = PlayerTransfer {
-            net_id: e.get::<NetEntity>()?.0,
+            net_id: state.net_id,
             name: slot.link.name().to_owned(),
             position: pos,
+            velocity: state.velocity,
+            max_speed: state.max_speed,
+            last_input_seq: state.last_input_seq,
+            components: state.components,
+            link: slot.link,
+            view: slot.view,
+            versions: slot.versions,
+            from_other_node: false,
+        };
+        self.world.despawn(slot.entity);
+        Some(transfer)
+    }
+
+    /// What a player's entity carries to another zone or node.
+    pub(super) fn player_state(&self, entity: bevy_ecs::entity::Entity) -> Option<PlayerState> {
+        let e = self.world.get_entity(entity).ok()?;
+        Some(PlayerState {
+            net_id: e.get::<NetEntity>()?.0,
+            position: e.get::<Position>()?.0,
             velocity: e.get::<Velocity>().map_or(Vec2::ZERO, |v| v.0),
             max_speed: e
                 .get::<MaxSpeed>()
@@ -328,13 +347,7 @@ impl Zone {
                 .get::<ReplicaComponents>()
                 .map(|c| c.shared().to_vec())
                 .unwrap_or_default(),
-            link: slot.link,
-            view: slot.view,
-            versions: slot.versions,
-            from_other_node: false,
-        };
-        self.world.despawn(slot.entity);
-        Some(transfer)
+        })
     }
 
     /// Brings a player that could not leave back into this world, just inside the edge.
@@ -417,6 +430,16 @@ impl Zone {
             .filter(|e| e.contains::<NetEntity>())
             .count()
     }
+}
+
+/// A player entity's state as it travels (its session's parts travel separately).
+pub(super) struct PlayerState {
+    pub(super) net_id: zonemesh_shared::ids::NetId,
+    pub(super) position: Vec2,
+    pub(super) velocity: Vec2,
+    pub(super) max_speed: f32,
+    pub(super) last_input_seq: u32,
+    pub(super) components: Vec<zonemesh_shared::datagram::ComponentValue>,
 }
 
 /// What the max-speed check did to an input.

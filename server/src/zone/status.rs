@@ -83,6 +83,8 @@ pub struct ZoneStatusCell {
     inner: Mutex<ZoneStatus>,
     /// Set when this node lost the zone (the cell belongs to one activation).
     revoked: AtomicBool,
+    /// Set while a live handoff wants the zone frozen at its next tick boundary.
+    freeze: AtomicBool,
 }
 
 impl ZoneStatusCell {
@@ -91,7 +93,19 @@ impl ZoneStatusCell {
         Self {
             inner: Mutex::new(ZoneStatus::new(zone)),
             revoked: AtomicBool::new(false),
+            freeze: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the zone to freeze at its next tick boundary for a live handoff (`true`),
+    /// or no longer (`false`: the handoff was given up before the zone froze).
+    pub fn request_freeze(&self, freeze: bool) {
+        self.freeze.store(freeze, Ordering::Release);
+    }
+
+    /// Whether a handoff wants the zone frozen.
+    pub(crate) fn freeze_requested(&self) -> bool {
+        self.freeze.load(Ordering::Acquire)
     }
 
     /// Tells the zone that this node no longer holds it. A flag rather than an inbox

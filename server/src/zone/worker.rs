@@ -210,11 +210,15 @@ fn answer_requests(zones: &mut [Zone], pending: &AtomicBool) {
 }
 
 /// Hands zones that have been idle long enough (and may leave) to the host, which
-/// saves them and frees their memory.
+/// saves them and frees their memory, and zones frozen for a live handoff to the
+/// host, which gives them to the handoff.
 fn retire_idle(zones: &mut Vec<Zone>, lanes: &Lanes<'_>) {
     let mut i = 0;
     while i < zones.len() {
-        if !(zones[i].wants_to_retire() && zones[i].begin_retirement()) {
+        // A zone frozen for a handoff leaves too: the handoff holds it from now on.
+        let leaving =
+            zones[i].is_frozen() || (zones[i].wants_to_retire() && zones[i].begin_retirement());
+        if !leaving {
             i += 1;
             continue;
         }

@@ -305,3 +305,49 @@ pub async fn drop_postgres_schema(url: &str, schema: &str) {
         .await
         .expect("schema dropped");
 }
+
+/// Starts `n` nodes of `zonemesh dev --nodes n` hosting `world` on loopback and waits
+/// until each sees the whole cluster; returns them with their data directory.
+pub async fn start_cluster(
+    world: &DevWorld,
+    n: u16,
+) -> (Vec<zonemesh_server::dev::DevServer>, TempDir) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let nodes = zonemesh_server::dev::start_dev_cluster(listen, data.path(), world, n)
+        .await
+        .expect("cluster starts");
+    within("every node sees the whole cluster", async {
+        while !nodes
+            .iter()
+            .all(|node| node.server.cluster().expect("clustered").members().len() == usize::from(n))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    (nodes, data)
+}
+
+/// Connects `player` through the node at `addr` of a dev cluster kept in `data`.
+pub async fn connect_dev(addr: SocketAddr, data: &std::path::Path, player: &str) -> Client {
+    let mut config = ClientConfig::from_dev_data(addr, data, player).expect("dev data");
+    config.connect_deadline = WAIT;
+    Client::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{player} could not connect through {addr}: {e}"))
+}
+
+/// The nodes whose zones hold `player` now, by their status.
+pub fn nodes_holding(nodes: &[zonemesh_server::dev::DevServer], player: &str) -> Vec<usize> {
+    (0..nodes.len())
+        .filter(|i| {
+            nodes[*i]
+                .server
+                .status()
+                .zones
+                .iter()
+                .any(|z| z.player_names.iter().any(|n| n == player))
+        })
+        .collect()
+}

@@ -1,5 +1,5 @@
-//! A minimal blocking HTTP/1.1 `GET`: one request per connection, a bounded
-//! `Content-Length` body, one deadline for the whole exchange.
+//! A minimal blocking HTTP/1.1 client: one `GET` or body-less `POST` per connection,
+//! a bounded `Content-Length` body, one deadline for the whole exchange.
 
 use crate::BODY_BYTES_MAX;
 use std::io::{Read, Write};
@@ -34,8 +34,10 @@ pub enum HttpError {
     Timeout(Duration),
 }
 
-/// `GET path` from `addr`; the body of a `200` answer.
-pub(crate) fn get(
+/// `method path` (`GET`, or `POST` without a body) to `addr`; the body of a `200`
+/// answer.
+pub(crate) fn request(
+    method: &str,
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
@@ -43,7 +45,10 @@ pub(crate) fn get(
 ) -> Result<Vec<u8>, HttpError> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }

@@ -14,7 +14,7 @@ pub use http::HttpError;
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use zonemesh_shared::status::NodeStatusReport;
+use zonemesh_shared::status::{MoveStarted, MovesReport, NodeStatusReport};
 
 /// Largest response body read.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
@@ -42,8 +42,8 @@ pub enum AdminError {
         #[source]
         source: HttpError,
     },
-    /// The endpoint answered something that is not a status document.
-    #[error("admin endpoint {addr}: the status is not valid JSON: {source}")]
+    /// The endpoint answered something that is not the JSON document asked for.
+    #[error("admin endpoint {addr}: the answer is not the expected JSON: {source}")]
     BadStatus {
         /// The endpoint.
         addr: SocketAddr,
@@ -73,7 +73,25 @@ impl AdminClient {
     /// The node's status document (`GET /status`).
     pub fn status(&self) -> Result<NodeStatusReport, AdminError> {
         let body = self.get("/status")?;
-        serde_json::from_slice(&body).map_err(|source| AdminError::BadStatus {
+        self.json(&body)
+    }
+
+    /// Live zone moves the node started, in progress and recent (`GET /moves`).
+    pub fn moves(&self) -> Result<MovesReport, AdminError> {
+        let body = self.get("/moves")?;
+        self.json(&body)
+    }
+
+    /// Asks the node to move zone (`x`, `y`), which it holds, to node `to` (its id
+    /// as `status` shows it); the move's id. The move runs on; `moves` follows it.
+    pub fn move_zone(&self, x: u16, y: u16, to: &str) -> Result<u64, AdminError> {
+        let body = self.send("POST", &format!("/zones/{x}/{y}/move-to/{to}"))?;
+        let started: MoveStarted = self.json(&body)?;
+        Ok(started.id)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, AdminError> {
+        serde_json::from_slice(body).map_err(|source| AdminError::BadStatus {
             addr: self.addr,
             source,
         })
@@ -85,11 +103,15 @@ impl AdminClient {
     }
 
     fn get(&self, path: &str) -> Result<Vec<u8>, AdminError> {
-        http::get(self.addr, path, self.token.as_deref(), self.timeout).map_err(|source| {
-            AdminError::Http {
+        self.send("GET", path)
+    }
+
+    fn send(&self, method: &str, path: &str) -> Result<Vec<u8>, AdminError> {
+        http::request(method, self.addr, path, self.token.as_deref(), self.timeout).map_err(
+            |source| AdminError::Http {
                 addr: self.addr,
                 source,
-            }
-        })
+            },
+        )
     }
 }

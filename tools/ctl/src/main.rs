@@ -2,6 +2,8 @@
 //!
 //! `zonemesh-ctl --admin 127.0.0.1:9100 status` prints the node's tick figures and
 //! zones; `--json` prints the status document as the endpoint served it.
+//! `move-zone X:Y --to NODE` moves a zone the node holds to another node while its
+//! players stay connected; `moves` lists the moves in progress and recent ones.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zonemesh_ctl::AdminClient;
-use zonemesh_shared::status::{ClusterStatusReport, NodeStatusReport};
+use zonemesh_shared::status::{ClusterStatusReport, MovesReport, NodeStatusReport};
 
 #[derive(Debug, Parser)]
 #[command(name = "zonemesh-ctl", version, about = "ZoneMesh admin client")]
@@ -32,6 +34,16 @@ struct Cli {
 enum Command {
     /// Tick figures, sessions and zones of the node.
     Status,
+    /// Moves a zone this node holds to another node, players and all.
+    MoveZone {
+        /// The zone, as `X:Y` (as `status` lists zones).
+        zone: String,
+        /// The node to move it to: its id, as `status` lists members.
+        #[arg(long)]
+        to: String,
+    },
+    /// Zone moves in progress and recent ones, with their pauses.
+    Moves,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +63,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read token file {}", path.display()))?;
         client.token = Some(token);
     }
-    match cli.command {
+    match &cli.command {
+        Command::MoveZone { zone, to } => {
+            let (x, y) = parse_zone(zone)?;
+            let id = client.move_zone(x, y, to)?;
+            println!("moving zone {x}:{y} to {to} (move {id}); `moves` follows it");
+        }
+        Command::Moves => {
+            let moves = client.moves()?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&moves)?);
+            } else {
+                print!("{}", moves_table(&moves));
+            }
+        }
         Command::Status => {
             let status = client.status()?;
             if cli.json {
@@ -62,6 +87,46 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `X:Y` (or `X,Y`) as zone coordinates.
+fn parse_zone(text: &str) -> anyhow::Result<(u16, u16)> {
+    let (x, y) = text
+        .split_once([':', ','])
+        .with_context(|| format!("zone {text:?}: expected X:Y, as `status` lists zones"))?;
+    let coord = |v: &str| {
+        v.trim()
+            .parse::<u16>()
+            .with_context(|| format!("zone {text:?}: {v:?} is not a zone coordinate (0-65535)"))
+    };
+    Ok((coord(x)?, coord(y)?))
+}
+
+/// The human form of the moves report.
+fn moves_table(m: &MovesReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>20} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} outcome / reason",
+        "move", "zone", "players", "age s", "pause ms", "took ms", "to"
+    );
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for mv in &m.moves {
+        let outcome = mv.outcome.as_deref().unwrap_or("in progress");
+        let _ = writeln!(
+            out,
+            "{:>20} {:>8} {:>8} {:>9.1} {:>9} {:>9}  {:<24} {outcome} / {}",
+            mv.id,
+            format!("{}:{}", mv.zone & 0xffff, mv.zone >> 16),
+            mv.players,
+            mv.age_ms as f64 / 1000.0,
+            opt(mv.pause_ms),
+            opt(mv.took_ms),
+            mv.to,
+            mv.reason
+        );
+    }
+    out
 }
 
 /// The human form of a status document.

@@ -202,7 +202,11 @@ impl NodeCore {
             } => {
                 self.handle_held(now, zone, holder, epoch, lease_left_ms);
             }
-            StoreReply::NoLease { zone } => self.retry_activation_later(now, zone),
+            StoreReply::NoLease { zone } => {
+                if !self.refuse_handoff_activation(zone) {
+                    self.retry_activation_later(now, zone);
+                }
+            }
             StoreReply::Released { .. } => {}
             StoreReply::ZonesHeld {
                 node,
@@ -350,6 +354,10 @@ impl NodeCore {
         if !self.activating.contains_key(&zone) {
             return;
         }
+        if self.refuse_handoff_activation(zone) {
+            self.remember_host(now, zone, holder);
+            return;
+        }
         if self.view.is_live(holder) {
             // The holder is alive: tell the directory the truth and send players there.
             // It may be alive but cut off from the store, its lease running out (it
@@ -386,6 +394,18 @@ impl NodeCore {
                 activating.retry_at = now + wait_ms;
             }
         }
+    }
+
+    /// Ends a handoff's activation the store refused (true), reporting it; other
+    /// activations are retried (false).
+    fn refuse_handoff_activation(&mut self, zone: ZoneId) -> bool {
+        if !self.activating.get(&zone).is_some_and(|a| a.handoff) {
+            return false;
+        }
+        self.activating.remove(&zone);
+        self.events
+            .push_back(NodeEvent::HandoffActivationRefused { zone });
+        true
     }
 
     fn retry_activation_later(&mut self, now: Millis, zone: ZoneId) {

@@ -104,6 +104,12 @@ pub enum NodeEvent {
     },
     /// A newer run of this node exists: stop serving altogether.
     Superseded,
+    /// An activation asked for with [`NodeCore::activate_handed_over`] was not
+    /// granted (another run holds the zone, or this run has no live lease).
+    HandoffActivationRefused {
+        /// The zone.
+        zone: ZoneId,
+    },
 }
 
 /// A zone this node holds.
@@ -127,6 +133,9 @@ struct Activating {
     attempt: u64,
     /// Times the store answered that a node alive in our view holds the zone.
     n_held_live: u32,
+    /// Asked for by a live handoff: a refusal ends it at once (reported with
+    /// [`NodeEvent::HandoffActivationRefused`]) instead of being retried.
+    handoff: bool,
 }
 
 /// A lookup in flight or waiting to be repeated.
@@ -170,6 +179,10 @@ pub struct NodeCore {
     active: BTreeMap<ZoneId, ActiveZone>,
     /// Zones whose store activation is under way.
     activating: BTreeMap<ZoneId, Activating>,
+    /// Zones this node is handing to another node: no longer held (their inputs
+    /// are frozen and the store is releasing them), but players asking for them here
+    /// are told to wait rather than sent anywhere, until the handoff ends.
+    moving: BTreeMap<ZoneId, u64>,
     next_attempt: u64,
     cache: HashMap<ZoneId, (NodeRef, Millis)>,
     lookups: BTreeMap<ZoneId, PendingLookup>,
@@ -200,6 +213,7 @@ impl NodeCore {
             directory: Directory::new(config.directory),
             active: BTreeMap::new(),
             activating: BTreeMap::new(),
+            moving: BTreeMap::new(),
             next_attempt: 1,
             cache: HashMap::new(),
             lookups: BTreeMap::new(),
@@ -407,13 +421,56 @@ impl NodeCore {
     }
 
     fn zone_here(&self, zone: ZoneId) -> ZoneHere {
-        match (self.active.get(&zone), self.activating.contains_key(&zone)) {
+        let pending = self.activating.contains_key(&zone) || self.moving.contains_key(&zone);
+        match (self.active.get(&zone), pending) {
             (Some(active), _) => ZoneHere::Active {
                 epoch: active.epoch,
             },
             (None, true) => ZoneHere::Activating,
             (None, false) => ZoneHere::NotHosted,
         }
+    }
+
+    /// A live handoff of `zone` away from this node froze it and is about to release
+    /// it in the store: it is no longer held here (no inputs), and players asking for
+    /// it wait until [`Self::handoff_ended`]. Returns the epoch it was held at.
+    pub fn handoff_started(&mut self, zone: ZoneId) -> Option<u64> {
+        let active = self.active.remove(&zone)?;
+        self.moving.insert(zone, active.epoch);
+        Some(active.epoch)
+    }
+
+    /// The handoff of `zone` away from here ended with the zone on `host` (`None`:
+    /// it did not move, and [`Self::activate_handed_over`] takes it back here).
+    pub fn handoff_ended(&mut self, now: Millis, zone: ZoneId, host: Option<NodeRef>) {
+        self.moving.remove(&zone);
+        if let Some(host) = host {
+            self.remember_host(now, zone, host);
+        }
+    }
+
+    /// Zones being handed away from this node, with the epoch each was held at.
+    pub fn moving_zones(&self) -> impl Iterator<Item = (ZoneId, u64)> + '_ {
+        self.moving.iter().map(|(zone, epoch)| (*zone, *epoch))
+    }
+
+    /// Asks the store to activate `zone` here for a live handoff: the target taking
+    /// a zone another node released, or the source taking back one that did not
+    /// move. Granted, it is announced like any activation ([`NodeEvent::ZoneActive`],
+    /// registered with the directory); refused, it is not retried but reported
+    /// ([`NodeEvent::HandoffActivationRefused`]). False if an activation of the zone
+    /// is already under way or it is held here.
+    pub fn activate_handed_over(&mut self, now: Millis, zone: ZoneId) -> bool {
+        if self.active.contains_key(&zone) || self.activating.contains_key(&zone) || self.stopping {
+            return false;
+        }
+        self.moving.remove(&zone);
+        self.start_activation(now, zone);
+        if let Some(activating) = self.activating.get_mut(&zone) {
+            activating.handoff = true;
+        }
+        self.drain_local(now);
+        true
     }
 
     fn cached_host(&self, now: Millis, zone: ZoneId) -> Option<NodeRef> {
@@ -473,6 +530,7 @@ impl NodeCore {
                 retry_at: now,
                 attempt,
                 n_held_live: 0,
+                handoff: false,
             },
         );
         self.ask_store_to_activate(now, zone);
