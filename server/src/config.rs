@@ -141,6 +141,25 @@ pub struct ClusterSection {
     /// Side of the square blocks of zones kept together (`placement = "hash"`).
     #[serde(default = "default_placement_block")]
     pub placement_block: u16,
+    /// On SIGTERM, how long the node may spend moving its zones to other nodes
+    /// (live handoffs, players stay connected) before it stops; 0 stops at once
+    /// (zones are saved and released, players reconnect elsewhere).
+    #[serde(default = "default_drain_grace_secs")]
+    pub drain_grace_secs: u64,
+    /// Whether nodes move hot zones to cooler nodes by themselves (live handoffs).
+    #[serde(default = "default_rebalance")]
+    pub rebalance: bool,
+}
+
+fn default_rebalance() -> bool {
+    true
+}
+
+/// Longest `cluster.drain_grace_secs`.
+pub const DRAIN_GRACE_SECS_MAX: u64 = 3_600;
+
+fn default_drain_grace_secs() -> u64 {
+    30
 }
 
 /// Where a zone nobody holds is activated (`cluster.placement`).
@@ -567,6 +586,12 @@ secret_file = "cluster-secret.hex"
 # Give every node the same value: the zone's directory node decides.
 # placement = "prefer-requester"
 # placement_block = 4
+# On SIGTERM, seconds the node may spend moving its zones to the other nodes (players
+# stay connected) before it stops; 0 stops at once (players reconnect elsewhere).
+# drain_grace_secs = 30
+# Move the costliest zones off a node whose zones tick more than 1.25x the cluster's
+# mean (until within 1.10x), one at a time per node, each zone at most once a minute.
+# rebalance = true
 
 # The SWIM failure detector (membership "swim"), in milliseconds. With the defaults a
 # dead node is declared down about 3 s after it stops (at most about 4.5 s in a small
@@ -802,6 +827,12 @@ fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
         (1..=PLACEMENT_BLOCK_MAX).contains(&block),
         "cluster.placement_block",
         || format!("must be 1..={PLACEMENT_BLOCK_MAX} zones, got {block}"),
+    )?;
+    let grace = cluster.drain_grace_secs;
+    ensure(
+        grace <= DRAIN_GRACE_SECS_MAX,
+        "cluster.drain_grace_secs",
+        || format!("must be at most {DRAIN_GRACE_SECS_MAX} seconds, got {grace}"),
     )?;
     validate_swim(cluster)
 }
@@ -1172,7 +1203,7 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(uncommented, 19, "{text}");
+        assert_eq!(uncommented, 21, "{text}");
         assert_eq!(parse(&text).unwrap(), parse(default_toml()).unwrap());
     }
 

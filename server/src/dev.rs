@@ -231,6 +231,8 @@ pub struct DevWorld {
     pub store_latency: std::time::Duration,
     /// Zones activated at start-up.
     pub keep_warm: KeepWarm,
+    /// The rebalancer of each node of `dev --nodes` (`None`: off).
+    pub rebalance: Option<zonemesh_cluster::rebalance::RebalanceConfig>,
 }
 
 impl Default for DevWorld {
@@ -244,6 +246,7 @@ impl Default for DevWorld {
             store: String::new(),
             store_latency: std::time::Duration::ZERO,
             keep_warm: KeepWarm::All,
+            rebalance: Some(zonemesh_cluster::rebalance::RebalanceConfig::default()),
         }
     }
 }
@@ -374,6 +377,7 @@ pub async fn start_dev_cluster(
                 },
                 secret: cluster_secret.clone(),
                 node: ClusterNodeConfig::default(),
+                rebalance: world.rebalance,
             }),
         };
         tracing::info!(%node, index = i, "starting cluster node");

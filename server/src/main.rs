@@ -325,6 +325,8 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
             config.data.display()
         );
         wait_for_signal().await;
+        let grace = Duration::from_secs(config.cluster.drain_grace_secs);
+        drain_before_stop(&node.server, grace).await;
         tracing::info!("shutting down");
         if let Some(admin) = admin {
             admin.stop().await;
@@ -364,6 +366,7 @@ fn dev_world(args: &DevArgs) -> anyhow::Result<DevWorld> {
         store: args.store.clone(),
         store_latency: Duration::from_millis(args.store_latency_ms),
         keep_warm: args.keep_warm.clone(),
+        rebalance: Some(zonemesh_cluster::rebalance::RebalanceConfig::default()),
     }
     .with_aoi_radius(args.aoi_radius);
     world.node.zone.view.budget_bytes_per_tick = args.budget_bytes;
@@ -442,6 +445,30 @@ fn print_welcome(
     eprintln!("  mint a token:      zonemesh token --player NAME --data {data}");
     eprintln!("  stop with Ctrl-C");
     Ok(())
+}
+
+/// Moves a clustered node's zones to the other nodes before it stops, for at most
+/// `grace` (zero, or a node outside a cluster: nothing to do).
+async fn drain_before_stop(server: &zonemesh_server::Server, grace: Duration) {
+    let Some(cluster) = server.cluster_runtime() else {
+        return;
+    };
+    if grace.is_zero() {
+        return;
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "stopping: moving this node's zones to other nodes first"
+    );
+    if let Err(e) = cluster.drain() {
+        tracing::warn!("cannot drain before stopping: {e}");
+        return;
+    }
+    if !cluster.wait_drained(grace).await {
+        tracing::warn!(
+            "the grace period ended before every zone moved; the rest are saved and released"
+        );
+    }
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.

@@ -79,6 +79,10 @@ pub async fn start(
             membership,
             secret,
             node: cluster_node_config(config),
+            rebalance: config
+                .cluster
+                .rebalance
+                .then(zonemesh_cluster::rebalance::RebalanceConfig::default),
         }),
     };
     let server = Server::start(server_config, &dev::demo_game_for(&world)).await?;

@@ -5,8 +5,11 @@
 //! - Every player ends on node 1 without a reconnect: same entity and `NetId`, the
 //!   same replica (the NPCs it saw keep their ids), its coins (a durable action's
 //!   effect) and its input numbering, and the zone is held by node 1 only.
-//! - The move is listed by `GET /moves` through `zonemesh-ctl`'s client, with its
-//!   pause.
+//! - The move is listed by the node's moves report, with its pause.
+//! - Draining a node holding several zones moves every zone and player to the other
+//!   node, none disconnected, and the drained node says so.
+//! - With every zone on one node, the rebalancers move zones until both nodes tick
+//!   about as much, and then stop moving them.
 
 mod common;
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use common::{coins, drive, pick_up_coin, wait_own_position, within};
 use tempfile::TempDir;
 use zonemesh_client::{Client, Event};
+use zonemesh_cluster::rebalance::RebalanceConfig;
 use zonemesh_server::dev::{DevServer, DevWorld};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
@@ -35,12 +39,26 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Self {
+        Self::with_zones(1, 64.0).await
+    }
+
+    /// Two nodes hosting a world of `side` × `side` zones, `NPCS` NPCs, no rebalancer.
+    async fn with_zones(side: u16, zone_size: f32) -> Self {
+        Self::with_world(side, zone_size, NPCS, None).await
+    }
+
+    async fn with_world(
+        side: u16,
+        zone_size: f32,
+        npcs: usize,
+        rebalance: Option<RebalanceConfig>,
+    ) -> Self {
         let world = DevWorld {
             node: NodeConfig {
                 layout: WorldLayout {
-                    zones_x: 1,
-                    zones_y: 1,
-                    zone_size: 64.0,
+                    zones_x: side,
+                    zones_y: side,
+                    zone_size,
                 },
                 zone: ZoneConfig {
                     checkpoint_interval: Duration::from_secs(1),
@@ -49,8 +67,9 @@ impl Pair {
                 workers: Some(1),
                 idle_deactivate_after: Duration::from_secs(60),
             },
-            npcs: NPCS,
+            npcs,
             limits: NetLimits::default(),
+            rebalance,
             ..DevWorld::default()
         }
         .with_aoi_radius(200.0);
@@ -200,6 +219,157 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
         |c, _| c.last_input_ack() == last,
     )
     .await;
+    for node in pair.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_moves_every_zone_and_player_to_the_other_node() {
+    let pair = Pair::with_zones(2, 24.0).await;
+    let mut clients = Vec::new();
+    for i in 0..PLAYERS {
+        let mut client = pair.connect(0, &format!("drained{i}")).await;
+        wait_own_position(&mut client).await;
+        assert_eq!(client.remote_address(), pair.addr(0));
+        clients.push(client);
+    }
+    let zones_before = pair.nodes[0].server.status().zones.len();
+    assert!(
+        zones_before >= 2,
+        "the players are spread over zones: {zones_before}"
+    );
+    let runtime = pair.nodes[0].server.cluster_runtime().expect("clustered");
+    runtime.drain().expect("the drain starts");
+
+    let to = pair.addr(1);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(play_until_on(c, to)))
+        .collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (client, events) = task.await.expect("player task");
+        assert_eq!(
+            client.reconnects(),
+            0,
+            "a drain moves players, it does not drop them"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Disconnected(_) | Event::Reconnected { .. })),
+            "the session carried on: {events:?}"
+        );
+        kept.push(client);
+    }
+    assert!(runtime.wait_drained(common::WAIT).await, "the drain ends");
+    let status = pair.nodes[0].server.status();
+    assert!(
+        status.zones.is_empty(),
+        "node 0 holds no zone: {:?}",
+        status.zones
+    );
+    let cluster = status.cluster.expect("clustered");
+    assert!(cluster.draining && cluster.drained);
+    assert!(cluster.held_zones.is_empty());
+    let moved = runtime.moves().moves;
+    assert_eq!(moved.len(), zones_before, "one move per zone: {moved:?}");
+    assert!(moved.iter().all(|m| m.reason == "drain"));
+    // Players may be between two zones of node 1 for a tick: wait for all of them.
+    let names: Vec<String> = (0..PLAYERS).map(|i| format!("drained{i}")).collect();
+    within("node 1 alone holds every player", async {
+        while !names.iter().all(|n| pair.nodes_holding(n) == vec![1]) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // A newcomer asking the drained node is served by the other one.
+    let mut newcomer = pair.connect(0, "newcomer").await;
+    wait_own_position(&mut newcomer).await;
+    assert_eq!(
+        newcomer.remote_address(),
+        to,
+        "no zone is placed on a drained node"
+    );
+    for node in pair.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+/// Zones held by each node now, by their status.
+fn zones_per_node(pair: &Pair) -> Vec<usize> {
+    pair.nodes
+        .iter()
+        .map(|n| n.server.status().zones.len())
+        .collect()
+}
+
+/// Moves every node started, since start.
+fn moves_started(pair: &Pair) -> usize {
+    pair.nodes
+        .iter()
+        .map(|n| {
+            n.server
+                .cluster_runtime()
+                .expect("clustered")
+                .moves()
+                .moves
+                .len()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_cluster_converges_to_balance_and_then_stops_moving_zones() {
+    // Four zones of equal cost (their NPCs), all loaded on node 0.
+    let rebalance = RebalanceConfig {
+        floor_us_per_s: 1_000,
+        ..RebalanceConfig::default()
+    };
+    let pair = Pair::with_world(2, 32.0, 2_000, Some(rebalance)).await;
+    let world = Vec2::new(64.0, 64.0);
+    let layout = WorldLayout {
+        zones_x: 2,
+        zones_y: 2,
+        zone_size: 32.0,
+    };
+    let mut anchors = Vec::new();
+    for zone in [0, 1, 0x1_0000, 0x1_0001].map(ZoneId) {
+        let name = (0..10_000)
+            .map(|i| format!("anchor{}-{i}", zone.0))
+            .find(|n| layout.zone_at(zonemesh_server::demo::spawn_point(n, world)) == zone)
+            .expect("some name spawns there");
+        let mut anchor = pair.connect(0, &name).await;
+        wait_own_position(&mut anchor).await;
+        anchors.push(anchor);
+    }
+    within("the rebalancers split the zones two and two", async {
+        while zones_per_node(&pair) != vec![2, 2] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let moves = moves_started(&pair);
+    assert!(moves >= 2, "at least two moves: {moves}");
+    // Balanced: no more moves for several decision rounds.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(zones_per_node(&pair), vec![2, 2], "still balanced");
+    assert_eq!(moves_started(&pair), moves, "no zone moved once balanced");
+    let reasons: Vec<String> = pair
+        .nodes
+        .iter()
+        .flat_map(|n| n.server.cluster_runtime().expect("clustered").moves().moves)
+        .map(|m| m.reason)
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.starts_with("rebalance: source costs")),
+        "{reasons:?}"
+    );
+    drop(anchors);
     for node in pair.nodes {
         node.server.shutdown().await;
     }

@@ -57,6 +57,12 @@ pub struct ClusterStatusReport {
     /// Players and ghosts crossing borders between this node and others, since start.
     #[serde(default)]
     pub crossings: CrossingReport,
+    /// The node is draining: moving its zones to other nodes before a stop.
+    #[serde(default)]
+    pub draining: bool,
+    /// The drain is over: the node holds no zone and may be stopped.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// Players and ghosts that crossed between a node's zones and other nodes' zones.
@@ -147,6 +153,9 @@ pub struct LoadReport {
     /// Its costliest zones, costliest first.
     #[serde(default)]
     pub costliest_zones: Vec<ZoneCostReport>,
+    /// It is draining (no new zones go there).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What one zone's ticks cost its node.
@@ -431,6 +440,7 @@ mod tests {
                             zone: 4,
                             us_per_s: 12_000,
                         }],
+                        draining: false,
                     }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
@@ -442,6 +452,8 @@ mod tests {
                     ghost_batches_in: 40,
                     ..CrossingReport::default()
                 },
+                draining: true,
+                drained: false,
             }),
             ..report
         };

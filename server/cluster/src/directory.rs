@@ -77,7 +77,13 @@ pub struct Directory {
     /// Each member's last published load ([`crate::load::NodeLoad::units`]) and when
     /// it arrived.
     published: BTreeMap<NodeRef, (u64, Millis)>,
+    /// Members whose last report said they are draining.
+    draining: std::collections::BTreeSet<NodeRef>,
 }
+
+/// Draining members remembered at most; past it the set is cleared (reports refill it
+/// within a second).
+const MAX_DRAINING: usize = 4096;
 
 impl Directory {
     /// An empty partition.
@@ -88,6 +94,7 @@ impl Directory {
             grace_until: Millis(0),
             n_placed: BTreeMap::new(),
             published: BTreeMap::new(),
+            draining: std::collections::BTreeSet::new(),
         }
     }
 
@@ -144,7 +151,7 @@ impl Directory {
         view: &View,
         excluded: Option<NodeRef>,
     ) -> Option<NodeRef> {
-        let candidates: Vec<Candidate> = view
+        let live: Vec<Candidate> = view
             .members()
             .filter(|m| Some(m.node) != excluded)
             .map(|m| Candidate {
@@ -152,6 +159,13 @@ impl Directory {
                 load: self.load_of(now, m.node),
             })
             .collect();
+        // A draining node gets nothing new, unless every node is draining.
+        let open: Vec<Candidate> = live
+            .iter()
+            .filter(|c| !self.draining.contains(&c.node))
+            .copied()
+            .collect();
+        let candidates = if open.is_empty() { live } else { open };
         let host = place(self.config.placement, zone, requester, &candidates)?;
         *self.n_placed.entry(host).or_default() += 1;
         self.entries.insert(
@@ -169,6 +183,18 @@ impl Directory {
     pub fn set_load(&mut self, now: Millis, node: NodeRef, units: u64) {
         self.published.insert(node, (units, now));
         self.n_placed.remove(&node);
+    }
+
+    /// Whether `node` is draining, as its last report said: placement skips it.
+    pub fn set_draining(&mut self, node: NodeRef, draining: bool) {
+        if draining {
+            if self.draining.len() >= MAX_DRAINING {
+                self.draining.clear();
+            }
+            self.draining.insert(node);
+        } else {
+            self.draining.remove(&node);
+        }
     }
 
     /// What placement counts for `node`: its last fresh report plus the zones placed
@@ -336,27 +362,23 @@ mod tests {
     }
 
     #[test]
-    fn registration_is_compare_and_set_on_the_epoch() {
-        let mut dir = Directory::new(DirectoryConfig::default());
+    fn a_draining_node_gets_no_new_zone_unless_all_drain() {
         let (a, b) = (NodeRef::new(1, 1), NodeRef::new(2, 1));
-        assert_eq!(dir.register(Millis(0), ZoneId(1), a, 3).host, a);
-        assert_eq!(
-            dir.register(Millis(1), ZoneId(1), b, 2).host,
-            a,
-            "older epoch refused"
+        let view = view_of(&[1, 2]);
+        let mut dir = Directory::new(DirectoryConfig::default());
+        let now = Millis(0);
+        dir.set_draining(a, true);
+        for z in 0..4 {
+            assert_eq!(dir.place(now, ZoneId(z), Some(a), &view), Some(b));
+        }
+        dir.set_draining(b, true);
+        assert!(
+            dir.place(now, ZoneId(9), Some(a), &view).is_some(),
+            "someone takes it"
         );
-        assert_eq!(
-            dir.register(Millis(1), ZoneId(1), b, 3).host,
-            a,
-            "same epoch, other host refused"
-        );
-        assert_eq!(dir.register(Millis(2), ZoneId(1), b, 4).host, b);
-        dir.unregister(ZoneId(1), a, 3);
-        assert_eq!(
-            dir.entry(ZoneId(1)).map(|e| e.host),
-            Some(b),
-            "stale unregister ignored"
-        );
+        dir.set_draining(a, false);
+        dir.set_draining(b, false);
+        assert_eq!(dir.place(now, ZoneId(10), Some(a), &view), Some(a));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct NodeLoad {
     /// The costliest zones (at most [`ZONE_COSTS_MAX`]), each with its tick time per
     /// second, costliest first.
     pub zone_costs: Vec<(ZoneId, u32)>,
+    /// The node is draining (moving its zones away to be stopped): no new zone is
+    /// placed on it.
+    pub draining: bool,
 }
 
 impl NodeLoad {
@@ -66,6 +69,7 @@ impl NodeLoad {
             w.u32(zone.0);
             w.varint(u64::from(*cost));
         }
+        w.u8(u8::from(self.draining));
     }
 
     /// Reads the wire form.
@@ -79,6 +83,11 @@ impl NodeLoad {
         let zone_costs = (0..n)
             .map(|_| Ok((ZoneId(r.u32()?), r.varint_u32("zone cost")?)))
             .collect::<Result<_, DecodeError>>()?;
+        let draining = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError::InvalidValue("draining flag")),
+        };
         Ok(Self {
             zones,
             players,
@@ -86,6 +95,7 @@ impl NodeLoad {
             tick_p99_us,
             tick_us_per_s,
             zone_costs,
+            draining,
         })
     }
 }
@@ -117,6 +127,7 @@ mod tests {
             tick_p99_us: 2_500,
             tick_us_per_s: 40_000,
             zone_costs: vec![(ZoneId(4), 30_000), (ZoneId(1), 10_000)],
+            draining: true,
         };
         let mut w = Writer::with_capacity(16);
         load.encode(&mut w);

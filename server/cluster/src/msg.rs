@@ -412,6 +412,7 @@ mod tests {
                     tick_p99_us: 1_800,
                     tick_us_per_s: 70_000,
                     zone_costs: vec![(ZoneId(9), 50_000)],
+                    draining: false,
                 },
             },
             NodeMsg::PeekReply {

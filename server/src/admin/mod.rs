@@ -9,6 +9,8 @@
 //! - `POST /zones/{x}/{y}/move-to/{node}`: starts moving zone (x, y), held here, to
 //!   node `node` (its id); answers the move's id, or `409` and why not (`404` outside
 //!   a cluster).
+//! - `POST /drain`: moves every zone off this node so it can be stopped; `/status`
+//!   says `drained` when it is done.
 //!
 //! Off unless asked for. On a loopback address it may run without a token; on any
 //! other address it refuses to start without one, and with a token every path but
@@ -103,6 +105,7 @@ impl AdminServer {
             .route("/healthz", get(healthz))
             .route("/status", get(status))
             .route("/moves", get(moves))
+            .route("/drain", post(drain))
             .route("/zones/{x}/{y}/move-to/{node}", post(move_zone))
             .with_state(state);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -204,6 +207,17 @@ async fn move_zone(
     match cluster.move_zone(zone, &node, "asked on the admin endpoint") {
         Ok(id) => json(&zonemesh_shared::status::MoveStarted { id }),
         Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn drain(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    match state.source.cluster().map(|c| c.drain()) {
+        Some(Ok(())) => "draining\n".into_response(),
+        Some(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        None => not_clustered(),
     }
 }
 

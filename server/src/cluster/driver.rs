@@ -399,6 +399,17 @@ impl Cluster {
         true
     }
 
+    /// The last load each live member published (its default when none came yet).
+    pub fn member_loads(&self) -> Vec<(NodeRef, NodeLoad)> {
+        let now = self.shared.now();
+        let core = self.shared.core();
+        let loads: std::collections::HashMap<NodeRef, NodeLoad> = core.loads(now).collect();
+        core.view()
+            .members()
+            .map(|m| (m.node, loads.get(&m.node).cloned().unwrap_or_default()))
+            .collect()
+    }
+
     /// Sends a live-handoff message to its `to`; false when that is not a live member.
     pub fn send_handoff(&self, msg: &HandoffMsg) -> bool {
         let Some(addr) = self.live_member(msg.to()).map(|m| m.addr) else {
@@ -498,6 +509,7 @@ impl Cluster {
                         entities: l.entities,
                         tick_p99_us: l.tick_p99_us,
                         tick_us_per_s: l.tick_us_per_s,
+                        draining: l.draining,
                         costliest_zones: l
                             .zone_costs
                             .iter()
@@ -514,8 +526,10 @@ impl Cluster {
             redirects: core.counters().n_redirects,
             node_bytes_sent: traffic.n_bytes_sent,
             node_bytes_received: traffic.n_bytes_received,
-            // The runtime fills these in (it owns the crossings).
+            // The runtime fills these in (it owns the crossings and the drain).
             crossings: Default::default(),
+            draining: false,
+            drained: false,
         }
     }
 

@@ -261,6 +261,13 @@ impl ClusterRuntime {
         Ok(id)
     }
 
+    /// Handoffs of zones away from this node under way.
+    pub(super) fn handoffs_in_flight(&self) -> usize {
+        self.handoffs()
+            .with_cores(|c| c.source.in_flight())
+            .unwrap_or(0)
+    }
+
     /// Moves in progress and recent ones.
     pub fn moves(&self) -> MovesReport {
         self.handoffs().report()
@@ -612,6 +619,7 @@ impl ClusterRuntime {
             HandoffOutcome::Aborted(reason) => format!("not moved: {reason:?}"),
         };
         tracing::info!(id, zone = zone.0, outcome = %text, "zone move ended");
+        self.zone_moved(zone);
         self.handoffs()
             .update_move(id, |m| m.ended = Some((Instant::now(), text)));
     }
@@ -635,6 +643,9 @@ impl ClusterRuntime {
             .is_some_and(|host| host.install_restored(restored.zone, epoch));
         let now = handoffs.now();
         let granted = installed.then_some(epoch);
+        if installed {
+            self.zone_moved(zone);
+        }
         handoffs.with_cores(|c| c.target.activated(now, zone, restored.id, granted));
         self.run_handoff_actions();
         true
@@ -907,6 +918,8 @@ fn forwarded_items(messages: Vec<ZoneMessage>) -> Vec<ForwardedItem> {
                 kind,
                 payload,
             }),
+            // Neighbours send ghosts every tick; the zone's new host gets newer ones.
+            ZoneMessage::Ghosts { .. } => {}
             other => tracing::warn!(?other, "message left in a moved zone's inbox dropped"),
         }
     }

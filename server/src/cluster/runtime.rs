@@ -34,8 +34,10 @@ use zonemesh_shared::status::ClusterStatusReport;
 use zonemesh_store::{Activation, PlayerClaim, PlayerRecord, Store};
 
 use super::crossing::Crossings;
+use super::drain::DrainState;
 use super::driver::{Cluster, ClusterEvents, MembershipConfig};
 use super::handoff::Handoffs;
+use super::rebalance::RebalanceDriver;
 use super::store_calls::{StoreAdapter, store_run};
 use crate::net::resumption::SharedSessions;
 use crate::persist::ZoneHost;
@@ -78,6 +80,8 @@ pub struct ClusterSetup {
     pub secret: Vec<u8>,
     /// Lease timing and the cores' limits.
     pub node: ClusterNodeConfig,
+    /// The rebalancer's settings; `None` turns it off.
+    pub rebalance: Option<zonemesh_cluster::rebalance::RebalanceConfig>,
 }
 
 /// The cluster as the node's zones and sessions see it.
@@ -95,6 +99,10 @@ pub struct ClusterRuntime {
     crossings: Crossings,
     /// Live zone handoffs to and from other nodes.
     handoffs: Handoffs,
+    /// Moving every zone away before a stop.
+    drain: DrainState,
+    /// Moving hot zones to cooler nodes, when enabled.
+    rebalancer: RebalanceDriver,
     /// The client endpoint's TLS sessions, shared with the other nodes.
     tls_sessions: Arc<SharedSessions>,
     /// This runtime, for the tasks it starts.
@@ -168,6 +176,8 @@ impl ClusterRuntime {
             redirects,
             crossings: Crossings::default(),
             handoffs: Handoffs::default(),
+            drain: DrainState::default(),
+            rebalancer: RebalanceDriver::default(),
             tls_sessions: SharedSessions::clustered(),
             this: this.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
@@ -191,6 +201,21 @@ impl ClusterRuntime {
     /// Live zone handoffs to and from other nodes.
     pub(super) fn handoffs(&self) -> &Handoffs {
         &self.handoffs
+    }
+
+    pub(super) fn drain_state(&self) -> &DrainState {
+        &self.drain
+    }
+
+    pub(super) fn rebalancer(&self) -> &RebalanceDriver {
+        &self.rebalancer
+    }
+
+    /// The last load each live member published (its default when none came yet).
+    pub(super) fn member_loads(&self) -> Vec<(NodeRef, NodeLoad)> {
+        self.cluster
+            .get()
+            .map_or_else(Vec::new, Cluster::member_loads)
     }
 
     pub(super) fn tokio(&self) -> Option<&tokio::runtime::Handle> {
@@ -277,6 +302,7 @@ impl ClusterRuntime {
             return;
         }
         self.start_handoffs(me);
+        self.start_rebalancer();
     }
 
     /// The running cluster, once attached.
@@ -306,6 +332,8 @@ impl ClusterRuntime {
         let mut report = self.cluster.get()?.status();
         report.redirects = self.redirects.issued();
         report.crossings = self.crossings.report();
+        report.draining = self.is_draining();
+        report.drained = self.is_drained();
         Some(report)
     }
 
@@ -545,6 +573,7 @@ impl ClusterEvents for ClusterRuntime {
         zone_costs.sort_by_key(|(zone, cost)| (std::cmp::Reverse(*cost), zone.0));
         zone_costs.truncate(zonemesh_cluster::load::ZONE_COSTS_MAX);
         NodeLoad {
+            draining: self.is_draining(),
             zones: u32::try_from(zones.len()).unwrap_or(u32::MAX),
             players: sum(|z| z.players),
             entities: sum(|z| z.entities),

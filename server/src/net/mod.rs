@@ -375,7 +375,9 @@ fn cluster_runtime(
     setup: &ClusterSetup,
 ) -> anyhow::Result<Arc<ClusterRuntime>> {
     let lease = Duration::from_millis(setup.node.lease.duration_ms);
-    ClusterRuntime::new(Arc::clone(store), &setup.secret, lease)
+    let runtime = ClusterRuntime::new(Arc::clone(store), &setup.secret, lease)?;
+    runtime.configure_rebalancer(setup.rebalance);
+    Ok(runtime)
 }
 
 /// The endpoint players connect to, keeping its TLS sessions in `sessions`.

@@ -252,7 +252,7 @@ impl ZoneHost {
                 tracing::info!(
                     zone = id.0,
                     epoch,
-                    "zone resumed after a handoff that did not move it"
+                    "zone active again: a handoff did not move it"
                 );
             }
             Err(zone) => {

@@ -91,6 +91,7 @@ impl TestServer {
             store_latency: world.store_latency,
             keep_warm: world.keep_warm.clone(),
             store: world.store.clone(),
+            rebalance: None,
         }
         .with_aoi_radius(world.aoi_radius);
         let listen = "127.0.0.1:0".parse().expect("addr");

@@ -90,6 +90,11 @@ impl AdminClient {
         Ok(started.id)
     }
 
+    /// Asks the node to move every zone it holds to other nodes (`POST /drain`).
+    pub fn drain(&self) -> Result<(), AdminError> {
+        self.send("POST", "/drain").map(drop)
+    }
+
     fn json<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, AdminError> {
         serde_json::from_slice(body).map_err(|source| AdminError::BadStatus {
             addr: self.addr,

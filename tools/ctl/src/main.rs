@@ -44,6 +44,12 @@ enum Command {
     },
     /// Zone moves in progress and recent ones, with their pauses.
     Moves,
+    /// Moves every zone off the node (the one behind `--admin`) so it can be stopped;
+    /// `status` then says `drained`.
+    Drain {
+        /// The node's id, as `status` shows it (a check that the right node drains).
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let (x, y) = parse_zone(zone)?;
             let id = client.move_zone(x, y, to)?;
             println!("moving zone {x}:{y} to {to} (move {id}); `moves` follows it");
+        }
+        Command::Drain { node } => {
+            let status = client.status()?;
+            let me = status
+                .cluster
+                .as_ref()
+                .map(|c| c.node.clone())
+                .context("the node is not in a cluster: there is nowhere to move its zones")?;
+            if me != *node && !me.starts_with(&format!("{node}/")) {
+                anyhow::bail!(
+                    "{node} is not the node behind {} (that is {me}); ask {node}'s own admin endpoint",
+                    cli.admin
+                );
+            }
+            client.drain()?;
+            println!(
+                "draining {me}: its zones move to other nodes; `status` says `drained` when it may be stopped"
+            );
         }
         Command::Moves => {
             let moves = client.moves()?;
@@ -174,9 +198,14 @@ fn status_table(s: &NodeStatusReport) -> String {
 /// The cluster part of the table: this node, its members and the zones it holds.
 fn cluster_lines(out: &mut String, c: &ClusterStatusReport) {
     let lease = if c.lease_valid { "live" } else { "NOT live" };
+    let drain = match (c.draining, c.drained) {
+        (_, true) => ", drained (holds no zone; may be stopped)",
+        (true, false) => ", draining",
+        (false, false) => "",
+    };
     let _ = writeln!(
         out,
-        "cluster: node {}, lease {lease}, {} members, {} redirects, {} B to nodes, {} B from nodes",
+        "cluster: node {}, lease {lease}{drain}, {} members, {} redirects, {} B to nodes, {} B from nodes",
         c.node,
         c.members.len(),
         c.redirects,
@@ -286,6 +315,7 @@ mod tests {
                             zone: 4,
                             us_per_s: 25_000,
                         }],
+                        draining: false,
                     }),
                 }],
                 held_zones: vec![HeldZoneReport { zone: 4, epoch: 2 }],
@@ -297,12 +327,14 @@ mod tests {
                     players_in: 3,
                     ..CrossingReport::default()
                 },
+                draining: true,
+                drained: false,
             }),
             ..status
         };
         table = status_table(&clustered);
         for needle in [
-            "cluster: node 00000000000000aa/3, lease live, 1 members, 7 redirects, 1200 B to nodes",
+            "cluster: node 00000000000000aa/3, lease live, draining, 1 members, 7 redirects, 1200 B to nodes",
             "players at 127.0.0.1:4433",
             "1 zones, 3 players, 40 entities, tick p99 1.50 ms, ticking 2.5% of a core (costliest zones 4:2.5%)",
             "4@2",

@@ -321,6 +321,7 @@ impl NodeCore {
             self.loads.retain(|n, _| self.view.is_live(*n));
         }
         self.directory.set_load(now, node, load.units());
+        self.directory.set_draining(node, load.draining);
         self.loads.insert(node, (load, now));
     }
 
