@@ -12,6 +12,10 @@
 //!   its player walks into a zone on another node (a mid-session move) against into a
 //!   zone on the same node, in the same run.
 //!
+//! - `cluster handoff --moves 50 --players 50`: the pause players see while their
+//!   zone moves to another node (live handoff), against disconnecting and
+//!   reconnecting, in the same run.
+//!
 //! It builds nothing: it starts the prebuilt `zonemesh` (run `cargo build --release
 //! --bins` first). Each run gets a fresh PostgreSQL schema `zm_bench_<random>`, dropped
 //! at the end, and a temporary directory for configurations, data and node logs. Every
@@ -32,6 +36,8 @@ mod failover;
 )]
 #[path = "cluster/fixture.rs"]
 mod fixture;
+#[path = "cluster/handoff.rs"]
+mod handoff;
 #[path = "cluster/leg.rs"]
 mod leg;
 #[allow(
@@ -101,6 +107,15 @@ enum Command {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         samples: u64,
     },
+    /// Pauses of players whose zone moves to another node against reconnecting.
+    Handoff {
+        /// Moves of the zone (back and forth between the two nodes).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        moves: u64,
+        /// Players in the zone.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=2_000))]
+        players: u64,
+    },
     /// Snapshot gaps when walking into a zone on another node against the same node.
     Crossing {
         /// Crossings measured of each kind (over all walkers).
@@ -130,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Command::Failover { .. } => NodeSettings::small(failover::WORLD_ZONES),
         Command::Redirect { .. } => NodeSettings::small(redirect::WORLD_ZONES),
         Command::Crossing { .. } => crossing::settings(),
+        Command::Handoff { .. } => handoff::settings(),
     };
     let fixture = Fixture::new(&bin_dir, &cli.url, settings, cli.keep_dir, &runtime)?;
     eprintln!("PostgreSQL schema {}", fixture.schema());
@@ -142,6 +158,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
         Command::Crossing { crossings } => crossing::run(&runtime, &fixture, to_usize(crossings)),
+        Command::Handoff { moves, players } => {
+            handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
+        }
     };
     let cleanup = fixture.drop_schema(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -42,6 +42,9 @@ pub(crate) struct NodeSettings {
     pub(crate) pin: Option<usize>,
     /// `RUST_LOG` of the nodes.
     pub(crate) log_level: &'static str,
+    /// Whether the nodes' rebalancers move zones by themselves (off unless a
+    /// benchmark measures them: a move would disturb the other figures).
+    pub(crate) rebalance: bool,
 }
 
 impl NodeSettings {
@@ -60,6 +63,7 @@ impl NodeSettings {
             workers: 1,
             pin: None,
             log_level: "info",
+            rebalance: false,
         }
     }
 }
@@ -179,6 +183,7 @@ key = "{shared}/dev-key.pem"
 node_listen = "127.0.0.1:0"
 secret_file = "{shared}/cluster-secret.hex"
 seeds = [{seeds}]
+rebalance = {rebalance}
 
 [world]
 zones = {zones}
@@ -205,6 +210,7 @@ listen = "127.0.0.1:0"
             aoi_radius = self.settings.aoi_radius,
             checkpoint_secs = self.settings.checkpoint_secs,
             workers = self.settings.workers,
+            rebalance = self.settings.rebalance,
         );
         let path = self.dir.path().join(format!("node-{index}.toml"));
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -169,6 +169,20 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Asks it to move the zone at (`x`, `y`), which it holds, to node `to` (a run as
+    /// printed, or a node id): a live handoff.
+    pub(crate) fn move_zone(&self, x: u16, y: u16, to: &str) -> anyhow::Result<u64> {
+        let node_id = to.split('/').next().unwrap_or(to);
+        self.admin
+            .move_zone(x, y, node_id)
+            .with_context(|| format!("node {} did not start the move", self.index))
+    }
+
+    /// The moves it started, newest first (one try).
+    pub(crate) fn moves(&self) -> Option<zonemesh_shared::status::MovesReport> {
+        self.admin.moves().ok()
+    }
+
     /// Kills it with SIGKILL (no clean shutdown, no hand-over) and reaps it.
     pub(crate) fn sigkill(&mut self) -> anyhow::Result<()> {
         self.child.kill_and_reap()

@@ -58,6 +58,8 @@ impl ServeCluster {
             pin: placement.server_core,
             // Logs at `info` on a loaded core would be load of their own.
             log_level: if keep_dir { "info" } else { "warn" },
+            // The overhead measured is the cluster's, not that of zones moving.
+            rebalance: false,
         };
         let layout = WorldLayout {
             zones_x: settings.zones,

@@ -1,0 +1,315 @@
+//! `cluster handoff`: how long players go without snapshots while their zone moves
+//! to another node with a live handoff, against disconnecting and reconnecting (a new
+//! session that reads the player's record from the store again), in the same run.
+//!
+//! Two nodes, a world of one zone with NPCs, `--players` SDK players wandering in it
+//! (an input every 50 ms each). The zone moves from node to node `--moves` times,
+//! each started on its holder's admin endpoint (`zonemesh-ctl move-zone`), one after
+//! the other with a second of play between. A player's pause in a move is the
+//! longest interval between its consecutive snapshots that overlaps the move (from
+//! the request until the holder's moves report says it ended, plus [`TAIL`]).
+//!
+//! The baseline, afterwards: every player closes its session and connects again as
+//! a new one (what a node stop or a crash without handoff costs it at least: the zone
+//! is already warm here); its pause is from its last snapshot before closing to the
+//! first of the new session. Rounds of it until as many samples as the moves gave.
+
+use crate::anchors::{AbortOnDrop, see_itself};
+use crate::fixture::{Fixture, NodeSettings};
+use crate::node::Node;
+use crate::stats::{max, median, ms, quantile};
+use crate::walker::longest_gap;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use zonemesh_client::{Client, ClientConfig};
+use zonemesh_shared::quant::Vec2;
+
+/// NPCs in the zone: load for the zone to tick and to hand over.
+const NPCS: u64 = 200;
+/// Time after a move ended still counted as part of it (a snapshot in flight).
+const TAIL: Duration = Duration::from_millis(300);
+/// Play between two moves.
+const BETWEEN_MOVES: Duration = Duration::from_secs(1);
+/// Longest a move may take before the run fails.
+const MOVE_LIMIT: Duration = Duration::from_secs(15);
+/// Longest a reconnect may take before the run fails.
+const RECONNECT_LIMIT: Duration = Duration::from_secs(15);
+/// How often an input is sent.
+const INPUT_EVERY: Duration = Duration::from_millis(50);
+/// Most snapshot instants kept per player.
+const SNAPSHOTS_MAX: usize = 1 << 20;
+
+/// The nodes' configuration: one zone of 64 units with [`NPCS`] NPCs.
+pub(crate) fn settings() -> NodeSettings {
+    NodeSettings {
+        zone_size: 64.0,
+        npcs: NPCS,
+        ..NodeSettings::small(1)
+    }
+}
+
+/// One player's session and what it saw.
+struct Player {
+    name: String,
+    config: ClientConfig,
+    client: Client,
+    snapshots: Vec<Instant>,
+}
+
+/// Plays `p` (wandering) until `stop`; returns it with the instants its snapshots
+/// came, or why its session ended.
+async fn play(mut p: Player, stop: Arc<AtomicBool>) -> anyhow::Result<Player> {
+    let mut inputs = tokio::time::interval(INPUT_EVERY);
+    let mut seen = p.client.stats().snapshots;
+    let mut turn = 0u32;
+    while !stop.load(Ordering::Acquire) {
+        tokio::select! {
+            done = p.client.wait_snapshot() => {
+                done.with_context(|| format!("{}: the session ended", p.name))?;
+            }
+            _ = inputs.tick() => {
+                turn = turn.wrapping_add(1);
+                let angle = (turn / 40) as f32;
+                let v = Vec2::new(angle.cos(), angle.sin());
+                p.client.send_input(v, 0).with_context(|| format!("{}: input refused", p.name))?;
+            }
+        }
+        let now = p.client.stats().snapshots;
+        if now != seen && p.snapshots.len() < SNAPSHOTS_MAX {
+            seen = now;
+            p.snapshots.push(Instant::now());
+        }
+    }
+    Ok(p)
+}
+
+/// Runs the moves and the baseline and prints the report.
+pub(crate) fn run(
+    runtime: &Runtime,
+    fixture: &Fixture,
+    moves: usize,
+    players: usize,
+) -> anyhow::Result<()> {
+    let nodes = fixture.start_cluster(2)?;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
+    let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players))?;
+    eprintln!("{players} players in the zone on node 0; {moves} moves");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = joined
+        .into_iter()
+        .map(|p| AbortOnDrop(runtime.spawn(play(p, Arc::clone(&stop)))))
+        .collect();
+    let windows = move_back_and_forth(&nodes, moves)?;
+    stop.store(true, Ordering::Release);
+    let mut players_after = Vec::new();
+    for mut task in tasks {
+        let p = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), &mut task.0).await })
+            .context("a player did not stop")?
+            .context("a player task panicked")??;
+        players_after.push(p);
+    }
+    let pauses = pauses_in(&players_after, &windows)?;
+    let moved_all = players_after
+        .iter()
+        .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
+    let (players_after, baseline) =
+        runtime.block_on(reconnect_rounds(players_after, pauses.len()))?;
+    print_report(&pauses, &baseline, moves, players, moved_all);
+    drop(players_after);
+    let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
+    if !panics.is_empty() {
+        bail!(
+            "a node panicked, the figures are void: {}",
+            panics.join("; ")
+        );
+    }
+    if !moved_all {
+        bail!("not every player followed every move without a reconnect");
+    }
+    Ok(())
+}
+
+/// Connects `count` players through node 0 (which then holds the zone).
+async fn join_all(
+    addrs: &[SocketAddr],
+    shared: &Path,
+    count: usize,
+) -> anyhow::Result<Vec<Player>> {
+    let mut players = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("mover-{i}");
+        let mut config = ClientConfig::from_dev_data(addrs[0], shared, &name)?;
+        config.other_servers = addrs[1..].to_vec();
+        let mut client = tokio::time::timeout(RECONNECT_LIMIT, Client::connect(config.clone()))
+            .await
+            .with_context(|| format!("{name}: connect timed out"))??;
+        see_itself(&mut client, &name).await?;
+        players.push(Player {
+            name,
+            config,
+            client,
+            snapshots: Vec::new(),
+        });
+    }
+    Ok(players)
+}
+
+/// Moves zone 0 from its holder to the other node `moves` times; returns each move's
+/// window (request, end + [`TAIL`]).
+fn move_back_and_forth(nodes: &[Node], moves: usize) -> anyhow::Result<Vec<(Instant, Instant)>> {
+    let mut windows = Vec::with_capacity(moves);
+    let mut holder = 0;
+    for n in 0..moves {
+        std::thread::sleep(BETWEEN_MOVES);
+        let target = 1 - holder;
+        let started = Instant::now();
+        let id = nodes[holder].move_zone(0, 0, &nodes[target].run)?;
+        let ended = wait_move_end(&nodes[holder], id)?;
+        windows.push((started, ended + TAIL));
+        if !nodes[target].held_zones().contains(&0) {
+            bail!("move {n}: node {target} does not hold the zone after the move");
+        }
+        holder = target;
+    }
+    std::thread::sleep(TAIL);
+    Ok(windows)
+}
+
+/// Waits until move `id` of `source` ended, and checks it moved the zone.
+fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<Instant> {
+    let until = Instant::now() + MOVE_LIMIT;
+    while Instant::now() < until {
+        let report = source
+            .moves()
+            .and_then(|r| r.moves.into_iter().find(|m| m.id == id));
+        if let Some(m) = report.filter(|m| !m.in_progress) {
+            let outcome = m.outcome.unwrap_or_default();
+            if !outcome.starts_with("moved") {
+                bail!("move {id}: {outcome}");
+            }
+            return Ok(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    bail!("move {id} did not end within {MOVE_LIMIT:?}")
+}
+
+/// Each player's pause in each move.
+fn pauses_in(players: &[Player], windows: &[(Instant, Instant)]) -> anyhow::Result<Vec<Duration>> {
+    let mut pauses = Vec::with_capacity(players.len() * windows.len());
+    for p in players {
+        for (from, to) in windows {
+            let gap = longest_gap(&p.snapshots, *from, *to)
+                .with_context(|| format!("{}: no snapshots around a move", p.name))?;
+            pauses.push(gap);
+        }
+    }
+    Ok(pauses)
+}
+
+/// Rounds of closing every session and connecting again, until `samples` pauses;
+/// returns the players (on their new sessions) and the pauses.
+async fn reconnect_rounds(
+    mut players: Vec<Player>,
+    samples: usize,
+) -> anyhow::Result<(Vec<Player>, Vec<Duration>)> {
+    let mut pauses = Vec::with_capacity(samples);
+    while pauses.len() < samples {
+        let tasks: Vec<_> = players
+            .into_iter()
+            .map(|p| AbortOnDrop(tokio::spawn(reconnect(p))))
+            .collect();
+        players = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            let (p, pause) = (&mut task.0).await.context("a reconnect task panicked")??;
+            players.push(p);
+            pauses.push(pause);
+        }
+    }
+    pauses.truncate(samples);
+    Ok((players, pauses))
+}
+
+/// Closes `p`'s session and connects it again as a new one; its pause is from its
+/// last snapshot before closing to the first snapshot of the new session.
+async fn reconnect(p: Player) -> anyhow::Result<(Player, Duration)> {
+    let Player {
+        name,
+        config,
+        mut client,
+        mut snapshots,
+    } = p;
+    // The session was idle since the moves: its last snapshot is the next one.
+    tokio::time::timeout(RECONNECT_LIMIT, client.wait_snapshot())
+        .await
+        .with_context(|| format!("{name}: no snapshot before reconnecting"))??;
+    let last = Instant::now();
+    client.close().await;
+    let mut client = tokio::time::timeout(RECONNECT_LIMIT, Client::connect(config.clone()))
+        .await
+        .with_context(|| format!("{name}: reconnect timed out"))??;
+    tokio::time::timeout(RECONNECT_LIMIT, client.wait_snapshot())
+        .await
+        .with_context(|| format!("{name}: no snapshot after reconnecting"))??;
+    let first = Instant::now();
+    see_itself(&mut client, &name).await?;
+    snapshots.push(first);
+    let pause = first.duration_since(last);
+    Ok((
+        Player {
+            name,
+            config,
+            client,
+            snapshots,
+        },
+        pause,
+    ))
+}
+
+/// Prints the markdown for BENCHMARKS.md.
+fn print_report(
+    pauses: &[Duration],
+    baseline: &[Duration],
+    moves: usize,
+    players: usize,
+    moved_all: bool,
+) {
+    let row = |name: &str, s: &[Duration]| {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            s.len(),
+            ms(median(s), 1),
+            ms(quantile(s, 0.99), 1),
+            ms(max(s), 1),
+            ms(quantile(s, 0.9), 1),
+        );
+    };
+    println!(
+        "Live handoff: {moves} moves of a zone with {players} players and {NPCS} NPCs between two nodes (PostgreSQL)."
+    );
+    println!();
+    println!("| pause a player saw | samples | p50 | p99 | max | p90 |");
+    println!("|---|---|---|---|---|---|");
+    row("zone handed over (live handoff)", pauses);
+    row(
+        "baseline: disconnect and reconnect (record read again)",
+        baseline,
+    );
+    let ratio = |q: f64| {
+        let (a, b) = (quantile(pauses, q)?, quantile(baseline, q)?);
+        Some(b.as_secs_f64() / a.as_secs_f64().max(1e-6))
+    };
+    println!();
+    println!(
+        "Baseline over handoff: p50 {:.1}x, p99 {:.1}x. Every player followed every move \
+         without a reconnect: {moved_all}.",
+        ratio(0.5).unwrap_or(0.0),
+        ratio(0.99).unwrap_or(0.0),
+    );
+}
