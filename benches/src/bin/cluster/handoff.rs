@@ -9,10 +9,16 @@
 //! longest interval between its consecutive snapshots that overlaps the move (from
 //! the request until the holder's moves report says it ended, plus [`TAIL`]).
 //!
-//! The baseline, afterwards: every player closes its session and connects again as
-//! a new one (what a node stop or a crash without handoff costs it at least: the zone
-//! is already warm here); its pause is from its last snapshot before closing to the
-//! first of the new session. Rounds of it until as many samples as the moves gave.
+//! Two baselines, afterwards, in the same run:
+//! - every player closes its session and connects again as a new one (the least a
+//!   reconnect costs: the zone is warm, only the record is read again); its pause is
+//!   from its last snapshot before closing to the first of the new session; rounds
+//!   of it until as many samples as the moves gave;
+//! - the node holding the zone stops (SIGTERM, no drain: the zone is saved and
+//!   released) and every player reconnects (`Client::reconnect`) through the other
+//!   node, which loads the zone from the store: what moving the zone costs without a
+//!   live handoff; its pause is from the last snapshot before the stop to the first
+//!   of the new session.
 
 use crate::anchors::{AbortOnDrop, see_itself};
 use crate::fixture::{Fixture, NodeSettings};
@@ -95,7 +101,7 @@ pub(crate) fn run(
     moves: usize,
     players: usize,
 ) -> anyhow::Result<()> {
-    let nodes = fixture.start_cluster(2)?;
+    let mut nodes = fixture.start_cluster(2)?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
     let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players))?;
     eprintln!("{players} players in the zone on node 0; {moves} moves");
@@ -120,8 +126,9 @@ pub(crate) fn run(
         .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
     let (players_after, baseline) =
         runtime.block_on(reconnect_rounds(players_after, pauses.len()))?;
-    print_report(&pauses, &baseline, moves, players, moved_all);
-    drop(players_after);
+    let holder = if moves % 2 == 0 { 0 } else { 1 };
+    let stopped = node_stop_round(runtime, &mut nodes, holder, players_after)?;
+    print_report(&pauses, &baseline, &stopped, moves, players, moved_all);
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
     if !panics.is_empty() {
         bail!(
@@ -272,10 +279,52 @@ async fn reconnect(p: Player) -> anyhow::Result<(Player, Duration)> {
     ))
 }
 
+/// Stops node `holder` (which holds the zone) while every player plays, and returns
+/// each player's pause until its new session through the other node shows snapshots.
+fn node_stop_round(
+    runtime: &Runtime,
+    nodes: &mut [Node],
+    holder: usize,
+    players: Vec<Player>,
+) -> anyhow::Result<Vec<Duration>> {
+    let tasks: Vec<_> = players
+        .into_iter()
+        .map(|p| AbortOnDrop(runtime.spawn(outlive_stop(p))))
+        .collect();
+    std::thread::sleep(BETWEEN_MOVES);
+    nodes[holder].sigterm(RECONNECT_LIMIT)?;
+    let mut pauses = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let pause = runtime
+            .block_on(async { tokio::time::timeout(2 * RECONNECT_LIMIT, &mut task.0).await })
+            .context("a player did not come back")?
+            .context("a player task panicked")??;
+        pauses.push(pause);
+    }
+    Ok(pauses)
+}
+
+/// Plays until the session ends (its node stopped), reconnects, and returns the
+/// time from the last snapshot of the old session to the first of the new one.
+async fn outlive_stop(mut p: Player) -> anyhow::Result<Duration> {
+    let mut last = Instant::now();
+    while p.client.wait_snapshot().await.is_ok() {
+        last = Instant::now();
+    }
+    tokio::time::timeout(RECONNECT_LIMIT, p.client.reconnect())
+        .await
+        .with_context(|| format!("{}: reconnect timed out", p.name))??;
+    tokio::time::timeout(RECONNECT_LIMIT, p.client.wait_snapshot())
+        .await
+        .with_context(|| format!("{}: no snapshot after reconnecting", p.name))??;
+    Ok(last.elapsed())
+}
+
 /// Prints the markdown for BENCHMARKS.md.
 fn print_report(
     pauses: &[Duration],
     baseline: &[Duration],
+    stopped: &[Duration],
     moves: usize,
     players: usize,
     moved_all: bool,
@@ -301,15 +350,17 @@ fn print_report(
         "baseline: disconnect and reconnect (record read again)",
         baseline,
     );
-    let ratio = |q: f64| {
-        let (a, b) = (quantile(pauses, q)?, quantile(baseline, q)?);
+    let ratio = |base: &[Duration], q: f64| {
+        let (a, b) = (quantile(pauses, q)?, quantile(base, q)?);
         Some(b.as_secs_f64() / a.as_secs_f64().max(1e-6))
     };
     println!();
     println!(
-        "Baseline over handoff: p50 {:.1}x, p99 {:.1}x. Every player followed every move \
-         without a reconnect: {moved_all}.",
-        ratio(0.5).unwrap_or(0.0),
-        ratio(0.99).unwrap_or(0.0),
+        "Baselines over handoff: reconnect p50 {:.1}x, p99 {:.1}x; node stopped p50 {:.1}x, \
+         p99 {:.1}x. Every player followed every move without a reconnect: {moved_all}.",
+        ratio(baseline, 0.5).unwrap_or(0.0),
+        ratio(baseline, 0.99).unwrap_or(0.0),
+        ratio(stopped, 0.5).unwrap_or(0.0),
+        ratio(stopped, 0.99).unwrap_or(0.0),
     );
 }

@@ -183,6 +183,12 @@ impl Node {
         self.admin.moves().ok()
     }
 
+    /// Stops it with SIGTERM (a clean stop: with `drain_grace_secs = 0` its zones are
+    /// saved and released at once) and reaps it, at most `limit`.
+    pub(crate) fn sigterm(&mut self, limit: Duration) -> anyhow::Result<()> {
+        self.child.stop_and_reap(limit)
+    }
+
     /// Kills it with SIGKILL (no clean shutdown, no hand-over) and reaps it.
     pub(crate) fn sigkill(&mut self) -> anyhow::Result<()> {
         self.child.kill_and_reap()
@@ -231,6 +237,28 @@ impl ChildGuard {
         let child = command.spawn()?;
         running().push(child.id());
         Ok(Self(child))
+    }
+
+    /// SIGTERM (a clean stop), then wait for the exit, at most `limit` (then SIGKILL).
+    fn stop_and_reap(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let pid = self.0.id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.0.try_wait().context("waiting for the node")?.is_some() {
+                running().retain(|&p| p != pid);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill_and_reap()?;
+        bail!("node {pid} did not stop within {limit:?} of SIGTERM")
     }
 
     /// SIGKILL, then wait for the exit.
