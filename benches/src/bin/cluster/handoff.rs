@@ -126,7 +126,7 @@ pub(crate) fn run(
         .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
     let (players_after, baseline) =
         runtime.block_on(reconnect_rounds(players_after, pauses.len()))?;
-    let holder = if moves % 2 == 0 { 0 } else { 1 };
+    let holder = usize::from(!moves.is_multiple_of(2));
     let stopped = node_stop_round(runtime, &mut nodes, holder, players_after)?;
     print_report(&pauses, &baseline, &stopped, moves, players, moved_all);
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
