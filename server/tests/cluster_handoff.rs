@@ -10,6 +10,10 @@
 //!   node, none disconnected, and the drained node says so.
 //! - With every zone on one node, the rebalancers move zones until both nodes tick
 //!   about as much, and then stop moving them.
+//! - A target that goes silent after `Ready` (dead, or its link dropped): the zone
+//!   plays on, on its source, its players never sent away. A source that dies once
+//!   the target took the zone: its players reconnect by themselves and find the zone,
+//!   with each of them once, on the target.
 
 mod common;
 
@@ -21,6 +25,7 @@ use common::{coins, drive, pick_up_coin, wait_own_position, within};
 use tempfile::TempDir;
 use zonemesh_client::{Client, Event};
 use zonemesh_cluster::rebalance::RebalanceConfig;
+use zonemesh_server::cluster::handoff::HandoffFault;
 use zonemesh_server::dev::{DevServer, DevWorld};
 use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
@@ -373,4 +378,181 @@ async fn a_skewed_cluster_converges_to_balance_and_then_stops_moving_zones() {
     for node in pair.nodes {
         node.server.shutdown().await;
     }
+}
+
+/// Plays `client` (wandering) for `how_long`, handling events; returns them. A
+/// disconnect fails the test.
+async fn play_for(client: &mut Client, how_long: Duration) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut inputs = tokio::time::interval(common::INPUT_INTERVAL);
+    let until = tokio::time::Instant::now() + how_long;
+    loop {
+        tokio::select! {
+            event = client.next_event() => {
+                let event = event.expect("the client goes on");
+                assert!(!matches!(event, Event::Disconnected(_)), "{event:?}");
+                events.push(event);
+            }
+            _ = inputs.tick() => {
+                client.send_input(Vec2::new(0.3, 0.2), 0).expect("input accepted by the SDK");
+            }
+            () = tokio::time::sleep_until(until) => return events,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_target_goes_silent_leaves_the_zone_on_the_source() {
+    let pair = Pair::start().await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut client = pair.connect(0, &format!("stayer{i}")).await;
+        wait_own_position(&mut client).await;
+        clients.push(client);
+    }
+    // Node 1 answers `Ready`, then never hears the state: as if it died right then.
+    let target = pair.nodes[1].server.cluster_runtime().expect("clustered");
+    target.inject_handoff_fault(Some(HandoffFault::TargetDropsState));
+    let source = pair.nodes[0].server.cluster_runtime().expect("clustered");
+    source
+        .move_zone(ZoneId(0), &pair.nodes[1].node.id.to_string(), "test")
+        .expect("the move starts");
+    // The source gives the state 5 s, then takes the zone back.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let events = play_for(&mut c, Duration::from_secs(8)).await;
+                (c, events)
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (client, _) = task.await.expect("player task");
+        assert_eq!(client.moves(), 0, "nobody was sent away");
+        assert_eq!(client.remote_address(), pair.addr(0));
+        kept.push(client);
+    }
+    let mv = source.moves().moves.into_iter().next().expect("listed");
+    assert_eq!(mv.outcome.as_deref(), Some("not moved: NoActivation"));
+    within("the zone plays on node 0 again", async {
+        while !(0..4).all(|i| pair.nodes_holding(&format!("stayer{i}")) == vec![0]) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(pair.nodes[1].server.status().zones.is_empty());
+    let client = &mut kept[0];
+    let last = client.send_input(Vec2::new(0.0, 1.0), 0).expect("input");
+    drive(
+        client,
+        None,
+        "inputs are applied on node 0 again",
+        |c, _| c.last_input_ack() == last,
+    )
+    .await;
+    for node in pair.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_source_dies_after_the_target_took_the_zone_recovers_on_the_target() {
+    let pair = Pair::start().await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let name = format!("orphan{i}");
+        let mut config =
+            zonemesh_client::ClientConfig::from_dev_data(pair.addr(0), pair.data.path(), &name)
+                .expect("dev data");
+        config.other_servers = vec![pair.addr(1)];
+        config.auto_reconnects = 3;
+        config.connect_deadline = common::WAIT;
+        let mut client = Client::connect(config).await.expect("connects");
+        wait_own_position(&mut client).await;
+        clients.push(client);
+    }
+    // Node 0 hands the zone over, then dies before it redirects anyone.
+    let source = pair.nodes[0].server.cluster_runtime().expect("clustered");
+    source.inject_handoff_fault(Some(HandoffFault::SourceStallsAfterActivation));
+    source
+        .move_zone(ZoneId(0), &pair.nodes[1].node.id.to_string(), "test")
+        .expect("the move starts");
+    within("node 1 holds the zone", async {
+        while !pair.nodes[1]
+            .server
+            .status()
+            .zones
+            .iter()
+            .any(|z| z.zone == ZoneId(0))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut nodes = pair.nodes;
+    let dead = nodes.remove(0);
+    dead.server.shutdown().await;
+    let to = nodes[0].server.local_addr().expect("bound");
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let events = drive_reconnecting(&mut c, to).await;
+                (c, events)
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (client, events) = task.await.expect("player task");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Reconnected { .. })),
+            "the client came back by itself: {events:?}"
+        );
+        kept.push(client);
+    }
+    within("node 1 holds each player once", async {
+        loop {
+            let status = nodes[0].server.status();
+            let zone = status.zones.iter().find(|z| z.zone == ZoneId(0));
+            if zone.is_some_and(|z| z.players == 4 && z.entities == 4 + NPCS) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(kept);
+    for node in nodes {
+        node.server.shutdown().await;
+    }
+}
+
+/// Plays `client` until it is served by `addr` again after its node died (the SDK
+/// reconnects by itself, inside `next_event`, which is never cancelled here);
+/// returns the events.
+async fn drive_reconnecting(client: &mut Client, addr: SocketAddr) -> Vec<Event> {
+    let mut events = Vec::new();
+    within("the client is back, on the other node", async {
+        while !(client.remote_address() == addr
+            && client.reconnects() > 0
+            && common::own_position(client).is_some())
+        {
+            let Some(event) = client.next_event().await else {
+                panic!(
+                    "the client gave up: {:?} after {events:?}",
+                    client.disconnect_reason()
+                );
+            };
+            events.push(event);
+            // While reconnecting the SDK refuses inputs; the next event tries again.
+            let _ = client.send_input(Vec2::new(0.3, 0.2), 0);
+        }
+    })
+    .await;
+    events
 }

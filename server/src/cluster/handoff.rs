@@ -94,6 +94,18 @@ struct Cores {
     target: TargetHandoffs,
 }
 
+/// A failure to inject into this node's handoffs, for tests of the recovery paths
+/// (a knob like the store's `SlowStore`; nothing sets one in production).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffFault {
+    /// As a target, drop every `State` (as if this node died, or its link dropped,
+    /// after answering `Ready`).
+    TargetDropsState,
+    /// As a source, never redirect clients once the target activated the zone (as if
+    /// this node died right then).
+    SourceStallsAfterActivation,
+}
+
 /// Live handoffs of one node, both ways.
 pub struct Handoffs {
     cores: Mutex<Option<Cores>>,
@@ -104,6 +116,7 @@ pub struct Handoffs {
     moves: Mutex<VecDeque<MoveRecord>>,
     wake: Arc<Notify>,
     epoch: Instant,
+    fault: Mutex<Option<HandoffFault>>,
 }
 
 impl Default for Handoffs {
@@ -116,6 +129,7 @@ impl Default for Handoffs {
             moves: Mutex::default(),
             wake: Arc::new(Notify::new()),
             epoch: Instant::now(),
+            fault: Mutex::new(None),
         }
     }
 }
@@ -273,8 +287,22 @@ impl ClusterRuntime {
         self.handoffs().report()
     }
 
+    /// Injects `fault` into this node's handoffs from now on (`None`: none). For tests
+    /// of what happens when a node dies in the middle of a move.
+    pub fn inject_handoff_fault(&self, fault: Option<HandoffFault>) {
+        *lock(&self.handoffs().fault) = fault;
+    }
+
+    fn has_fault(&self, fault: HandoffFault) -> bool {
+        *lock(&self.handoffs().fault) == Some(fault)
+    }
+
     /// A handoff message from node run `from`.
     pub(super) fn on_handoff(&self, from: NodeRef, msg: HandoffMsg) {
+        if matches!(msg, HandoffMsg::State { .. }) && self.has_fault(HandoffFault::TargetDropsState)
+        {
+            return;
+        }
         if let HandoffMsg::Forward { zone, items, .. } = &msg {
             let (zone, items) = (*zone, items.clone());
             self.take_forwarded(zone, items);
@@ -359,6 +387,14 @@ impl ClusterRuntime {
                 self.spawn_handoff(move |this| async move { this.reactivate(id, zone).await });
             }
             SourceAction::RedirectClients { id, zone, to, .. } => {
+                if self.has_fault(HandoffFault::SourceStallsAfterActivation) {
+                    tracing::warn!(
+                        id,
+                        zone = zone.0,
+                        "fault injected: not redirecting the clients"
+                    );
+                    return;
+                }
                 self.redirect_clients(id, zone, to);
             }
             SourceAction::Finished { id, zone, outcome } => self.finished(id, zone, outcome),
