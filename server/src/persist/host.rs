@@ -214,6 +214,8 @@ impl ZoneHost {
         let (tx, rx) = oneshot::channel();
         freezing.insert(zone, tx);
         status.request_freeze(true);
+        // Frozen between two ticks rather than at the next one: the pause is shorter.
+        self.ctx.router.wake(zone);
         Some(rx)
     }
 

@@ -196,13 +196,19 @@ impl ZoneRouter {
         crate::link::lock(&self.wakers).insert(zone, waker);
     }
 
+    /// Wakes `zone`'s worker so the zone looks at its inbox and status before its next
+    /// tick (a handoff asking it to freeze).
+    pub fn wake(&self, zone: ZoneId) {
+        if let Some(waker) = crate::link::lock(&self.wakers).get(&zone) {
+            waker.wake();
+        }
+    }
+
     /// Like [`Self::send`], then wakes the zone's worker so the message is handled
     /// before the next tick (requests a player is waiting on).
     pub fn send_now(&self, zone: ZoneId, msg: ZoneMessage) -> Result<(), SendError> {
         self.send(zone, msg)?;
-        if let Some(waker) = crate::link::lock(&self.wakers).get(&zone) {
-            waker.wake();
-        }
+        self.wake(zone);
         Ok(())
     }
 

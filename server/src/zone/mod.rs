@@ -382,7 +382,14 @@ impl Zone {
     /// Handles what is waiting in the inbox now, between ticks (a worker woken for a
     /// request calls this; every message means the same whenever it is handled).
     pub fn handle_pending_messages(&mut self) {
+        if self.frozen {
+            return;
+        }
         self.drain_inbox();
+        // Between two ticks is a tick boundary too: a handoff need not wait a tick.
+        if self.status.freeze_requested() {
+            self.try_freeze();
+        }
     }
 
     /// Handles at most one inbox's worth of messages, so a sender that refills the

@@ -164,9 +164,11 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     let mut took = Vec::new();
     while !stop.load(Ordering::Acquire) {
         if sleep_until(clock.next_at(), stop, lanes.pending) == Wake::Pending {
-            // A request is waiting: handle messages now, tick at the usual time.
+            // A request is waiting: handle messages now, tick at the usual time. A zone
+            // that froze for a handoff meanwhile leaves at once.
             zones.extend(incoming.try_iter().map(|z| *z));
             answer_requests(&mut zones, lanes.pending);
+            retire_idle(&mut zones, lanes);
             continue;
         }
         if stop.load(Ordering::Acquire) {

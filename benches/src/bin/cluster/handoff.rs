@@ -350,6 +350,10 @@ fn print_report(
         "baseline: disconnect and reconnect (record read again)",
         baseline,
     );
+    row(
+        "baseline: node stopped, reconnect elsewhere (zone loaded from the store)",
+        stopped,
+    );
     let ratio = |base: &[Duration], q: f64| {
         let (a, b) = (quantile(pauses, q)?, quantile(base, q)?);
         Some(b.as_secs_f64() / a.as_secs_f64().max(1e-6))
