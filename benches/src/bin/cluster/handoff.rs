@@ -110,7 +110,7 @@ pub(crate) fn run(
         .into_iter()
         .map(|p| AbortOnDrop(runtime.spawn(play(p, Arc::clone(&stop)))))
         .collect();
-    let windows = move_back_and_forth(&nodes, moves)?;
+    let (windows, frozen) = move_back_and_forth(&nodes, moves)?;
     stop.store(true, Ordering::Release);
     let mut players_after = Vec::new();
     for mut task in tasks {
@@ -129,6 +129,12 @@ pub(crate) fn run(
     let holder = usize::from(!moves.is_multiple_of(2));
     let stopped = node_stop_round(runtime, &mut nodes, holder, players_after)?;
     print_report(&pauses, &baseline, &stopped, moves, players, moved_all);
+    println!(
+        "The source had the zone frozen (freeze to redirect, its moves report): p50 {} ms, p99 {} ms, max {} ms.",
+        ms(median(&frozen), 1),
+        ms(quantile(&frozen, 0.99), 1),
+        ms(max(&frozen), 1)
+    );
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
     if !panics.is_empty() {
         bail!(
@@ -168,28 +174,34 @@ async fn join_all(
 }
 
 /// Moves zone 0 from its holder to the other node `moves` times; returns each move's
-/// window (request, end + [`TAIL`]).
-fn move_back_and_forth(nodes: &[Node], moves: usize) -> anyhow::Result<Vec<(Instant, Instant)>> {
+/// window (request, end + [`TAIL`]) and how long the source had the zone frozen.
+fn move_back_and_forth(
+    nodes: &[Node],
+    moves: usize,
+) -> anyhow::Result<(Vec<(Instant, Instant)>, Vec<Duration>)> {
     let mut windows = Vec::with_capacity(moves);
+    let mut frozen = Vec::with_capacity(moves);
     let mut holder = 0;
     for n in 0..moves {
         std::thread::sleep(BETWEEN_MOVES);
         let target = 1 - holder;
         let started = Instant::now();
         let id = nodes[holder].move_zone(0, 0, &nodes[target].run)?;
-        let ended = wait_move_end(&nodes[holder], id)?;
+        let (ended, pause) = wait_move_end(&nodes[holder], id)?;
         windows.push((started, ended + TAIL));
+        frozen.push(pause);
         if !nodes[target].held_zones().contains(&0) {
             bail!("move {n}: node {target} does not hold the zone after the move");
         }
         holder = target;
     }
     std::thread::sleep(TAIL);
-    Ok(windows)
+    Ok((windows, frozen))
 }
 
-/// Waits until move `id` of `source` ended, and checks it moved the zone.
-fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<Instant> {
+/// Waits until move `id` of `source` ended, and checks it moved the zone; returns
+/// when, and how long the source says the zone was frozen.
+fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, Duration)> {
     let until = Instant::now() + MOVE_LIMIT;
     while Instant::now() < until {
         let report = source
@@ -200,7 +212,8 @@ fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<Instant> {
             if !outcome.starts_with("moved") {
                 bail!("move {id}: {outcome}");
             }
-            return Ok(Instant::now());
+            let frozen = Duration::from_millis(m.pause_ms.unwrap_or(0));
+            return Ok((Instant::now(), frozen));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
