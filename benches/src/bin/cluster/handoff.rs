@@ -173,12 +173,15 @@ async fn join_all(
     Ok(players)
 }
 
+/// The span of one move: its request, and its end plus [`TAIL`].
+type Window = (Instant, Instant);
+
 /// Moves zone 0 from its holder to the other node `moves` times; returns each move's
-/// window (request, end + [`TAIL`]) and how long the source had the zone frozen.
+/// window and how long the source had the zone frozen.
 fn move_back_and_forth(
     nodes: &[Node],
     moves: usize,
-) -> anyhow::Result<(Vec<(Instant, Instant)>, Vec<Duration>)> {
+) -> anyhow::Result<(Vec<Window>, Vec<Duration>)> {
     let mut windows = Vec::with_capacity(moves);
     let mut frozen = Vec::with_capacity(moves);
     let mut holder = 0;
@@ -221,7 +224,7 @@ fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, Duration)> 
 }
 
 /// Each player's pause in each move.
-fn pauses_in(players: &[Player], windows: &[(Instant, Instant)]) -> anyhow::Result<Vec<Duration>> {
+fn pauses_in(players: &[Player], windows: &[Window]) -> anyhow::Result<Vec<Duration>> {
     let mut pauses = Vec::with_capacity(players.len() * windows.len());
     for p in players {
         for (from, to) in windows {
