@@ -16,6 +16,9 @@
 //!   zone moves to another node (live handoff), against disconnecting and
 //!   reconnecting, in the same run.
 //!
+//! - `cluster drain --players 500`: a node holding 25 zones and the players in them
+//!   drained while they play: time until empty, longest pause, disconnects.
+//!
 //! It builds nothing: it starts the prebuilt `zonemesh` (run `cargo build --release
 //! --bins` first). Each run gets a fresh PostgreSQL schema `zm_bench_<random>`, dropped
 //! at the end, and a temporary directory for configurations, data and node logs. Every
@@ -26,6 +29,8 @@
 mod anchors;
 #[path = "cluster/crossing.rs"]
 mod crossing;
+#[path = "cluster/drain.rs"]
+mod drain;
 #[path = "cluster/failover.rs"]
 mod failover;
 // Shared with the `scenarios` binary (its cluster-overhead scenario), which uses parts
@@ -116,6 +121,12 @@ enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=2_000))]
         players: u64,
     },
+    /// Draining a node that holds every zone while players play.
+    Drain {
+        /// Players in the world.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+        players: u64,
+    },
     /// Snapshot gaps when walking into a zone on another node against the same node.
     Crossing {
         /// Crossings measured of each kind (over all walkers).
@@ -146,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         Command::Redirect { .. } => NodeSettings::small(redirect::WORLD_ZONES),
         Command::Crossing { .. } => crossing::settings(),
         Command::Handoff { .. } => handoff::settings(),
+        Command::Drain { .. } => drain::settings(),
     };
     let fixture = Fixture::new(&bin_dir, &cli.url, settings, cli.keep_dir, &runtime)?;
     eprintln!("PostgreSQL schema {}", fixture.schema());
@@ -161,6 +173,7 @@ fn main() -> anyhow::Result<()> {
         Command::Handoff { moves, players } => {
             handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
         }
+        Command::Drain { players } => drain::run(&runtime, &fixture, to_usize(players)),
     };
     let cleanup = fixture.drop_schema(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(2));

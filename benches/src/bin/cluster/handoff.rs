@@ -60,16 +60,16 @@ pub(crate) fn settings() -> NodeSettings {
 }
 
 /// One player's session and what it saw.
-struct Player {
-    name: String,
+pub(crate) struct Player {
+    pub(crate) name: String,
     config: ClientConfig,
-    client: Client,
-    snapshots: Vec<Instant>,
+    pub(crate) client: Client,
+    pub(crate) snapshots: Vec<Instant>,
 }
 
 /// Plays `p` (wandering) until `stop`; returns it with the instants its snapshots
 /// came, or why its session ended.
-async fn play(mut p: Player, stop: Arc<AtomicBool>) -> anyhow::Result<Player> {
+pub(crate) async fn play(mut p: Player, stop: Arc<AtomicBool>) -> anyhow::Result<Player> {
     let mut inputs = tokio::time::interval(INPUT_EVERY);
     let mut seen = p.client.stats().snapshots;
     let mut turn = 0u32;
@@ -148,8 +148,9 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// Connects `count` players through node 0 (which then holds the zone).
-async fn join_all(
+/// Connects `count` players through `addrs[0]` (which then holds their zones), with
+/// the other nodes to reconnect to.
+pub(crate) async fn join_all(
     addrs: &[SocketAddr],
     shared: &Path,
     count: usize,

@@ -178,6 +178,13 @@ impl Node {
             .with_context(|| format!("node {} did not start the move", self.index))
     }
 
+    /// Asks it to move every zone to the other nodes.
+    pub(crate) fn drain(&self) -> anyhow::Result<()> {
+        self.admin
+            .drain()
+            .with_context(|| format!("node {} did not start draining", self.index))
+    }
+
     /// The moves it started, newest first (one try).
     pub(crate) fn moves(&self) -> Option<zonemesh_shared::status::MovesReport> {
         self.admin.moves().ok()

@@ -1,0 +1,113 @@
+//! `cluster drain`: a node holding every zone of the world and `--players` SDK
+//! players is drained (`POST /drain`, what `zonemesh-ctl drain` sends) while they play:
+//! how long until it holds nothing, the longest pause any player saw (the longest
+//! interval between its consecutive snapshots during the drain), and how many
+//! players lost their session.
+//!
+//! Two nodes; a world of 5 × 5 zones of 32 units, [`NPCS`] NPCs; the players join
+//! through node 0, so every zone they spawn in is activated there (names spread
+//! players over the world: with a few hundred, every zone has some). Each player
+//! sends an input every 50 ms.
+
+use crate::fixture::{Fixture, NodeSettings};
+use crate::handoff::{Player, join_all, play};
+use crate::node::Node;
+use crate::stats::{max, median, ms, quantile};
+use crate::walker::longest_gap;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// Zones along each side of the world.
+const ZONES: u16 = 5;
+/// NPCs in the whole world.
+const NPCS: u64 = 400;
+/// Longest the drain may take before the run fails.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+/// Play before the drain starts, and after it ended (a late snapshot still counts).
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The nodes' configuration: 5 × 5 zones of 32 units.
+pub(crate) fn settings() -> NodeSettings {
+    NodeSettings {
+        npcs: NPCS,
+        ..NodeSettings::small(ZONES)
+    }
+}
+
+/// Drains node 0 under load and prints the report.
+pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyhow::Result<()> {
+    let nodes = fixture.start_cluster(2)?;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
+    let joined = runtime.block_on(join_all(&addrs[..1], &fixture.shared, players))?;
+    let held = nodes[0].held_zones().len();
+    eprintln!("{players} players in {held} zones on node 0; draining it");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = joined
+        .into_iter()
+        .map(|p| crate::anchors::AbortOnDrop(runtime.spawn(play(p, Arc::clone(&stop)))))
+        .collect();
+    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    nodes[0].drain()?;
+    let took = wait_drained(&nodes[0])?;
+    let ended = Instant::now();
+    std::thread::sleep(SETTLE);
+    stop.store(true, Ordering::Release);
+    let mut after: Vec<Player> = Vec::new();
+    let mut lost = 0usize;
+    for mut task in tasks {
+        let done = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), &mut task.0).await })
+            .context("a player did not stop")?
+            .context("a player task panicked")?;
+        match done {
+            Ok(p) if p.client.reconnects() == 0 => after.push(p),
+            _ => lost += 1,
+        }
+    }
+    let pauses: Vec<Duration> = after
+        .iter()
+        .filter_map(|p| longest_gap(&p.snapshots, started, ended))
+        .collect();
+    let moves = nodes[0].moves().map_or(0, |m| m.moves.len());
+    let on_1 = nodes[1].held_zones().len();
+    println!(
+        "Drain of node 0: {held} zones, {players} players, {NPCS} NPCs, 2 nodes on PostgreSQL."
+    );
+    println!();
+    println!(
+        "| drained in | zones moved | zones on node 1 after | longest pause p50 | p99 | max | players disconnected |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {:.2} s | {moves} | {on_1} | {} ms | {} ms | {} ms | {lost} |",
+        took.as_secs_f64(),
+        ms(median(&pauses), 1),
+        ms(quantile(&pauses, 0.99), 1),
+        ms(max(&pauses), 1),
+    );
+    let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
+    if !panics.is_empty() {
+        bail!(
+            "a node panicked, the figures are void: {}",
+            panics.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Waits until node 0 says it is drained; returns how long that took.
+fn wait_drained(node: &Node) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < DRAIN_LIMIT {
+        if node.cluster().is_some_and(|c| c.drained) {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("the node was not drained within {DRAIN_LIMIT:?}")
+}
