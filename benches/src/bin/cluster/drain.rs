@@ -58,7 +58,7 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyho
     std::thread::sleep(SETTLE);
     stop.store(true, Ordering::Release);
     let mut after: Vec<Player> = Vec::new();
-    let mut lost = 0usize;
+    let mut lost = Vec::new();
     for mut task in tasks {
         let done = runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(10), &mut task.0).await })
@@ -66,12 +66,19 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyho
             .context("a player task panicked")?;
         match done {
             Ok(p) if p.client.reconnects() == 0 => after.push(p),
-            _ => lost += 1,
+            Ok(p) => lost.push(format!("{} reconnected", p.name)),
+            Err(e) => lost.push(format!("{e:#}")),
         }
     }
     let pauses: Vec<Duration> = after
         .iter()
         .filter_map(|p| longest_gap(&p.snapshots, started, ended))
+        .collect();
+    // The same measure over a window as long just before the drain: what the load
+    // itself costs the players on this machine.
+    let control: Vec<Duration> = after
+        .iter()
+        .filter_map(|p| longest_gap(&p.snapshots, started - took, started))
         .collect();
     let moves = nodes[0].moves().map_or(0, |m| m.moves.len());
     let on_1 = nodes[1].held_zones().len();
