@@ -91,12 +91,23 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyho
     );
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {:.2} s | {moves} | {on_1} | {} ms | {} ms | {} ms | {lost} |",
+        "| {:.2} s | {moves} | {on_1} | {} ms | {} ms | {} ms | {} |",
         took.as_secs_f64(),
         ms(median(&pauses), 1),
         ms(quantile(&pauses, 0.99), 1),
         ms(max(&pauses), 1),
+        lost.len(),
     );
+    println!();
+    println!(
+        "Control, the same window just before the drain: longest gap p50 {} ms, p99 {} ms, max {} ms.",
+        ms(median(&control), 1),
+        ms(quantile(&control, 0.99), 1),
+        ms(max(&control), 1),
+    );
+    for l in &lost {
+        println!("- lost: {l}");
+    }
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
     if !panics.is_empty() {
         bail!(
