@@ -163,7 +163,7 @@ pub enum MoveError {
 
 impl Handoffs {
     fn now(&self) -> Millis {
-        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        millis_since(self.epoch)
     }
 
     fn with_cores<R>(&self, f: impl FnOnce(&mut Cores) -> R) -> Option<R> {
@@ -312,8 +312,16 @@ impl ClusterRuntime {
         let now = handoffs.now();
         let host = self.zone_host();
         let stopping = self.cluster().is_none();
+        // A message goes to the one core that takes it: a `State` may be megabytes.
+        let for_source = matches!(
+            msg,
+            HandoffMsg::Ready { .. } | HandoffMsg::Refused { .. } | HandoffMsg::Activated { .. }
+        );
         handoffs.with_cores(|c| {
-            c.source.handle_message(now, msg.clone());
+            if for_source {
+                c.source.handle_message(now, msg);
+                return;
+            }
             c.target.handle_message(now, msg, |zone| {
                 let Some(host) = &host else {
                     return Err(RefuseReason::Stopping);
@@ -979,7 +987,10 @@ async fn run_timers(runtime: Weak<ClusterRuntime>) {
             .with_cores(|c| {
                 c.source.handle_timeout(now);
                 c.target.handle_timeout(now);
-                c.source.poll_timeout().min_some(c.target.poll_timeout())
+                [c.source.poll_timeout(), c.target.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })
             .flatten();
         this.drain_handoff_actions();
@@ -992,16 +1003,7 @@ async fn run_timers(runtime: Weak<ClusterRuntime>) {
     }
 }
 
-/// The earlier of two optional deadlines.
-trait MinSome {
-    fn min_some(self, other: Self) -> Self;
-}
-
-impl MinSome for Option<Millis> {
-    fn min_some(self, other: Self) -> Self {
-        match (self, other) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
+/// Milliseconds since `epoch`, as the cores count time.
+pub(super) fn millis_since(epoch: Instant) -> Millis {
+    Millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
 }

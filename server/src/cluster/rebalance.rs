@@ -52,7 +52,7 @@ impl Default for RebalanceDriver {
 
 impl RebalanceDriver {
     fn now(&self) -> Millis {
-        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        super::handoff::millis_since(self.epoch)
     }
 
     fn with_core<R>(&self, f: impl FnOnce(&mut Rebalancer, Millis) -> R) -> Option<R> {
