@@ -120,6 +120,20 @@ pub struct MoveReport {
     pub pause_ms: Option<u64>,
     /// Milliseconds from start to end, once ended.
     pub took_ms: Option<u64>,
+    /// The source's steps so far, in order, each with the milliseconds since the start:
+    /// `frozen`, `saved` (final checkpoint), `released` (store), `activated` (the
+    /// target's answer: its restore, claims and activation), `redirected`.
+    #[serde(default)]
+    pub steps: Vec<MoveStep>,
+}
+
+/// One step of a live zone move, as its source saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStep {
+    /// What happened.
+    pub step: String,
+    /// Milliseconds from the move's start.
+    pub at_ms: u64,
 }
 
 /// One member of a cluster.

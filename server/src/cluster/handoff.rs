@@ -42,7 +42,7 @@ use zonemesh_cluster::zone_image::ZoneImage;
 use zonemesh_shared::control::ErrorCode;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
-use zonemesh_shared::status::{MoveReport, MovesReport};
+use zonemesh_shared::status::{MoveReport, MoveStep, MovesReport};
 use zonemesh_store::PlayerClaim;
 
 use super::runtime::ClusterRuntime;
@@ -86,6 +86,8 @@ struct MoveRecord {
     frozen: Option<Instant>,
     ended: Option<(Instant, String)>,
     players: usize,
+    /// The source's steps so far (see [`MoveStep`]).
+    steps: Vec<(&'static str, Instant)>,
 }
 
 /// The cores and what the runtime keeps for them.
@@ -184,6 +186,11 @@ impl Handoffs {
         }
     }
 
+    /// Notes that move `id` got through `step` now.
+    fn step(&self, id: u64, step: &'static str) {
+        self.update_move(id, |m| m.steps.push((step, Instant::now())));
+    }
+
     /// Moves in progress and recent ones, newest first.
     pub fn report(&self) -> MovesReport {
         let now = Instant::now();
@@ -208,6 +215,14 @@ impl Handoffs {
                     .ended
                     .as_ref()
                     .map(|(end, _)| ms(end.duration_since(m.started))),
+                steps: m
+                    .steps
+                    .iter()
+                    .map(|(step, at)| MoveStep {
+                        step: (*step).to_owned(),
+                        at_ms: ms(at.duration_since(m.started)),
+                    })
+                    .collect(),
             })
             .collect();
         MovesReport { moves }
@@ -270,6 +285,7 @@ impl ClusterRuntime {
             frozen: None,
             ended: None,
             players,
+            steps: Vec::new(),
         });
         self.run_handoff_actions();
         Ok(id)
@@ -317,6 +333,9 @@ impl ClusterRuntime {
             msg,
             HandoffMsg::Ready { .. } | HandoffMsg::Refused { .. } | HandoffMsg::Activated { .. }
         );
+        if let HandoffMsg::Activated { id, .. } = &msg {
+            handoffs.step(*id, "activated");
+        }
         handoffs.with_cores(|c| {
             if for_source {
                 c.source.handle_message(now, msg);
@@ -490,6 +509,7 @@ impl ClusterRuntime {
             },
         );
         handoffs.update_move(id, |m| m.frozen = Some(Instant::now()));
+        handoffs.step(id, "frozen");
         handoffs.with_cores(|c| c.source.frozen(id, tick));
         self.run_handoff_actions();
     }
@@ -520,7 +540,7 @@ impl ClusterRuntime {
         };
         let saved = host.writer().submit_and_wait(job);
         match tokio::time::timeout(FINAL_SAVE_WAIT, saved).await {
-            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Ok(()))) => self.handoffs().step(id, "saved"),
             other => {
                 tracing::warn!(
                     id,
@@ -540,6 +560,7 @@ impl ClusterRuntime {
             // Unknown outcome: counted as released, the store decides what follows.
             tracing::warn!(id, zone = zone.0, "release for a handoff failed: {e}");
         }
+        self.handoffs().step(id, "released");
         true
     }
 
@@ -626,6 +647,7 @@ impl ClusterRuntime {
         if let Some(cluster) = self.cluster() {
             cluster.handoff_ended(zone, Some(to));
         }
+        self.handoffs().step(id, "redirected");
     }
 
     async fn reactivate(self: Arc<Self>, id: u64, zone: ZoneId) {

@@ -149,6 +149,14 @@ fn moves_table(m: &MovesReport) -> String {
             mv.to,
             mv.reason
         );
+        if !mv.steps.is_empty() {
+            let steps: Vec<String> = mv
+                .steps
+                .iter()
+                .map(|s| format!("{} {} ms", s.step, s.at_ms))
+                .collect();
+            let _ = writeln!(out, "{:>20} steps: {}", "", steps.join(", "));
+        }
     }
     out
 }

@@ -24,7 +24,7 @@ use crate::anchors::{AbortOnDrop, see_itself};
 use crate::fixture::{Fixture, NodeSettings};
 use crate::node::Node;
 use crate::stats::{max, median, ms, quantile};
-use crate::walker::longest_gap;
+use crate::walker::{first_from, last_before, longest_gap};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use zonemesh_client::{Client, ClientConfig};
 use zonemesh_shared::quant::Vec2;
+use zonemesh_shared::status::{MoveReport, MoveStep};
 
 /// NPCs in the zone: load for the zone to tick and to hand over.
 const NPCS: u64 = 200;
@@ -110,7 +111,9 @@ pub(crate) fn run(
         .into_iter()
         .map(|p| AbortOnDrop(runtime.spawn(play(p, Arc::clone(&stop)))))
         .collect();
-    let (windows, frozen) = move_back_and_forth(&nodes, moves)?;
+    let done = move_back_and_forth(&nodes, moves)?;
+    let windows: Vec<Window> = done.iter().map(|m| (m.started, m.ended + TAIL)).collect();
+    let frozen: Vec<Duration> = done.iter().map(|m| m.frozen).collect();
     stop.store(true, Ordering::Release);
     let mut players_after = Vec::new();
     for mut task in tasks {
@@ -121,6 +124,8 @@ pub(crate) fn run(
         players_after.push(p);
     }
     let pauses = pauses_in(&players_after, &windows)?;
+    let players_before_baselines: Vec<Vec<Instant>> =
+        players_after.iter().map(|p| p.snapshots.clone()).collect();
     let moved_all = players_after
         .iter()
         .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
@@ -135,6 +140,7 @@ pub(crate) fn run(
         ms(quantile(&frozen, 0.99), 1),
         ms(max(&frozen), 1)
     );
+    print_breakdown(&done, &players_before_baselines);
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
     if !panics.is_empty() {
         bail!(
@@ -177,51 +183,122 @@ pub(crate) async fn join_all(
 /// The span of one move: its request, and its end plus [`TAIL`].
 type Window = (Instant, Instant);
 
-/// Moves zone 0 from its holder to the other node `moves` times; returns each move's
-/// window and how long the source had the zone frozen.
-fn move_back_and_forth(
-    nodes: &[Node],
-    moves: usize,
-) -> anyhow::Result<(Vec<Window>, Vec<Duration>)> {
-    let mut windows = Vec::with_capacity(moves);
-    let mut frozen = Vec::with_capacity(moves);
+/// One move as the benchmark saw it.
+struct DoneMove {
+    /// When it was requested (the source's start, to a millisecond or two).
+    started: Instant,
+    /// When the source's moves report first said it ended.
+    ended: Instant,
+    /// How long the source had the zone frozen.
+    frozen: Duration,
+    /// The source's steps, from its moves report.
+    steps: Vec<MoveStep>,
+}
+
+impl DoneMove {
+    /// When the source got through `step`, on this process's clock.
+    fn step_at(&self, step: &str) -> Option<Instant> {
+        let at = self.steps.iter().find(|s| s.step == step)?.at_ms;
+        Some(self.started + Duration::from_millis(at))
+    }
+}
+
+/// Moves zone 0 from its holder to the other node `moves` times.
+fn move_back_and_forth(nodes: &[Node], moves: usize) -> anyhow::Result<Vec<DoneMove>> {
+    let mut done = Vec::with_capacity(moves);
     let mut holder = 0;
     for n in 0..moves {
         std::thread::sleep(BETWEEN_MOVES);
         let target = 1 - holder;
         let started = Instant::now();
         let id = nodes[holder].move_zone(0, 0, &nodes[target].run)?;
-        let (ended, pause) = wait_move_end(&nodes[holder], id)?;
-        windows.push((started, ended + TAIL));
-        frozen.push(pause);
+        let (ended, report) = wait_move_end(&nodes[holder], id)?;
+        done.push(DoneMove {
+            started,
+            ended,
+            frozen: Duration::from_millis(report.pause_ms.unwrap_or(0)),
+            steps: report.steps,
+        });
         if !nodes[target].held_zones().contains(&0) {
             bail!("move {n}: node {target} does not hold the zone after the move");
         }
         holder = target;
     }
     std::thread::sleep(TAIL);
-    Ok((windows, frozen))
+    Ok(done)
 }
 
 /// Waits until move `id` of `source` ended, and checks it moved the zone; returns
-/// when, and how long the source says the zone was frozen.
-fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, Duration)> {
+/// when, and the source's report of it.
+fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, MoveReport)> {
     let until = Instant::now() + MOVE_LIMIT;
     while Instant::now() < until {
         let report = source
             .moves()
             .and_then(|r| r.moves.into_iter().find(|m| m.id == id));
         if let Some(m) = report.filter(|m| !m.in_progress) {
-            let outcome = m.outcome.unwrap_or_default();
+            let outcome = m.outcome.clone().unwrap_or_default();
             if !outcome.starts_with("moved") {
                 bail!("move {id}: {outcome}");
             }
-            let frozen = Duration::from_millis(m.pause_ms.unwrap_or(0));
-            return Ok((Instant::now(), frozen));
+            return Ok((Instant::now(), m));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     bail!("move {id} did not end within {MOVE_LIMIT:?}")
+}
+
+/// Where the pauses go: each of the source's steps (time since the previous one),
+/// and on the players' side the time from their last snapshot to the freeze and
+/// from the redirect to their first snapshot from the target.
+fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
+    println!();
+    println!(
+        "| part of a move (source's steps; players' side to a ms or two) | p50 ms | p99 ms | max ms |"
+    );
+    println!("|---|---|---|---|");
+    let row = |name: &str, s: &[Duration]| {
+        println!(
+            "| {name} | {} | {} | {} |",
+            ms(median(s), 1),
+            ms(quantile(s, 0.99), 1),
+            ms(max(s), 1)
+        );
+    };
+    let mut previous = "request";
+    for step in ["frozen", "saved", "released", "activated", "redirected"] {
+        let spans: Vec<Duration> = done
+            .iter()
+            .filter_map(|m| {
+                let from = if previous == "request" {
+                    m.started
+                } else {
+                    m.step_at(previous)?
+                };
+                Some(m.step_at(step)?.saturating_duration_since(from))
+            })
+            .collect();
+        row(&format!("{previous} → {step}"), &spans);
+        previous = step;
+    }
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for m in done {
+        let (Some(frozen), Some(redirected)) = (m.step_at("frozen"), m.step_at("redirected"))
+        else {
+            continue;
+        };
+        for times in snapshots {
+            if let Some(last) = last_before(times, frozen) {
+                before.push(frozen.saturating_duration_since(last));
+            }
+            if let Some(first) = first_from(times, redirected) {
+                after.push(first.saturating_duration_since(redirected));
+            }
+        }
+    }
+    row("player: last snapshot from the source → freeze", &before);
+    row("player: redirect → first snapshot from the target", &after);
 }
 
 /// Each player's pause in each move.
