@@ -1,7 +1,8 @@
 //! Players crossing between zones, persistence side: a player whose session ends while
 //! it is in flight (a transfer in the neighbour's inbox, or a transfer that bounced and
 //! is retried) is saved, not dropped, and its record versions keep increasing across
-//! the border. Two zones are ticked by hand over an in-memory store: no network, no
+//! the border; and a zone freezing for a live handoff does so right after a tick sent
+//! its snapshots. Two zones are ticked by hand over an in-memory store: no network, no
 //! worker threads, so each step happens exactly when the test says.
 
 use std::sync::Arc;
@@ -236,4 +237,39 @@ async fn record_versions_keep_increasing_across_the_border() {
     let stored = zones.saved("traveller").await.expect("saved");
     assert_eq!((stored.zone, stored.version), (EAST.0, east_version));
     assert!(!link.is_closed());
+}
+
+#[tokio::test]
+async fn a_zone_freezes_for_a_handoff_right_after_a_tick_has_sent_its_snapshots() {
+    let mut zones = TwoZones::start(64).await;
+    let link = zones.join_west("mover");
+    zones.west.status().request_freeze(true);
+
+    // Woken between two ticks: durable actions are refused from now on, but the zone
+    // does not freeze there (its players' last snapshot would be a part-tick old).
+    zones.west.handle_pending_messages();
+    assert!(!zones.west.is_frozen(), "no freeze between ticks");
+    assert!(
+        link.begin_action().is_none(),
+        "new durable actions are held off"
+    );
+    let _ = link.take_snapshot();
+
+    // The player moves, so the tick has something to send.
+    teleport(&mut zones.west, "mover", Vec2::new(20.0, 16.0));
+    zones.west.tick();
+    assert!(zones.west.is_frozen(), "frozen at the end of the tick");
+    let last = link.take_snapshot().expect("the tick sent a snapshot");
+    assert_eq!(
+        last.tick,
+        zones.west.completed_tick(),
+        "the freezing tick's"
+    );
+    let tick = zones.west.completed_tick();
+    zones.west.tick();
+    assert_eq!(
+        zones.west.completed_tick(),
+        tick,
+        "a frozen zone does not tick"
+    );
 }

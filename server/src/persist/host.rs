@@ -214,7 +214,7 @@ impl ZoneHost {
         let (tx, rx) = oneshot::channel();
         freezing.insert(zone, tx);
         status.request_freeze(true);
-        // Frozen between two ticks rather than at the next one: the pause is shorter.
+        // Its links are held at once, so no durable action starts before the freeze.
         self.ctx.router.wake(zone);
         Some(rx)
     }

@@ -2,14 +2,18 @@
 //! complete state as a [`ZoneImage`], and being built again from one on the node
 //! that takes it over.
 //!
-//! Freezing: a handoff asks through the zone's status cell. At the start of its next
-//! tick the zone holds every player's link for crossing (new durable actions are
-//! refused with `Busy`; those in flight are counted) and freezes only once none is
-//! in flight and no player is on its way in (the directory's arrival count; the zone
-//! then turns `Deactivating`, so joins and neighbours' transfers wait). Until then it
-//! keeps ticking, applying the actions in flight. Frozen, it does not tick again;
-//! its worker hands it to the host, which gives it to the handoff. Inputs and events
-//! that arrive meanwhile stay in its inbox.
+//! Freezing: a handoff asks through the zone's status cell. As soon as its worker
+//! handles its messages (woken for it) the zone holds every player's link for
+//! crossing (new durable actions are refused with `Busy`; those in flight are
+//! counted). It freezes at the end of a tick, right after that tick's snapshots went
+//! out, once no action is in flight and no player is on its way in (the directory's
+//! arrival count; the zone then turns `Deactivating`, so joins and neighbours'
+//! transfers wait). Until then it keeps ticking, applying the actions in flight.
+//! Freezing just after a snapshot rather than as soon as possible puts the players'
+//! pause (last snapshot from here to first from the target) on the handoff alone,
+//! not on the handoff plus the part of a tick interval that had gone by. Frozen, it
+//! does not tick again; its worker hands it to the host, which gives it to the
+//! handoff. Inputs and events that arrive meanwhile stay in its inbox.
 
 use super::{PlayerSlot, Zone, ZoneContext, ZoneMessage};
 use crate::game::{
@@ -30,11 +34,9 @@ use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::quant::Vec2;
 
 impl Zone {
-    /// Freezes the zone if it can now (see the module docs); true once frozen.
-    pub(super) fn try_freeze(&mut self) -> bool {
-        if self.lost || self.ctx.persistence.is_none() {
-            return false;
-        }
+    /// Holds every player's link for a freeze asked for; true if no durable action
+    /// is in flight.
+    pub(super) fn hold_for_freeze(&mut self) -> bool {
         // Hold every link, even after one with actions in flight: all refuse new ones.
         self.freeze_holds = true;
         let busy = self
@@ -42,8 +44,15 @@ impl Zone {
             .values()
             .filter(|slot| !slot.link.hold_for_crossing())
             .count();
-        let idle = busy == 0;
-        if !idle || !self.begin_retirement() {
+        busy == 0
+    }
+
+    /// Freezes the zone if it can now (see the module docs); true once frozen.
+    pub(super) fn try_freeze(&mut self) -> bool {
+        if self.lost || self.ctx.persistence.is_none() {
+            return false;
+        }
+        if !self.hold_for_freeze() || !self.begin_retirement() {
             return false;
         }
         self.frozen = true;

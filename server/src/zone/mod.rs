@@ -340,7 +340,7 @@ impl Zone {
     /// Runs one tick. Never blocks: the inbox is drained without waiting and every
     /// outgoing message is a non-blocking send.
     pub fn tick(&mut self) {
-        if self.frozen || (self.status.freeze_requested() && self.try_freeze()) {
+        if self.frozen {
             return;
         }
         if self.freeze_holds && !self.status.freeze_requested() {
@@ -372,6 +372,10 @@ impl Zone {
         } else {
             0
         };
+        // Right after the snapshots: the players' pause starts with the handoff.
+        if self.status.freeze_requested() {
+            self.try_freeze();
+        }
     }
 
     /// Tells the router which worker ticks this zone, so requests can wake it.
@@ -386,9 +390,10 @@ impl Zone {
             return;
         }
         self.drain_inbox();
-        // Between two ticks is a tick boundary too: a handoff need not wait a tick.
+        // New durable actions are refused from now on; the freeze itself waits for
+        // the end of the next tick (see `image.rs`).
         if self.status.freeze_requested() {
-            self.try_freeze();
+            self.hold_for_freeze();
         }
     }
 
