@@ -31,6 +31,8 @@ use zonemesh_server::zone::{WorldLayout, ZoneConfig};
 use zonemesh_server::{NetLimits, NodeConfig};
 use zonemesh_shared::ids::{NetId, ZoneId};
 use zonemesh_shared::quant::Vec2;
+use zonemesh_shared::status::MovesReport;
+use zonemesh_store::StoreStats;
 
 /// Players in the zone while it moves.
 const PLAYERS: usize = 12;
@@ -119,6 +121,33 @@ async fn play_until_on(mut client: Client, addr: SocketAddr) -> (Client, Vec<Eve
     (client, events)
 }
 
+/// The source's report of the one move of `pair`'s zone 0, and the target's store
+/// calls since `claims_before`: one takeover of every player.
+fn check_move_report(moves: &MovesReport, pair: &Pair, claims_before: &StoreStats) {
+    let mv = moves.moves.first().expect("the move is listed");
+    assert_eq!(
+        mv.outcome.as_deref().map(|o| o.starts_with("moved")),
+        Some(true)
+    );
+    assert!(mv.pause_ms.is_some());
+    let steps: Vec<&str> = mv.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["frozen", "saved", "released", "activated", "redirected"],
+        "the source's steps, in order"
+    );
+    assert!(mv.steps.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+    let stats = pair.nodes[1].server.store().stats();
+    assert_eq!(
+        (
+            stats.n_player_takeovers - claims_before.n_player_takeovers,
+            stats.n_player_claims - claims_before.n_player_claims
+        ),
+        (1, 0),
+        "the target took the players over with one store call"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
     // The handoff's log lines, shown when the test fails.
@@ -149,6 +178,7 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
 
     let target = pair.nodes[1].node.id.to_string();
     let runtime = pair.nodes[0].server.cluster_runtime().expect("clustered");
+    let claims_before = pair.nodes[1].server.store().stats();
     runtime
         .move_zone(ZoneId(0), &target, "test")
         .expect("the move starts");
@@ -205,13 +235,7 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
             .any(|z| z.zone == ZoneId(0)),
         "node 0 let the zone go"
     );
-    let moves = runtime.moves();
-    let mv = moves.moves.first().expect("the move is listed");
-    assert_eq!(
-        mv.outcome.as_deref().map(|o| o.starts_with("moved")),
-        Some(true)
-    );
-    assert!(mv.pause_ms.is_some());
+    check_move_report(&runtime.moves(), &pair, &claims_before);
 
     // Inputs carry on with their numbering on the new node.
     let mut moved = moved;

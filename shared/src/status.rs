@@ -120,7 +120,11 @@ pub struct MoveReport {
     pub pause_ms: Option<u64>,
     /// Milliseconds from start to end, once ended.
     pub took_ms: Option<u64>,
-    /// The source's steps so far, in order, each with the milliseconds since the start:
+    /// When it started, microseconds since the Unix epoch by this node's clock (to
+    /// line the steps up with what clients saw on the same machine).
+    #[serde(default)]
+    pub started_unix_us: u64,
+    /// The source's steps so far, in order, each with the time since the start:
     /// `frozen`, `saved` (final checkpoint), `released` (store), `activated` (the
     /// target's answer: its restore, claims and activation), `redirected`.
     #[serde(default)]
@@ -132,8 +136,8 @@ pub struct MoveReport {
 pub struct MoveStep {
     /// What happened.
     pub step: String,
-    /// Milliseconds from the move's start.
-    pub at_ms: u64,
+    /// Microseconds from the move's start.
+    pub at_us: u64,
 }
 
 /// One member of a cluster.

@@ -43,7 +43,8 @@ use zonemesh_shared::control::ErrorCode;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{MoveReport, MoveStep, MovesReport};
-use zonemesh_store::PlayerClaim;
+use zonemesh_store::limits::MAX_CLAIMS_PER_CALL;
+use zonemesh_store::{NodeRun, PlayerClaim};
 
 use super::runtime::ClusterRuntime;
 use super::store_calls::store_run;
@@ -83,6 +84,7 @@ struct MoveRecord {
     to: NodeRef,
     reason: String,
     started: Instant,
+    started_wall: std::time::SystemTime,
     frozen: Option<Instant>,
     ended: Option<(Instant, String)>,
     players: usize,
@@ -195,6 +197,7 @@ impl Handoffs {
     pub fn report(&self) -> MovesReport {
         let now = Instant::now();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let moves = lock(&self.moves)
             .iter()
             .rev()
@@ -215,12 +218,16 @@ impl Handoffs {
                     .ended
                     .as_ref()
                     .map(|(end, _)| ms(end.duration_since(m.started))),
+                started_unix_us: m
+                    .started_wall
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, us),
                 steps: m
                     .steps
                     .iter()
                     .map(|(step, at)| MoveStep {
                         step: (*step).to_owned(),
-                        at_ms: ms(at.duration_since(m.started)),
+                        at_us: us(at.duration_since(m.started)),
                     })
                     .collect(),
             })
@@ -282,6 +289,7 @@ impl ClusterRuntime {
             to: target,
             reason: reason.to_owned(),
             started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
             frozen: None,
             ended: None,
             players,
@@ -773,6 +781,53 @@ impl ClusterRuntime {
         };
         let me = store_run(cluster.me());
         let takeover = from.map(store_run);
+        let left = match takeover {
+            Some(from) => self.take_over_at_once(links, me, from).await,
+            None => links.to_vec(),
+        };
+        self.claim_one_by_one(&left, me, takeover).await
+    }
+
+    /// Takes the players of `links` over from `from` with one store call per
+    /// [`MAX_CLAIMS_PER_CALL`]; returns the links not claimed that way (held by a
+    /// third run, or the call failed), for [`Self::claim_one_by_one`].
+    async fn take_over_at_once(
+        &self,
+        links: &[Arc<ClientLink>],
+        me: NodeRun,
+        from: NodeRun,
+    ) -> Vec<Arc<ClientLink>> {
+        let mut left = Vec::new();
+        for chunk in links.chunks(MAX_CLAIMS_PER_CALL) {
+            let players: Vec<(String, u64)> = chunk
+                .iter()
+                .map(|l| (l.name().to_owned(), l.session().0))
+                .collect();
+            match self.store().take_over_players(&players, me, from).await {
+                Ok(taken) => left.extend(
+                    chunk
+                        .iter()
+                        .zip(taken)
+                        .filter(|(_, taken)| !taken)
+                        .map(|(link, _)| Arc::clone(link)),
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot take a zone's players over at once: {e}");
+                    left.extend(chunk.iter().cloned());
+                }
+            }
+        }
+        left
+    }
+
+    /// Claims the players of `links` one store call each (at most
+    /// [`CLAIMS_AT_ONCE`] in flight); returns the links of players someone else holds.
+    async fn claim_one_by_one(
+        &self,
+        links: &[Arc<ClientLink>],
+        me: NodeRun,
+        takeover: Option<NodeRun>,
+    ) -> Vec<Arc<ClientLink>> {
         let mut lost = Vec::new();
         for chunk in links.chunks(CLAIMS_AT_ONCE) {
             let mut calls = tokio::task::JoinSet::new();

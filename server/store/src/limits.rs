@@ -21,6 +21,9 @@ pub const MAX_ACTION_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Most bytes of blobs (zone state plus player data) in one write call, so a single
 /// transaction stays well below what either backend holds comfortably in memory.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
+/// Most players in one [`Store::take_over_players`](crate::Store::take_over_players)
+/// call (a zone's players, handed over at once).
+pub const MAX_CLAIMS_PER_CALL: usize = 10_000;
 /// Longest player or node name, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 /// Most actions [`Store::actions_for_player`](crate::Store::actions_for_player) returns;
@@ -72,6 +75,28 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
         return Err(StoreError::InvalidInput(format!(
             "{what} {name:?} contains control characters"
         )));
+    }
+    Ok(())
+}
+
+/// Checks the players of a [`Store::take_over_players`](crate::Store::take_over_players)
+/// call: at most [`MAX_CLAIMS_PER_CALL`], each name valid, none twice.
+pub fn validate_takeover(players: &[(String, u64)]) -> Result<(), StoreError> {
+    if players.len() > MAX_CLAIMS_PER_CALL {
+        return Err(StoreError::too_large(
+            "players taken over at once",
+            players.len(),
+            MAX_CLAIMS_PER_CALL,
+        ));
+    }
+    let mut seen = HashSet::with_capacity(players.len());
+    for (player, _) in players {
+        validate_name("player name", player)?;
+        if !seen.insert(player.as_str()) {
+            return Err(StoreError::InvalidInput(format!(
+                "player {player:?} is named twice in one takeover"
+            )));
+        }
     }
     Ok(())
 }

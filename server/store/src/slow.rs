@@ -141,6 +141,15 @@ impl<S: Store + ?Sized> Store for SlowStore<S> {
         self.delayed(move || self.inner.claim_player(player, node, session, takeover))
     }
 
+    fn take_over_players<'a>(
+        &'a self,
+        players: &'a [(String, u64)],
+        node: NodeRun,
+        from: NodeRun,
+    ) -> StoreFuture<'a, Vec<bool>> {
+        self.delayed(move || self.inner.take_over_players(players, node, from))
+    }
+
     fn release_player<'a>(
         &'a self,
         player: &'a str,

@@ -211,6 +211,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         takeover: Option<NodeRun>,
     ) -> StoreFuture<'a, PlayerClaim>;
 
+    /// Claims each of `players` (name, session) for run `node`, taking them over from
+    /// run `from`, in one transaction: a player is claimed when it has no claim, when
+    /// its claim is `node`'s own, or when it is `from`'s. Returns, in the order given,
+    /// whether each player is now claimed as asked; one that is not was left as it
+    /// was ([`claim_player`](Self::claim_player) then says who holds it, and applies
+    /// the lease rule this call leaves out). A live handoff takes a zone's players over
+    /// from its source with one call rather than one per player. At most
+    /// [`MAX_CLAIMS_PER_CALL`](crate::limits::MAX_CLAIMS_PER_CALL) players, each name
+    /// valid as in `claim_player`, none twice.
+    fn take_over_players<'a>(
+        &'a self,
+        players: &'a [(String, u64)],
+        node: NodeRun,
+        from: NodeRun,
+    ) -> StoreFuture<'a, Vec<bool>>;
+
     /// Ends `player`'s claim if it is `(node, session)`; returns whether it did. A
     /// claim since taken by another session or run is left alone. Release only after
     /// the session's final player record is saved, so the next claimant reads it.
@@ -285,6 +301,8 @@ pub struct StoreStats {
     pub n_holder_reads: u64,
     /// `claim_player` calls.
     pub n_player_claims: u64,
+    /// `take_over_players` calls.
+    pub n_player_takeovers: u64,
     /// `release_player` calls.
     pub n_player_releases: u64,
     /// `player_claim` calls.
@@ -321,6 +339,7 @@ pub(crate) enum Op {
     ZonesHeldBy,
     ZoneHolder,
     ClaimPlayer,
+    TakeOverPlayers,
     ReleasePlayer,
     PlayerClaim,
     HeartbeatMember,
@@ -396,6 +415,7 @@ impl Counters {
             n_held_zone_reads: calls(Op::ZonesHeldBy),
             n_holder_reads: calls(Op::ZoneHolder),
             n_player_claims: calls(Op::ClaimPlayer),
+            n_player_takeovers: calls(Op::TakeOverPlayers),
             n_player_releases: calls(Op::ReleasePlayer),
             n_claim_reads: calls(Op::PlayerClaim),
             n_member_heartbeats: calls(Op::HeartbeatMember),

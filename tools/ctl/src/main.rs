@@ -153,7 +153,7 @@ fn moves_table(m: &MovesReport) -> String {
             let steps: Vec<String> = mv
                 .steps
                 .iter()
-                .map(|s| format!("{} {} ms", s.step, s.at_ms))
+                .map(|s| format!("{} {:.1} ms", s.step, s.at_us as f64 / 1000.0))
                 .collect();
             let _ = writeln!(out, "{:>20} steps: {}", "", steps.join(", "));
         }

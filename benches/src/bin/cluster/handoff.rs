@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Runtime;
 use zonemesh_client::{Client, ClientConfig};
 use zonemesh_shared::quant::Vec2;
@@ -179,8 +179,11 @@ type Window = (Instant, Instant);
 
 /// One move as the benchmark saw it.
 struct DoneMove {
-    /// When it was requested (the source's start, to a millisecond or two).
+    /// When it was requested.
     started: Instant,
+    /// When the source started it, on this process's clock (from the wall clock the
+    /// processes share).
+    source_started: Instant,
     /// When the source's moves report first said it ended.
     ended: Instant,
     /// How long the source had the zone frozen.
@@ -192,8 +195,8 @@ struct DoneMove {
 impl DoneMove {
     /// When the source got through `step`, on this process's clock.
     fn step_at(&self, step: &str) -> Option<Instant> {
-        let at = self.steps.iter().find(|s| s.step == step)?.at_ms;
-        Some(self.started + Duration::from_millis(at))
+        let at = self.steps.iter().find(|s| s.step == step)?.at_us;
+        Some(self.source_started + Duration::from_micros(at))
     }
 }
 
@@ -204,11 +207,17 @@ fn move_back_and_forth(nodes: &[Node], moves: usize) -> anyhow::Result<Vec<DoneM
     for n in 0..moves {
         std::thread::sleep(BETWEEN_MOVES);
         let target = 1 - holder;
-        let started = Instant::now();
+        let (started, started_wall) = (Instant::now(), SystemTime::now());
         let id = nodes[holder].move_zone(0, 0, &nodes[target].run)?;
         let (ended, report) = wait_move_end(&nodes[holder], id)?;
+        let wall_us = started_wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let source_started =
+            started + Duration::from_micros(report.started_unix_us.saturating_sub(wall_us));
         done.push(DoneMove {
             started,
+            source_started,
             ended,
             frozen: Duration::from_millis(report.pause_ms.unwrap_or(0)),
             steps: report.steps,
@@ -248,7 +257,7 @@ fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, MoveReport)
 fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
     println!();
     println!(
-        "| part of a move (source's steps; players' side to a ms or two) | p50 ms | p99 ms | max ms |"
+        "| part of a move (the source's steps, then the players' side) | p50 ms | p99 ms | max ms |"
     );
     println!("|---|---|---|---|");
     let row = |name: &str, s: &[Duration]| {
@@ -259,13 +268,13 @@ fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
             ms(max(s), 1)
         );
     };
-    let mut previous = "request";
+    let mut previous = "start";
     for step in ["frozen", "saved", "released", "activated", "redirected"] {
         let spans: Vec<Duration> = done
             .iter()
             .filter_map(|m| {
-                let from = if previous == "request" {
-                    m.started
+                let from = if previous == "start" {
+                    m.source_started
                 } else {
                     m.step_at(previous)?
                 };

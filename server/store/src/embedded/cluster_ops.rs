@@ -283,6 +283,37 @@ pub(crate) fn claim_player(
     }
 }
 
+/// Claims each of `players` for `node` where it has no claim or `node`'s or `from`'s,
+/// in one transaction; whether each is claimed now.
+pub(crate) fn take_over_players(
+    db: &Database,
+    players: &[(String, u64)],
+    node: NodeRun,
+    from: NodeRun,
+) -> Result<Vec<bool>, StoreError> {
+    let txn = db.begin_write().map_err(from_redb)?;
+    let mut claimed = Vec::with_capacity(players.len());
+    {
+        let mut claims = txn.open_table(PLAYER_CLAIMS).map_err(from_redb)?;
+        for (player, session) in players {
+            let takes =
+                read_claim(&claims, player)?.is_none_or(|row| row.run == node || row.run == from);
+            if takes {
+                let wanted = ClaimRow {
+                    run: node,
+                    session: *session,
+                };
+                claims
+                    .insert(player.as_str(), codec::encode_claim(&wanted).as_slice())
+                    .map_err(from_redb)?;
+            }
+            claimed.push(takes);
+        }
+    }
+    txn.commit().map_err(from_redb)?;
+    Ok(claimed)
+}
+
 /// Ends `player`'s claim if it is `(node, session)`.
 pub(crate) fn release_player(
     db: &Database,

@@ -309,6 +309,20 @@ impl Store for RedbStore {
         })
     }
 
+    fn take_over_players<'a>(
+        &'a self,
+        players: &'a [(String, u64)],
+        node: NodeRun,
+        from: NodeRun,
+    ) -> StoreFuture<'a, Vec<bool>> {
+        self.counters.counted(Op::TakeOverPlayers, async move {
+            limits::validate_takeover(players)?;
+            let players = players.to_vec();
+            self.run(move |db| cluster_ops::take_over_players(db, &players, node, from))
+                .await
+        })
+    }
+
     fn release_player<'a>(
         &'a self,
         player: &'a str,

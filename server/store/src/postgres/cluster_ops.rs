@@ -402,6 +402,58 @@ pub(crate) async fn claim_player(
     .into())
 }
 
+/// The end of a claim upsert: an existing claim is replaced only when it is the run
+/// `($2, $3)`'s own or the replaceable run `($5, $6)`'s (NULLs there: none); the
+/// claimed names are returned.
+const CLAIM_CONFLICT: &str = "ON CONFLICT (player) DO UPDATE
+         SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
+             session = EXCLUDED.session
+         WHERE (player_claims.node_id = $2 AND player_claims.incarnation = $3)
+            OR (player_claims.node_id = $5 AND player_claims.incarnation = $6)
+         RETURNING player";
+
+/// Claims each of `players` for `node` where it has no claim or `node`'s or `from`'s:
+/// one upsert of them all (one statement, so one transaction); whether each is
+/// claimed now, in the order given.
+pub(crate) async fn take_over_players(
+    client: &mut Client,
+    players: &[(String, u64)],
+    node: NodeRun,
+    from: NodeRun,
+) -> Result<Vec<bool>, OpError> {
+    let (id, incarnation) = run_params(node);
+    let (from_id, from_incarnation) = run_params(from);
+    let names: Vec<&str> = players.iter().map(|(name, _)| name.as_str()).collect();
+    let sessions: Vec<i64> = players
+        .iter()
+        .map(|(_, session)| to_bits(*session))
+        .collect();
+    let statement = format!(
+        "INSERT INTO player_claims (player, node_id, incarnation, session)
+         SELECT claim.player, $2, $3, claim.session
+         FROM UNNEST($1::TEXT[], $4::BIGINT[]) AS claim(player, session)
+         {CLAIM_CONFLICT}"
+    );
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &names,
+                &id,
+                &incarnation,
+                &sessions,
+                &from_id,
+                &from_incarnation,
+            ],
+        )
+        .await?;
+    let mut taken = std::collections::HashSet::with_capacity(rows.len());
+    for row in &rows {
+        taken.insert(row.try_get::<_, String>(0)?);
+    }
+    Ok(names.iter().map(|name| taken.contains(*name)).collect())
+}
+
 /// The version of `player`'s record, read in `tx` (`None`: no record).
 async fn player_version(tx: &Transaction<'_>, player: &str) -> Result<Option<u64>, OpError> {
     let row = tx
@@ -429,16 +481,14 @@ async fn upsert_claim(
     let (id, incarnation) = run_params(node);
     // No replaceable run: NULLs, which equal nothing.
     let (other_id, other_incarnation) = replaceable.map(run_params).unzip();
+    let statement = format!(
+        "INSERT INTO player_claims (player, node_id, incarnation, session)
+         VALUES ($1, $2, $3, $4)
+         {CLAIM_CONFLICT}"
+    );
     let claimed = tx
         .query_opt(
-            "INSERT INTO player_claims (player, node_id, incarnation, session)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (player) DO UPDATE
-             SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
-                 session = EXCLUDED.session
-             WHERE (player_claims.node_id = $2 AND player_claims.incarnation = $3)
-                OR (player_claims.node_id = $5 AND player_claims.incarnation = $6)
-             RETURNING player",
+            &statement,
             &[
                 &player,
                 &id,

@@ -392,6 +392,27 @@ impl Store for PostgresStore {
         })
     }
 
+    fn take_over_players<'a>(
+        &'a self,
+        players: &'a [(String, u64)],
+        node: NodeRun,
+        from: NodeRun,
+    ) -> StoreFuture<'a, Vec<bool>> {
+        self.counters.counted(Op::TakeOverPlayers, async move {
+            limits::validate_takeover(players)?;
+            // Owned per attempt: a retried attempt's future may not borrow the caller.
+            let players = players.to_vec();
+            self.pool
+                .run(move |client: &mut Client| -> OpFuture<'_, Vec<bool>> {
+                    let players = players.clone();
+                    Box::pin(async move {
+                        cluster_ops::take_over_players(client, &players, node, from).await
+                    })
+                })
+                .await
+        })
+    }
+
     fn release_player<'a>(
         &'a self,
         player: &'a str,

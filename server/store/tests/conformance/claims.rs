@@ -354,6 +354,81 @@ pub(crate) async fn claim_names_are_validated_and_claims_counted(fixture: &impl 
     assert_eq!(after.n_releases, before.n_releases);
 }
 
+/// A handoff's takeover claims, in one call, every player that has no claim or whose
+/// claim is the source's or the caller's own, and leaves the others as they were
+/// (even one whose holder has no live lease: `claim_player` decides those).
+pub(crate) async fn a_takeover_claims_the_sources_players_and_leaves_the_rest(
+    fixture: &impl Fixture,
+) {
+    let store = fixture.open().await;
+    let (source, target, other) = (NodeRun::new(1, 1), NodeRun::new(2, 1), NodeRun::new(3, 1));
+    let unleased = NodeRun::new(4, 1);
+    live(&*store, &[source, target, other]).await;
+    claimed(store.claim_player("from-source", source, 1, None).await);
+    claimed(store.claim_player("also-source", source, 2, None).await);
+    claimed(store.claim_player("elsewhere", other, 3, None).await);
+    claimed(store.claim_player("own", target, 4, None).await);
+    claimed(store.claim_player("unleased", unleased, 5, None).await);
+    let players: Vec<(String, u64)> = [
+        ("from-source", 11),
+        ("elsewhere", 13),
+        ("unclaimed", 14),
+        ("own", 15),
+        ("also-source", 12),
+        ("unleased", 16),
+    ]
+    .map(|(name, session)| (name.to_owned(), session))
+    .to_vec();
+    let before = store.stats();
+    let taken = store
+        .take_over_players(&players, target, source)
+        .await
+        .expect("takeover");
+    assert_eq!(taken, vec![true, false, true, true, true, false]);
+    for (name, expected) in [
+        ("from-source", Some((target, 11))),
+        ("also-source", Some((target, 12))),
+        ("elsewhere", Some((other, 3))),
+        ("unclaimed", Some((target, 14))),
+        ("own", Some((target, 15))),
+        ("unleased", Some((unleased, 5))),
+    ] {
+        assert_eq!(
+            store.player_claim(name).await.expect("read"),
+            expected,
+            "{name}"
+        );
+    }
+    // The source is refused its old players now.
+    assert_eq!(
+        held_by(store.claim_player("from-source", source, 1, None).await),
+        (target, 11)
+    );
+    assert_eq!(
+        store
+            .take_over_players(&[], target, source)
+            .await
+            .expect("nothing to take over"),
+        Vec::<bool>::new()
+    );
+    let twice = ["p", "p"].map(|n| (n.to_owned(), 1)).to_vec();
+    assert_invalid(store.take_over_players(&twice, target, source).await);
+    assert_invalid(
+        store
+            .take_over_players(&[(String::new(), 1)], target, source)
+            .await,
+    );
+    let too_long = vec![("n".repeat(MAX_NAME_BYTES + 1), 1)];
+    assert_too_large(
+        store.take_over_players(&too_long, target, source).await,
+        "player name",
+    );
+    assert_eq!(store.player_claim("p").await.expect("read"), None);
+    let after = store.stats();
+    assert_eq!(after.n_player_takeovers - before.n_player_takeovers, 5);
+    assert_eq!(after.n_errors - before.n_errors, 3, "the refused inputs");
+}
+
 /// Claims (and the holder's lease that keeps them) survive reopening the store.
 pub(crate) async fn reopen_keeps_player_claims(fixture: &impl Fixture) {
     let (a, b) = (NodeRun::new(1, 1), NodeRun::new(2, 1));

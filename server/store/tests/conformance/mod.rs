@@ -101,6 +101,7 @@ macro_rules! conformance_tests {
             only_the_claiming_session_releases,
             racing_claims_grant_exactly_one,
             claims_of_different_players_are_independent,
+            a_takeover_claims_the_sources_players_and_leaves_the_rest,
             claim_names_are_validated_and_claims_counted,
             reopen_keeps_player_claims,
             a_heartbeat_lists_the_row_and_only_joins_bump_the_generation,
