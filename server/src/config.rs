@@ -149,7 +149,70 @@ pub struct ClusterSection {
     /// Whether nodes move hot zones to cooler nodes by themselves (live handoffs).
     #[serde(default = "default_rebalance")]
     pub rebalance: bool,
+    /// `[cluster.rebalancer]`: when and how fast it moves zones (`rebalance = true`).
+    #[serde(default)]
+    pub rebalancer: RebalancerSection,
 }
+
+/// `[cluster.rebalancer]`: the rebalancer's thresholds and pace. Defaults:
+/// [`RebalanceConfig::default`](zonemesh_cluster::rebalance::RebalanceConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebalancerSection {
+    /// Balancing starts when the costliest node's zones tick more than this percent
+    /// of the cluster's mean.
+    pub start_percent: u32,
+    /// Balancing stops once the costliest node is at most this percent of the mean;
+    /// below `start_percent` (the gap is the hysteresis that stops flapping).
+    pub stop_percent: u32,
+    /// A node whose zones tick less than this many milliseconds per second is never
+    /// hot (nearly idle clusters are left alone).
+    pub floor_ms_per_s: u64,
+    /// Zone moves in progress at once, cluster-wide.
+    pub max_concurrent_moves: usize,
+    /// Least time between two moves of one zone, seconds.
+    pub zone_cooldown_secs: u64,
+}
+
+impl Default for RebalancerSection {
+    fn default() -> Self {
+        let d = zonemesh_cluster::rebalance::RebalanceConfig::default();
+        Self {
+            start_percent: ratio_percent(d.start_ratio),
+            stop_percent: ratio_percent(d.stop_ratio),
+            floor_ms_per_s: d.floor_us_per_s / 1_000,
+            max_concurrent_moves: d.max_concurrent_moves,
+            zone_cooldown_secs: d.zone_cooldown_ms / 1_000,
+        }
+    }
+}
+
+/// A ratio as a whole percentage (1.25 → 125).
+fn ratio_percent(ratio: f64) -> u32 {
+    (ratio * 100.0).round() as u32
+}
+
+impl RebalancerSection {
+    /// The rebalancer's settings (after [`ServeConfig::validate`]).
+    pub fn config(&self) -> zonemesh_cluster::rebalance::RebalanceConfig {
+        zonemesh_cluster::rebalance::RebalanceConfig {
+            start_ratio: f64::from(self.start_percent) / 100.0,
+            stop_ratio: f64::from(self.stop_percent) / 100.0,
+            floor_us_per_s: self.floor_ms_per_s * 1_000,
+            max_concurrent_moves: self.max_concurrent_moves,
+            zone_cooldown_ms: self.zone_cooldown_secs * 1_000,
+        }
+    }
+}
+
+/// Largest `cluster.rebalancer.start_percent`.
+pub const REBALANCE_START_PERCENT_MAX: u32 = 1_000;
+/// Largest `cluster.rebalancer.floor_ms_per_s` (a whole core).
+pub const REBALANCE_FLOOR_MS_MAX: u64 = 1_000;
+/// Largest `cluster.rebalancer.max_concurrent_moves`.
+pub const REBALANCE_MOVES_MAX: usize = 64;
+/// Largest `cluster.rebalancer.zone_cooldown_secs`.
+pub const REBALANCE_COOLDOWN_SECS_MAX: u64 = 3_600;
 
 fn default_rebalance() -> bool {
     true
@@ -590,7 +653,8 @@ secret_file = "cluster-secret.hex"
 # stay connected) before it stops; 0 stops at once (players reconnect elsewhere).
 # drain_grace_secs = 30
 # Move the costliest zones off a node whose zones tick more than 1.25x the cluster's
-# mean (until within 1.10x), one at a time per node, each zone at most once a minute.
+# mean (until within 1.10x), one at a time per node, each zone at most once a minute
+# ([cluster.rebalancer] below).
 # rebalance = true
 
 # The SWIM failure detector (membership "swim"), in milliseconds. With the defaults a
@@ -606,6 +670,20 @@ secret_file = "cluster-secret.hex"
 # How long a suspected member has to refute before it is declared down; at least
 # probe_period_ms, at most 600000.
 # suspect_to_down_ms = 2000
+
+# The rebalancer, when rebalance is on. Give every node the same values.
+[cluster.rebalancer]
+# Start when the costliest node's zones tick more than this % of the cluster's mean
+# (101 to 1000).
+# start_percent = 125
+# Stop once it is at most this % of the mean (100 to start_percent - 1).
+# stop_percent = 110
+# A node ticking less than this many ms per second is never hot (0 to 1000).
+# floor_ms_per_s = 50
+# Zone moves in progress at once, cluster-wide (1 to 64).
+# max_concurrent_moves = 2
+# Least seconds between two moves of one zone (0 to 3600).
+# zone_cooldown_secs = 60
 
 [world]
 # Zones along each side of the square world (1 to 1024).
@@ -834,7 +912,64 @@ fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
         "cluster.drain_grace_secs",
         || format!("must be at most {DRAIN_GRACE_SECS_MAX} seconds, got {grace}"),
     )?;
-    validate_swim(cluster)
+    validate_swim(cluster)?;
+    let unused = !cluster.rebalance && cluster.rebalancer != RebalancerSection::default();
+    ensure(!unused, "cluster.rebalancer", || {
+        "`[cluster.rebalancer]` tunes rebalance = true; remove it or turn rebalancing on".to_owned()
+    })?;
+    validate_rebalancer(&cluster.rebalancer)
+}
+
+/// Checks `[cluster.rebalancer]`: hysteresis the right way round, ranges that catch
+/// typos.
+fn validate_rebalancer(r: &RebalancerSection) -> Result<(), ConfigError> {
+    let start = r.start_percent;
+    ensure(
+        (101..=REBALANCE_START_PERCENT_MAX).contains(&start),
+        "cluster.rebalancer.start_percent",
+        || format!("must be 101..={REBALANCE_START_PERCENT_MAX} (% of the mean), got {start}"),
+    )?;
+    ensure(
+        (100..start).contains(&r.stop_percent),
+        "cluster.rebalancer.stop_percent",
+        || {
+            format!(
+                "must be 100..{start} (below cluster.rebalancer.start_percent, so \
+                 balancing stops before it would start again), got {}",
+                r.stop_percent
+            )
+        },
+    )?;
+    ensure(
+        r.floor_ms_per_s <= REBALANCE_FLOOR_MS_MAX,
+        "cluster.rebalancer.floor_ms_per_s",
+        || {
+            format!(
+                "must be at most {REBALANCE_FLOOR_MS_MAX}, got {}",
+                r.floor_ms_per_s
+            )
+        },
+    )?;
+    ensure(
+        (1..=REBALANCE_MOVES_MAX).contains(&r.max_concurrent_moves),
+        "cluster.rebalancer.max_concurrent_moves",
+        || {
+            format!(
+                "must be 1..={REBALANCE_MOVES_MAX}, got {}",
+                r.max_concurrent_moves
+            )
+        },
+    )?;
+    ensure(
+        r.zone_cooldown_secs <= REBALANCE_COOLDOWN_SECS_MAX,
+        "cluster.rebalancer.zone_cooldown_secs",
+        || {
+            format!(
+                "must be at most {REBALANCE_COOLDOWN_SECS_MAX} seconds, got {}",
+                r.zone_cooldown_secs
+            )
+        },
+    )
 }
 
 /// Checks `[cluster.swim]` against foca's rules and ranges that catch typos (seconds
@@ -1203,7 +1338,7 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(uncommented, 21, "{text}");
+        assert_eq!(uncommented, 26, "{text}");
         assert_eq!(parse(&text).unwrap(), parse(default_toml()).unwrap());
     }
 
@@ -1233,6 +1368,55 @@ mod tests {
             zero.starts_with("cluster.placement_block: must be 1..=1024"),
             "{zero}"
         );
+    }
+
+    #[test]
+    fn rebalancer_settings_are_read_and_bad_ones_name_the_key() {
+        let config = parse(&config_text(
+            "",
+            "",
+            "[cluster.rebalancer]\nstart_percent = 150\nstop_percent = 120\n\
+             floor_ms_per_s = 5\nmax_concurrent_moves = 1\nzone_cooldown_secs = 10\n",
+        ))
+        .expect("parses");
+        config.validate().expect("valid");
+        let r = config.cluster.rebalancer.config();
+        assert_eq!((r.start_ratio, r.stop_ratio), (1.5, 1.2));
+        assert_eq!(
+            (r.floor_us_per_s, r.max_concurrent_moves, r.zone_cooldown_ms),
+            (5_000, 1, 10_000)
+        );
+        let defaults = parse(&config_text("", "", "")).unwrap();
+        assert_eq!(
+            defaults.cluster.rebalancer.config(),
+            zonemesh_cluster::rebalance::RebalanceConfig::default()
+        );
+        let section = |keys: &str| config_text("", "", &format!("[cluster.rebalancer]\n{keys}\n"));
+        for (keys, key) in [
+            ("start_percent = 100", "cluster.rebalancer.start_percent"),
+            ("stop_percent = 125", "cluster.rebalancer.stop_percent"),
+            ("stop_percent = 99", "cluster.rebalancer.stop_percent"),
+            ("floor_ms_per_s = 5000", "cluster.rebalancer.floor_ms_per_s"),
+            (
+                "max_concurrent_moves = 0",
+                "cluster.rebalancer.max_concurrent_moves",
+            ),
+            (
+                "zone_cooldown_secs = 86400",
+                "cluster.rebalancer.zone_cooldown_secs",
+            ),
+        ] {
+            let err = validate_err(&section(keys));
+            assert!(err.starts_with(&format!("{key}: must be")), "{keys}: {err}");
+        }
+        let typo = parse_err(&section("start_percnt = 130"));
+        assert!(typo.contains("start_percnt"), "{typo}");
+        let off = validate_err(&config_text(
+            "",
+            "rebalance = false",
+            "[cluster.rebalancer]\nstart_percent = 130\n",
+        ));
+        assert!(off.starts_with("cluster.rebalancer: "), "{off}");
     }
 
     #[test]

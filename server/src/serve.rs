@@ -82,7 +82,7 @@ pub async fn start(
             rebalance: config
                 .cluster
                 .rebalance
-                .then(zonemesh_cluster::rebalance::RebalanceConfig::default),
+                .then(|| config.cluster.rebalancer.config()),
         }),
     };
     let server = Server::start(server_config, &dev::demo_game_for(&world)).await?;

@@ -51,8 +51,9 @@ pub(crate) struct Node {
 
 impl Node {
     /// Starts `zonemesh serve --config CONFIG` (on core `pin` when given, its logs at
-    /// `log_level` appended to `log`), and waits (at most [`START_LIMIT`]) for the lines
-    /// naming its addresses.
+    /// `log_level` appended to `log`; `CLUSTER_BENCH_NODE_LOG` in this process's
+    /// environment replaces `log_level`, to look closer at one run with `--keep-dir`),
+    /// and waits (at most [`START_LIMIT`]) for the lines naming its addresses.
     pub(crate) fn start(
         zonemesh: &Path,
         pin: Option<usize>,
@@ -67,6 +68,8 @@ impl Node {
             .append(true)
             .open(&log)
             .with_context(|| format!("cannot open {}", log.display()))?;
+        let log_level =
+            std::env::var("CLUSTER_BENCH_NODE_LOG").unwrap_or_else(|_| log_level.to_owned());
         let mut command = pinned_command(zonemesh, pin);
         command
             .args(["serve", "--config"])
