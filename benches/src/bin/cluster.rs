@@ -19,6 +19,10 @@
 //! - `cluster drain --players 500`: a node holding 25 zones and the players in them
 //!   drained while they play: time until empty, longest pause, disconnects.
 //!
+//! - `cluster rebalance --players 40`: a skewed load on three nodes placed by static
+//!   consistent hashing, against the same with the rebalancer on: node CPU, max/min,
+//!   missed ticks, convergence time.
+//!
 //! It builds nothing: it starts the prebuilt `zonemesh` (run `cargo build --release
 //! --bins` first). Each run gets a fresh PostgreSQL schema `zm_bench_<random>`, dropped
 //! at the end, and a temporary directory for configurations, data and node logs. Every
@@ -53,6 +57,14 @@ mod leg;
 mod node;
 #[path = "cluster/players.rs"]
 mod players;
+#[allow(
+    dead_code,
+    reason = "shared with the scenarios binary, which uses the rest"
+)]
+#[path = "scenarios/procfs.rs"]
+mod procfs;
+#[path = "cluster/rebalance.rs"]
+mod rebalance;
 #[path = "cluster/redirect.rs"]
 mod redirect;
 #[path = "cluster/stats.rs"]
@@ -127,6 +139,16 @@ enum Command {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         players: u64,
     },
+    /// A skewed load on three nodes: static hashing against the rebalancer.
+    Rebalance {
+        /// Players in each of the hot zones.
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=2_000))]
+        players: u64,
+        /// The rebalancer's floor (`cluster.rebalancer.floor_ms_per_s`): a node ticking
+        /// less than this many ms per second is never hot.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+        floor_ms: u64,
+    },
     /// Snapshot gaps when walking into a zone on another node against the same node.
     Crossing {
         /// Crossings measured of each kind (over all walkers).
@@ -158,6 +180,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crossing { .. } => crossing::settings(),
         Command::Handoff { .. } => handoff::settings(),
         Command::Drain { .. } => drain::settings(),
+        Command::Rebalance { floor_ms, .. } => rebalance::settings(false, floor_ms),
     };
     let fixture = Fixture::new(&bin_dir, &cli.url, settings, cli.keep_dir, &runtime)?;
     eprintln!("PostgreSQL schema {}", fixture.schema());
@@ -174,6 +197,9 @@ fn main() -> anyhow::Result<()> {
             handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
         }
         Command::Drain { players } => drain::run(&runtime, &fixture, to_usize(players)),
+        Command::Rebalance { players, floor_ms } => {
+            rebalance::run(&runtime, &fixture, to_usize(players), floor_ms)
+        }
     };
     let cleanup = fixture.drop_schema(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -45,6 +45,11 @@ pub(crate) struct NodeSettings {
     /// Whether the nodes' rebalancers move zones by themselves (off unless a
     /// benchmark measures them: a move would disturb the other figures).
     pub(crate) rebalance: bool,
+    /// `cluster.rebalancer.floor_ms_per_s` when `rebalance` (a node ticking less is
+    /// never hot).
+    pub(crate) rebalance_floor_ms: u64,
+    /// `cluster.placement` and `cluster.placement_block`.
+    pub(crate) placement: (&'static str, u16),
 }
 
 impl NodeSettings {
@@ -64,6 +69,8 @@ impl NodeSettings {
             pin: None,
             log_level: "info",
             rebalance: false,
+            rebalance_floor_ms: 50,
+            placement: ("prefer-requester", 4),
         }
     }
 }
@@ -126,6 +133,21 @@ impl Fixture {
         })
     }
 
+    /// Another run's files and schema for the same binary and PostgreSQL, with other
+    /// node settings (a benchmark comparing two configurations in one run). Its
+    /// schema is its own to drop.
+    pub(crate) fn sibling(
+        &self,
+        settings: NodeSettings,
+        runtime: &Runtime,
+    ) -> anyhow::Result<Self> {
+        let bin_dir = self
+            .zonemesh
+            .parent()
+            .context("the binary has no directory")?;
+        Self::new(bin_dir, &self.url, settings, self.keep_dir, runtime)
+    }
+
     /// The schema this run's nodes use.
     pub(crate) fn schema(&self) -> &str {
         &self.schema
@@ -184,6 +206,8 @@ node_listen = "127.0.0.1:0"
 secret_file = "{shared}/cluster-secret.hex"
 seeds = [{seeds}]
 rebalance = {rebalance}
+placement = "{placement}"
+placement_block = {placement_block}
 # A stopped node hands its zones over at once (saved and released): the benchmarks
 # that stop nodes measure that, not a drain.
 drain_grace_secs = 0
@@ -202,7 +226,7 @@ max_connections = 20000
 
 [admin]
 listen = "127.0.0.1:0"
-"#,
+{rebalancer}"#,
             url = self.url,
             schema = self.schema,
             seeds = seeds.join(", "),
@@ -214,6 +238,16 @@ listen = "127.0.0.1:0"
             checkpoint_secs = self.settings.checkpoint_secs,
             workers = self.settings.workers,
             rebalance = self.settings.rebalance,
+            placement = self.settings.placement.0,
+            placement_block = self.settings.placement.1,
+            rebalancer = if self.settings.rebalance {
+                format!(
+                    "\n[cluster.rebalancer]\nfloor_ms_per_s = {}\n",
+                    self.settings.rebalance_floor_ms
+                )
+            } else {
+                String::new()
+            },
         );
         let path = self.dir.path().join(format!("node-{index}.toml"));
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

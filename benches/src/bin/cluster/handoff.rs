@@ -252,8 +252,10 @@ fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, MoveReport)
 }
 
 /// Where the pauses go: each of the source's steps (time since the previous one),
-/// and on the players' side the time from their last snapshot to the freeze and
-/// from the redirect to their first snapshot from the target.
+/// and on the players' side the time from their last snapshot to the redirect (the
+/// last snapshot from the source, built just before the freeze, may arrive after the
+/// freeze is noted; none comes after the redirect) and from the redirect to their
+/// first snapshot from the target.
 fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
     println!();
     println!(
@@ -287,20 +289,19 @@ fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
     let mut before = Vec::new();
     let mut after = Vec::new();
     for m in done {
-        let (Some(frozen), Some(redirected)) = (m.step_at("frozen"), m.step_at("redirected"))
-        else {
+        let Some(redirected) = m.step_at("redirected") else {
             continue;
         };
         for times in snapshots {
-            if let Some(last) = last_before(times, frozen) {
-                before.push(frozen.saturating_duration_since(last));
+            if let Some(last) = last_before(times, redirected) {
+                before.push(redirected.saturating_duration_since(last));
             }
             if let Some(first) = first_from(times, redirected) {
                 after.push(first.saturating_duration_since(redirected));
             }
         }
     }
-    row("player: last snapshot from the source → freeze", &before);
+    row("player: last snapshot from the source → redirect", &before);
     row("player: redirect → first snapshot from the target", &after);
 }
 

@@ -59,7 +59,7 @@ impl ServeCluster {
             // Logs at `info` on a loaded core would be load of their own.
             log_level: if keep_dir { "info" } else { "warn" },
             // The overhead measured is the cluster's, not that of zones moving.
-            rebalance: false,
+            ..NodeSettings::small(0)
         };
         let layout = WorldLayout {
             zones_x: settings.zones,
