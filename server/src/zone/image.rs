@@ -94,6 +94,26 @@ impl Zone {
         self.release_freeze_holds();
     }
 
+    /// Whether its worker should tick it as soon as it takes it (a zone handed over
+    /// from another node: its players wait for their first snapshot from here).
+    pub fn ticks_on_arrival(&self) -> bool {
+        self.tick_on_arrival
+    }
+
+    /// Ticks it now if it asked to tick on arrival (once); false if it did not.
+    pub fn tick_if_just_arrived(&mut self) -> bool {
+        if !std::mem::take(&mut self.tick_on_arrival) {
+            return false;
+        }
+        self.tick();
+        true
+    }
+
+    /// Forgets the tick on arrival (its worker takes it just before a round).
+    pub fn clear_tick_on_arrival(&mut self) {
+        self.tick_on_arrival = false;
+    }
+
     /// Sets the epoch a zone built from a handoff's state was granted.
     pub fn set_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
@@ -199,6 +219,7 @@ impl Zone {
             }
         });
         zone.tick = image.tick;
+        zone.tick_on_arrival = true;
         zone.world.resource_mut::<ZoneInfo>().tick = image.tick;
         for p in image.players {
             let link = link_for(&p);

@@ -150,6 +150,9 @@ pub struct Zone {
     frozen: bool,
     /// Its players' links are held for a freeze that has not happened yet.
     freeze_holds: bool,
+    /// Handed over from another node: its worker ticks it as soon as it takes it,
+    /// so its players' first snapshot from here waits for no tick interval.
+    tick_on_arrival: bool,
 }
 
 impl std::fmt::Debug for Zone {
@@ -267,6 +270,7 @@ impl Zone {
             lost: false,
             frozen: false,
             freeze_holds: false,
+            tick_on_arrival: false,
         }
     }
 

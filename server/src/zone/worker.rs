@@ -115,9 +115,14 @@ impl ZonePool {
             thread: worker.thread.clone(),
             pending: Arc::clone(&worker.pending),
         });
+        // A zone that ticks on arrival is taken now, not at the next round.
+        let urgent = zone.ticks_on_arrival();
         match worker.add.try_send(zone) {
             Ok(()) => {
                 worker.zones.fetch_add(1, Ordering::AcqRel);
+                if urgent {
+                    worker.pending.store(true, Ordering::Release);
+                }
                 worker.thread.unpark();
                 Ok(())
             }
@@ -165,8 +170,12 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     while !stop.load(Ordering::Acquire) {
         if sleep_until(clock.next_at(), stop, lanes.pending) == Wake::Pending {
             // A request is waiting: handle messages now, tick at the usual time. A zone
-            // that froze for a handoff meanwhile leaves at once.
-            zones.extend(incoming.try_iter().map(|z| *z));
+            // that froze for a handoff meanwhile leaves at once; one handed over from
+            // another node ticks at once (its players wait for a snapshot).
+            zones.extend(incoming.try_iter().map(|mut z| {
+                z.tick_if_just_arrived();
+                *z
+            }));
             answer_requests(&mut zones, lanes.pending);
             retire_idle(&mut zones, lanes);
             continue;
@@ -174,7 +183,11 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
         if stop.load(Ordering::Acquire) {
             break;
         }
-        zones.extend(incoming.try_iter().map(|z| *z));
+        // Arrived just in time for a round: it ticks in it, not twice.
+        zones.extend(incoming.try_iter().map(|mut z| {
+            z.clear_tick_on_arrival();
+            *z
+        }));
         took.clear();
         let round_started = Instant::now();
         for i in 0..zones.len() {

@@ -13,9 +13,11 @@
 //! Hashing cannot move that load; the rebalancer (`[cluster.rebalancer]` with
 //! `floor_ms_per_s = --floor-ms`) can.
 //!
-//! From the moment every player plays, the cluster converges: it is quiet once no
-//! move started or ended for [`QUIET`] and none is under way. Convergence time is
-//! from that moment to the end of the last move (0 without moves). Then for
+//! From the moment the crowd starts joining (the skew appears; joining takes a few
+//! seconds, and the rebalancer may act meanwhile), the cluster converges: it is quiet
+//! once every player plays and no move started or ended for [`QUIET`] and none is
+//! under way. Convergence time is from the first crowd join to the end of the last
+//! move (0 without moves). Then for
 //! [`MEASURE`] each node's CPU (user + system, `/proc/PID/stat`) and missed ticks
 //! (`/status`) are counted. Nodes are not pinned: they share this machine's cores
 //! with each other, PostgreSQL and the players, so the ratio between nodes is the
@@ -86,6 +88,8 @@ fn layout() -> WorldLayout {
 struct Phase {
     name: &'static str,
     moves: usize,
+    /// How long the crowd took to join.
+    joined_in: Duration,
     converged_in: Duration,
     /// Per node: CPU over the window (share of one core), missed ticks, zones held.
     nodes: Vec<(f64, u64, usize)>,
@@ -152,6 +156,7 @@ fn phase(
     })?;
     let hot = hot_zones(&nodes);
     eprintln!("{name}: hot zones {hot:?}; {players} players in each");
+    let skewed = Instant::now();
     for zone in &hot {
         for i in 0..players {
             let prefix = format!("crowd-{}-{}-{i}-", zone.x(), zone.y());
@@ -164,10 +169,10 @@ fn phase(
             ))));
         }
     }
-    let loaded = Instant::now();
-    let (moves, last_move_end) = wait_quiet(&nodes, loaded)?;
+    let joined_in = skewed.elapsed();
+    let (moves, last_move_end) = wait_quiet(&nodes, Instant::now())?;
     let converged_in =
-        last_move_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(loaded));
+        last_move_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(skewed));
     let measured = measure(&nodes)?;
     let moves_after = total_moves(&nodes);
     stop.store(true, Ordering::Release);
@@ -182,6 +187,7 @@ fn phase(
     Ok(Phase {
         name,
         moves,
+        joined_in,
         converged_in,
         nodes: measured,
         moves_in_window: moves_after.saturating_sub(moves),
@@ -317,9 +323,9 @@ fn print_report(phases: &[Phase], players: usize, floor_ms: u64) {
     );
     println!();
     println!(
-        "| placement | moves | converged in | node CPU (% of a core) | max/min CPU | missed ticks | zones per node | moves while measured | players lost |"
+        "| placement | crowd joined in | moves | converged in | node CPU (% of a core) | max/min CPU | missed ticks | zones per node | moves while measured | players lost |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for p in phases {
         let cpu: Vec<String> = p
             .nodes
@@ -329,8 +335,9 @@ fn print_report(phases: &[Phase], players: usize, floor_ms: u64) {
         let missed: Vec<String> = p.nodes.iter().map(|n| n.1.to_string()).collect();
         let zones: Vec<String> = p.nodes.iter().map(|n| n.2.to_string()).collect();
         println!(
-            "| {} | {} | {:.1} s | {} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {:.1} s | {} | {:.1} s | {} | {:.2} | {} | {} | {} | {} |",
             p.name,
+            p.joined_in.as_secs_f64(),
             p.moves,
             p.converged_in.as_secs_f64(),
             cpu.join(" / "),
