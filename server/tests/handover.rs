@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zonemesh_server::demo::{DemoConfig, demo_game};
-use zonemesh_server::game::{Player, Position, SessionId};
+use zonemesh_server::game::{Game, Player, Position, SessionId};
 use zonemesh_server::link::ClientLink;
 use zonemesh_server::persist::lifecycle::Lifecycle;
 use zonemesh_server::persist::{
@@ -51,11 +51,7 @@ impl TwoZones {
             zones_y: 1,
             zone_size: 32.0,
         };
-        let game = demo_game(DemoConfig {
-            npcs: 0,
-            zones: layout.n_zones(),
-            world_size: Vec2::new(64.0, 32.0),
-        });
+        let game = two_zone_game();
         let store: Arc<dyn Store> = Arc::new(RedbStore::in_memory().expect("in-memory store"));
         let mut lifecycle = Lifecycle::new([WEST, EAST], Duration::from_millis(250));
         let mut epochs = Vec::new();
@@ -140,6 +136,15 @@ impl TwoZones {
         self.writer.flush().await;
         self.store.load_player(name).await.expect("load")
     }
+}
+
+/// The demo game over the two zones, without NPCs.
+fn two_zone_game() -> Game {
+    demo_game(DemoConfig {
+        npcs: 0,
+        zones: 2,
+        world_size: Vec2::new(64.0, 32.0),
+    })
 }
 
 /// Where `name`'s entity is in `zone`'s world, if it is there.
@@ -272,4 +277,38 @@ async fn a_zone_freezes_for_a_handoff_right_after_a_tick_has_sent_its_snapshots(
         tick,
         "a frozen zone does not tick"
     );
+}
+
+#[tokio::test]
+async fn a_zone_handed_over_ticks_as_soon_as_it_arrives_and_only_once() {
+    let mut zones = TwoZones::start(64).await;
+    let link = zones.join_west("arriving");
+    zones.west.status().request_freeze(true);
+    zones.west.tick();
+    assert!(zones.west.is_frozen());
+    let TwoZones { mut west, ctx, .. } = zones;
+    let image = west.capture_image();
+    let tick = west.completed_tick();
+    let epoch = west.epoch() + 1;
+    let inbox = west.into_inbox();
+    let game = two_zone_game();
+    let mut arrived =
+        Zone::from_image(WEST, &game, ctx, inbox, epoch, image, |_| Arc::clone(&link));
+    let _ = link.take_snapshot();
+    assert!(
+        arrived.ticks_on_arrival(),
+        "a handed-over zone asks to tick at once"
+    );
+    assert!(arrived.tick_if_just_arrived());
+    assert_eq!(
+        arrived.completed_tick(),
+        tick + 1,
+        "one tick, where the source stopped"
+    );
+    let first = link
+        .take_snapshot()
+        .expect("its players get a snapshot at once");
+    assert_eq!(first.tick, tick + 1);
+    assert!(!arrived.tick_if_just_arrived(), "only once");
+    assert_eq!(arrived.completed_tick(), tick + 1);
 }

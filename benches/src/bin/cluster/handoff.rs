@@ -130,9 +130,15 @@ pub(crate) fn run(
     print_pauses(&pauses, &done, players, moved_all);
     let snapshots: Vec<Vec<Instant>> = players_after.iter().map(|p| p.snapshots.clone()).collect();
     print_breakdown(&done, &snapshots);
+    let holder = usize::from(!moves.is_multiple_of(2));
+    let acked = runtime.block_on(last_inputs_acked(&mut players_after));
+    let whole = zone_is_whole(&nodes, holder, players)?;
+    println!(
+        "After the moves: {acked} of {players} players had their last input applied by the \
+         zone's final node; {whole}."
+    );
     let (players_after, baseline) =
         runtime.block_on(reconnect_rounds(players_after, pauses.len()))?;
-    let holder = usize::from(!moves.is_multiple_of(2));
     let stopped = node_stop_round(runtime, &mut nodes, holder, players_after)?;
     print_report(&pauses, &baseline, &stopped, moved_all);
     let panics: Vec<String> = nodes.iter().filter_map(Node::panic_in_log).collect();
@@ -145,7 +151,60 @@ pub(crate) fn run(
     if !moved_all {
         bail!("not every player followed every move without a reconnect");
     }
+    if acked != players {
+        bail!("{} players' last input was not applied", players - acked);
+    }
     Ok(())
+}
+
+/// Each player sends one more input and waits (at most [`RECONNECT_LIMIT`]) until
+/// the zone acknowledges it as applied; returns how many were. After every move,
+/// nothing a player sent is lost: the numbering carried on and the newest input is
+/// applied where the zone is now.
+async fn last_inputs_acked(players: &mut [Player]) -> usize {
+    let mut acked = 0;
+    for p in players {
+        let Ok(seq) = p.client.send_input(Vec2::ZERO, 0) else {
+            continue;
+        };
+        let applied = tokio::time::timeout(RECONNECT_LIMIT, async {
+            while p.client.last_input_ack() < seq {
+                p.client.wait_snapshot().await?;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        if matches!(applied, Ok(Ok(()))) {
+            acked += 1;
+        }
+    }
+    acked
+}
+
+/// Checks that node `holder` alone holds zone 0 with every player once and every NPC:
+/// no entity lost or doubled by the moves. Returns what it found, for the report.
+fn zone_is_whole(nodes: &[Node], holder: usize, players: usize) -> anyhow::Result<String> {
+    let status = nodes[holder].status()?;
+    let zone = status
+        .zones
+        .iter()
+        .find(|z| (z.x, z.y) == (0, 0))
+        .context("the final node does not run the zone")?;
+    let other = nodes[1 - holder].status()?;
+    let elsewhere = other.zones.iter().any(|z| (z.x, z.y) == (0, 0));
+    let expected = players + usize::try_from(NPCS).unwrap_or(usize::MAX);
+    if zone.players != players || zone.entities != expected || elsewhere {
+        bail!(
+            "zone 0 after the moves: {} players, {} entities on node {holder} (expected \
+             {players} and {expected}); also on the other node: {elsewhere}",
+            zone.players,
+            zone.entities
+        );
+    }
+    Ok(format!(
+        "node {holder} runs the zone with {players} players and {expected} entities, the \
+         other node not at all"
+    ))
 }
 
 /// Connects `count` players through `addrs[0]` (which then holds their zones), with
