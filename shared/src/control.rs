@@ -194,6 +194,13 @@ pub enum ServerControl {
         /// Human-readable detail.
         message: String,
     },
+    /// The player's zone is about to move to the node at `addr` (a live handoff): the
+    /// client may open a connection there now, without `Hello`, so the `Redirect`
+    /// that follows finds the handshake done. A hint only: the move may not happen.
+    PrepareMove {
+        /// Address of the node the zone is moving to, `host:port`.
+        addr: String,
+    },
 }
 
 /// Writes a 128-bit id as 16 big-endian bytes.
@@ -326,6 +333,10 @@ impl ServerControl {
                 w.u16(*code as u16);
                 w.str(message);
             }
+            Self::PrepareMove { addr } => {
+                w.u8(10);
+                w.str(addr);
+            }
         }
     }
 
@@ -366,6 +377,9 @@ impl ServerControl {
                 id: get_u128(&mut r)?,
                 code: ErrorCode::from_u16(r.u16()?),
                 message: r.str("message", MESSAGE_MAX)?.to_owned(),
+            },
+            10 => Self::PrepareMove {
+                addr: r.str("addr", ADDR_MAX)?.to_owned(),
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -478,6 +492,9 @@ mod tests {
                 id: 1 << 100,
                 code: ErrorCode::Busy,
                 message: "store busy".into(),
+            },
+            ServerControl::PrepareMove {
+                addr: "127.0.0.1:4434".into(),
             },
         ]
     }

@@ -39,7 +39,7 @@ use zonemesh_cluster::handoff::{
     SourceAction, SourceHandoffs, StartError, TargetAction, TargetHandoffs,
 };
 use zonemesh_cluster::zone_image::ZoneImage;
-use zonemesh_shared::control::ErrorCode;
+use zonemesh_shared::control::{ErrorCode, ServerControl};
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{MoveReport, MoveStep, MovesReport};
@@ -509,6 +509,7 @@ impl ClusterRuntime {
             }
             return;
         }
+        let links = zone.player_links();
         lock(&handoffs.frozen).insert(
             id,
             Frozen {
@@ -516,10 +517,30 @@ impl ClusterRuntime {
                 image: None,
             },
         );
+        self.prepare_clients(id, &links);
         handoffs.update_move(id, |m| m.frozen = Some(Instant::now()));
         handoffs.step(id, "frozen");
         handoffs.with_cores(|c| c.source.frozen(id, tick));
         self.run_handoff_actions();
+    }
+
+    /// Tells the clients of a zone just frozen for move `id` where it is going
+    /// (`PrepareMove`), so each opens a connection there while the handoff runs and
+    /// its `Redirect` finds the handshake done.
+    fn prepare_clients(&self, id: u64, links: &[Arc<ClientLink>]) {
+        let to = lock(&self.handoffs().moves)
+            .iter()
+            .rev()
+            .find(|m| m.id == id)
+            .map(|m| m.to);
+        let Some(addr) = to.and_then(|to| self.client_addr_of(to)) else {
+            return;
+        };
+        for link in links {
+            link.push_control(ServerControl::PrepareMove {
+                addr: addr.to_string(),
+            });
+        }
     }
 
     async fn checkpoint_and_release(self: Arc<Self>, id: u64, zone: ZoneId, epoch: u64) {

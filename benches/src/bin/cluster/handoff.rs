@@ -46,6 +46,9 @@ const BETWEEN_MOVES: Duration = Duration::from_secs(1);
 const MOVE_LIMIT: Duration = Duration::from_secs(15);
 /// Longest a reconnect may take before the run fails.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(15);
+/// Longest a player may take to play again after its node stopped, reconnects
+/// called again included, before the run fails.
+const STOP_RECOVERY_LIMIT: Duration = Duration::from_secs(40);
 /// How often an input is sent.
 const INPUT_EVERY: Duration = Duration::from_millis(50);
 /// Most snapshot instants kept per player.
@@ -453,7 +456,9 @@ fn node_stop_round(
     let mut pauses = Vec::with_capacity(tasks.len());
     for mut task in tasks {
         let pause = runtime
-            .block_on(async { tokio::time::timeout(2 * RECONNECT_LIMIT, &mut task.0).await })
+            .block_on(async {
+                tokio::time::timeout(STOP_RECOVERY_LIMIT + RECONNECT_LIMIT, &mut task.0).await
+            })
             .context("a player did not come back")?
             .context("a player task panicked")??;
         pauses.push(pause);
@@ -462,15 +467,33 @@ fn node_stop_round(
 }
 
 /// Plays until the session ends (its node stopped), reconnects, and returns the
-/// time from the last snapshot of the old session to the first of the new one.
+/// time from the last snapshot of the old session to the first of the new one. A
+/// reconnect that gives up (the SDK's connect deadline, 10 s, while the other node
+/// still answers `Loading`) is called again, as a game would, within
+/// [`STOP_RECOVERY_LIMIT`]: the pause is until the player plays again.
 async fn outlive_stop(mut p: Player) -> anyhow::Result<Duration> {
     let mut last = Instant::now();
     while p.client.wait_snapshot().await.is_ok() {
         last = Instant::now();
     }
-    tokio::time::timeout(RECONNECT_LIMIT, p.client.reconnect())
-        .await
-        .with_context(|| format!("{}: reconnect timed out", p.name))??;
+    let gave_up = Instant::now() + STOP_RECOVERY_LIMIT;
+    loop {
+        match tokio::time::timeout(RECONNECT_LIMIT, p.client.reconnect()).await {
+            Ok(Ok(_)) => break,
+            failed if Instant::now() >= gave_up => {
+                let why = match failed {
+                    Ok(Err(e)) => format!("{e}"),
+                    _ => "timed out".to_owned(),
+                };
+                bail!(
+                    "{}: no new session within {STOP_RECOVERY_LIMIT:?}: {why}",
+                    p.name
+                );
+            }
+            Ok(Err(e)) => eprintln!("{}: reconnect gave up ({e}); trying again", p.name),
+            Err(_) => eprintln!("{}: reconnect timed out; trying again", p.name),
+        }
+    }
     tokio::time::timeout(RECONNECT_LIMIT, p.client.wait_snapshot())
         .await
         .with_context(|| format!("{}: no snapshot after reconnecting", p.name))??;
