@@ -77,7 +77,8 @@ impl Client {
         ) else {
             return;
         };
-        if self.moving.is_some() || socket == self.conn.remote_address() {
+        if !self.config.open_ahead || self.moving.is_some() || socket == self.conn.remote_address()
+        {
             return;
         }
         let connecting =
