@@ -156,12 +156,8 @@ pub struct Client {
     conn_open: bool,
     /// The move to another node under way.
     moving: Option<Moving>,
-    /// A connection opened on `PrepareMove`, for the move it announced.
-    warm: Option<moving::WarmConnection>,
     /// Mid-session moves completed.
     moves: u32,
-    /// Of those, the ones whose connection was opened ahead, on `PrepareMove`.
-    moves_opened_ahead: u32,
 }
 
 impl Client {
@@ -240,9 +236,7 @@ impl Client {
             server_name: e.server_name,
             conn_open: true,
             moving: None,
-            warm: None,
             moves: 0,
-            moves_opened_ahead: 0,
         };
         // Frames that arrived in the same read as `Welcome`.
         client.dispatch_frames();
@@ -373,13 +367,6 @@ impl Client {
     /// [`Client::reconnects`].
     pub fn moves(&self) -> u32 {
         self.moves
-    }
-
-    /// Of [`Client::moves`], those whose connection to the new node was opened ahead
-    /// of the `Redirect`: a live handoff tells the zone's clients where it is going
-    /// (`PrepareMove`) while it runs, so the move finds the QUIC handshake done.
-    pub fn moves_opened_ahead(&self) -> u32 {
-        self.moves_opened_ahead
     }
 
     /// Whether the session is moving to another node now: the old node sent

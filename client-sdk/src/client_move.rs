@@ -8,14 +8,13 @@
 //! call, so cancelling a call cancels nothing, and the future ends by its deadline.
 
 use super::{Client, control_reader, normal_code};
-use crate::connect::{self, Established, MoveStart, WarmHandshake};
+use crate::connect::{self, Established, MoveStart};
 use crate::error::ClientError;
 use crate::events::{DisconnectKind, DisconnectReason};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use zonemesh_shared::control::ErrorCode;
 
 /// The connection attempts of a move, ending with the new node's connection.
@@ -46,65 +45,10 @@ pub(super) async fn outcome(moving: &mut Option<Moving>) -> Result<Established, 
     }
 }
 
-/// How long a connection opened on `PrepareMove` waits for its `Redirect` before it
-/// is let go: within the time a server gives a connection to say `Hello` (5 s by
-/// default), and far above what a handoff takes.
-const WARM_LIFETIME: Duration = Duration::from_secs(4);
-
-/// A connection opened on the old node's `PrepareMove`, ahead of the `Redirect`, so
-/// the move's first attempt finds the QUIC handshake done: a live handoff's pause is
-/// then the `Hello` round trip, not a handshake too, when every player of a zone
-/// moves at once. Dropped unused (a newer `PrepareMove`, a `Redirect` elsewhere, past
-/// [`WARM_LIFETIME`]), its connection closes once its handshake ends.
-pub(super) struct WarmConnection {
-    /// The address the `PrepareMove` named.
-    addr: String,
-    opened: Instant,
-    handshake: WarmHandshake,
-}
-
 impl Client {
-    /// Opens the connection the last `PrepareMove` named, unless a move is under way.
-    /// Only an `ip:port` address (a host name is resolved when the `Redirect` comes),
-    /// and only inside a tokio runtime (the handshake runs on its own task).
-    fn open_prepared(&mut self) {
-        let Some(addr) = self.core.poll_prepared() else {
-            return;
-        };
-        let (Ok(socket), Ok(runtime)) = (
-            addr.parse::<SocketAddr>(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            return;
-        };
-        if !self.config.open_ahead || self.moving.is_some() || socket == self.conn.remote_address()
-        {
-            return;
-        }
-        let connecting =
-            match self
-                .endpoint
-                .connect_with(self.quic.clone(), socket, &self.server_name)
-            {
-                Ok(connecting) => connecting,
-                Err(error) => {
-                    tracing::debug!(%error, %socket, "cannot open a connection ahead of a move");
-                    return;
-                }
-            };
-        tracing::debug!(%socket, "opening a connection ahead of a move");
-        self.warm = Some(WarmConnection {
-            addr,
-            opened: Instant::now(),
-            handshake: runtime.spawn(connecting),
-        });
-    }
-
-    /// Opens the connection a `PrepareMove` asked for, starts the move the core asked
-    /// for, if any, then polls the move under way once without waiting and applies its
-    /// outcome if it has one.
+    /// Starts the move the core asked for, if any, then polls the move under way once
+    /// without waiting and applies its outcome if it has one.
     pub(super) fn drive_move(&mut self) {
-        self.open_prepared();
         self.start_requested_move();
         let Some(moving) = &mut self.moving else {
             return;
@@ -117,7 +61,6 @@ impl Client {
     /// Waits until the move under way, if any, has switched the session or failed:
     /// at most the move deadline. Cancel-safe.
     pub(super) async fn settle_move(&mut self) {
-        self.open_prepared();
         self.start_requested_move();
         if self.moving.is_some() {
             let result = outcome(&mut self.moving).await;
@@ -134,17 +77,12 @@ impl Client {
             self.moving.is_none(),
             "the core asks for one move at a time"
         );
-        let warm = self
-            .warm
-            .take()
-            .filter(|w| w.addr == request.addr && w.opened.elapsed() < WARM_LIFETIME);
         let start = MoveStart {
             here: self.conn.remote_address(),
             server_name: self.server_name.clone(),
             player: self.player(),
             addr: request.addr.clone(),
             token: request.token,
-            warm: warm.map(|w| w.handshake),
         };
         let attempts = connect::follow_move(
             self.endpoint.clone(),
@@ -189,7 +127,6 @@ impl Client {
         self.server_name = e.server_name;
         self.route.add(e.route);
         self.moves += 1;
-        self.moves_opened_ahead += u32::from(e.opened_ahead);
         if let Some(datagram) = self.core.handle_moved(Instant::now(), e.welcome)
             && let Err(error) = self.send_datagram(datagram)
         {

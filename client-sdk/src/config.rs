@@ -90,11 +90,6 @@ pub struct ClientConfig {
     /// move has failed (see [`Client`](crate::Client#moving-between-nodes)). The
     /// default, 10 s, is the lifetime of the redirect token the old node sends.
     pub move_deadline: Duration,
-    /// Whether the client opens a connection to the node its zone is moving to as
-    /// soon as the old node announces the move (`PrepareMove`), so the `Redirect`
-    /// finds the handshake done. On by default; off, the move's handshake starts at
-    /// the `Redirect`.
-    pub open_ahead: bool,
     /// How many times in a row [`Client::next_event`](crate::Client::next_event)
     /// starts a new session by itself when one ends in a way worth retrying
     /// ([`DisconnectReason::can_reconnect`](crate::DisconnectReason::can_reconnect):
@@ -135,7 +130,6 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(2),
             max_redirects: 5,
             move_deadline: Duration::from_secs(10),
-            open_ahead: true,
             auto_reconnects: 0,
             input_redundancy: 4,
             event_queue_capacity: 1024,
@@ -220,7 +214,6 @@ impl fmt::Debug for ClientConfig {
             .field("backoff_max", &self.backoff_max)
             .field("max_redirects", &self.max_redirects)
             .field("move_deadline", &self.move_deadline)
-            .field("open_ahead", &self.open_ahead)
             .field("input_redundancy", &self.input_redundancy)
             .field("event_queue_capacity", &self.event_queue_capacity)
             .field("interpolation_delay_ticks", &self.interpolation_delay_ticks)

@@ -51,8 +51,6 @@ pub(crate) struct Established {
     /// The TLS name this node was reached with (a redirect to `host:port` changes it);
     /// a later redirect to `ip:port` keeps it.
     pub(crate) server_name: String,
-    /// Whether the connection was opened ahead of the move, on `PrepareMove`.
-    pub(crate) opened_ahead: bool,
 }
 
 /// The quinn client configuration: TLS for the configured trust, ALPN, and transport
@@ -184,13 +182,7 @@ pub(crate) struct MoveStart {
     pub(crate) addr: String,
     /// The `Redirect`'s token (a bearer credential: never logged).
     pub(crate) token: String,
-    /// A connection to `addr` opened on the old node's `PrepareMove`, if any: the first
-    /// attempt sends `Hello` on it rather than starting a handshake.
-    pub(crate) warm: Option<WarmHandshake>,
 }
-
-/// The handshake of a connection opened ahead of a move, running on its own task.
-pub(crate) type WarmHandshake = tokio::task::JoinHandle<Result<Connection, quinn::ConnectionError>>;
 
 /// Follows a `Redirect` received mid-session to the session's new node, with the same
 /// attempts as [`establish`] but the decisions of a [`MovePlan`], all within
@@ -227,7 +219,6 @@ async fn move_attempts(
         server_name: start.server_name,
         token: String::new(),
     };
-    let mut warm = start.warm;
     let mut step = plan.handle_redirect(start.addr, start.token);
     loop {
         match step {
@@ -239,23 +230,7 @@ async fn move_attempts(
             MoveStep::Fail(error) => return Err(error),
         }
         let timeout = plan.next_attempt(Instant::now())?;
-        // The connection opened ahead serves the first attempt, to the address it was
-        // opened for (the `Redirect`'s).
-        let tried = match warm.take() {
-            Some(handshake) => {
-                attempt_warm(
-                    handshake,
-                    endpoint,
-                    quic,
-                    &target,
-                    timeout,
-                    plan.route_mut(),
-                )
-                .await
-            }
-            None => attempt(endpoint, quic, &target, timeout, plan.route_mut()).await,
-        };
-        step = match tried {
+        step = match attempt(endpoint, quic, &target, timeout, plan.route_mut()).await {
             Ok(established) => return welcomed(plan, established),
             Err(failure) => plan.handle_failure(Instant::now(), failure),
         };
@@ -298,39 +273,6 @@ async fn attempt(
     }
 }
 
-/// The first attempt of a move on the connection opened ahead of it: `Hello` once its
-/// handshake is done (at most `timeout`). If that connection failed or closed, a new
-/// one is tried at once, as any attempt.
-async fn attempt_warm(
-    handshake: WarmHandshake,
-    endpoint: &quinn::Endpoint,
-    quic: &quinn::ClientConfig,
-    target: &Target,
-    timeout: Duration,
-    route: &mut Route,
-) -> Result<Established, Failure> {
-    let ready = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(Ok(conn)))
-            if conn.close_reason().is_none() && conn.remote_address() == target.addr =>
-        {
-            Some(conn)
-        }
-        _ => None,
-    };
-    let Some(conn) = ready else {
-        tracing::debug!(addr = %target.addr, "connection opened ahead of the move unusable");
-        return attempt(endpoint, quic, target, timeout, route).await;
-    };
-    route.handle_reached(conn.remote_address());
-    let answered = tokio::time::timeout(timeout, send_hello(&conn, &target.token))
-        .await
-        .map_err(|_| Failure::Retry(ClientError::Timeout(timeout), None))?;
-    let mut established = answer_to_hello(conn, answered)?;
-    established.server_name.clone_from(&target.server_name);
-    established.opened_ahead = true;
-    Ok(established)
-}
-
 /// QUIC handshake, `Hello`, and the server's answer. With a TLS session from an
 /// earlier connection (to any node of the cluster) the `Hello` goes with 0-RTT, in the
 /// first packet; if the server does not take it, it goes again once the handshake is
@@ -369,14 +311,6 @@ async fn handshake(
             (conn, answered)
         }
     };
-    answer_to_hello(conn, answered)
-}
-
-/// The session a `Hello` answered with `Welcome` started, or why not.
-fn answer_to_hello(
-    conn: Connection,
-    answered: Result<Answered, HelloError>,
-) -> Result<Established, Failure> {
     let Answered {
         send,
         recv,
@@ -404,7 +338,6 @@ fn answer_to_hello(
         // Filled in by the callers, which own the route and the target.
         route: RouteStats::default(),
         server_name: String::new(),
-        opened_ahead: false,
     })
 }
 

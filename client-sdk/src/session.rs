@@ -119,8 +119,6 @@ pub(crate) struct ClientCore {
     disconnect: Option<DisconnectReason>,
     /// A move to another node, requested or under way.
     moving: MoveState,
-    /// The node a `PrepareMove` named, not yet handed to the driver.
-    prepared: Option<String>,
 }
 
 impl ClientCore {
@@ -138,7 +136,6 @@ impl ClientCore {
             counters: Counters::default(),
             disconnect: None,
             moving: MoveState::Settled,
-            prepared: None,
         }
     }
 
@@ -196,11 +193,6 @@ impl ClientCore {
             }
             ServerControl::Error { code, message } => self.handle_server_error(code, message),
             ServerControl::Redirect { addr, token } => self.handle_redirect(addr, token),
-            ServerControl::PrepareMove { addr } => {
-                if !self.is_moving() {
-                    self.prepared = Some(addr);
-                }
-            }
             other @ (ServerControl::Welcome { .. }
             | ServerControl::Loading { .. }
             | ServerControl::Busy { .. }) => {
@@ -247,12 +239,6 @@ impl ClientCore {
                 None
             }
         }
-    }
-
-    /// The node a `PrepareMove` named since the last call, once: the driver may open
-    /// a connection there ahead of the `Redirect`.
-    pub(crate) fn poll_prepared(&mut self) -> Option<String> {
-        self.prepared.take()
     }
 
     /// Whether a move to another node is requested or under way.

@@ -253,24 +253,6 @@ fn moving_core(t0: Instant) -> ClientCore {
 }
 
 #[test]
-fn prepare_move_names_the_node_once_and_not_during_a_move() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let prepare = |addr: &str| ServerControl::PrepareMove { addr: addr.into() };
-    c.handle_control(prepare("10.0.0.2:4433"));
-    assert_eq!(c.poll_prepared().as_deref(), Some("10.0.0.2:4433"));
-    assert_eq!(c.poll_prepared(), None, "once");
-    assert!(!c.is_moving(), "a hint, not a move");
-    let mut moving = moving_core(t0);
-    moving.handle_control(prepare("10.0.0.3:4433"));
-    assert_eq!(
-        moving.poll_prepared(),
-        None,
-        "ignored while a move is under way"
-    );
-}
-
-#[test]
 fn a_redirect_after_welcome_asks_for_one_move() {
     let t0 = Instant::now();
     let mut c = core(t0);

@@ -194,13 +194,6 @@ pub enum ServerControl {
         /// Human-readable detail.
         message: String,
     },
-    /// The player's zone is about to move to the node at `addr` (a live handoff): the
-    /// client may open a connection there now, without `Hello`, so the `Redirect`
-    /// that follows finds the handshake done. A hint only: the move may not happen.
-    PrepareMove {
-        /// Address of the node the zone is moving to, `host:port`.
-        addr: String,
-    },
 }
 
 /// Writes a 128-bit id as 16 big-endian bytes.
@@ -333,10 +326,6 @@ impl ServerControl {
                 w.u16(*code as u16);
                 w.str(message);
             }
-            Self::PrepareMove { addr } => {
-                w.u8(10);
-                w.str(addr);
-            }
         }
     }
 
@@ -377,9 +366,6 @@ impl ServerControl {
                 id: get_u128(&mut r)?,
                 code: ErrorCode::from_u16(r.u16()?),
                 message: r.str("message", MESSAGE_MAX)?.to_owned(),
-            },
-            10 => Self::PrepareMove {
-                addr: r.str("addr", ADDR_MAX)?.to_owned(),
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -492,9 +478,6 @@ mod tests {
                 id: 1 << 100,
                 code: ErrorCode::Busy,
                 message: "store busy".into(),
-            },
-            ServerControl::PrepareMove {
-                addr: "127.0.0.1:4434".into(),
             },
         ]
     }

@@ -132,10 +132,6 @@ enum Command {
         /// Players in the zone.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=2_000))]
         players: u64,
-        /// The players' SDK does not open a connection ahead of a move
-        /// (`ClientConfig::open_ahead = false`), for comparison.
-        #[arg(long)]
-        no_open_ahead: bool,
     },
     /// Draining a node that holds every zone while players play.
     Drain {
@@ -197,17 +193,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
         Command::Crossing { crossings } => crossing::run(&runtime, &fixture, to_usize(crossings)),
-        Command::Handoff {
-            moves,
-            players,
-            no_open_ahead,
-        } => handoff::run(
-            &runtime,
-            &fixture,
-            to_usize(moves),
-            to_usize(players),
-            !no_open_ahead,
-        ),
+        Command::Handoff { moves, players } => {
+            handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
+        }
         Command::Drain { players } => drain::run(&runtime, &fixture, to_usize(players)),
         Command::Rebalance { players, floor_ms } => {
             rebalance::run(&runtime, &fixture, to_usize(players), floor_ms)

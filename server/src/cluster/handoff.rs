@@ -39,7 +39,7 @@ use zonemesh_cluster::handoff::{
     SourceAction, SourceHandoffs, StartError, TargetAction, TargetHandoffs,
 };
 use zonemesh_cluster::zone_image::ZoneImage;
-use zonemesh_shared::control::{ErrorCode, ServerControl};
+use zonemesh_shared::control::ErrorCode;
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::node::NodeRef;
 use zonemesh_shared::status::{MoveReport, MoveStep, MovesReport};
@@ -59,11 +59,6 @@ const FINAL_SAVE_WAIT: Duration = Duration::from_secs(5);
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Moves remembered for `zonemesh-ctl moves`, newest kept.
 pub const MOVES_REMEMBERED: usize = 256;
-/// Time between telling a zone's clients where it is going (`PrepareMove`) and asking
-/// it to freeze: enough for their connections to the target to finish their
-/// handshakes first, so those do not slow the handoff; it lengthens the move, not the
-/// players' pause.
-const PREPARE_LEAD: Duration = Duration::from_millis(60);
 /// Claims changed at once while a zone's players are taken over.
 const CLAIMS_AT_ONCE: usize = 32;
 
@@ -409,7 +404,7 @@ impl ClusterRuntime {
     fn source_action(&self, action: SourceAction) {
         match action {
             SourceAction::Send(msg) => self.send_handoff(&msg),
-            SourceAction::Freeze { id, zone } => self.prepare_and_freeze(id, zone),
+            SourceAction::Freeze { id, zone } => self.freeze(id, zone),
             SourceAction::CheckpointAndRelease { id, zone, epoch } => {
                 self.spawn_handoff(move |this| async move {
                     this.checkpoint_and_release(id, zone, epoch).await;
@@ -487,27 +482,6 @@ impl ClusterRuntime {
 
     // ----- source -----
 
-    /// Tells the zone's clients where it goes, then freezes it [`PREPARE_LEAD`] later:
-    /// their connections to the target are opened by then, so their handshakes do not
-    /// compete with the handoff's own work (the freeze, not the announcement, starts
-    /// the players' pause).
-    fn prepare_and_freeze(&self, id: u64, zone: ZoneId) {
-        if !self.prepare_clients(id, zone) {
-            self.freeze(id, zone);
-            return;
-        }
-        self.spawn_handoff(move |this| async move {
-            tokio::time::sleep(PREPARE_LEAD).await;
-            let wanted = this
-                .handoffs()
-                .with_cores(|c| c.source.awaits_freeze(id))
-                .unwrap_or(false);
-            if wanted {
-                this.freeze(id, zone);
-            }
-        });
-    }
-
     fn freeze(&self, id: u64, zone: ZoneId) {
         let Some(waiting) = self.zone_host().and_then(|h| h.freeze(zone)) else {
             // Not in memory here (left meanwhile): the core's timer gives up.
@@ -546,29 +520,6 @@ impl ClusterRuntime {
         handoffs.step(id, "frozen");
         handoffs.with_cores(|c| c.source.frozen(id, tick));
         self.run_handoff_actions();
-    }
-
-    /// Tells the clients of `zone` where move `id` takes it (`PrepareMove`, through the
-    /// zone, which knows its players), so each opens a connection there and its
-    /// `Redirect` finds the handshake done. False if there is no one to tell.
-    fn prepare_clients(&self, id: u64, zone: ZoneId) -> bool {
-        let to = lock(&self.handoffs().moves)
-            .iter()
-            .rev()
-            .find(|m| m.id == id)
-            .map(|m| m.to);
-        let (Some(addr), Some(host)) =
-            (to.and_then(|to| self.client_addr_of(to)), self.zone_host())
-        else {
-            return false;
-        };
-        let router = &host.context().router;
-        let announce = ZoneMessage::ToAllPlayers(ServerControl::PrepareMove {
-            addr: addr.to_string(),
-        });
-        let sent = router.send(zone, announce).is_ok();
-        router.wake(zone);
-        sent
     }
 
     async fn checkpoint_and_release(self: Arc<Self>, id: u64, zone: ZoneId, epoch: u64) {
@@ -1088,9 +1039,8 @@ fn forwarded_items(messages: Vec<ZoneMessage>) -> Vec<ForwardedItem> {
                 kind,
                 payload,
             }),
-            // Neighbours send ghosts every tick; the zone's new host gets newer ones. An
-            // announcement to the players was for this node's clients.
-            ZoneMessage::Ghosts { .. } | ZoneMessage::ToAllPlayers(_) => {}
+            // Neighbours send ghosts every tick; the zone's new host gets newer ones.
+            ZoneMessage::Ghosts { .. } => {}
             other => tracing::warn!(?other, "message left in a moved zone's inbox dropped"),
         }
     }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use zonemesh_replication::{ClientView, ReplicatedState};
-use zonemesh_shared::control::ServerControl;
 use zonemesh_shared::datagram::{Ack, ComponentValue, InputFrame};
 use zonemesh_shared::ids::{NetId, ZoneId};
 use zonemesh_shared::quant::Vec2;
@@ -107,9 +106,6 @@ pub enum ZoneMessage {
         /// Its entities within the ghost margin.
         states: Vec<ReplicatedState>,
     },
-    /// A reliable message for every player in the zone now (a live handoff's
-    /// `PrepareMove`).
-    ToAllPlayers(ServerControl),
 }
 
 /// A committed durable action's game-visible parts.
@@ -236,7 +232,7 @@ impl ZoneRouter {
             ZoneMessage::Input { .. }
             | ZoneMessage::GameEvent { .. }
             | ZoneMessage::DurableAction { .. } => &self.drops.inputs,
-            ZoneMessage::Ghosts { .. } | ZoneMessage::ToAllPlayers(_) => &self.drops.ghosts,
+            ZoneMessage::Ghosts { .. } => &self.drops.ghosts,
             ZoneMessage::Join { .. } => &self.drops.joins,
             ZoneMessage::TransferIn(_) => &self.drops.transfers,
         };

@@ -452,11 +452,6 @@ impl Zone {
                 in_flight,
             } => self.apply_durable_action(link, action, hops, in_flight),
             ZoneMessage::Ghosts { origin, states } => self.take_ghosts(origin, states),
-            ZoneMessage::ToAllPlayers(msg) => {
-                for slot in self.players.values() {
-                    slot.link.push_control(msg.clone());
-                }
-            }
         }
     }
 

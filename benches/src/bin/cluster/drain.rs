@@ -48,7 +48,7 @@ pub(crate) fn settings() -> NodeSettings {
 pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyhow::Result<()> {
     let nodes = fixture.start_cluster(2)?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
-    let joined = runtime.block_on(join_all(&addrs[..1], &fixture.shared, players, true))?;
+    let joined = runtime.block_on(join_all(&addrs[..1], &fixture.shared, players))?;
     let held = nodes[0].held_zones().len();
     eprintln!("{players} players in {held} zones on node 0; draining it");
     let stop = Arc::new(AtomicBool::new(false));

@@ -104,11 +104,10 @@ pub(crate) fn run(
     fixture: &Fixture,
     moves: usize,
     players: usize,
-    open_ahead: bool,
 ) -> anyhow::Result<()> {
     let mut nodes = fixture.start_cluster(2)?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
-    let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players, open_ahead))?;
+    let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players))?;
     eprintln!("{players} players in the zone on node 0; {moves} moves");
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = joined
@@ -132,14 +131,6 @@ pub(crate) fn run(
         .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
     // Printed before the baselines run, so a failing baseline loses nothing.
     print_pauses(&pauses, &done, players, moved_all);
-    let ahead: u32 = players_after
-        .iter()
-        .map(|p| p.client.moves_opened_ahead())
-        .sum();
-    println!(
-        "Moves on a connection opened ahead (PrepareMove; SDK open_ahead {open_ahead}): {ahead} of {}.",
-        moves * players
-    );
     let snapshots: Vec<Vec<Instant>> = players_after.iter().map(|p| p.snapshots.clone()).collect();
     print_breakdown(&done, &snapshots);
     let holder = usize::from(!moves.is_multiple_of(2));
@@ -225,14 +216,12 @@ pub(crate) async fn join_all(
     addrs: &[SocketAddr],
     shared: &Path,
     count: usize,
-    open_ahead: bool,
 ) -> anyhow::Result<Vec<Player>> {
     let mut players = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("mover-{i}");
         let mut config = ClientConfig::from_dev_data(addrs[0], shared, &name)?;
         config.other_servers = addrs[1..].to_vec();
-        config.open_ahead = open_ahead;
         let mut client = tokio::time::timeout(RECONNECT_LIMIT, Client::connect(config.clone()))
             .await
             .with_context(|| format!("{name}: connect timed out"))??;
