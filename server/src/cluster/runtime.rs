@@ -117,18 +117,21 @@ pub struct ClusterRuntime {
 /// cumulative tick-time histograms.
 #[derive(Debug, Default)]
 struct TickCosts {
-    /// When the last sample was taken, and each zone's total tick time then (µs).
+    /// When the last sample was taken, and each zone's total tick CPU time then (µs).
     last: Option<(std::time::Instant, std::collections::HashMap<ZoneId, f64>)>,
 }
 
 impl TickCosts {
-    /// Each zone's tick microseconds per second since the last sample (a zone seen for
-    /// the first time, or reloaded since, counts from zero: its next report is right).
+    /// Each zone's tick CPU microseconds per second since the last sample (a zone seen
+    /// for the first time, or reloaded since, counts from zero: its next report is
+    /// right). CPU time rather than tick durations: on a busy machine a tick's
+    /// duration includes the time its thread waited for a core, which says more
+    /// about the other processes than about the zone.
     fn sample(&mut self, zones: &[crate::zone::ZoneStatus]) -> Vec<(ZoneId, u32)> {
         let now = std::time::Instant::now();
         let totals: std::collections::HashMap<ZoneId, f64> = zones
             .iter()
-            .map(|z| (z.zone, z.tick_time_us.mean() * z.tick_time_us.len() as f64))
+            .map(|z| (z.zone, z.tick_cpu_us as f64))
             .collect();
         let costs = match &self.last {
             Some((at, before)) => {

@@ -478,7 +478,7 @@ impl Zone {
     }
 
     /// Publishes this tick's figures; `took` is the tick's duration.
-    pub fn publish_status(&self, took: std::time::Duration, missed: u64) {
+    pub fn publish_status(&self, took: std::time::Duration, cpu: std::time::Duration, missed: u64) {
         let counters = self.world.resource::<crate::game::ZoneCounters>().clone();
         let players = self.player_names();
         let entities = self.local_entity_count();
@@ -487,6 +487,9 @@ impl Zone {
             s.ticks = self.tick;
             s.missed_ticks += missed;
             s.record_tick_time(took);
+            s.tick_cpu_us = s
+                .tick_cpu_us
+                .saturating_add(u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX));
             s.players = players.len();
             s.player_names = players;
             s.entities = entities;

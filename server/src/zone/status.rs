@@ -23,6 +23,10 @@ pub struct ZoneStatus {
     pub missed_ticks: u64,
     /// Tick durations in microseconds.
     pub tick_time_us: Histogram<u64>,
+    /// CPU time its ticks used on their worker thread, microseconds in all: unlike
+    /// the tick durations, not inflated while the thread waited for a core. What the
+    /// rebalancer compares.
+    pub tick_cpu_us: u64,
     /// Connected players in the zone.
     pub players: usize,
     /// Entities with a network identity in the zone (players included).
@@ -50,6 +54,7 @@ impl ZoneStatus {
             ticks: 0,
             missed_ticks: 0,
             tick_time_us: new_tick_histogram(),
+            tick_cpu_us: 0,
             players: 0,
             entities: 0,
             player_names: Vec::new(),

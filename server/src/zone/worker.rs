@@ -167,6 +167,7 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
     let mut zones: Vec<Zone> = Vec::new();
     let mut clock = TickClock::new(Instant::now(), period);
     let mut took = Vec::new();
+    let mut cpu = Vec::new();
     while !stop.load(Ordering::Acquire) {
         if sleep_until(clock.next_at(), stop, lanes.pending) == Wake::Pending {
             // A request is waiting: handle messages now, tick at the usual time. A zone
@@ -189,11 +190,14 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
             *z
         }));
         took.clear();
+        cpu.clear();
         let round_started = Instant::now();
         for i in 0..zones.len() {
             let started = Instant::now();
+            let cpu_started = thread_cpu_time();
             zones[i].tick();
             took.push(started.elapsed());
+            cpu.push(thread_cpu_time().saturating_sub(cpu_started));
             // A request that came in meanwhile waits for one zone's tick, not the
             // whole round: latency must not grow with the zones a worker holds.
             answer_requests(&mut zones, lanes.pending);
@@ -206,8 +210,8 @@ fn run_worker(lanes: &Lanes<'_>, period: Duration, stop: &AtomicBool) -> Vec<Zon
         if plan.missed > 0 {
             tracing::warn!(missed = plan.missed, "zone ticks overran their deadline");
         }
-        for (zone, took) in zones.iter().zip(&took) {
-            zone.publish_status(*took, plan.missed);
+        for ((zone, took), cpu) in zones.iter().zip(&took).zip(&cpu) {
+            zone.publish_status(*took, *cpu, plan.missed);
         }
         retire_idle(&mut zones, lanes);
     }
@@ -246,6 +250,15 @@ fn retire_idle(zones: &mut Vec<Zone>, lanes: &Lanes<'_>) {
             Err(e) => zones.push(*e.into_inner()),
         }
     }
+}
+
+/// CPU time this thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Parks until `deadline`, waking early when asked to stop or to handle messages.

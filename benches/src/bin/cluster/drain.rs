@@ -86,7 +86,15 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyho
         .iter()
         .filter_map(|p| longest_gap(&p.snapshots, started - took, started))
         .collect();
-    let moves = nodes[0].moves().map_or(0, |m| m.moves.len());
+    let report = nodes[0].moves().map(|m| m.moves).unwrap_or_default();
+    let moves = report.len();
+    // The zones' own pauses: each was frozen (no ticks, no snapshots) from its freeze
+    // to its redirect, whatever the players' machine made of it.
+    let frozen: Vec<Duration> = report
+        .iter()
+        .filter_map(|m| m.pause_ms)
+        .map(Duration::from_millis)
+        .collect();
     let on_1 = nodes[1].held_zones().len();
     println!(
         "Drain of node 0: {held} zones, {players} players, {NPCS} NPCs, 2 nodes on PostgreSQL."
@@ -110,6 +118,13 @@ pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyho
         ms(median(&control), 1),
         ms(quantile(&control, 0.99), 1),
         ms(max(&control), 1),
+    );
+    println!(
+        "Each zone frozen (freeze to redirect, node 0's moves report): p50 {} ms, p99 {} ms, max {} ms over {} moves.",
+        ms(median(&frozen), 1),
+        ms(quantile(&frozen, 0.99), 1),
+        ms(max(&frozen), 1),
+        frozen.len(),
     );
     for l in &lost {
         println!("- lost: {l}");
