@@ -60,6 +60,8 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(120);
 const MEASURE: Duration = Duration::from_secs(20);
 /// How often inputs are sent.
 const INPUT_EVERY: Duration = Duration::from_millis(50);
+/// Connects a player makes before the run fails.
+const JOIN_TRIES: u32 = 3;
 /// How often the moves are polled while converging.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -95,6 +97,8 @@ struct Phase {
     nodes: Vec<(f64, u64, usize)>,
     moves_in_window: usize,
     players_lost: u64,
+    /// Connects that gave up and were made again.
+    joins_retried: u64,
 }
 
 impl Phase {
@@ -139,12 +143,13 @@ fn phase(
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let lost = Arc::new(AtomicU64::new(0));
+    let retried = AtomicU64::new(0);
     let mut tasks = Vec::new();
     let layout = layout();
     for zone in layout.zones() {
         let prefix = format!("anchor-{}-{}-", zone.x(), zone.y());
         let name = name_spawning_in(&layout, &prefix, zone, 4.0)?;
-        let client = runtime.block_on(join(&addrs, &fixture.shared, &name))?;
+        let client = runtime.block_on(join(&addrs, &fixture.shared, &name, &retried))?;
         tasks.push(AbortOnDrop(runtime.spawn(circle(
             client,
             stop.clone(),
@@ -161,7 +166,7 @@ fn phase(
         for i in 0..players {
             let prefix = format!("crowd-{}-{}-{i}-", zone.x(), zone.y());
             let name = name_spawning_in(&layout, &prefix, *zone, 6.0)?;
-            let client = runtime.block_on(join(&addrs, &fixture.shared, &name))?;
+            let client = runtime.block_on(join(&addrs, &fixture.shared, &name, &retried))?;
             tasks.push(AbortOnDrop(runtime.spawn(circle(
                 client,
                 stop.clone(),
@@ -192,6 +197,7 @@ fn phase(
         nodes: measured,
         moves_in_window: moves_after.saturating_sub(moves),
         players_lost: lost.load(Ordering::Acquire),
+        joins_retried: retried.load(Ordering::Acquire),
     })
 }
 
@@ -212,13 +218,32 @@ fn hot_zones(nodes: &[Node]) -> Vec<ZoneId> {
 }
 
 /// Connects `name` through node 0 (following its redirect), with every node to
-/// reconnect to, and waits until it sees itself.
-async fn join(addrs: &[SocketAddr], shared: &Path, name: &str) -> anyhow::Result<Client> {
+/// reconnect to, and waits until it sees itself. A connect that gives up is tried
+/// again (at most [`JOIN_TRIES`] in all), as a game would; each retry is counted in
+/// `retried` and its reason printed.
+async fn join(
+    addrs: &[SocketAddr],
+    shared: &Path,
+    name: &str,
+    retried: &AtomicU64,
+) -> anyhow::Result<Client> {
     let mut config = ClientConfig::from_dev_data(addrs[0], shared, name)?;
     config.other_servers = addrs[1..].to_vec();
-    let mut client = tokio::time::timeout(CONNECT_LIMIT, Client::connect(config))
-        .await
-        .with_context(|| format!("{name}: connect timed out"))??;
+    let mut tries = 0;
+    let mut client = loop {
+        tries += 1;
+        let outcome = tokio::time::timeout(CONNECT_LIMIT, Client::connect(config.clone())).await;
+        let error = match outcome {
+            Ok(Ok(client)) => break client,
+            Ok(Err(e)) => anyhow::Error::from(e),
+            Err(_) => anyhow::anyhow!("connect timed out"),
+        };
+        if tries >= JOIN_TRIES {
+            return Err(error.context(format!("{name}: no session after {tries} connects")));
+        }
+        retried.fetch_add(1, Ordering::AcqRel);
+        eprintln!("{name}: connect gave up ({error:#}); trying again");
+    };
     see_itself(&mut client, name).await?;
     Ok(client)
 }
@@ -323,9 +348,9 @@ fn print_report(phases: &[Phase], players: usize, floor_ms: u64) {
     );
     println!();
     println!(
-        "| placement | crowd joined in | moves | converged in | node CPU (% of a core) | max/min CPU | missed ticks | zones per node | moves while measured | players lost |"
+        "| placement | crowd joined in | moves | converged in | node CPU (% of a core) | max/min CPU | missed ticks | zones per node | moves while measured | players lost | connects retried |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for p in phases {
         let cpu: Vec<String> = p
             .nodes
@@ -335,7 +360,7 @@ fn print_report(phases: &[Phase], players: usize, floor_ms: u64) {
         let missed: Vec<String> = p.nodes.iter().map(|n| n.1.to_string()).collect();
         let zones: Vec<String> = p.nodes.iter().map(|n| n.2.to_string()).collect();
         println!(
-            "| {} | {:.1} s | {} | {:.1} s | {} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {:.1} s | {} | {:.1} s | {} | {:.2} | {} | {} | {} | {} | {} |",
             p.name,
             p.joined_in.as_secs_f64(),
             p.moves,
@@ -346,6 +371,7 @@ fn print_report(phases: &[Phase], players: usize, floor_ms: u64) {
             zones.join(" / "),
             p.moves_in_window,
             p.players_lost,
+            p.joins_retried,
         );
     }
 }
