@@ -132,6 +132,9 @@ enum Command {
         /// Players in the zone.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=2_000))]
         players: u64,
+        /// Area-of-interest radius, world units (200: the whole zone in view).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=1_000))]
+        aoi: u16,
     },
     /// Draining a node that holds every zone while players play.
     Drain {
@@ -178,7 +181,7 @@ fn main() -> anyhow::Result<()> {
         Command::Failover { .. } => NodeSettings::small(failover::WORLD_ZONES),
         Command::Redirect { .. } => NodeSettings::small(redirect::WORLD_ZONES),
         Command::Crossing { .. } => crossing::settings(),
-        Command::Handoff { .. } => handoff::settings(),
+        Command::Handoff { aoi, .. } => handoff::settings(f32::from(aoi)),
         Command::Drain { .. } => drain::settings(),
         Command::Rebalance { floor_ms, .. } => rebalance::settings(false, floor_ms),
     };
@@ -193,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
         Command::Crossing { crossings } => crossing::run(&runtime, &fixture, to_usize(crossings)),
-        Command::Handoff { moves, players } => {
+        Command::Handoff { moves, players, .. } => {
             handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
         }
         Command::Drain { players } => drain::run(&runtime, &fixture, to_usize(players)),

@@ -54,11 +54,14 @@ const INPUT_EVERY: Duration = Duration::from_millis(50);
 /// Most snapshot instants kept per player.
 const SNAPSHOTS_MAX: usize = 1 << 20;
 
-/// The nodes' configuration: one zone of 64 units with [`NPCS`] NPCs.
-pub(crate) fn settings() -> NodeSettings {
+/// The nodes' configuration: one zone of 64 units with [`NPCS`] NPCs, an area of
+/// interest of `aoi` units (the default, 200, puts the whole zone in every player's
+/// view).
+pub(crate) fn settings(aoi: f32) -> NodeSettings {
     NodeSettings {
         zone_size: 64.0,
         npcs: NPCS,
+        aoi_radius: aoi,
         ..NodeSettings::small(1)
     }
 }
