@@ -545,7 +545,9 @@ pub enum SourceAction {
         to: NodeRef,
     },
     /// The released zone did not move: activate it here again and unfreeze it; if the
-    /// store grants it elsewhere, send its players away to reconnect.
+    /// store grants it elsewhere, send its players away to reconnect. A grant at an
+    /// epoch other than the released one plus one means the zone was held elsewhere
+    /// in between: the frozen state is stale, so load the zone's saved state instead.
     Reactivate {
         /// The handoff.
         id: u64,
@@ -1034,7 +1036,10 @@ pub enum TargetAction {
         snapshot: Snapshot,
     },
     /// Ask the store for a new activation of the restored zone, then call
-    /// [`TargetHandoffs::activated`]; accept inputs only once granted.
+    /// [`TargetHandoffs::activated`]; accept inputs only once granted. A grant at an
+    /// epoch other than the released one (the `Restore`'s) plus one means the zone
+    /// was held in between (the source took it back, and may have released it again
+    /// since): the restored state is stale, so load the zone's saved state instead.
     Activate {
         /// The zone.
         zone: ZoneId,

@@ -19,6 +19,8 @@ pub mod admission;
 pub mod crossing;
 pub mod directory;
 pub mod handoff;
+#[cfg(test)]
+mod handoff_sim;
 pub mod lease;
 pub mod load;
 pub mod membership;
@@ -26,6 +28,8 @@ pub mod msg;
 pub mod node;
 pub mod placement;
 pub mod rebalance;
+#[cfg(test)]
+mod rebalance_sim;
 pub mod ring;
 pub mod session_msg;
 pub mod sim;

@@ -1,7 +1,11 @@
 //! The rebalancer's decisions, without IO: given what every node costs to run (the
 //! tick time of each of its zones, per second of wall time) it picks which zones to
 //! move from hot nodes to cool ones. The driver feeds it the published loads, carries
-//! out the moves it returns (live handoff) and reports when each one finished.
+//! out the moves it returns (live handoff) and reports when each one finished. It asks
+//! for no plan until the loads show every finished move (the zone on its new node):
+//! a plan made from loads older than a move piles zones onto the node that just
+//! received one, and they then move back and forth every cooldown (the seeded
+//! simulation in `rebalance_sim.rs` finds it without that pause).
 //!
 //! Rules, so zones never flap:
 //! - **Hysteresis.** Balancing starts when the hottest node costs more than

@@ -72,6 +72,9 @@ struct Frozen {
 /// A zone built here from a handoff's state, waiting for the store.
 struct Restored {
     id: u64,
+    /// The epoch the source released: the state is current only under a grant of
+    /// the next one (see [`ClusterRuntime::handoff_zone_active`]).
+    released_epoch: u64,
     zone: Box<Zone>,
     links: Vec<Arc<ClientLink>>,
 }
@@ -457,11 +460,12 @@ impl ClusterRuntime {
                 id,
                 from,
                 zone,
+                epoch,
                 snapshot,
                 ..
             } => {
                 self.spawn_handoff(move |this| async move {
-                    this.restore(id, from, zone, snapshot).await;
+                    this.restore(id, from, zone, epoch, snapshot).await;
                 });
             }
             // Asked once the restore is built (see `restore`).
@@ -700,18 +704,52 @@ impl ClusterRuntime {
 
     /// The store granted `zone` here again after a handoff that did not move it, or
     /// (on the target) for the first time; true if a handoff was waiting for it.
+    ///
+    /// A state held here (frozen on the source, restored on the target) is current
+    /// only under a grant of the released epoch plus one. A later grant means the zone
+    /// was held elsewhere in between (the other side's activation went through and
+    /// it played on, or the source took the zone back and moved it again): the state
+    /// is stale, so it is let go unsaved, its players sent to reconnect, and the
+    /// zone loads its saved state like any activation (false is returned for that).
     pub(super) fn handoff_zone_active(&self, zone: ZoneId, epoch: u64) -> bool {
         let handoffs = self.handoffs();
         if let Some(id) = lock(&handoffs.reactivating).remove(&zone) {
             let taken = lock(&handoffs.frozen).remove(&id).and_then(|f| f.zone);
-            if let (Some(z), Some(host)) = (taken, self.zone_host()) {
+            let (Some(z), Some(host)) = (taken, self.zone_host()) else {
+                return true;
+            };
+            if epoch == z.epoch() + 1 {
                 host.resume_frozen(z, epoch);
+                return true;
             }
-            return true;
+            tracing::warn!(
+                zone = zone.0,
+                epoch,
+                released = z.epoch(),
+                "the zone was held elsewhere since it was released here; loading its saved state, not the frozen one"
+            );
+            for link in z.player_links() {
+                link.kick(ErrorCode::ZoneMoved, "the zone was reloaded; connect again");
+            }
+            host.drop_moved(z);
+            return false;
         }
         let Some(restored) = lock(&handoffs.restored).remove(&zone) else {
             return false;
         };
+        if epoch != restored.released_epoch + 1 {
+            tracing::warn!(
+                zone = zone.0,
+                epoch,
+                released = restored.released_epoch,
+                "the zone was held elsewhere since the handoff's release; loading its saved state, not the handed-over one"
+            );
+            let now = handoffs.now();
+            handoffs.with_cores(|c| c.target.activated(now, zone, restored.id, None));
+            self.abandon(restored);
+            self.run_handoff_actions();
+            return false;
+        }
         let installed = self
             .zone_host()
             .is_some_and(|host| host.install_restored(restored.zone, epoch));
@@ -862,8 +900,18 @@ impl ClusterRuntime {
 
     // ----- target -----
 
-    async fn restore(self: Arc<Self>, id: u64, from: NodeRef, zone: ZoneId, snapshot: Snapshot) {
-        if !self.build_restored(id, from, zone, snapshot).await {
+    async fn restore(
+        self: Arc<Self>,
+        id: u64,
+        from: NodeRef,
+        zone: ZoneId,
+        released_epoch: u64,
+        snapshot: Snapshot,
+    ) {
+        if !self
+            .build_restored(id, from, zone, released_epoch, snapshot)
+            .await
+        {
             let handoffs = self.handoffs();
             let now = handoffs.now();
             handoffs.with_cores(|c| c.target.activated(now, zone, id, None));
@@ -882,6 +930,7 @@ impl ClusterRuntime {
         id: u64,
         from: NodeRef,
         zone: ZoneId,
+        released_epoch: u64,
         snapshot: Snapshot,
     ) -> bool {
         let (Some(host), Some(sessions)) = (self.zone_host(), self.sessions()) else {
@@ -933,6 +982,7 @@ impl ClusterRuntime {
             zone,
             Restored {
                 id,
+                released_epoch,
                 zone: built,
                 links,
             },

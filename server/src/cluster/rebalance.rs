@@ -133,20 +133,32 @@ impl ClusterRuntime {
         else {
             return;
         };
+        // Only a plan's first move is carried out (by the node it is from). Each node
+        // keeps its own view of whether the cluster is balancing; acting on a later
+        // move of a plan whose first move another node does not make can keep zones
+        // moving under a static load and exceed the cap on moves at once (the seeded
+        // simulation in `zonemesh_cluster`'s `rebalance_sim` finds both).
+        let mut moves = moves.into_iter();
+        let first = moves.next();
         for m in moves {
-            if m.from != me {
-                // The node it is from decides the same and moves it.
-                self.rebalancer()
-                    .with_core(|core, now| core.move_finished(now, m.zone));
-                continue;
-            }
-            let reason = format!("rebalance: {}", m.reason);
-            tracing::info!(zone = m.zone.0, to = %m.to, %reason, "rebalancing");
-            if let Err(e) = self.move_zone(m.zone, &m.to.to_string(), &reason) {
-                tracing::debug!(zone = m.zone.0, "rebalancing move not started: {e}");
-                self.rebalancer()
-                    .with_core(|core, now| core.move_finished(now, m.zone));
-            }
+            self.rebalancer()
+                .with_core(|core, now| core.move_finished(now, m.zone));
+        }
+        let Some(m) = first else {
+            return;
+        };
+        if m.from != me {
+            // The node it is from decides the same and moves it.
+            self.rebalancer()
+                .with_core(|core, now| core.move_finished(now, m.zone));
+            return;
+        }
+        let reason = format!("rebalance: {}", m.reason);
+        tracing::info!(zone = m.zone.0, to = %m.to, %reason, "rebalancing");
+        if let Err(e) = self.move_zone(m.zone, &m.to.to_string(), &reason) {
+            tracing::debug!(zone = m.zone.0, "rebalancing move not started: {e}");
+            self.rebalancer()
+                .with_core(|core, now| core.move_finished(now, m.zone));
         }
     }
 }
