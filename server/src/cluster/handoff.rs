@@ -191,9 +191,14 @@ impl Handoffs {
         }
     }
 
-    /// Notes that move `id` got through `step` now.
+    /// Notes that move `id` got through `step` now, the first time only (a resent
+    /// `State` is answered with `Activated` again).
     fn step(&self, id: u64, step: &'static str) {
-        self.update_move(id, |m| m.steps.push((step, Instant::now())));
+        self.update_move(id, |m| {
+            if !m.steps.iter().any(|(s, _)| *s == step) {
+                m.steps.push((step, Instant::now()));
+            }
+        });
     }
 
     /// Moves in progress and recent ones, newest first.

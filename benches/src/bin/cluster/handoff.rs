@@ -46,6 +46,8 @@ const BETWEEN_MOVES: Duration = Duration::from_secs(1);
 const MOVE_LIMIT: Duration = Duration::from_secs(15);
 /// Longest a reconnect may take before the run fails.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(15);
+/// Pause between two reconnects of a player whose node stopped.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Longest a player may take to play again after its node stopped, reconnects
 /// called again included, before the run fails.
 const STOP_RECOVERY_LIMIT: Duration = Duration::from_secs(40);
@@ -496,6 +498,8 @@ async fn outlive_stop(mut p: Player) -> anyhow::Result<Duration> {
             Ok(Err(e)) => eprintln!("{}: reconnect gave up ({e}); trying again", p.name),
             Err(_) => eprintln!("{}: reconnect timed out; trying again", p.name),
         }
+        // A reconnect that fails at once must not spin until the limit.
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
     tokio::time::timeout(RECONNECT_LIMIT, p.client.wait_snapshot())
         .await
