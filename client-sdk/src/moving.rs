@@ -11,8 +11,12 @@
 //!   allows.
 //! - `Redirect`: follow it. Every redirect, the one that started the move included,
 //!   counts against [`ClientConfig::max_redirects`].
-//! - `Error`, a transport failure, the deadline, or [`MOVE_ATTEMPTS_MAX`] attempts:
-//!   the move failed.
+//! - No answer within the attempt timeout, or a transport failure: ask the same node
+//!   again with the same token after a backoff, while the deadline allows. A busy
+//!   machine can take longer than one attempt to answer, and a retry cannot make
+//!   things worse: a node that took the token's first use refuses a second one, and
+//!   the move fails as it would have.
+//! - `Error`, the deadline, or [`MOVE_ATTEMPTS_MAX`] attempts: the move failed.
 
 use crate::backoff::Backoff;
 use crate::config::ClientConfig;
@@ -154,20 +158,22 @@ impl<R: Rng> MovePlan<R> {
         match failure {
             Failure::Redirect { addr, token } => self.handle_redirect(addr, token),
             Failure::Busy(error, hint) | Failure::Wait(error, hint) => {
-                self.retry_after(now, error, hint)
+                self.retry_after(now, error, Some(hint))
             }
-            // The `Hello` may have arrived and spent the one-use redirect token, and
-            // another node cannot hold the player: a new session is the way on.
-            Failure::Retry(error, _) | Failure::Fatal(error) => MoveStep::Fail(error),
+            Failure::Retry(error, hint) => self.retry_after(now, error, hint),
+            Failure::Fatal(error) => MoveStep::Fail(error),
         }
     }
 
-    /// Asks the same node again after at least `hint`, if that still ends in time.
-    fn retry_after(&mut self, now: Instant, error: ClientError, hint: Duration) -> MoveStep {
-        match self
-            .backoff
-            .next_delay_before(now, self.deadline, Some(hint))
-        {
+    /// Asks the same node again after at least `hint` (or the backoff alone), if that
+    /// still ends in time.
+    fn retry_after(
+        &mut self,
+        now: Instant,
+        error: ClientError,
+        hint: Option<Duration>,
+    ) -> MoveStep {
+        match self.backoff.next_delay_before(now, self.deadline, hint) {
             Some(delay) => {
                 self.last = Some(error);
                 MoveStep::Retry(delay)
@@ -380,7 +386,27 @@ mod tests {
     }
 
     #[test]
-    fn error_answers_and_transport_failures_fail_the_move_at_once() {
+    fn an_attempt_without_an_answer_is_retried_on_the_same_node_within_the_deadline() {
+        let config = config();
+        let t0 = Instant::now();
+        let mut p = plan(&config, t0);
+        let timed_out = || Failure::Retry(ClientError::Timeout(3000 * MS), None);
+        assert!(p.next_attempt(t0).is_ok());
+        let MoveStep::Retry(delay) = p.handle_failure(t0 + 3000 * MS, timed_out()) else {
+            panic!("a timed-out attempt must be retried");
+        };
+        assert!(delay <= config.backoff_max, "{delay:?}");
+        // Past the deadline the same failure ends the move, naming what went wrong.
+        let late = t0 + config.move_deadline;
+        let step = p.handle_failure(late, timed_out());
+        let MoveStep::Fail(ClientError::DeadlineExceeded { last, .. }) = step else {
+            panic!("{step:?}");
+        };
+        assert!(matches!(*last, ClientError::Timeout(_)), "{last:?}");
+    }
+
+    #[test]
+    fn error_answers_fail_the_move_at_once() {
         let t0 = Instant::now();
         let mut p = plan(&config(), t0);
         let rejected = ClientError::Rejected {
@@ -398,11 +424,6 @@ mod tests {
             ),
             "{step:?}"
         );
-        let timed_out = Failure::Retry(ClientError::Timeout(3000 * MS), None);
-        assert!(matches!(
-            p.handle_failure(t0, timed_out),
-            MoveStep::Fail(ClientError::Timeout(_))
-        ));
     }
 
     #[test]

@@ -203,6 +203,15 @@ impl ClientLink {
         self.moved_away.load(Ordering::SeqCst)
     }
 
+    /// True if this is an earlier link of `arriving`'s session that was sent on to
+    /// another node and still waits for its client to follow (a slow client, whose
+    /// zone came back here meanwhile). Such a link carries the `Redirect` the client
+    /// has yet to read: closing it would end a session that is on its way. The client
+    /// follows the redirect, is sent back here and takes `arriving` over.
+    pub fn is_left_behind_by(&self, arriving: &ClientLink) -> bool {
+        self.session == arriving.session && self.moved_away() && !self.is_closed()
+    }
+
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)

@@ -237,17 +237,39 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
     );
     check_move_report(&runtime.moves(), &pair, &claims_before);
 
-    // Inputs carry on with their numbering on the new node.
+    // Inputs carry on with their numbering on the new node, and counted on both
+    // sides none was applied twice or lost: the zone counts each input once, applied
+    // or superseded by a newer one, on whichever node held it.
     let mut moved = moved;
-    let (client, _) = &mut moved[1];
-    let last = client.send_input(Vec2::new(0.0, 1.0), 0).expect("input");
-    drive(
-        client,
-        None,
-        "the newest input is applied on node 1",
-        |c, _| c.last_input_ack() == last,
-    )
+    for (client, _) in &mut moved {
+        let last = client.send_input(Vec2::new(0.0, 1.0), 0).expect("input");
+        drive(
+            client,
+            None,
+            "the newest input is applied on node 1",
+            |c, _| c.last_input_ack() == last,
+        )
+        .await;
+    }
+    let sent: u64 = moved.iter().map(|(c, _)| c.stats().inputs_sent).sum();
+    let counted = || {
+        let status = pair.nodes[1].server.status();
+        let zone = status.zones.iter().find(|z| z.zone == ZoneId(0)).cloned();
+        zone.map_or((0, 0), |z| (z.inputs_applied, z.inputs_superseded))
+    };
+    within("the zone counted the newest inputs", async {
+        while counted().0 + counted().1 < sent {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await;
+    let (applied, superseded) = counted();
+    assert_eq!(
+        applied + superseded,
+        sent,
+        "every input counted once: {applied} applied, {superseded} superseded"
+    );
+    assert!(applied > 0 && applied <= sent);
     for node in pair.nodes {
         node.server.shutdown().await;
     }

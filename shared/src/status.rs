@@ -330,6 +330,13 @@ pub struct ZoneStatusReport {
     pub players: usize,
     /// Entities with a network identity (players included).
     pub entities: usize,
+    /// Inputs the zone applied over its life, on every node that held it.
+    #[serde(default)]
+    pub inputs_applied: u64,
+    /// Inputs the zone passed over for a newer one of the same player, over its life.
+    /// Applied plus superseded counts each input its players sent once.
+    #[serde(default)]
+    pub inputs_superseded: u64,
 }
 
 #[cfg(test)]
@@ -428,6 +435,8 @@ mod tests {
                 tick_p99_ms: 0.2,
                 players: 1,
                 entities: 5,
+                inputs_applied: 7,
+                inputs_superseded: 1,
             }],
             cluster: None,
         };

@@ -162,6 +162,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_client_log();
     let bin_dir = match &cli.bin_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()
@@ -230,4 +231,17 @@ async fn clean_up_on_signal(cleanup: Cleanup) {
 /// A count clap already bounded.
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Logs what the SDK clients of this process do to stderr, at the filter
+/// `CLUSTER_BENCH_CLIENT_LOG` names (for example `zonemesh_client=debug`); off when
+/// it is not set, so the figures are not measured with logging on.
+fn init_client_log() {
+    let Ok(filter) = std::env::var("CLUSTER_BENCH_CLIENT_LOG") else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
 }

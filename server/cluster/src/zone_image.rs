@@ -1,8 +1,8 @@
 //! A running zone's complete state as a live handoff ships it from one node to
 //! another ([`ZoneImage`]): every replicated entity with all its registered
 //! components, the zone's players with their sessions and clients' views, the tick
-//! it was frozen at and the next network id, so the zone carries on elsewhere as if
-//! it had never stopped. Plain data with a wire encoding; the server crate captures
+//! it was frozen at, the next network id and the zone's running counters, so the zone
+//! carries on elsewhere as if it had never stopped. Plain data with a wire encoding; the server crate captures
 //! it from a zone's world and restores it into a new one.
 //!
 //! What is not in it: ghosts (the neighbours send them again every tick) and game
@@ -27,7 +27,7 @@ pub const PERSISTED_PER_ENTITY_MAX: usize = 64;
 /// Largest encoded persistent component.
 pub const PERSISTED_BYTES_MAX: usize = 64 * 1024;
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 
 /// One non-player entity of a zone.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,47 @@ pub struct ImageEntity {
     pub persisted: Vec<(u16, Vec<u8>)>,
 }
 
+/// A zone's running counters since it was first activated, carried so its figures
+/// go on where it goes (and, for inputs, so every input is counted once over all the
+/// nodes that held the zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImageCounters {
+    /// Inputs applied (the newest of each batch that advanced a player's input).
+    pub inputs_applied: u64,
+    /// Inputs passed over because a newer one of the same player was applied.
+    pub inputs_superseded: u64,
+    /// Inputs clamped to the player's max speed.
+    pub inputs_clamped: u64,
+    /// Inputs with non-finite values.
+    pub inputs_invalid: u64,
+    /// Components too large to replicate.
+    pub components_oversized: u64,
+}
+
+impl ImageCounters {
+    fn encode(&self, w: &mut Writer) {
+        for v in [
+            self.inputs_applied,
+            self.inputs_superseded,
+            self.inputs_clamped,
+            self.inputs_invalid,
+            self.components_oversized,
+        ] {
+            w.varint(v);
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            inputs_applied: r.varint()?,
+            inputs_superseded: r.varint()?,
+            inputs_clamped: r.varint()?,
+            inputs_invalid: r.varint()?,
+            components_oversized: r.varint()?,
+        })
+    }
+}
+
 /// A zone's complete state at a tick boundary.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ZoneImage {
@@ -59,6 +100,8 @@ pub struct ZoneImage {
     pub entities: Vec<ImageEntity>,
     /// Its players, each with its session and its client's view.
     pub players: Vec<CarriedPlayer>,
+    /// Its running counters.
+    pub counters: ImageCounters,
 }
 
 impl ZoneImage {
@@ -76,6 +119,7 @@ impl ZoneImage {
         for p in &self.players {
             encode_player(p, &mut w);
         }
+        self.counters.encode(&mut w);
         w.into_vec()
     }
 
@@ -98,12 +142,14 @@ impl ZoneImage {
         for _ in 0..n {
             players.push(decode_player(&mut r)?);
         }
+        let counters = ImageCounters::decode(&mut r)?;
         r.finish()?;
         Ok(Self {
             tick,
             next_net_id,
             entities,
             players,
+            counters,
         })
     }
 }
@@ -188,6 +234,13 @@ mod tests {
                 next_record_version: (2 << 32) | 5,
                 view: vec![1, 2, 3, 4],
             }],
+            counters: ImageCounters {
+                inputs_applied: 300,
+                inputs_superseded: 12,
+                inputs_clamped: 1,
+                inputs_invalid: 0,
+                components_oversized: 2,
+            },
         }
     }
 

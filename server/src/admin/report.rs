@@ -40,5 +40,7 @@ fn zone_report(zone: &ZoneStatus) -> ZoneStatusReport {
         tick_p99_ms: ms(0.99),
         players: zone.players,
         entities: zone.entities,
+        inputs_applied: zone.inputs_applied,
+        inputs_superseded: zone.inputs_superseded,
     }
 }

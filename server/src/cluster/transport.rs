@@ -236,7 +236,7 @@ impl NodeTransport {
             anyhow::bail!("{}", AuthError::WeakSecret);
         }
         let server = server_config(config.tls)?;
-        let mut endpoint = Endpoint::server(server, config.listen)
+        let mut endpoint = crate::net::udp::endpoint(config.listen, server)
             .with_context(|| format!("cannot bind the node endpoint on {}", config.listen))?;
         endpoint.set_default_client_config(client_config()?);
         let (inbox, received) = mpsc::channel(config.inbox_capacity.max(1));

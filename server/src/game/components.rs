@@ -188,9 +188,17 @@ pub struct ZoneInfo {
     pub dt: f32,
 }
 
-/// Per-zone counters that game and framework systems bump.
+/// Per-zone counters that game and framework systems bump. They go with the zone
+/// when it is handed over to another node, so they count over the zone's whole life.
 #[derive(Resource, Debug, Default, Clone)]
 pub struct ZoneCounters {
+    /// Inputs applied: the newest of a player's batch, when newer than the last one.
+    pub inputs_applied: u64,
+    /// Inputs passed over because a newer input of the same player was applied
+    /// (inputs are states: a newer one makes older ones moot). Applied plus
+    /// superseded is each player's newest sequence number summed: every input is
+    /// counted once, whichever node held the zone.
+    pub inputs_superseded: u64,
     /// Inputs whose velocity exceeded the player's max speed and were clamped.
     pub inputs_clamped: u64,
     /// Inputs with non-finite values, treated as "stand still".

@@ -6,6 +6,7 @@ mod registry;
 pub mod resumption;
 pub(crate) mod session;
 pub(crate) mod transport;
+pub(crate) mod udp;
 
 mod actions;
 pub mod limits;
@@ -332,6 +333,7 @@ impl LocalSessions for SessionEnder {
         };
         if let Some(old) = shared.sessions.claim_name(link)
             && !Arc::ptr_eq(&old, link)
+            && !old.is_left_behind_by(link)
         {
             old.kick(
                 ErrorCode::Replaced,
@@ -388,8 +390,7 @@ fn client_endpoint(
     sessions: Arc<SharedSessions>,
 ) -> anyhow::Result<quinn::Endpoint> {
     let server_config = transport::server_config_with_sessions(tls, limits, sessions)?;
-    quinn::Endpoint::server(server_config, listen)
-        .with_context(|| format!("cannot listen on {listen}"))
+    udp::endpoint(listen, server_config).with_context(|| format!("cannot listen on {listen}"))
 }
 
 /// Accepts a connection without waiting for its handshake to complete, so a `Hello`

@@ -18,7 +18,7 @@
 use super::{PlayerSlot, Zone, ZoneContext, ZoneMessage};
 use crate::game::{
     Game, Kind, NetEntity, NetIdAllocator, PersistRegistry, Persistent, Player, Position,
-    ReplicaComponents, Replicated, ReplicationRegistry, Velocity, ZoneInfo,
+    ReplicaComponents, Replicated, ReplicationRegistry, Velocity, ZoneCounters, ZoneInfo,
 };
 use crate::link::ClientLink;
 use crate::persist::RecordVersions;
@@ -28,7 +28,7 @@ use bevy_ecs::prelude::*;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use zonemesh_cluster::crossing::CarriedPlayer;
-use zonemesh_cluster::zone_image::{ImageEntity, ZoneImage};
+use zonemesh_cluster::zone_image::{ImageCounters, ImageEntity, ZoneImage};
 use zonemesh_replication::{ClientView, ViewHandover};
 use zonemesh_shared::ids::ZoneId;
 use zonemesh_shared::quant::Vec2;
@@ -177,6 +177,7 @@ impl Zone {
             next_net_id,
             entities,
             players,
+            counters: image_counters(self.world.resource::<ZoneCounters>()),
         }
     }
 
@@ -220,6 +221,7 @@ impl Zone {
         });
         zone.tick = image.tick;
         zone.tick_on_arrival = true;
+        *zone.world.resource_mut::<ZoneCounters>() = zone_counters(&image.counters);
         zone.world.resource_mut::<ZoneInfo>().tick = image.tick;
         for p in image.players {
             let link = link_for(&p);
@@ -245,6 +247,28 @@ impl Zone {
             });
         }
         zone
+    }
+}
+
+/// The zone's counters as an image carries them.
+fn image_counters(c: &ZoneCounters) -> ImageCounters {
+    ImageCounters {
+        inputs_applied: c.inputs_applied,
+        inputs_superseded: c.inputs_superseded,
+        inputs_clamped: c.inputs_clamped,
+        inputs_invalid: c.inputs_invalid,
+        components_oversized: c.components_oversized,
+    }
+}
+
+/// The counters of a handed-over zone, going on from where they were.
+fn zone_counters(c: &ImageCounters) -> ZoneCounters {
+    ZoneCounters {
+        inputs_applied: c.inputs_applied,
+        inputs_superseded: c.inputs_superseded,
+        inputs_clamped: c.inputs_clamped,
+        inputs_invalid: c.inputs_invalid,
+        components_oversized: c.components_oversized,
     }
 }
 

@@ -493,6 +493,8 @@ impl Zone {
             s.players = players.len();
             s.player_names = players;
             s.entities = entities;
+            s.inputs_applied = counters.inputs_applied;
+            s.inputs_superseded = counters.inputs_superseded;
             s.inputs_clamped = counters.inputs_clamped;
             s.inputs_invalid = counters.inputs_invalid;
             s.transfers_out = stats.transfers_out;

@@ -123,6 +123,8 @@ impl Zone {
             v.0 = velocity;
         }
         let mut counters = self.world.resource_mut::<ZoneCounters>();
+        counters.inputs_applied += 1;
+        counters.inputs_superseded += u64::from(newest.seq - last_seq - 1);
         match verdict {
             InputVerdict::Ok => {}
             InputVerdict::Clamped => counters.inputs_clamped += 1,

@@ -33,6 +33,10 @@ pub struct ZoneStatus {
     pub entities: usize,
     /// Names of the players in the zone, for invariant checks.
     pub player_names: Vec<String>,
+    /// Inputs applied over the zone's life (see `ZoneCounters`).
+    pub inputs_applied: u64,
+    /// Inputs superseded by a newer one of the same player, over the zone's life.
+    pub inputs_superseded: u64,
     /// Inputs clamped to the player's max speed.
     pub inputs_clamped: u64,
     /// Inputs with non-finite values (treated as standing still).
@@ -58,6 +62,8 @@ impl ZoneStatus {
             players: 0,
             entities: 0,
             player_names: Vec::new(),
+            inputs_applied: 0,
+            inputs_superseded: 0,
             inputs_clamped: 0,
             inputs_invalid: 0,
             transfers_out: 0,

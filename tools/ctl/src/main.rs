@@ -300,6 +300,8 @@ mod tests {
                 tick_p99_ms: 120.0,
                 players: 3,
                 entities: 4003,
+                inputs_applied: 100,
+                inputs_superseded: 2,
             }],
             cluster: None,
         };

@@ -131,16 +131,25 @@ pub(crate) fn run(
         players_after.push(p);
     }
     let pauses = pauses_in(&players_after, &windows)?;
-    let moved_all = players_after
-        .iter()
-        .all(|p| p.client.moves() as usize == moves && p.client.reconnects() == 0);
+    let (behind, extra_hops) = followed(&players_after, moves);
+    let moved_all = behind.is_empty();
     // Printed before the baselines run, so a failing baseline loses nothing.
     print_pauses(&pauses, &done, players, moved_all);
+    if extra_hops > 0 {
+        println!(
+            "{extra_hops} players took extra hops: a node the zone had already left sent them \
+             on to where it was (a client slower than two moves in a row)."
+        );
+    }
     let snapshots: Vec<Vec<Instant>> = players_after.iter().map(|p| p.snapshots.clone()).collect();
     print_breakdown(&done, &snapshots);
     let holder = usize::from(!moves.is_multiple_of(2));
     let acked = runtime.block_on(last_inputs_acked(&mut players_after));
-    let whole = zone_is_whole(&nodes, holder, players)?;
+    let sent: u64 = players_after
+        .iter()
+        .map(|p| p.client.stats().inputs_sent)
+        .sum();
+    let whole = zone_is_whole(&nodes, holder, players, sent)?;
     println!(
         "After the moves: {acked} of {players} players had their last input applied by the \
          zone's final node; {whole}."
@@ -157,12 +166,37 @@ pub(crate) fn run(
         );
     }
     if !moved_all {
-        bail!("not every player followed every move without a reconnect");
+        bail!(
+            "not every player followed every move without a reconnect: {}",
+            behind.join("; ")
+        );
     }
     if acked != players {
         bail!("{} players' last input was not applied", players - acked);
     }
     Ok(())
+}
+
+/// The players that did not follow every one of the `moves` without a reconnect
+/// (with their counts), and how many followed some move in more than one hop.
+fn followed(players: &[Player], moves: usize) -> (Vec<String>, usize) {
+    let behind = players
+        .iter()
+        .filter(|p| (p.client.moves() as usize) < moves || p.client.reconnects() > 0)
+        .map(|p| {
+            format!(
+                "{}: {} moves, {} reconnects",
+                p.name,
+                p.client.moves(),
+                p.client.reconnects()
+            )
+        })
+        .collect();
+    let extra = players
+        .iter()
+        .filter(|p| p.client.moves() as usize > moves)
+        .count();
+    (behind, extra)
 }
 
 /// Each player sends one more input and waits (at most [`RECONNECT_LIMIT`]) until
@@ -189,9 +223,17 @@ async fn last_inputs_acked(players: &mut [Player]) -> usize {
     acked
 }
 
-/// Checks that node `holder` alone holds zone 0 with every player once and every NPC:
-/// no entity lost or doubled by the moves. Returns what it found, for the report.
-fn zone_is_whole(nodes: &[Node], holder: usize, players: usize) -> anyhow::Result<String> {
+/// Checks that node `holder` alone holds zone 0 with every player once and every NPC
+/// (no entity lost or doubled by the moves), and that the zone counted each of the
+/// `sent` inputs its players sent once, as applied or as superseded by a newer one,
+/// over every node that held it (none applied twice, none missing). Returns what it
+/// found, for the report.
+fn zone_is_whole(
+    nodes: &[Node],
+    holder: usize,
+    players: usize,
+    sent: u64,
+) -> anyhow::Result<String> {
     let status = nodes[holder].status()?;
     let zone = status
         .zones
@@ -209,9 +251,20 @@ fn zone_is_whole(nodes: &[Node], holder: usize, players: usize) -> anyhow::Resul
             zone.entities
         );
     }
+    let counted = zone.inputs_applied + zone.inputs_superseded;
+    if counted != sent {
+        bail!(
+            "the players sent {sent} inputs; the zone counted {counted} ({} applied, {} \
+             superseded)",
+            zone.inputs_applied,
+            zone.inputs_superseded
+        );
+    }
     Ok(format!(
         "node {holder} runs the zone with {players} players and {expected} entities, the \
-         other node not at all"
+         other node not at all; the players sent {sent} inputs and the zone, over the \
+         nodes that held it, counted each once ({} applied, {} superseded by a newer one)",
+        zone.inputs_applied, zone.inputs_superseded
     ))
 }
 
@@ -375,14 +428,48 @@ fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
 /// Each player's pause in each move.
 fn pauses_in(players: &[Player], windows: &[Window]) -> anyhow::Result<Vec<Duration>> {
     let mut pauses = Vec::with_capacity(players.len() * windows.len());
+    let mut stuck = Vec::new();
     for p in players {
-        for (from, to) in windows {
-            let gap = longest_gap(&p.snapshots, *from, *to)
-                .with_context(|| format!("{}: no snapshots around a move", p.name))?;
-            pauses.push(gap);
+        for (i, (from, to)) in windows.iter().enumerate() {
+            match longest_gap(&p.snapshots, *from, *to) {
+                Some(gap) => pauses.push(gap),
+                None => {
+                    stuck.push(stuck_player(p, i, windows));
+                    break;
+                }
+            }
         }
     }
+    if !stuck.is_empty() {
+        bail!(
+            "{} players saw no snapshot after a move began: {}",
+            stuck.len(),
+            stuck.join("; ")
+        );
+    }
     Ok(pauses)
+}
+
+/// What a player that saw no snapshot after move `i` began looked like at the end.
+fn stuck_player(p: &Player, i: usize, windows: &[Window]) -> String {
+    let last = p.snapshots.last().map_or_else(
+        || "none".to_owned(),
+        |t| {
+            format!(
+                "{:?} after that move began",
+                t.saturating_duration_since(windows[i].0)
+            )
+        },
+    );
+    format!(
+        "{} from move {i} (of {}): {} moves followed, moving now: {}, on {}, {} snapshots, last {last}",
+        p.name,
+        windows.len(),
+        p.client.moves(),
+        p.client.is_moving(),
+        p.client.remote_address(),
+        p.snapshots.len(),
+    )
 }
 
 /// Rounds of closing every session and connecting again, until `samples` pauses;
