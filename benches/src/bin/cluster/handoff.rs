@@ -234,7 +234,16 @@ fn zone_is_whole(
     players: usize,
     sent: u64,
 ) -> anyhow::Result<String> {
-    let status = nodes[holder].status()?;
+    let mut status = nodes[holder].status()?;
+    // A zone publishes its counters after its worker's round, which may come just
+    // after the snapshot that acknowledged the players' last inputs.
+    for _ in 0..COUNTERS_POLLS {
+        if counted_inputs(&status) >= sent {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        status = nodes[holder].status()?;
+    }
     let zone = status
         .zones
         .iter()
@@ -266,6 +275,18 @@ fn zone_is_whole(
          nodes that held it, counted each once ({} applied, {} superseded by a newer one)",
         zone.inputs_applied, zone.inputs_superseded
     ))
+}
+
+/// Reads of a node's status while its zone's counters catch up (100 ms apart).
+const COUNTERS_POLLS: usize = 20;
+
+/// Inputs zone 0 counted (applied or superseded) in `status`.
+fn counted_inputs(status: &zonemesh_shared::status::NodeStatusReport) -> u64 {
+    status
+        .zones
+        .iter()
+        .find(|z| (z.x, z.y) == (0, 0))
+        .map_or(0, |z| z.inputs_applied + z.inputs_superseded)
 }
 
 /// Connects `count` players through `addrs[0]` (which then holds their zones), with
