@@ -237,11 +237,19 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
     );
     check_move_report(&runtime.moves(), &pair, &claims_before);
 
-    // Inputs carry on with their numbering on the new node, and counted on both
-    // sides none was applied twice or lost: the zone counts each input once, applied
-    // or superseded by a newer one, on whichever node held it.
     let mut moved = moved;
-    for (client, _) in &mut moved {
+    check_inputs_counted_once(&pair, &mut moved).await;
+    for node in pair.nodes {
+        node.server.shutdown().await;
+    }
+}
+
+/// Inputs carry on with their numbering on the new node, and counted on both sides
+/// none was applied twice or lost: after each client's newest input is acknowledged,
+/// the zone on node 1 has counted each input its players sent once, applied or
+/// superseded by a newer one, on whichever node held it.
+async fn check_inputs_counted_once(pair: &Pair, moved: &mut [(Client, Vec<Event>)]) {
+    for (client, _) in moved.iter_mut() {
         let last = client.send_input(Vec2::new(0.0, 1.0), 0).expect("input");
         drive(
             client,
@@ -270,9 +278,6 @@ async fn a_zone_full_of_players_moves_to_another_node_without_a_reconnect() {
         "every input counted once: {applied} applied, {superseded} superseded"
     );
     assert!(applied > 0 && applied <= sent);
-    for node in pair.nodes {
-        node.server.shutdown().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,12 +284,16 @@ impl Server {
         }
     }
 
-    /// Ends every session with `ServerShutdown`, waits briefly for clients to hear it,
-    /// then stops the zones.
+    /// Ends every session with `ServerShutdown` (new connections are refused from
+    /// then on), waits briefly for them to end, saves and stops the zones, gives them
+    /// back to the cluster and leaves it, and only then closes the endpoint.
+    ///
+    /// Why in that order: the players reconnect through another node at once, and it
+    /// can take their zones only once they are saved and released here. Closing the
+    /// endpoint and waiting for it to go idle first kept them answered `Loading` for
+    /// seconds after a plain stop.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.accept.abort();
-        let _ = (&mut self.accept).await;
         let drained = tokio::time::timeout(Duration::from_secs(3), async {
             while self.shared.sessions.connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -297,18 +301,20 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("sessions still open after 3 s; closing the endpoint anyway");
+            tracing::warn!("sessions still open after 3 s; stopping the zones anyway");
+        }
+        self.node.stop().await;
+        // After the final saves: the zones' releases go out before the node leaves.
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop().await;
         }
         self.endpoint.close(
             close_code(ErrorCode::ServerShutdown),
             b"server shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        self.node.stop().await;
-        // After the final saves: the zones' releases go out before the node leaves.
-        if let Some(cluster) = &self.shared.cluster {
-            cluster.stop().await;
-        }
+        self.accept.abort();
+        let _ = (&mut self.accept).await;
     }
 }
 
@@ -353,6 +359,11 @@ impl LocalSessions for SessionEnder {
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
+        if *shared.shutdown.borrow() {
+            // Shutting down: the client hears it at once and tries another node.
+            incoming.refuse();
+            continue;
+        }
         // Beyond the session limit plus the handshakes in flight, refuse at the QUIC
         // level: such a client would only be told `Busy` after costing a handshake.
         let ceiling = shared.limits.max_connections + shared.limits.max_pending_handshakes;
