@@ -36,6 +36,12 @@ use super::auth::{AuthError, EXPORTER_LABEL, EXPORTER_LEN, HELLO_LEN, Hello, Rol
 use crate::dev::TlsIdentity;
 
 /// ALPN of node-to-node connections; a game client (ALPN `zonemesh/1`) cannot open one.
+/// Bytes of datagrams a peer connection queues before sending; when that much is
+/// free again, everything queued has gone out.
+const DATAGRAM_SEND_BUFFER: usize = 256 * 1024;
+/// Longest a stopping node waits for its queued datagrams to go out.
+const SHUTDOWN_FLUSH_WAIT: Duration = Duration::from_millis(200);
+
 pub const NODE_ALPN: &[u8] = b"zonemesh-node/1";
 /// QUIC close code for a peer that failed the cluster-secret handshake.
 pub const CLOSE_AUTH_FAILED: u32 = 0x4e41;
@@ -326,9 +332,32 @@ impl NodeTransport {
 
     /// Closes every connection and the endpoint.
     pub async fn shutdown(&self) {
+        self.flush_datagrams(SHUTDOWN_FLUSH_WAIT).await;
         self.endpoint
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
         self.endpoint.wait_idle().await;
+    }
+
+    /// Waits (at most `wait`) until every peer connection has sent the datagrams it
+    /// queued. Closing an endpoint drops what it has not sent yet, and the last
+    /// frames a stopping node queues are its goodbyes: the SWIM leave, without which
+    /// the others keep sending its players to it until they suspect it dead.
+    async fn flush_datagrams(&self, wait: Duration) {
+        let conns: Vec<Connection> = lock(&self.inner.peers)
+            .values()
+            .filter_map(|peer| match peer {
+                Peer::Connected { conn, .. } => Some(conn.clone()),
+                _ => None,
+            })
+            .collect();
+        let _ = tokio::time::timeout(wait, async {
+            while conns.iter().any(|c| {
+                c.close_reason().is_none() && c.datagram_send_buffer_space() < DATAGRAM_SEND_BUFFER
+            }) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
     }
 
     async fn accept_loop(self) {
@@ -573,7 +602,7 @@ fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(PEER_STREAMS_MAX))
         .datagram_receive_buffer_size(Some(256 * 1024))
-        .datagram_send_buffer_size(256 * 1024)
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
         .keep_alive_interval(Some(Duration::from_secs(2)))
         .max_idle_timeout(Some(
             IdleTimeout::try_from(Duration::from_secs(10)).context("idle timeout")?,

@@ -304,8 +304,11 @@ impl Server {
             tracing::warn!("sessions still open after 3 s; stopping the zones anyway");
         }
         self.node.stop().await;
-        // After the final saves: the zones' releases go out before the node leaves.
+        // After the final saves: the players' claims and the zones' releases go out
+        // before the node leaves.
         if let Some(cluster) = &self.shared.cluster {
+            let ended = self.shared.sessions.take_ended_at_stop();
+            session::release_claims_at_stop(cluster, ended).await;
             cluster.stop().await;
         }
         self.endpoint.close(

@@ -25,6 +25,10 @@ pub(super) struct Sessions {
     /// 2^62, negligible for any real cluster. 62 bits leave 2^62 ids before overflow.
     next_session: AtomicU64,
     by_name: Mutex<HashMap<String, Arc<ClientLink>>>,
+    /// Sessions that ended while the server was stopping, whose claims the stop
+    /// releases itself once their zones are saved (a task per session would die
+    /// with the process). At most one per admitted session.
+    ended_at_stop: Mutex<Vec<Arc<ClientLink>>>,
 }
 
 impl Default for Sessions {
@@ -36,6 +40,7 @@ impl Default for Sessions {
             closed_by_code: std::array::from_fn(|_| AtomicU64::default()),
             next_session: AtomicU64::new(rand::random::<u64>() >> 2),
             by_name: Mutex::default(),
+            ended_at_stop: Mutex::default(),
         }
     }
 }
@@ -107,6 +112,17 @@ impl Sessions {
     /// A fresh session id.
     pub(super) fn next_session_id(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Keeps a session that ended while the server stops, for
+    /// [`Self::take_ended_at_stop`].
+    pub(super) fn ended_at_stop(&self, link: Arc<ClientLink>) {
+        lock(&self.ended_at_stop).push(link);
+    }
+
+    /// The sessions that ended while the server stops, once.
+    pub(super) fn take_ended_at_stop(&self) -> Vec<Arc<ClientLink>> {
+        std::mem::take(&mut *lock(&self.ended_at_stop))
     }
 
     /// Makes `link` the session of its player, returning the one it replaces.

@@ -167,9 +167,50 @@ async fn serve(conn: &Connection, handshake: Handshake, shared: &Shared) -> End 
     shared.sessions.release_name(&link);
     drop(admission);
     if let Some(cluster) = &shared.cluster {
-        tokio::spawn(release_claim(Arc::clone(cluster), link));
+        if *shared.shutdown.borrow() {
+            // The stop saves the zones, then releases these claims itself.
+            shared.sessions.ended_at_stop(link);
+        } else {
+            tokio::spawn(release_claim(Arc::clone(cluster), link));
+        }
     }
     end
+}
+
+/// Most claims released at once when a node stops.
+const STOP_RELEASES_AT_ONCE: usize = 32;
+/// Longest a stopping node spends releasing its players' claims; what is left then
+/// lapses with its lease.
+const STOP_RELEASES_WAIT: Duration = Duration::from_secs(3);
+
+/// Gives back the claims of the players whose sessions ended while the node stops,
+/// after its zones' final saves (the next node reads what they saved): without this
+/// the players could play on elsewhere only once this node's lease lapsed.
+pub(crate) async fn release_claims_at_stop(
+    cluster: &Arc<ClusterRuntime>,
+    links: Vec<Arc<ClientLink>>,
+) {
+    let releases = async {
+        let staying: Vec<_> = links.into_iter().filter(|l| !l.moved_away()).collect();
+        for chunk in staying.chunks(STOP_RELEASES_AT_ONCE) {
+            let mut calls = tokio::task::JoinSet::new();
+            for link in chunk {
+                let (cluster, link) = (Arc::clone(cluster), Arc::clone(link));
+                calls.spawn(async move {
+                    cluster.release_player(link.name(), link.session().0).await;
+                });
+            }
+            while calls.join_next().await.is_some() {}
+        }
+    };
+    if tokio::time::timeout(STOP_RELEASES_WAIT, releases)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some players' claims were not released in time; they lapse with this node's lease"
+        );
+    }
 }
 
 /// Longest a session's end waits for the player's final save before giving the claim
