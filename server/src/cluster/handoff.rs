@@ -124,6 +124,8 @@ pub struct Handoffs {
     wake: Arc<Notify>,
     epoch: Instant,
     fault: Mutex<Option<HandoffFault>>,
+    /// Set when the node starts to stop: no handoff starts here, either way.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Handoffs {
@@ -137,6 +139,7 @@ impl Default for Handoffs {
             wake: Arc::new(Notify::new()),
             epoch: Instant::now(),
             fault: Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -166,6 +169,9 @@ pub enum MoveError {
     /// The cores refused.
     #[error("cannot start the move: {0:?}")]
     Refused(StartError),
+    /// The node is stopping.
+    #[error("this node is stopping")]
+    Stopping,
 }
 
 impl Handoffs {
@@ -262,6 +268,9 @@ impl ClusterRuntime {
     /// shows it, or a full run); `reason` goes to the log and the moves report.
     pub fn move_zone(&self, zone: ZoneId, to: &str, reason: &str) -> Result<u64, MoveError> {
         let cluster = self.cluster().ok_or(MoveError::NotClustered)?;
+        if self.handoffs_closing() {
+            return Err(MoveError::Stopping);
+        }
         let epoch = cluster
             .active_zones()
             .into_iter()
@@ -308,6 +317,35 @@ impl ClusterRuntime {
     }
 
     /// Handoffs of zones away from this node under way.
+    /// Whether the node has started to stop (see [`Self::settle_handoffs_for_stop`]).
+    fn handoffs_closing(&self) -> bool {
+        self.handoffs()
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Refuses handoffs from now on, either way, and waits (at most `within`) for
+    /// those under way to end. Called before a stopping node stops its zones: a zone
+    /// arriving meanwhile is then installed (and saved and released by the stop)
+    /// rather than granted to a node whose zones have stopped, where nobody would
+    /// run or release it until its lease lapsed.
+    pub async fn settle_handoffs_for_stop(&self, within: Duration) {
+        self.handoffs()
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        let until = Instant::now() + within;
+        while self.handoffs_either_way() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Handoffs under way here as source or target.
+    fn handoffs_either_way(&self) -> usize {
+        self.handoffs()
+            .with_cores(|c| c.source.in_flight() + c.target.in_flight())
+            .unwrap_or(0)
+    }
+
     pub(super) fn handoffs_in_flight(&self) -> usize {
         self.handoffs()
             .with_cores(|c| c.source.in_flight())
@@ -343,7 +381,7 @@ impl ClusterRuntime {
         let handoffs = self.handoffs();
         let now = handoffs.now();
         let host = self.zone_host();
-        let stopping = self.cluster().is_none();
+        let stopping = self.cluster().is_none() || self.handoffs_closing();
         // A message goes to the one core that takes it: a `State` may be megabytes.
         let for_source = matches!(
             msg,

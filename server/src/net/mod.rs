@@ -303,6 +303,11 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("sessions still open after 3 s; stopping the zones anyway");
         }
+        if let Some(cluster) = &self.shared.cluster {
+            cluster
+                .settle_handoffs_for_stop(HANDOFF_SETTLE_AT_STOP)
+                .await;
+        }
         self.node.stop().await;
         // After the final saves: the players' claims and the zones' releases go out
         // before the node leaves.
@@ -320,6 +325,10 @@ impl Server {
         let _ = (&mut self.accept).await;
     }
 }
+
+/// Longest a stopping node waits for the handoffs under way to end before it stops
+/// its zones (a handoff's own timers end it within seconds).
+const HANDOFF_SETTLE_AT_STOP: Duration = Duration::from_secs(3);
 
 /// Ends this node's sessions when another node lets their player in.
 struct SessionEnder(std::sync::Weak<Shared>);
