@@ -27,17 +27,7 @@ struct RawSession {
 impl RawSession {
     /// Connects with the SDK's TLS and transport settings and completes `Hello`.
     async fn join(config: &ClientConfig) -> Self {
-        let mut endpoint =
-            quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
-        endpoint.set_default_client_config(config.quic_client_config().expect("quic config"));
-        let conn = within("raw handshake", async {
-            endpoint
-                .connect(config.server, &config.server_name)
-                .expect("connect")
-                .await
-                .expect("handshake")
-        })
-        .await;
+        let (endpoint, conn) = common::raw_handshake(config).await;
         let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
         let hello = ClientControl::Hello {
             version: PROTOCOL_VERSION,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use common::{coins, drive, own_position, wait_own_position, within};
 use tempfile::TempDir;
 use zonemesh_client::{Client, Event};
+use zonemesh_server::cluster::crossing::WAITING_DATAGRAM_BYTES;
 use zonemesh_server::demo::ACTION_PICK_UP_COIN;
 use zonemesh_server::dev::{DevServer, DevWorld};
 use zonemesh_server::net::limits::RateLimit;
@@ -64,6 +65,10 @@ impl Row {
                 event_rate: RateLimit::per_second_with_double_burst(1_000),
                 ..NetLimits::default()
             },
+            // Every store call takes a few ms, as on a real database: a durable action
+            // is then being committed at nearly any instant the collector crosses (on
+            // the embedded store at full speed, commits were sometimes all done then).
+            store_latency: Duration::from_millis(3),
             ..DevWorld::default()
         }
         .with_aoi_radius(200.0);
@@ -436,4 +441,22 @@ async fn durable_actions_sent_while_crossing_between_nodes_are_each_applied_once
     for node in row.nodes {
         node.server.shutdown().await;
     }
+}
+
+/// A player arriving from another node (a crossing or a zone's handoff) first gets
+/// the snapshot its zone built while its client was on the way, in datagrams sized
+/// before the connection existed. A fresh connection with the SDK's settings must be
+/// able to send datagrams of that size, or the snapshot is skipped and the player
+/// waits a tick longer.
+#[tokio::test]
+async fn a_fresh_connection_fits_the_snapshot_built_while_its_client_was_on_the_way() {
+    let server = common::TestServer::start(common::TestWorld::default()).await;
+    let config = server.client_config("arriving");
+    let (_endpoint, conn) = common::raw_handshake(&config).await;
+    let fits = conn.max_datagram_size().expect("datagrams enabled");
+    let assumed = usize::try_from(WAITING_DATAGRAM_BYTES).expect("fits usize");
+    assert!(
+        assumed <= fits,
+        "a waiting link builds {assumed}-byte datagrams; a fresh connection sends {fits}"
+    );
 }

@@ -96,8 +96,14 @@ pub const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
 pub const TAKE_BACK_AFTER: Duration = ARRIVAL_WAIT.saturating_add(Duration::from_secs(1));
 /// Players remembered as refused; past it the memory is cleared.
 const REFUSED_REMEMBERED: usize = 4096;
-/// Datagram size a waiting link assumes until its client connects.
-pub(super) const WAITING_DATAGRAM_BYTES: u32 = 1200;
+/// Datagram size a waiting link assumes until its client connects: the largest a new
+/// QUIC connection can send before it discovers its path's MTU, whatever its
+/// connection ids. QUIC's smallest MTU, 1200 bytes, less a short header with the
+/// longest connection id (1 + 20), the longest packet number (4), the AEAD tag (16)
+/// and a datagram frame's header (1 + 8). The snapshot built while the client was on
+/// its way is the first it gets; built for 1200-byte datagrams, its full ones were too
+/// large for the new connection and were skipped, and the player waited a tick.
+pub const WAITING_DATAGRAM_BYTES: u32 = 1200 - (1 + 20) - 4 - 16 - (1 + 8);
 
 /// Counters of players and ghosts crossing between nodes, since start.
 #[derive(Debug, Default)]

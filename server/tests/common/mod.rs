@@ -16,6 +16,24 @@ use zonemesh_server::{NetLimits, NodeConfig, Server, ServerStatus};
 use zonemesh_shared::quant::Vec2;
 use zonemesh_store::PlayerRecord;
 
+/// Completes a QUIC handshake with the server `config` names, with the SDK's TLS and
+/// transport settings, and nothing more: for tests that speak the protocol by hand.
+/// The endpoint must outlive the connection.
+pub async fn raw_handshake(config: &ClientConfig) -> (quinn::Endpoint, quinn::Connection) {
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+    endpoint.set_default_client_config(config.quic_client_config().expect("quic config"));
+    let conn = within("raw handshake", async {
+        endpoint
+            .connect(config.server, &config.server_name)
+            .expect("connect")
+            .await
+            .expect("handshake")
+    })
+    .await;
+    (endpoint, conn)
+}
+
 /// How long any wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
