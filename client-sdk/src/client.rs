@@ -158,6 +158,19 @@ pub struct Client {
     moving: Option<Moving>,
     /// Mid-session moves completed.
     moves: u32,
+    /// When the last completed move began and ended.
+    last_move: Option<MoveTiming>,
+}
+
+/// When a completed mid-session move began and ended, by this client's clock: for a
+/// game's telemetry of how long its players wait while their zone changes node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveTiming {
+    /// The old node's `Redirect` was read and the client began connecting to the new one.
+    pub redirected: Instant,
+    /// The new node welcomed the player and the session switched to it. The first
+    /// snapshot from the new node comes after.
+    pub welcomed: Instant,
 }
 
 impl Client {
@@ -237,6 +250,7 @@ impl Client {
             conn_open: true,
             moving: None,
             moves: 0,
+            last_move: None,
         };
         // Frames that arrived in the same read as `Welcome`.
         client.dispatch_frames();
@@ -367,6 +381,12 @@ impl Client {
     /// [`Client::reconnects`].
     pub fn moves(&self) -> u32 {
         self.moves
+    }
+
+    /// When the last completed mid-session move began (its `Redirect` read) and ended
+    /// (the new node's `Welcome`); `None` before the first.
+    pub fn last_move(&self) -> Option<MoveTiming> {
+        self.last_move
     }
 
     /// Whether the session is moving to another node now: the old node sent

@@ -7,7 +7,7 @@
 //! their own waker alongside the old connection. Either way the future survives the
 //! call, so cancelling a call cancels nothing, and the future ends by its deadline.
 
-use super::{Client, control_reader, normal_code};
+use super::{Client, MoveTiming, control_reader, normal_code};
 use crate::connect::{self, Established, MoveStart};
 use crate::error::ClientError;
 use crate::events::{DisconnectKind, DisconnectReason};
@@ -28,6 +28,8 @@ pub(super) struct Moving {
     attempts: tokio::sync::Mutex<Attempts>,
     /// Where the old node sent the player, for the failure's message.
     addr: String,
+    /// When the `Redirect` was read.
+    since: Instant,
 }
 
 impl Moving {
@@ -93,6 +95,7 @@ impl Client {
         self.moving = Some(Moving {
             attempts: tokio::sync::Mutex::new(Box::pin(attempts)),
             addr: request.addr,
+            since: Instant::now(),
         });
     }
 
@@ -106,7 +109,13 @@ impl Client {
             return;
         }
         match result {
-            Ok(established) => self.switch_to(established),
+            Ok(established) => {
+                self.last_move = Some(MoveTiming {
+                    redirected: moving.since,
+                    welcomed: Instant::now(),
+                });
+                self.switch_to(established);
+            }
             Err(error) => self.move_failed(&moving.addr, &error),
         }
     }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Runtime;
-use zonemesh_client::{Client, ClientConfig};
+use zonemesh_client::{Client, ClientConfig, MoveTiming};
 use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::status::{MoveReport, MoveStep};
 
@@ -74,6 +74,8 @@ pub(crate) struct Player {
     config: ClientConfig,
     pub(crate) client: Client,
     pub(crate) snapshots: Vec<Instant>,
+    /// Each completed move's timing, by the client's clock.
+    pub(crate) moves: Vec<MoveTiming>,
 }
 
 /// Plays `p` (wandering) until `stop`; returns it with the instants its snapshots
@@ -98,6 +100,12 @@ pub(crate) async fn play(mut p: Player, stop: Arc<AtomicBool>) -> anyhow::Result
         if now != seen && p.snapshots.len() < SNAPSHOTS_MAX {
             seen = now;
             p.snapshots.push(Instant::now());
+        }
+        if let Some(timing) = p.client.last_move()
+            && p.moves.last() != Some(&timing)
+            && p.moves.len() < SNAPSHOTS_MAX
+        {
+            p.moves.push(timing);
         }
     }
     Ok(p)
@@ -141,8 +149,7 @@ pub(crate) fn run(
              on to where it was (a client slower than two moves in a row)."
         );
     }
-    let snapshots: Vec<Vec<Instant>> = players_after.iter().map(|p| p.snapshots.clone()).collect();
-    print_breakdown(&done, &snapshots);
+    print_breakdown(&done, &players_after);
     let holder = usize::from(!moves.is_multiple_of(2));
     let acked = runtime.block_on(last_inputs_acked(&mut players_after));
     let sent: u64 = players_after
@@ -310,6 +317,7 @@ pub(crate) async fn join_all(
             config,
             client,
             snapshots: Vec::new(),
+            moves: Vec::new(),
         });
     }
     Ok(players)
@@ -397,7 +405,7 @@ fn wait_move_end(source: &Node, id: u64) -> anyhow::Result<(Instant, MoveReport)
 /// last snapshot from the source, built just before the freeze, may arrive after the
 /// freeze is noted; none comes after the redirect) and from the redirect to their
 /// first snapshot from the target.
-fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
+fn print_breakdown(done: &[DoneMove], players: &[Player]) {
     println!();
     println!(
         "| part of a move (the source's steps, then the players' side) | p50 ms | p99 ms | max ms |"
@@ -429,21 +437,63 @@ fn print_breakdown(done: &[DoneMove], snapshots: &[Vec<Instant>]) {
     }
     let mut before = Vec::new();
     let mut after = Vec::new();
+    let mut client = ClientSide::default();
     for m in done {
         let Some(redirected) = m.step_at("redirected") else {
             continue;
         };
-        for times in snapshots {
-            if let Some(last) = last_before(times, redirected) {
+        for p in players {
+            if let Some(last) = last_before(&p.snapshots, redirected) {
                 before.push(redirected.saturating_duration_since(last));
             }
-            if let Some(first) = first_from(times, redirected) {
+            if let Some(first) = first_from(&p.snapshots, redirected) {
                 after.push(first.saturating_duration_since(redirected));
             }
+            client.add(p, redirected, m.ended);
         }
     }
     row("player: last snapshot from the source → redirect", &before);
     row("player: redirect → first snapshot from the target", &after);
+    row(
+        "  of which: redirect sent → read by the client",
+        &client.read,
+    );
+    row("  read → welcomed by the target", &client.welcomed);
+    row(
+        "  welcomed → first snapshot from the target",
+        &client.first_snapshot,
+    );
+}
+
+/// The client's side of the moves: where the time from the source's redirect to the
+/// first snapshot from the target goes.
+#[derive(Default)]
+struct ClientSide {
+    read: Vec<Duration>,
+    welcomed: Vec<Duration>,
+    first_snapshot: Vec<Duration>,
+}
+
+impl ClientSide {
+    /// Adds `p`'s move redirected at `redirected` (the source's clock, shared) if the
+    /// player completed it before `ended` plus [`TAIL`].
+    fn add(&mut self, p: &Player, redirected: Instant, ended: Instant) {
+        let Some(t) = p
+            .moves
+            .iter()
+            .find(|t| t.welcomed >= redirected && t.welcomed <= ended + TAIL)
+        else {
+            return;
+        };
+        self.read
+            .push(t.redirected.saturating_duration_since(redirected));
+        self.welcomed
+            .push(t.welcomed.saturating_duration_since(t.redirected));
+        if let Some(first) = first_from(&p.snapshots, t.welcomed) {
+            self.first_snapshot
+                .push(first.saturating_duration_since(t.welcomed));
+        }
+    }
 }
 
 /// Each player's pause in each move.
@@ -524,6 +574,7 @@ async fn reconnect(p: Player) -> anyhow::Result<(Player, Duration)> {
         config,
         mut client,
         mut snapshots,
+        moves,
     } = p;
     // The session was idle since the moves: its last snapshot is the next one.
     tokio::time::timeout(RECONNECT_LIMIT, client.wait_snapshot())
@@ -547,6 +598,7 @@ async fn reconnect(p: Player) -> anyhow::Result<(Player, Duration)> {
             config,
             client,
             snapshots,
+            moves,
         },
         pause,
     ))
