@@ -13,6 +13,7 @@
 #[path = "../cluster/anchors.rs"]
 mod anchors;
 mod child;
+mod crowd;
 mod drive;
 mod echo;
 mod echorun;
@@ -105,6 +106,9 @@ enum Command {
     /// Server CPU and node-to-node traffic of the same load on one `zonemesh serve`
     /// node and on a cluster of them, on PostgreSQL.
     ClusterOverhead(overhead::OverheadArgs),
+    /// A crowd: every bot and NPC in one zone and in everyone's view, at 100, 500
+    /// and 1,000 bots.
+    Crowd(crowd::CrowdArgs),
     /// One measured run of a world and load you choose, printed as JSON (the
     /// server's missed ticks and tick times, the swarm's report, CPU and memory).
     Point(PointArgs),
@@ -223,6 +227,7 @@ fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<()> {
         }
         Command::All => run_all(cli, ctx),
         Command::ClusterOverhead(ref args) => overhead::run(ctx, args),
+        Command::Crowd(ref args) => crowd::run(ctx, args).map(drop),
         Command::Point(ref args) => {
             let load = SwarmSpec::wander(args.point_bots, ctx.secs);
             let run = gamerun::run(&ctx.placement, ctx.clk_tck, &args.server_spec(), &load)?;

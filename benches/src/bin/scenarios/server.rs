@@ -31,6 +31,8 @@ pub(crate) struct ServerSpec {
     pub(crate) aoi_radius: f64,
     /// `--workers` (zone worker threads).
     pub(crate) workers: u32,
+    /// `--budget-bytes`: snapshot bytes per client per tick.
+    pub(crate) budget_bytes: u64,
 }
 
 impl ServerSpec {
@@ -43,6 +45,7 @@ impl ServerSpec {
             npcs: 4000,
             aoi_radius: 64.0,
             workers: 1,
+            budget_bytes: 4000,
         }
     }
 
@@ -61,6 +64,7 @@ impl ServerSpec {
             ("--npcs", self.npcs.to_string()),
             ("--aoi-radius", self.aoi_radius.to_string()),
             ("--workers", self.workers.to_string()),
+            ("--budget-bytes", self.budget_bytes.to_string()),
             // The whole world stays loaded: no zone retires during a run.
             ("--keep-warm", "all".to_owned()),
             ("--max-connections", "20000".to_owned()),
