@@ -16,9 +16,8 @@ use std::time::Duration;
 use zonemesh_server::demo::{DemoConfig, demo_game};
 use zonemesh_server::game::SessionId;
 use zonemesh_server::link::ClientLink;
-use zonemesh_server::persist::{RecordVersions, ZoneActivation};
-use zonemesh_server::zone::{WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneMessage, ZoneRouter};
-use zonemesh_shared::ids::ZoneId;
+use zonemesh_server::persist::RecordVersions;
+use zonemesh_server::zone::{WorldLayout, Zone, ZoneConfig, ZoneMessage};
 use zonemesh_shared::quant::Vec2;
 
 const PLAYERS: usize = 50;
@@ -36,23 +35,8 @@ fn demo_zone(entities: usize, players: usize) -> (Zone, Vec<Arc<ClientLink>>) {
         zones: 1,
         world_size: Vec2::new(ZONE_SIZE, ZONE_SIZE),
     });
-    let id = ZoneId::grid(0, 0);
-    let config = ZoneConfig::default();
-    let (router, mut inboxes) = ZoneRouter::new([id], config.inbox_capacity);
-    let ctx = Arc::new(ZoneContext {
-        router: Arc::new(router),
-        layout,
-        config,
-        rules: game.rules().clone(),
-        persistence: None,
-        other_nodes: None,
-    });
-    let inbox = inboxes.remove(&id).expect("inbox for the only zone");
-    let fresh = ZoneActivation {
-        epoch: 0,
-        saved: None,
-    };
-    let mut zone = Zone::new(id, &game, Arc::clone(&ctx), inbox, fresh);
+    let (mut zone, ctx) = Zone::standalone(&game, layout, ZoneConfig::default());
+    let id = zone.id();
     let links = (0..players)
         .map(|i| {
             let link = Arc::new(ClientLink::new(

@@ -206,6 +206,35 @@ impl Zone {
         )
     }
 
+    /// A fresh zone that is the whole world (`layout` has one zone), with no store, no
+    /// cluster and no worker: whoever holds it ticks it, and messages (joins, inputs)
+    /// go in through the returned context's router. For a game's tests and for
+    /// benchmarks that step a zone by hand.
+    pub fn standalone(
+        game: &Game,
+        layout: WorldLayout,
+        config: ZoneConfig,
+    ) -> (Self, Arc<ZoneContext>) {
+        let id = ZoneId::grid(0, 0);
+        let (router, mut inboxes) = ZoneRouter::new([id], config.inbox_capacity);
+        let ctx = Arc::new(ZoneContext {
+            router: Arc::new(router),
+            layout,
+            config,
+            rules: game.rules().clone(),
+            persistence: None,
+            other_nodes: None,
+        });
+        let inbox = inboxes
+            .remove(&id)
+            .expect("the router has an inbox for its one zone");
+        let fresh = ZoneActivation {
+            epoch: 0,
+            saved: None,
+        };
+        (Self::new(id, game, Arc::clone(&ctx), inbox, fresh), ctx)
+    }
+
     /// Builds zone `id` from the game's plugins at `epoch`; `fill` populates the new
     /// world (given the game's zone-start hooks).
     fn assemble(
