@@ -113,6 +113,23 @@ pub struct ClientConfig {
     /// Bytes of received datagrams quinn buffers before dropping the oldest; snapshots
     /// beyond this while the game is not polling are lost (and not acknowledged).
     pub datagram_receive_buffer_bytes: usize,
+    /// Which entities the replica keeps (see [`ReplicaScope`]); everything by default.
+    pub replica_scope: ReplicaScope,
+}
+
+/// Which entities a client's [`Replica`](crate::Replica) keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplicaScope {
+    /// Every entity the server shows the player: what a game renders.
+    #[default]
+    Everything,
+    /// Only the player's own entity. Records of other entities are decoded (a
+    /// snapshot is checked as a whole) but not applied, and raise no events; the
+    /// snapshot is acknowledged as if they were held, so the server goes on sending
+    /// deltas exactly as to a full client. For bots and headless clients that need
+    /// their own position, the input acknowledgement and the tick, not the world: in
+    /// a crowd, keeping every entity is most of a client's CPU.
+    OwnEntity,
 }
 
 impl ClientConfig {
@@ -137,6 +154,7 @@ impl ClientConfig {
             keep_alive_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             datagram_receive_buffer_bytes: 256 * 1024,
+            replica_scope: ReplicaScope::Everything,
         }
     }
 
@@ -196,6 +214,7 @@ impl ClientConfig {
             input_redundancy: self.input_redundancy,
             event_queue_capacity: self.event_queue_capacity,
             interpolation_delay_ticks: self.interpolation_delay_ticks,
+            replica_scope: self.replica_scope,
         }
     }
 }
@@ -223,6 +242,7 @@ impl fmt::Debug for ClientConfig {
                 "datagram_receive_buffer_bytes",
                 &self.datagram_receive_buffer_bytes,
             )
+            .field("replica_scope", &self.replica_scope)
             .finish()
     }
 }

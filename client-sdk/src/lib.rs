@@ -106,7 +106,7 @@ mod tls;
 pub use backoff::Backoff;
 pub use blocking::BlockingClient;
 pub use client::{Client, ClientStats, MoveTiming};
-pub use config::{ClientConfig, DEV_TOKEN_TTL, Trust, mint_token, read_dev_secret};
+pub use config::{ClientConfig, DEV_TOKEN_TTL, ReplicaScope, Trust, mint_token, read_dev_secret};
 pub use error::ClientError;
 pub use events::{DisconnectKind, DisconnectReason, Event};
 pub use replica::{

@@ -193,6 +193,9 @@ pub struct Replica {
     /// Sequence number and tick of the newest snapshot applied.
     newest: Option<(u32, u64)>,
     interpolation_delay_ticks: f64,
+    /// The one entity kept, when the client keeps only its own
+    /// ([`ReplicaScope::OwnEntity`](crate::ReplicaScope::OwnEntity)).
+    only: Option<NetId>,
 }
 
 impl Default for Replica {
@@ -209,7 +212,15 @@ impl Replica {
             tombstones: Tombstones::default(),
             newest: None,
             interpolation_delay_ticks: sanitize_delay(interpolation_delay_ticks),
+            only: None,
         }
+    }
+
+    /// From now on, applies only the records of entity `id` and skips the others (see
+    /// [`ReplicaScope::OwnEntity`](crate::ReplicaScope::OwnEntity)).
+    pub(crate) fn keep_only(&mut self, id: NetId) {
+        self.only = Some(id);
+        self.entities.retain(|&held, _| held == id);
     }
 
     /// The entity with this id, if visible.
@@ -296,7 +307,9 @@ impl Replica {
             errors: 0,
             complete: true,
         };
-        for record in &snapshot.records {
+        let only = self.only;
+        let kept = |record: &&EntityRecord| only.is_none_or(|id| id == record.id());
+        for record in snapshot.records.iter().filter(kept) {
             match self.apply_record(record, seq, tick, events) {
                 Ok(RecordOutcome::Applied | RecordOutcome::Stale) => {}
                 Ok(RecordOutcome::StaleUnplaced) => report.complete = false,

@@ -23,6 +23,7 @@
 //! acknowledged snapshots as delta baselines, so acknowledging one the replica does not
 //! fully hold would make later deltas undecodable.
 
+use crate::config::ReplicaScope;
 use crate::error::ClientError;
 use crate::events::{DisconnectKind, DisconnectReason, Event, EventQueue};
 use crate::input::InputRing;
@@ -88,6 +89,8 @@ pub(crate) struct CoreConfig {
     pub(crate) event_queue_capacity: usize,
     /// Interpolation delay, in ticks.
     pub(crate) interpolation_delay_ticks: f64,
+    /// Which entities the replica keeps.
+    pub(crate) replica_scope: ReplicaScope,
 }
 
 /// Counters the core keeps; [`crate::ClientStats`] is built from them.
@@ -124,9 +127,13 @@ pub(crate) struct ClientCore {
 impl ClientCore {
     /// A core for a session welcomed at `now`.
     pub(crate) fn new(welcome: Welcome, config: CoreConfig, now: Instant) -> Self {
+        let mut replica = Replica::new(config.interpolation_delay_ticks);
+        if config.replica_scope == ReplicaScope::OwnEntity {
+            replica.keep_only(welcome.player);
+        }
         Self {
             welcome,
-            replica: Replica::new(config.interpolation_delay_ticks),
+            replica,
             events: EventQueue::new(config.event_queue_capacity),
             inputs: InputRing::new(config.input_redundancy),
             ack: Ack::default(),

@@ -12,12 +12,17 @@ const WELCOME: Welcome = Welcome {
 };
 
 fn core(now: Instant) -> ClientCore {
+    core_keeping(ReplicaScope::Everything, now)
+}
+
+fn core_keeping(replica_scope: ReplicaScope, now: Instant) -> ClientCore {
     ClientCore::new(
         WELCOME,
         CoreConfig {
             input_redundancy: 4,
             event_queue_capacity: 64,
             interpolation_delay_ticks: 2.0,
+            replica_scope,
         },
         now,
     )
@@ -51,6 +56,56 @@ fn decode(bytes: &[u8]) -> (Ack, Vec<u32>) {
 
 fn events(core: &mut ClientCore) -> Vec<Event> {
     std::iter::from_fn(|| core.pop_event()).collect()
+}
+
+/// An update of `id` moving it by `dx` from its record `back` snapshots earlier.
+fn moved(id: u64, back: u32, dx: i32) -> EntityRecord {
+    EntityRecord::Update {
+        id: NetId(id),
+        spawn_kind: None,
+        pos: PosField::Delta {
+            baseline_back: back,
+            dx,
+            dy: 0,
+        },
+        components: vec![],
+    }
+}
+
+#[test]
+fn a_client_keeping_only_its_own_entity_skips_the_others_and_acknowledges_everything() {
+    let t0 = Instant::now();
+    let mut c = core_keeping(ReplicaScope::OwnEntity, t0);
+    let own = WELCOME.player.0;
+    c.handle_datagram(t0, &snapshot(1, 0, vec![spawn(own), spawn(9)]));
+    // A delta for the other entity against a state this client never kept: skipped,
+    // not an error, and the snapshot is still acknowledged.
+    c.handle_datagram(t0, &snapshot(2, 3, vec![moved(9, 1, 5), moved(own, 1, 7)]));
+    assert!(
+        c.replica().get(NetId(9)).is_none(),
+        "other entities are not kept"
+    );
+    let held = c.replica().get(WELCOME.player).expect("own entity kept");
+    assert_eq!(held.position, QPos { x: 7, y: 0 }.to_world());
+    assert_eq!(c.replica().len(), 1);
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::Spawned {
+                id: WELCOME.player,
+                kind: 0
+            },
+            Event::Updated { id: WELCOME.player }
+        ]
+    );
+    let (_, bytes) = c.input_datagram(t0, Vec2::new(1.0, 0.0), 0).expect("open");
+    let (ack, _) = decode(&bytes);
+    assert!(
+        ack.covers(1) && ack.covers(2),
+        "both snapshots acknowledged"
+    );
+    let n = c.counters();
+    assert_eq!((n.snapshots, n.decode_errors, n.last_input_ack), (2, 0, 3));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use zonemesh_client::{Client, ClientError, DisconnectReason, Event, quinn};
+use zonemesh_client::{Client, ClientError, DisconnectReason, Event, ReplicaScope, quinn};
 
 /// Most sessions one bot runs; churn periods of at least 1 s over at most an hour stay
 /// far below it.
@@ -81,6 +81,8 @@ pub struct BotContext {
     pub churn_period: Duration,
     /// Connect deadline per session, retries included.
     pub connect_deadline: Duration,
+    /// Which entities the bot's replica keeps.
+    pub replica_scope: ReplicaScope,
     /// When the bot is meant to connect (its place in the ramp).
     pub start_at: Instant,
     /// The end of the run.
@@ -157,6 +159,7 @@ impl BotContext {
                 .client_config(self.server, &self.player, self.connect_deadline)
             {
                 Ok(mut c) => {
+                    c.replica_scope = self.replica_scope;
                     c.other_servers = self
                         .all_servers
                         .iter()

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use zonemesh_client::ReplicaScope;
 
 /// Most logs one `merge` reads.
 const MERGE_LOGS_MAX: usize = 1024;
@@ -132,6 +133,11 @@ pub struct RunArgs {
     /// File whose first line is the admin endpoint's bearer token.
     #[arg(long, value_name = "FILE", requires = "server_admin")]
     pub server_admin_token_file: Option<PathBuf>,
+    /// Keep every entity in each bot's replica, as a game client does (by default a
+    /// bot keeps only its own entity: the server's work is the same, the swarm's far
+    /// less).
+    #[arg(long)]
+    pub full_replica: bool,
 }
 
 fn secs_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
@@ -209,6 +215,9 @@ impl RunArgs {
         config.hist_log = self.hist_log.clone();
         config.progress = std::io::stderr().is_terminal();
         config.server_admin = self.server_admin()?;
+        if self.full_replica {
+            config.replica_scope = ReplicaScope::Everything;
+        }
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use zonemesh_client::{
-    ClientConfig, ClientError, DEV_TOKEN_TTL, Trust, mint_token, read_dev_secret,
+    ClientConfig, ClientError, DEV_TOKEN_TTL, ReplicaScope, Trust, mint_token, read_dev_secret,
 };
 use zonemesh_shared::dev_files;
 use zonemesh_shared::ids::validate_player_name;
@@ -98,6 +98,12 @@ pub struct SwarmConfig {
     /// tick figures (missed ticks, tick times) for the run, read from it at the start
     /// and the end. The swarm never infers them from what clients see.
     pub server_admin: Option<zonemesh_ctl::AdminClient>,
+    /// Which entities each bot's replica keeps. A bot steers by its own position and
+    /// measures latency from the input acknowledgement, so by default it keeps only
+    /// its own entity ([`ReplicaScope::OwnEntity`]): the server sends and does the
+    /// same either way, and the swarm spends its CPU on load, not on worlds no one
+    /// looks at. [`ReplicaScope::Everything`] measures what a game client costs.
+    pub replica_scope: ReplicaScope,
 }
 
 /// A configuration value outside its stated limits.
@@ -157,6 +163,7 @@ impl SwarmConfig {
             hist_log: None,
             progress: false,
             server_admin: None,
+            replica_scope: ReplicaScope::OwnEntity,
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`metrics`]: histograms and counters, sharded so bots need no per-bot histogram.
 //! - [`swarm`]: one run: endpoints, ramp, collection, shutdown.
 //! - [`report`]: the pure report builder, its table and the progress line.
+//! - [`own_cpu`]: the swarm's own CPU over a run, and whether it was the bottleneck.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
 //! - [`cli`]: the command line.
 //!
@@ -30,6 +31,7 @@ pub mod config;
 pub mod histlog;
 pub mod latency;
 pub mod metrics;
+pub mod own_cpu;
 pub mod report;
 pub mod schedule;
 pub mod server_figures;

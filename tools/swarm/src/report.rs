@@ -2,6 +2,7 @@
 //! and the live progress line.
 
 use crate::metrics::{Counters, Metric, MetricSet};
+use crate::own_cpu::OwnCpu;
 use crate::server_figures::ServerFigures;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -104,6 +105,9 @@ pub struct Report {
     /// The server's own figures over the run (missed ticks, tick times), read from
     /// its admin endpoint; `null` when none was given (or for a merge).
     pub server: Option<ServerFigures>,
+    /// The swarm's own CPU over the run, and whether it was saturated; `null` for a
+    /// merge.
+    pub swarm: Option<OwnCpu>,
 }
 
 impl Report {
@@ -139,6 +143,7 @@ impl Report {
             bytes_down_per_bot_per_s: mean(Metric::BytesDownPerSecond),
             bytes_up_per_bot_per_s: mean(Metric::BytesUpPerSecond),
             server: None,
+            swarm: None,
         }
     }
 
@@ -198,6 +203,9 @@ impl Report {
             self.bytes_up_per_bot_per_s
         );
         let _ = writeln!(out, "{}", server_line(self.server.as_ref()));
+        if let Some(own) = &self.swarm {
+            let _ = writeln!(out, "{}", own.line());
+        }
         let _ = writeln!(out, "disconnects: {}", list(&self.disconnects));
         let _ = write!(out, "errors: {}", list(&self.errors));
         out

@@ -9,6 +9,7 @@ use crate::bot::{self, BotContext, Stop};
 use crate::config::{ConfigError, Credentials, SwarmConfig};
 use crate::histlog::{HistLogError, HistLogWriter, RunSummary};
 use crate::metrics::{Hub, Metric, MetricSet};
+use crate::own_cpu::CpuClock;
 use crate::report::{Progress, Report};
 use crate::server_figures::{ServerFigures, read_status};
 use std::collections::BTreeMap;
@@ -63,6 +64,7 @@ pub async fn run(
         None => None,
     };
     let start = Instant::now();
+    let cpu = CpuClock::start();
     let mut collector = Collector::new(config, start)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = Stop::new(start + config.duration, stop_rx);
@@ -81,11 +83,20 @@ pub async fn run(
     // The report's duration is the load phase; closing sessions and draining the
     // endpoints afterwards is not load.
     let duration = start.elapsed();
+    let own_cpu = cpu.finish();
+    if own_cpu.saturated {
+        tracing::warn!(
+            cores_used = own_cpu.cores_used,
+            cores = own_cpu.cores_available,
+            "the swarm saturated its cores: its figures include its own delays"
+        );
+    }
     let server = server_window(config, before.as_ref(), duration).await;
     let _ = stop_tx.send(true);
     collector.stop_bots(&mut bots).await;
     drain_endpoints(&endpoints).await;
     let mut report = collector.finish(start, duration)?;
+    report.swarm = Some(own_cpu);
     match server {
         Some(Ok(figures)) => report.server = Some(figures),
         Some(Err(e)) => {
@@ -148,6 +159,7 @@ fn spawn_bots(
             input_period: config.input_period(),
             churn_period: config.churn_period,
             connect_deadline: config.connect_deadline,
+            replica_scope: config.replica_scope,
             start_at: start + ramp_offset(config, index),
             stop: stop.clone(),
             seed: config.seed.wrapping_add(u64::from(index)),

@@ -65,6 +65,9 @@ async fn fifty_wandering_bots_connect_and_see_their_inputs() {
     assert_eq!(server.zone_tick_ms.count, server.zone_ticks);
     assert!(server.missed_ticks >= server.overruns, "{server:?}");
     assert_eq!(server.workers, 2);
+    // The swarm's own CPU over the run: it worked, on at least one core.
+    let own = report.swarm.expect("the swarm's own CPU");
+    assert!(own.cores_used > 0.0 && own.cores_available >= 1, "{own:?}");
 
     // The interval log holds the same measurements as the report.
     let merged = merge_logs(&[log_path]).expect("the run's log merges");

@@ -367,29 +367,44 @@ pub(crate) fn print_bandwidth(scenes: &[Scene]) {
 
 /// Swarm efficiency: the swarm's CPU for [`TARGET_BOTS`] wandering bots.
 pub(crate) fn swarm_cost(ctx: &Ctx) -> anyhow::Result<Vec<GameRun>> {
-    let runs = repeat(ctx.runs, |_| {
-        gamerun::run(
-            &ctx.placement,
-            ctx.clk_tck,
-            &dense_world(TARGET_BOTS),
-            &SwarmSpec::wander(TARGET_BOTS, ctx.secs),
-        )
-    })?;
+    let mut own_only = Vec::new();
+    let mut full = Vec::new();
+    // Alternated, so both kinds of run meet the same machine.
+    for _ in 0..ctx.runs.max(1) {
+        for (full_replica, runs) in [(false, &mut own_only), (true, &mut full)] {
+            let load = SwarmSpec {
+                full_replica,
+                ..SwarmSpec::wander(TARGET_BOTS, ctx.secs)
+            };
+            let world = dense_world(TARGET_BOTS);
+            runs.push(gamerun::run(&ctx.placement, ctx.clk_tck, &world, &load)?);
+        }
+    }
     println!(
-        "\n## Swarm efficiency ({TARGET_BOTS} bots, {} runs of {} s)\n",
-        runs.len(),
+        "\n## Swarm efficiency ({TARGET_BOTS} bots, {} runs of {} s of each kind, alternated)\n",
+        own_only.len(),
         ctx.secs
     );
-    let cores = Spread::of(runs.iter().map(GameRun::swarm_cores));
-    let snaps = Spread::of(runs.iter().map(|r| r.swarm.snapshots_per_bot_per_s));
-    println!("| figure | median [min–max] |");
-    println!("|---|---:|");
     println!(
-        "| swarm CPU, cores over the run (target ≤ 0.5) | {} |",
-        show(cores, 2)
+        "| figure | bots keep their own entity (default) | bots keep every entity (`--full-replica`) |"
     );
-    println!("| snapshots/bot/s the swarm handled | {} |", show(snaps, 1));
-    Ok(runs)
+    println!("|---|---:|---:|");
+    let both = |f: &dyn Fn(&GameRun) -> f64, digits: usize| {
+        let of = |runs: &[GameRun]| show(Spread::of(runs.iter().map(f)), digits);
+        (of(&own_only), of(&full))
+    };
+    let (a, b) = both(&GameRun::swarm_cores, 2);
+    println!("| swarm CPU, cores over the run (target ≤ 0.33: 3,000 bots per core) | {a} | {b} |");
+    let (a, b) = both(&|r| r.swarm.bots_connected as f64 / r.swarm_cores(), 0);
+    println!("| bots per core of swarm | {a} | {b} |");
+    let (a, b) = both(&|r| r.swarm.snapshots_per_bot_per_s, 1);
+    println!("| snapshots/bot/s the swarm handled | {a} | {b} |");
+    let (a, b) = both(&|r| r.swarm.input_to_visible_ms.p99, 1);
+    println!("| input→visible p99 (ms) | {a} | {b} |");
+    let (a, b) = both(&|r| r.server_steady_cores, 2);
+    println!("| server CPU (cores, steady) | {a} | {b} |");
+    own_only.extend(full);
+    Ok(own_only)
 }
 
 /// Memory: RSS per connected bot, and RSS growth in a churn soak after warm-up.

@@ -24,6 +24,8 @@ pub(crate) struct SwarmSpec {
     pub(crate) input_hz: u32,
     /// `--churn-secs` (churn only).
     pub(crate) churn_s: f64,
+    /// `--full-replica`: each bot keeps every entity, as a game client does.
+    pub(crate) full_replica: bool,
 }
 
 impl SwarmSpec {
@@ -36,6 +38,7 @@ impl SwarmSpec {
             behavior: "wander",
             input_hz: 20,
             churn_s: 10.0,
+            full_replica: false,
         }
     }
 
@@ -68,6 +71,7 @@ impl SwarmSpec {
             .args(["--behavior", self.behavior])
             .args(["--input-hz", &self.input_hz.to_string()])
             .args(["--churn-secs", &self.churn_s.to_string()])
+            .args(self.full_replica.then_some("--full-replica"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
