@@ -59,21 +59,41 @@ impl Zone {
     }
 
     /// Rebuilds `states` (own entities first, then ghosts not owned here) and the grid.
+    ///
+    /// The query visits entities in the same order tick after tick unless some were
+    /// spawned or despawned, so each state is updated where it lies: an entity whose
+    /// components did not change keeps its shared component list, and the tick does
+    /// not clone (and drop) one `Arc` per entity.
     pub(super) fn collect_states(&mut self) {
-        self.states.clear();
         let mut query = self
             .world
             .query::<(&NetEntity, &Kind, &Position, &ReplicaComponents)>();
+        let mut n = 0;
         for (net, kind, pos, cache) in query.iter(&self.world) {
-            self.states.push(ReplicatedState {
-                id: net.0,
-                kind: kind.0,
-                pos: QPos::from_world(pos.0),
-                components: cache.shared().clone(),
-                components_hash: cache.hash(),
-            });
+            let pos = QPos::from_world(pos.0);
+            match self.states.get_mut(n) {
+                Some(s) if s.id == net.0 && s.components_hash == cache.hash() => {
+                    s.kind = kind.0;
+                    s.pos = pos;
+                }
+                slot => {
+                    let state = ReplicatedState {
+                        id: net.0,
+                        kind: kind.0,
+                        pos,
+                        components: cache.shared().clone(),
+                        components_hash: cache.hash(),
+                    };
+                    match slot {
+                        Some(s) => *s = state,
+                        None => self.states.push(state),
+                    }
+                }
+            }
+            n += 1;
         }
-        self.own_states = self.states.len();
+        self.states.truncate(n);
+        self.own_states = n;
         self.append_ghosts();
         self.grid.rebuild(&self.states);
     }
