@@ -154,7 +154,7 @@ impl ClientView {
             .entities
             .iter()
             .filter(|(_, t)| t.client_may_hold)
-            .map(|(&id, t)| (id, t.kind))
+            .map(|(id, t)| (id, t.kind))
             .collect();
         held.sort_unstable_by_key(|&(id, _)| id);
         held.truncate(ViewHandover::HELD_MAX);
@@ -180,10 +180,10 @@ impl ClientView {
             if view.entities.len() >= limit {
                 break;
             }
-            let next_seq = view.next_seq;
-            view.entities
-                .entry(id)
-                .or_insert_with(|| Tracked::carried(kind, next_seq));
+            if !view.entities.contains(id) {
+                view.entities
+                    .insert(id, Tracked::carried(kind, view.next_seq));
+            }
         }
         view
     }

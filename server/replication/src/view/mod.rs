@@ -47,14 +47,14 @@ mod section;
 mod select;
 mod send;
 mod size;
+mod tracked_set;
 
-use crate::idmap::IdMap;
 use crate::state::ReplicatedState;
-use entity::Tracked;
 pub use handover::ViewHandover;
 use log::SentLog;
 use plan::Candidate;
 use select::Ranked;
+use tracked_set::TrackedSet;
 use zonemesh_shared::codec::Writer;
 use zonemesh_shared::datagram::{Ack, DATAGRAM_MAX};
 use zonemesh_shared::quant::{POSITION_STEP, QPos, Vec2};
@@ -140,7 +140,7 @@ pub struct BuildStats {
 #[derive(Debug)]
 pub struct ClientView {
     config: ViewConfig,
-    entities: IdMap<Tracked>,
+    entities: TrackedSet,
     log: SentLog,
     /// Sequence number of the next datagram, unwrapped (the wire carries the low 32
     /// bits), so comparisons never face a wrap.
@@ -178,7 +178,7 @@ impl ClientView {
     pub fn with_first_seq(config: ViewConfig, first_seq: u32) -> Self {
         Self {
             config,
-            entities: IdMap::default(),
+            entities: TrackedSet::default(),
             log: SentLog::default(),
             next_seq: u64::from(first_seq),
             generation: 0,
@@ -204,7 +204,7 @@ impl ClientView {
     pub fn handle_ack(&mut self, ack: Ack) {
         let entities = &mut self.entities;
         self.log.acknowledge(ack, |record, sent| {
-            let Some(t) = entities.get_mut(&record.id) else {
+            let Some(t) = entities.get_mut(record.id) else {
                 return;
             };
             if !record.despawn {
@@ -213,7 +213,7 @@ impl ClientView {
             }
             // A despawn from an earlier life says nothing about a re-spawned entity.
             if sent.seq >= t.since_seq && t.is_leaving() {
-                entities.remove(&record.id);
+                entities.remove(record.id);
             }
         });
     }

@@ -21,6 +21,8 @@ const STALENESS_RANKED_MAX: u64 = 1 << 26;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
     pub(crate) id: NetId,
+    /// The entity's slot in the view's tracked set (stable for the build).
+    pub(crate) slot: u32,
     /// Index of the entity's state in the frame (unused for despawns).
     pub(crate) state_index: u32,
     /// What to send; `None` for a despawn.
@@ -43,11 +45,12 @@ impl ClientView {
         candidates.clear();
         order.clear();
         let mut len_min_sum = 0;
-        for (&id, t) in &mut self.entities {
+        for (slot, id, t) in self.entities.iter_mut() {
             if let Life::Leaving { .. } = t.life {
                 if t.despawn_due(tick, resend) {
                     let c = Candidate {
                         id,
+                        slot,
                         state_index: 0,
                         plan: None,
                         len_min: size::despawn_len(id),
@@ -67,6 +70,7 @@ impl ClientView {
             let known_len = t.section.len(s.components_hash);
             let c = Candidate {
                 id,
+                slot,
                 state_index: t.state_index,
                 plan: Some(plan),
                 len_min: size::update_len_min(s, plan, next_seq, known_len),

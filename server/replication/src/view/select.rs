@@ -33,8 +33,7 @@ impl ClientView {
         self.rank_visible(frame);
         self.mark_selected(frame);
         let generation = self.generation;
-        self.entities
-            .retain(|_, t| t.seen == generation || t.leave());
+        self.entities.retain(|t| t.seen == generation || t.leave());
         self.admit(frame)
     }
 
@@ -67,7 +66,7 @@ impl ClientView {
         self.scratch.admit.clear();
         for r in &self.scratch.ranked {
             let kind = frame.states[r.index as usize].kind;
-            match self.entities.get_mut(&r.id) {
+            match self.entities.get_mut(r.id) {
                 Some(t) if t.seen == generation => keep_nearer(t, r, frame),
                 Some(t) => {
                     t.seen = generation;
@@ -97,12 +96,13 @@ impl ClientView {
         }
         for r in admit.iter() {
             let kind = frame.states[r.index as usize].kind;
-            self.entities
-                .entry(r.id)
-                .and_modify(|t| keep_nearer(t, r, frame))
-                .or_insert_with(|| {
-                    Tracked::new(kind, self.next_seq, frame.tick, r.index, self.generation)
-                });
+            match self.entities.get_mut(r.id) {
+                Some(t) => keep_nearer(t, r, frame),
+                None => {
+                    let t = Tracked::new(kind, self.next_seq, frame.tick, r.index, self.generation);
+                    self.entities.insert(r.id, t);
+                }
+            }
         }
         waiting
     }

@@ -10,8 +10,8 @@ use super::plan::{Candidate, candidate_index};
 use super::record::{
     components_sendable, sends_components, write_components, write_despawn, write_update_head,
 };
+use super::tracked_set::TrackedSet;
 use super::{BuildStats, ClientView, Scratch, SnapshotFrame};
-use crate::idmap::IdMap;
 use zonemesh_shared::codec::Writer;
 
 impl ClientView {
@@ -78,12 +78,12 @@ struct Sender<'a, 'o> {
 
 impl Sender<'_, '_> {
     /// Sends candidate `c` unless it can no longer fit, counting the outcome.
-    fn offer(&mut self, c: &Candidate, entities: &mut IdMap<Tracked>, stats: &mut BuildStats) {
+    fn offer(&mut self, c: &Candidate, entities: &mut TrackedSet, stats: &mut BuildStats) {
         if let Some(verdict) = self.packer.rules_out(c.len_min) {
             tally(verdict, c, stats);
             return;
         }
-        if let Some(t) = entities.get_mut(&c.id) {
+        if let Some(t) = entities.at_mut(c.slot, c.id) {
             self.send(c, t, stats);
         }
     }
