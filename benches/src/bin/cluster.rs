@@ -78,6 +78,7 @@ use fixture::{Cleanup, Fixture, NodeSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+use zonemesh_client::ReplicaScope;
 
 /// The PostgreSQL of the development setup (trust authentication).
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -105,6 +106,24 @@ struct Cli {
     /// Keep the temporary directory (configurations, data, node logs) and print it.
     #[arg(long, global = true)]
     keep_dir: bool,
+}
+
+/// What the benchmark's SDK clients keep in their replicas.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ClientReplica {
+    /// Every entity shown, as a game client does.
+    All,
+    /// The player's own entity only.
+    Own,
+}
+
+impl ClientReplica {
+    fn scope(self) -> ReplicaScope {
+        match self {
+            Self::All => ReplicaScope::Everything,
+            Self::Own => ReplicaScope::OwnEntity,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,12 +154,21 @@ enum Command {
         /// Area-of-interest radius, world units (200: the whole zone in view).
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=1_000))]
         aoi: u16,
+        /// What each player's SDK client keeps: `all` entities, as a game does, or
+        /// its `own` entity only (lighter clients; the nodes work the same).
+        #[arg(long, value_enum, default_value_t = ClientReplica::All)]
+        client_replica: ClientReplica,
     },
     /// Draining a node that holds every zone while players play.
     Drain {
         /// Players in the world.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         players: u64,
+        /// What each player's SDK client keeps. `own` by default: with every entity
+        /// kept, 500 clients in this one process saturate a 2-core machine and the
+        /// pauses measure them, not the drain.
+        #[arg(long, value_enum, default_value_t = ClientReplica::Own)]
+        client_replica: ClientReplica,
     },
     /// A skewed load on three nodes: static hashing against the rebalancer.
     Rebalance {
@@ -197,10 +225,27 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Redirect { samples } => redirect::run(&runtime, &fixture, to_usize(samples)),
         Command::Crossing { crossings } => crossing::run(&runtime, &fixture, to_usize(crossings)),
-        Command::Handoff { moves, players, .. } => {
-            handoff::run(&runtime, &fixture, to_usize(moves), to_usize(players))
-        }
-        Command::Drain { players } => drain::run(&runtime, &fixture, to_usize(players)),
+        Command::Handoff {
+            moves,
+            players,
+            client_replica,
+            ..
+        } => handoff::run(
+            &runtime,
+            &fixture,
+            to_usize(moves),
+            to_usize(players),
+            client_replica.scope(),
+        ),
+        Command::Drain {
+            players,
+            client_replica,
+        } => drain::run(
+            &runtime,
+            &fixture,
+            to_usize(players),
+            client_replica.scope(),
+        ),
         Command::Rebalance { players, floor_ms } => {
             rebalance::run(&runtime, &fixture, to_usize(players), floor_ms)
         }

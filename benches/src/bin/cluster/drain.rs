@@ -10,7 +10,10 @@
 //! cores cannot keep up with their snapshots and the pauses measure them); the players join
 //! through node 0, so every zone they spawn in is activated there (names spread
 //! players over the world: with a few hundred, every zone has some). Each player
-//! sends an input every 50 ms.
+//! sends an input every 50 ms. Each player's SDK client keeps only its own entity by
+//! default (`--client-replica own`): 500 clients keeping the world, all in this one
+//! process on the machine that also runs both nodes, fall behind their snapshots, and
+//! the pauses then measure them.
 
 use crate::fixture::{Fixture, NodeSettings};
 use crate::handoff::{Player, join_all, play};
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
+use zonemesh_client::ReplicaScope;
 
 /// Zones along each side of the world.
 const ZONES: u16 = 5;
@@ -45,10 +49,15 @@ pub(crate) fn settings() -> NodeSettings {
 }
 
 /// Drains node 0 under load and prints the report.
-pub(crate) fn run(runtime: &Runtime, fixture: &Fixture, players: usize) -> anyhow::Result<()> {
+pub(crate) fn run(
+    runtime: &Runtime,
+    fixture: &Fixture,
+    players: usize,
+    scope: ReplicaScope,
+) -> anyhow::Result<()> {
     let nodes = fixture.start_cluster(2)?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
-    let joined = runtime.block_on(join_all(&addrs[..1], &fixture.shared, players))?;
+    let joined = runtime.block_on(join_all(&addrs[..1], &fixture.shared, players, scope))?;
     let held = nodes[0].held_zones().len();
     eprintln!("{players} players in {held} zones on node 0; draining it");
     let stop = Arc::new(AtomicBool::new(false));

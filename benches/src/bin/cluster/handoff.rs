@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Runtime;
-use zonemesh_client::{Client, ClientConfig, MoveTiming};
+use zonemesh_client::{Client, ClientConfig, MoveTiming, ReplicaScope};
 use zonemesh_shared::quant::Vec2;
 use zonemesh_shared::status::{MoveReport, MoveStep};
 
@@ -117,10 +117,11 @@ pub(crate) fn run(
     fixture: &Fixture,
     moves: usize,
     players: usize,
+    scope: ReplicaScope,
 ) -> anyhow::Result<()> {
     let mut nodes = fixture.start_cluster(2)?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.players).collect();
-    let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players))?;
+    let joined = runtime.block_on(join_all(&addrs, &fixture.shared, players, scope))?;
     eprintln!("{players} players in the zone on node 0; {moves} moves");
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = joined
@@ -297,17 +298,19 @@ fn counted_inputs(status: &zonemesh_shared::status::NodeStatusReport) -> u64 {
 }
 
 /// Connects `count` players through `addrs[0]` (which then holds their zones), with
-/// the other nodes to reconnect to.
+/// the other nodes to reconnect to, their replicas keeping `scope`.
 pub(crate) async fn join_all(
     addrs: &[SocketAddr],
     shared: &Path,
     count: usize,
+    scope: ReplicaScope,
 ) -> anyhow::Result<Vec<Player>> {
     let mut players = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("mover-{i}");
         let mut config = ClientConfig::from_dev_data(addrs[0], shared, &name)?;
         config.other_servers = addrs[1..].to_vec();
+        config.replica_scope = scope;
         let mut client = tokio::time::timeout(RECONNECT_LIMIT, Client::connect(config.clone()))
             .await
             .with_context(|| format!("{name}: connect timed out"))??;
