@@ -14,18 +14,21 @@
 //!
 //! A change that moves either figure by more than [`TOLERANCE`] fails here; if it is
 //! meant (a better encoding, say), update the figure with the change and say why.
+//!
+//! Also here, on the same hand-stepped zone: the replicated states a tick collects are
+//! exactly the world's entities while players join and leave.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use zonemesh_server::demo::{DemoConfig, demo_game};
-use zonemesh_server::game::SessionId;
+use zonemesh_server::game::{NetEntity, Position, SessionId};
 use zonemesh_server::link::ClientLink;
 use zonemesh_server::persist::RecordVersions;
 use zonemesh_server::zone::{WorldLayout, Zone, ZoneConfig, ZoneContext, ZoneMessage};
 use zonemesh_shared::datagram::{Ack, InputFrame, Snapshot};
 use zonemesh_shared::ids::ZoneId;
-use zonemesh_shared::quant::Vec2;
+use zonemesh_shared::quant::{QPos, Vec2};
 
 /// Ticks between a snapshot and the acknowledgement that reaches the zone.
 const ACK_DELAY_TICKS: u64 = 2;
@@ -109,8 +112,8 @@ fn wander(index: usize, tick: u64) -> Vec2 {
     Vec2::new(3.0 * turn.cos(), 3.0 * turn.sin())
 }
 
-/// Runs `spec` and measures its bytes per client per tick.
-fn measure(spec: &SceneSpec) -> Measured {
+/// The zone of `spec`'s world, stepped by hand, with no player yet.
+fn scene_zone(spec: &SceneSpec) -> (Zone, Arc<ZoneContext>) {
     let layout = WorldLayout {
         zones_x: 1,
         zones_y: 1,
@@ -126,7 +129,12 @@ fn measure(spec: &SceneSpec) -> Measured {
     config.view.budget_bytes_per_tick = spec.budget_bytes;
     // Room for every player's input of a tick.
     config.inbox_capacity = config.inbox_capacity.max(spec.players * 2);
-    let (mut zone, ctx) = Zone::standalone(&game, layout, config);
+    Zone::standalone(&game, layout, config)
+}
+
+/// Runs `spec` and measures its bytes per client per tick.
+fn measure(spec: &SceneSpec) -> Measured {
+    let (mut zone, ctx) = scene_zone(spec);
     let id = zone.id();
     let mut clients = join_players(spec, id, &ctx);
     let (mut bytes, mut datagrams) = (0usize, 0usize);
@@ -154,28 +162,101 @@ fn measure(spec: &SceneSpec) -> Measured {
 fn join_players(spec: &SceneSpec, zone: ZoneId, ctx: &ZoneContext) -> Vec<Client> {
     (0..spec.players)
         .map(|i| {
-            let session = SessionId(i as u64 + 1);
-            let link = Arc::new(ClientLink::new(session, format!("guard-{i}"), zone, 1200));
             let spawn = Vec2::new(
                 spec.zone_size * (i as f32 + 0.5) / spec.players as f32,
                 spec.zone_size / 2.0,
             );
-            let join = ZoneMessage::Join {
-                link: Arc::clone(&link),
+            join(
+                ctx,
+                zone,
+                SessionId(i as u64 + 1),
+                &format!("guard-{i}"),
                 spawn,
-                saved: None,
-                versions: RecordVersions::after(None),
-            };
-            ctx.router.send(zone, join).expect("inbox has room");
-            Client {
-                link,
-                session,
-                ack: Ack::default(),
-                received: VecDeque::new(),
-                input_seq: 0,
-            }
+            )
         })
         .collect()
+}
+
+/// Sends the join of a new session of player `name` at `spawn`.
+fn join(ctx: &ZoneContext, zone: ZoneId, session: SessionId, name: &str, spawn: Vec2) -> Client {
+    let link = Arc::new(ClientLink::new(session, name.to_owned(), zone, 1200));
+    let message = ZoneMessage::Join {
+        link: Arc::clone(&link),
+        spawn,
+        saved: None,
+        versions: RecordVersions::after(None),
+    };
+    ctx.router.send(zone, message).expect("inbox has room");
+    Client {
+        link,
+        session,
+        ack: Ack::default(),
+        received: VecDeque::new(),
+        input_seq: 0,
+    }
+}
+
+/// The zone's replicated states, as (id, position) sorted by id.
+fn states_of(zone: &Zone) -> Vec<(u64, (i32, i32))> {
+    let mut states: Vec<_> = zone
+        .replicated_states()
+        .iter()
+        .map(|s| (s.id.0, (s.pos.x, s.pos.y)))
+        .collect();
+    states.sort_unstable();
+    states
+}
+
+/// The world's replicated entities, as (id, position) sorted by id.
+fn entities_of(zone: &mut Zone) -> Vec<(u64, (i32, i32))> {
+    let world = zone.world_mut();
+    let mut query = world.query::<(&NetEntity, &Position)>();
+    let mut entities: Vec<_> = query
+        .iter(world)
+        .map(|(net, pos)| {
+            let q = QPos::from_world(pos.0);
+            (net.0.0, (q.x, q.y))
+        })
+        .collect();
+    entities.sort_unstable();
+    entities
+}
+
+/// States are updated in place from one tick to the next (see `collect_states`):
+/// they must still be exactly the world's entities when players come and go, which
+/// spawns and despawns entities and reorders the ECS's storage.
+#[test]
+fn the_replicated_states_follow_entities_spawned_and_despawned() {
+    let spec = SceneSpec {
+        zone_size: 128.0,
+        npcs: 50,
+        players: 6,
+        aoi_radius: 64.0,
+        budget_bytes: 4000,
+    };
+    let (mut zone, ctx) = scene_zone(&spec);
+    let id = zone.id();
+    zone.tick();
+    assert_eq!(states_of(&zone), entities_of(&mut zone), "NPCs only");
+    let clients = join_players(&spec, id, &ctx);
+    zone.tick();
+    assert_eq!(zone.replicated_states().len(), spec.npcs + spec.players);
+    assert_eq!(states_of(&zone), entities_of(&mut zone), "players joined");
+    // Players 1 and 4 leave: their entities are despawned.
+    for leaving in [1, 4] {
+        clients[leaving].link.close();
+    }
+    zone.tick();
+    assert_eq!(zone.replicated_states().len(), spec.npcs + spec.players - 2);
+    assert_eq!(states_of(&zone), entities_of(&mut zone), "players left");
+    // One of them comes back in a new session, and everything keeps moving.
+    let again = join(&ctx, id, SessionId(100), "guard-1", Vec2::new(10.0, 10.0));
+    for _ in 0..5 {
+        zone.tick();
+        assert_eq!(states_of(&zone), entities_of(&mut zone), "ticking on");
+    }
+    assert_eq!(zone.replicated_states().len(), spec.npcs + spec.players - 1);
+    drop(again);
 }
 
 /// Fails when `measured` is more than [`TOLERANCE`] away from `expected`.
