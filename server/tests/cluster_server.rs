@@ -334,24 +334,16 @@ async fn a_stopped_node_hands_its_zone_over_and_the_player_plays_on_elsewhere() 
     let gone = cluster.addr(host);
     let stopped = cluster.nodes.remove(host);
     let store = std::sync::Arc::clone(stopped.server.store());
-    let claims_before = (
-        store
-            .player_claim("wanderer")
-            .await
-            .expect("store readable"),
-        store.player_claim("roamer").await.expect("store readable"),
-    );
+    let claims = async || {
+        let claim = async |player| store.player_claim(player).await.expect("store readable");
+        (claim("wanderer").await, claim("roamer").await)
+    };
+    let claims_before = claims().await;
     assert!(claims_before.0.is_some() && claims_before.1.is_some());
     stopped.server.shutdown().await;
     // The stop gave its players' claims back once their zone was saved: the other
     // nodes need not wait for its lease to lapse to let them in.
-    let claims_after = (
-        store
-            .player_claim("wanderer")
-            .await
-            .expect("store readable"),
-        store.player_claim("roamer").await.expect("store readable"),
-    );
+    let claims_after = claims().await;
     assert_ne!(claims_after.0, claims_before.0, "wanderer's claim released");
     assert_ne!(claims_after.1, claims_before.1, "roamer's claim released");
     let mut ended = false;

@@ -29,11 +29,10 @@ struct GridEntry {
 /// states lie within this circle". Rebuilt every tick; allocations are reused.
 #[derive(Debug, Clone)]
 pub struct SpatialGrid {
-    /// Requested cell size in position steps: a power of two.
-    cell_steps_requested: i64,
-    /// Cell size in use, in position steps (the requested size, doubled as needed).
-    cell_steps: i64,
-    /// `cell_steps` is `1 << cell_shift`.
+    /// Requested cell size: `1 << shift_requested` position steps.
+    shift_requested: u32,
+    /// Cell size in use: `1 << cell_shift` position steps (the requested size,
+    /// doubled as needed).
     cell_shift: u32,
     /// Position (in steps) of the grid's minimum corner.
     origin: (i64, i64),
@@ -61,12 +60,10 @@ impl SpatialGrid {
         } else {
             1
         };
-        let cell_shift = steps.ilog2();
-        let cell_steps_requested = 1i64 << cell_shift;
+        let shift_requested = steps.ilog2();
         Self {
-            cell_steps_requested,
-            cell_steps: cell_steps_requested,
-            cell_shift,
+            shift_requested,
+            cell_shift: shift_requested,
             origin: (0, 0),
             cols: 0,
             rows: 0,
@@ -79,7 +76,7 @@ impl SpatialGrid {
     /// Cell size currently in use, in world units (larger than requested only when the
     /// states are spread too widely for a dense grid of the requested size).
     pub fn cell_size(&self) -> f32 {
-        (self.cell_steps as f64 * f64::from(POSITION_STEP)) as f32
+        (self.cell_steps() as f64 * f64::from(POSITION_STEP)) as f32
     }
 
     /// Number of states indexed by the last rebuild.
@@ -114,18 +111,16 @@ impl SpatialGrid {
     fn fit_cells(&mut self, min: (i64, i64), max: (i64, i64), n: usize) {
         let cells_max = CELLS_MIN.max(n.saturating_mul(CELLS_PER_STATE));
         self.origin = min;
-        self.cell_steps = self.cell_steps_requested;
-        self.cell_shift = self.cell_steps.trailing_zeros();
+        self.cell_shift = self.shift_requested;
         loop {
-            let cols = (max.0 - min.0) / self.cell_steps + 1;
-            let rows = (max.1 - min.1) / self.cell_steps + 1;
+            let cols = ((max.0 - min.0) >> self.cell_shift) + 1;
+            let rows = ((max.1 - min.1) >> self.cell_shift) + 1;
             // Positions span at most 2^33 steps, so this ends after about 33 doublings.
             if cols.saturating_mul(rows) <= cells_max as i64 {
                 self.cols = cols as usize;
                 self.rows = rows as usize;
                 return;
             }
-            self.cell_steps *= 2;
             self.cell_shift += 1;
         }
     }
@@ -161,6 +156,11 @@ impl SpatialGrid {
         }
         self.cell_start.copy_within(0..n_cells, 1);
         self.cell_start[0] = 0;
+    }
+
+    /// Cell size in use, in position steps.
+    fn cell_steps(&self) -> i64 {
+        1i64 << self.cell_shift
     }
 
     /// Row-major cell of a position inside the grid's bounds (so both offsets from the
@@ -209,7 +209,7 @@ impl SpatialGrid {
     /// The inclusive range of cells along one axis overlapping `lo..=hi` (in steps), or
     /// `None` when the range misses the grid.
     fn span(&self, lo: f64, hi: f64, origin: i64, cells: usize) -> Option<(usize, usize)> {
-        let size = self.cell_steps as f64;
+        let size = self.cell_steps() as f64;
         let first = ((lo - origin as f64) / size).floor();
         let last = ((hi - origin as f64) / size).floor();
         let top = cells as f64 - 1.0;

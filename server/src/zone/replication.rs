@@ -71,24 +71,20 @@ impl Zone {
         let mut n = 0;
         for (net, kind, pos, cache) in query.iter(&self.world) {
             let pos = QPos::from_world(pos.0);
+            let fresh = || ReplicatedState {
+                id: net.0,
+                kind: kind.0,
+                pos,
+                components: cache.shared().clone(),
+                components_hash: cache.hash(),
+            };
             match self.states.get_mut(n) {
                 Some(s) if s.id == net.0 && s.components_hash == cache.hash() => {
                     s.kind = kind.0;
                     s.pos = pos;
                 }
-                slot => {
-                    let state = ReplicatedState {
-                        id: net.0,
-                        kind: kind.0,
-                        pos,
-                        components: cache.shared().clone(),
-                        components_hash: cache.hash(),
-                    };
-                    match slot {
-                        Some(s) => *s = state,
-                        None => self.states.push(state),
-                    }
-                }
+                Some(s) => *s = fresh(),
+                None => self.states.push(fresh()),
             }
             n += 1;
         }

@@ -11,6 +11,7 @@
 
 use super::entity::Tracked;
 use crate::idmap::IdMap;
+use std::collections::hash_map::Entry;
 use zonemesh_shared::ids::NetId;
 
 /// A view's tracked entities, by id and by slot.
@@ -50,15 +51,16 @@ impl TrackedSet {
 
     /// Starts tracking `id` with `entry`; an entry it already had is replaced.
     pub(crate) fn insert(&mut self, id: NetId, entry: Tracked) {
-        if let Some(existing) = self.get_mut(id) {
-            *existing = entry;
-            return;
-        }
         // Views track at most `max_tracked_entities`, far below `u32::MAX`.
-        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.index.insert(id, slot);
-        self.ids.push(id);
-        self.entries.push(entry);
+        let next = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        match self.index.entry(id) {
+            Entry::Occupied(slot) => self.entries[*slot.get() as usize] = entry,
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                self.ids.push(id);
+                self.entries.push(entry);
+            }
+        }
     }
 
     /// Stops tracking `id`.
